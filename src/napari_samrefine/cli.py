@@ -1,0 +1,175 @@
+"""Command line: ``napari-samrefine refine IMAGE LABELS -o OUT`` and friends."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from ._progress import tqdm_progress
+
+__all__ = ["main", "build_parser"]
+
+# subcommands contributed by other modules: (module, add-parser function)
+_PLUGINS = (
+    ("napari_samrefine.adaption_cli", "add_adapt_parser"),
+    ("napari_samrefine.benchmark", "add_benchmark_parser"),
+)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model and device options shared by every subcommand that runs SAM."""
+    g = parser.add_argument_group("model")
+    g.add_argument(
+        "--model", default="vit_b_lm",
+        help="registry name (see `napari-samrefine models`; default: vit_b_lm)",
+    )
+    g.add_argument(
+        "--checkpoint", type=Path, default=None,
+        help="local SAM checkpoint file (any name); overrides --model, needs no download",
+    )
+    g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+
+
+def load_model_from_args(args):
+    """Load the SAM model that ``--model``/``--checkpoint``/``--device`` describe."""
+    from .sam.loading import load_sam
+
+    return load_sam(args.checkpoint if args.checkpoint is not None else args.model, device=args.device)
+
+
+def _add_refine_parser(sub) -> None:
+    p = sub.add_parser(
+        "refine",
+        help="refine coarse labels with SAM",
+        description="Refine coarse labels with SAM (SAMRefiner). IMAGE and LABELS are files "
+        "(TIFF/PNG), or two folders whose files are paired by name.",
+    )
+    p.add_argument("image", type=Path, help="image file, or folder of images")
+    p.add_argument("labels", type=Path, help="coarse label file, or folder of label files")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output label file (.tif/.png), or folder for folder input")
+    add_model_arguments(p)
+    g = p.add_argument_group("refinement")
+    g.add_argument("--mode", choices=("instance", "semantic"), default="instance")
+    g.add_argument("--iterations", type=int, default=5, help="cascade iterations (default 5)")
+    g.add_argument("--no-points", action="store_true", help="do not use point prompts")
+    g.add_argument("--no-box", action="store_true", help="do not use the box prompt")
+    g.add_argument("--no-mask", action="store_true", help="do not use the Gaussian mask prompt")
+    g.add_argument("--no-negative-point", action="store_true", help="positive point only")
+    g.add_argument("--cebox", type=float, default=None,
+                   help="CEBox lambda (default 0.1 in instance mode, off in semantic); 0 = tight box")
+    g.add_argument("--strength", type=float, default=15.0, help="mask prompt amplitude w")
+    g.add_argument("--gamma", type=float, default=4.0, help="Gaussian mask prompt spread")
+    g.add_argument("--convergence", type=float, default=0.99,
+                   help="stop an object when IoU with the previous iteration reaches this; 1 = never")
+    g.add_argument("--channel", default=None, help="channel index, or 'mean', for multichannel images")
+    g.add_argument("--batch-size", type=int, default=32, help="objects per decoder call")
+    g.add_argument("--adaptor", type=Path, default=None, help="SAMRefiner++ IoU adaptor file")
+    g.add_argument("--table", action="store_true", help="also write <output>.csv with per-object results")
+    p.set_defaults(func=_run_refine)
+
+
+def _refine_kwargs(args) -> dict:
+    channel = args.channel
+    if channel is not None and channel != "mean":
+        channel = int(channel)
+    return dict(
+        mode=args.mode,
+        iterations=args.iterations,
+        use_points=not args.no_points,
+        use_box=not args.no_box,
+        use_mask=not args.no_mask,
+        use_negative_point=not args.no_negative_point,
+        cebox="auto" if args.cebox is None else args.cebox,
+        strength=args.strength,
+        gamma=args.gamma,
+        convergence=None if args.convergence >= 1 else args.convergence,
+        channel=channel,
+        batch_size=args.batch_size,
+    )
+
+
+def _run_refine(args) -> int:
+    from .io import find_pairs, read_image, write_labels
+    from .refine.refiner import refine
+
+    if args.image.is_dir() != args.labels.is_dir():
+        raise ValueError("IMAGE and LABELS must both be files or both be folders.")
+    if args.image.is_dir():
+        pairs = find_pairs(args.image, args.labels)
+        outputs = [args.output / (lab.stem + ".tif") for _, lab in pairs]
+    else:
+        pairs, outputs = [(args.image, args.labels)], [args.output]
+    for out in outputs:
+        if out.suffix.lower() not in (".tif", ".tiff", ".png"):
+            raise ValueError(f"Output {out} must end in .tif or .png (or be a folder for folder input).")
+    sam = load_model_from_args(args)
+    kwargs = _refine_kwargs(args)
+    if args.adaptor is not None:
+        from .refine.adaption import load_iou_adaptor
+
+        kwargs["iou_adaptor"] = load_iou_adaptor(args.adaptor)
+    for (image_path, labels_path), out in zip(pairs, outputs, strict=True):
+        result = refine(
+            read_image(image_path), read_image(labels_path), sam, **kwargs,
+            progress=tqdm_progress(desc=image_path.name, unit="step", leave=False),
+        )
+        write_labels(out, result.labels)
+        table = result.table()
+        if args.table:
+            table.to_csv(out.with_suffix(".csv"), index=False)
+        counts = table["status"].value_counts().to_dict()
+        print(f"{image_path.name}: {len(table)} objects {counts} -> {out}")
+    return 0
+
+
+def _add_models_parser(sub) -> None:
+    p = sub.add_parser("models", help="list the registered SAM checkpoints and the cache folder")
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args) -> int:
+    from .sam import registry
+
+    for name in registry.list_models():
+        entry = registry.get_model(name)
+        print(f"{name:22s} {entry.description}")
+    print(f"cache folder: {registry.cache_dir()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``napari-samrefine`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="napari-samrefine",
+        description="Refine coarse segmentations with the Segment Anything Model (SAMRefiner).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_refine_parser(sub)
+    _add_models_parser(sub)
+    for module, func in _PLUGINS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            continue
+        getattr(mod, func)(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``napari-samrefine`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        print(f"napari-samrefine {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

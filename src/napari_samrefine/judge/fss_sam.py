@@ -1,0 +1,141 @@
+"""PerSAM-style few-shot segmentation on the already loaded SAM (training-free; SPEC section 5).
+
+Steps for one (query image, query mask) -> support image prediction:
+
+1. target prototype t: the query's SAM features under the mask (FM, IM or HM,
+   :mod:`.masking`), coverage-weighted mean, L2-normalised;
+2. location map: cosine similarity of t with every (L2-normalised) feature of
+   the support image, upsampled to the support's frame; positive point at the
+   argmax, negative point at the argmin (first in row-major order on ties);
+3. SAM's prompt encoder and mask decoder on the support's embedding with those
+   two points (single-mask output), then two cascaded refinements as in
+   PerSAM: add the previous low-res logits as mask prompt; then also the box
+   of the previous mask. Each refinement asks for three candidates and keeps
+   the one with the highest predicted IoU (lowest index on ties).
+
+PerSAM's target-guided attention and target-semantic prompting are not used
+(they change SAM's decoder; the spec lists them as optional).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..sam.embedding import EmbeddingCache, ImageEmbedding, default_cache
+from .masking import MASKING_MODES, masked_features, masked_prototype
+
+__all__ = ["PerSamFSS", "location_map"]
+
+
+def location_map(prototype: np.ndarray, support: ImageEmbedding) -> np.ndarray:
+    """Cosine similarity of a prototype (C,) with every support feature, in the support's frame.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) map over the support image's original frame (the valid
+        embedding grid upsampled bilinearly, as segment-anything upsamples).
+    """
+    feats = support.valid_features()
+    norms = np.linalg.norm(feats, axis=0, keepdims=True)
+    unit = feats / np.maximum(norms, 1e-12)
+    sim = np.tensordot(np.asarray(prototype, dtype=np.float32), unit, axes=(0, 0))
+    frame = support.frame
+    return (frame.from_embedding_rows @ sim @ frame.from_embedding_cols.T).astype(np.float32)
+
+
+class PerSamFSS:
+    """Few-shot segmentation with a plain SAM, after PerSAM (Zhang et al.).
+
+    Parameters
+    ----------
+    sam : segment_anything.modeling.Sam
+        The loaded model (any size; sizes are read off it).
+    masking : {"hm", "fm", "im"}
+        How the query's features are restricted to the mask (:mod:`.masking`).
+    cache : EmbeddingCache, optional
+        Embedding cache (default: the package-wide one). A query crop is encoded
+        once for all its masks, a support crop once for every query object.
+
+    Examples
+    --------
+    >>> from napari_samrefine.testing import tiny_sam
+    >>> fss = PerSamFSS(tiny_sam(), masking="fm")
+    >>> rgb = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    >>> mask = np.zeros((64, 64), bool); mask[20:40, 20:40] = True
+    >>> fss.predict(rgb, mask, rgb).shape
+    (64, 64)
+    """
+
+    def __init__(self, sam, masking: str = "hm", cache: EmbeddingCache | None = None):
+        masking = str(masking).lower()
+        if masking not in MASKING_MODES:
+            raise ValueError(f"masking={masking!r} is not one of {MASKING_MODES} (FM, IM, HM).")
+        self.sam = sam
+        self.masking = masking
+        self.cache = default_cache if cache is None else cache
+        self.last_points: np.ndarray | None = None
+
+    def predict(
+        self, query_image: np.ndarray, query_mask: np.ndarray, support_image: np.ndarray
+    ) -> np.ndarray:
+        """Foreground probability (sigmoid of SAM's logits) over ``support_image``; see the module doc."""
+        return 1.0 / (1.0 + np.exp(-self.predict_logits(query_image, query_mask, support_image)))
+
+    @torch.no_grad()
+    def predict_logits(
+        self, query_image: np.ndarray, query_mask: np.ndarray, support_image: np.ndarray
+    ) -> np.ndarray:
+        """SAM's final mask logits over ``support_image`` (float32, support's original frame)."""
+        feats, coverage = masked_features(
+            self.sam, query_image, query_mask, self.masking, cache=self.cache
+        )
+        prototype = masked_prototype(feats, coverage)
+        support = self.cache.get(self.sam, support_image)
+        sim = location_map(prototype, support)
+        pos = np.unravel_index(int(np.argmax(sim)), sim.shape)
+        neg = np.unravel_index(int(np.argmin(sim)), sim.shape)
+        # (x, y) = (column, row), as SAM's prompts
+        self.last_points = np.array([[pos[1], pos[0]], [neg[1], neg[0]]], dtype=np.float64)
+        points = (self.last_points, np.array([1, 0]))
+
+        logits, _ = self._decode(support, points, multimask=False)
+        logits, _ = self._decode(support, points, mask_input=logits, multimask=True)
+        full = support.frame.lowres_to_original(logits)
+        ys, xs = np.nonzero(full > 0)
+        box = None if ys.size == 0 else np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
+        logits, _ = self._decode(support, points, box=box, mask_input=logits, multimask=True)
+        return support.frame.lowres_to_original(logits)
+
+    def _decode(
+        self,
+        support: ImageEmbedding,
+        points: tuple[np.ndarray, np.ndarray],
+        box: np.ndarray | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask: bool = True,
+    ) -> tuple[torch.Tensor, float]:
+        """One prompt-encoder + mask-decoder call; the best candidate's (L, L) low-res logits."""
+        sam, frame = self.sam, support.frame
+        sy, sx = frame.scale
+        scale = torch.tensor([sx, sy], dtype=torch.float32, device=sam.device)
+        coords = torch.as_tensor(points[0], dtype=torch.float32, device=sam.device) * scale
+        labels = torch.as_tensor(points[1], dtype=torch.int64, device=sam.device)
+        boxes = None
+        if box is not None:
+            boxes = torch.as_tensor(box, dtype=torch.float32, device=sam.device).view(2, 2)
+            boxes = (boxes * scale).view(1, 4)
+        masks = None if mask_input is None else mask_input[None, None]
+        sparse, dense = sam.prompt_encoder(
+            points=(coords[None], labels[None]), boxes=boxes, masks=masks
+        )
+        low, iou = sam.mask_decoder(
+            image_embeddings=support.features,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        best = int(torch.argmax(iou[0]))
+        return low[0, best], float(iou[0, best])

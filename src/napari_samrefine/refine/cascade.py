@@ -1,0 +1,145 @@
+"""The cascade of SAMRefiner iterations for all objects of one image (SPEC section 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..sam.embedding import ImageEmbedding
+from .decode import PromptSwitches, decode_prompts
+from .objects import ObjectMask, crop_iou, trim
+from .prompts import ObjectPrompts, excavate_object
+
+__all__ = ["ObjectState", "PromptSettings", "run_cascade"]
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """How prompts are excavated (SPEC section 2)."""
+
+    switches: PromptSwitches = PromptSwitches()
+    cebox: float | None = 0.1
+    strength: float = 15.0
+    gamma: float = 4.0
+
+
+@dataclass
+class ObjectState:
+    """One object as it moves through the cascade.
+
+    ``mask`` is the current binary mask (the coarse one before the first
+    iteration); ``logits``/``region`` are the chosen candidate's logits of the
+    last iteration, upsampled only inside ``region`` (half-open y0, x0, y1, x1),
+    the box outside which no logit can be positive.
+    """
+
+    coarse: ObjectMask
+    mask: ObjectMask
+    status: str = "ok"
+    iterations: int = 0
+    predicted_iou: float = float("nan")
+    logits: np.ndarray | None = None
+    region: tuple[int, int, int, int] | None = None
+    prompts: ObjectPrompts | None = None
+    active: bool = True
+    history: list[float] = field(default_factory=list)
+
+
+def _update(state: ObjectState, embedding: ImageEmbedding, lowres, iou: float, convergence):
+    frame = embedding.frame
+    low = lowres.numpy()
+    region = frame.lowres_extent(low > 0)
+    state.iterations += 1
+    state.predicted_iou = float(iou)
+    if region is not None:
+        logits = frame.lowres_to_original(low, region)
+        new = trim(logits > 0, region[:2], state.mask.label_id, state.mask.image_shape)
+    if region is None or new.area == 0:
+        state.status, state.active = "empty-output", False
+        state.logits = state.region = None
+        return
+    change = crop_iou(state.mask, new)
+    state.history.append(change)
+    state.mask, state.logits, state.region = new, logits, region
+    if convergence is not None and change >= convergence:
+        state.active = False
+
+
+def run_cascade(
+    sam,
+    embedding: ImageEmbedding,
+    objects: Sequence[ObjectMask],
+    settings: PromptSettings = PromptSettings(),
+    *,
+    iterations: int = 5,
+    convergence: float | None = 0.99,
+    batch_size: int = 32,
+    iou_adaptor=None,
+    step: Callable[[int, str], None] | None = None,
+) -> list[ObjectState]:
+    """Refine all objects of one image through ``iterations`` cascaded SAM passes.
+
+    Each iteration rebuilds every active object's prompts from its current binary
+    mask and decodes all of them in batched calls; low-res logits are not fed
+    back. An object leaves the cascade when its output is empty or when the IoU
+    of its mask with the previous iteration's reaches ``convergence``.
+
+    Parameters
+    ----------
+    sam : segment_anything.modeling.Sam
+    embedding : ImageEmbedding
+        The image's embedding (one encoder pass, reused by every iteration).
+    objects : sequence of ObjectMask
+        Coarse masks (non-empty).
+    settings : PromptSettings
+    iterations : int
+        Maximum number of cascade iterations (T).
+    convergence : float or None
+        IoU with the previous iteration at which an object stops; None runs all
+        iterations for every object.
+    batch_size : int
+        Objects per decoder call.
+    iou_adaptor : optional
+        SAMRefiner++ adaptor used to select candidates.
+    step : callable, optional
+        Called as ``step(iteration, message)`` after every decoder call (progress
+        and cancellation; it may raise to stop).
+
+    Returns
+    -------
+    list of ObjectState
+        In the order of ``objects``.
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be at least 1, got {iterations}")
+    states = [ObjectState(coarse=o, mask=o) for o in objects]
+    for t in range(iterations):
+        active = [s for s in states if s.active]
+        if not active:
+            break
+        for start in range(0, len(active), batch_size):
+            chunk = active[start : start + batch_size]
+            prompts = [
+                excavate_object(
+                    s.mask,
+                    frame=embedding.frame,
+                    embedding=embedding,
+                    cebox=settings.cebox,
+                    strength=settings.strength,
+                    gamma=settings.gamma,
+                    use_negative_point=settings.switches.negative_point,
+                )
+                for s in chunk
+            ]
+            decoded = decode_prompts(
+                sam, embedding, prompts, settings.switches,
+                batch_size=batch_size, iou_adaptor=iou_adaptor,
+            )
+            for i, s in enumerate(chunk):
+                s.prompts = prompts[i]
+                _update(s, embedding, decoded.lowres[i], decoded.iou[i], convergence)
+            if step is not None:
+                step(t, f"iteration {t + 1}/{iterations}: {start + len(chunk)}/{len(active)} objects")
+    return states

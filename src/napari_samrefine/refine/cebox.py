@@ -1,0 +1,235 @@
+"""Context-aware elastic box (CEBox, SAMRefiner; SPEC section 2).
+
+A coarse mask often misses parts of its object, so its tight box is too small.
+CEBox looks just outside each side of the tight box: if enough pixels there look
+like the object in SAM's feature space, that side moves out by one step.
+
+- Features: the image embedding's valid (unpadded) grid, bilinearly upsampled
+  to the original frame, each pixel L2-normalised over channels.
+- Query: the mean of the low-res features under the mask (the mask downsampled to
+  the valid grid with torch's nearest rule), L2-normalised.
+- A pixel is similar when its cosine with the query exceeds 0.5.
+- Per side, a strip outside the tight box, ``ceil(min(side / 10, 10))`` pixels
+  wide (at least 1; left/right use the box width, top/bottom its height),
+  spanning the box along that side and clipped to the image; the side moves out by
+  the strip's clipped width when the fraction of similar pixels in the strip
+  exceeds ``lam``.
+
+Only strip pixels are ever upsampled: memory scales with the strips, never with
+H x W x C (the reference code builds the whole upsampled feature map).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..sam.embedding import ImageEmbedding
+from ..sam.frame import SamFrame
+from .objects import ObjectMask
+
+__all__ = [
+    "SIMILARITY_THRESHOLD",
+    "FeatureGrid",
+    "nearest_indices",
+    "cebox_strips",
+    "elastic_box",
+]
+
+SIMILARITY_THRESHOLD = 0.5
+"""Cosine above which a pixel counts as similar to the object's query feature."""
+
+
+def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output position of torch's ``nearest`` resize along one axis.
+
+    torch computes ``floor(dst * (in / out))`` with a single-precision scale, which
+    differs from exact arithmetic for some sizes; the indices are therefore read off
+    torch itself.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output lengths.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 (n_out,), non-decreasing.
+    """
+    src = torch.arange(n_in, dtype=torch.float64).reshape(1, 1, n_in, 1)
+    out = F.interpolate(src, size=(n_out, 1), mode="nearest")
+    return out[0, 0, :, 0].to(torch.int64).numpy()
+
+
+@dataclass(frozen=True)
+class FeatureGrid:
+    """An embedding's valid feature grid, prepared once per image for CEBox.
+
+    Attributes
+    ----------
+    features : numpy.ndarray
+        float32 (C, gh, gw): the embedding cells that cover the image.
+    frame : SamFrame
+        Geometry of the image (its ``from_embedding_*`` maps upsample the grid).
+    row_index, col_index : numpy.ndarray
+        Image row (column) that torch's nearest rule samples for each grid row (column).
+    """
+
+    features: np.ndarray
+    frame: SamFrame
+    row_index: np.ndarray
+    col_index: np.ndarray
+
+    @classmethod
+    def from_embedding(cls, embedding: ImageEmbedding) -> FeatureGrid:
+        """Copy an embedding's valid grid to the CPU (once per image, not per object)."""
+        frame = embedding.frame
+        features = embedding.valid_features()
+        H, W = frame.original_size
+        gh, gw = features.shape[1:]
+        return cls(features, frame, nearest_indices(H, gh), nearest_indices(W, gw))
+
+    def query(self, obj: ObjectMask) -> np.ndarray | None:
+        """The object's L2-normalised mean feature, or None when no grid cell samples it.
+
+        The mask is downsampled to the grid with torch's nearest rule; only the grid
+        rows and columns that sample the object's crop are looked at.
+        """
+        y0, x0, y1, x1 = obj.bbox
+        i0, i1 = np.searchsorted(self.row_index, [y0, y1])
+        j0, j1 = np.searchsorted(self.col_index, [x0, x1])
+        sampled = obj.mask[np.ix_(self.row_index[i0:i1] - y0, self.col_index[j0:j1] - x0)]
+        if not sampled.any():
+            return None
+        q = self.features[:, i0:i1, j0:j1][:, sampled].astype(np.float64).mean(axis=1)
+        norm = np.linalg.norm(q)
+        return None if norm == 0 else q / norm
+
+    def cosine(self, query: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        """Cosine of ``query`` with the upsampled, normalised features of an image rectangle.
+
+        Parameters
+        ----------
+        query : numpy.ndarray
+            (C,) unit vector.
+        rows, cols : slice
+            Half-open, non-empty rectangle of the original frame.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 (rows, cols); 0 where the upsampled feature is zero.
+        """
+        R = self.frame.from_embedding_rows[rows]
+        C = self.frame.from_embedding_cols[cols]
+        # each pixel blends at most two grid rows / columns: keep only those in use
+        i = np.flatnonzero(R.any(axis=0))
+        j = np.flatnonzero(C.any(axis=0))
+        i0, i1, j0, j1 = i[0], i[-1] + 1, j[0], j[-1] + 1
+        grid = self.features[:, i0:i1, j0:j1].astype(np.float64)  # (C, ni, nj)
+        up = np.matmul(np.matmul(R[:, i0:i1], grid), C[:, j0:j1].T)  # (C, nr, nc)
+        dot = np.tensordot(query, up, axes=1)
+        norm = np.sqrt(np.einsum("krc,krc->rc", up, up))
+        return np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0)
+
+
+def cebox_strips(
+    tight_box: np.ndarray, image_shape: tuple[int, int]
+) -> dict[str, tuple[slice, slice, int]]:
+    """The four strips CEBox inspects around a tight box.
+
+    Parameters
+    ----------
+    tight_box : array-like
+        Inclusive [x1, y1, x2, y2].
+    image_shape : (int, int)
+        (H, W) of the image.
+
+    Returns
+    -------
+    dict
+        ``{"left" | "top" | "right" | "bottom": (rows, cols, width)}``: half-open
+        slices of the strip in the image and its width after clipping (sides at
+        the image border are left out). The step is ``ceil(min(side / 10, 10))``
+        pixels, at least 1, in exact integer arithmetic.
+    """
+    x1, y1, x2, y2 = (int(v) for v in tight_box)
+    H, W = image_shape
+    step_x = max(1, -(-min(x2 - x1 + 1, 100) // 10))  # ceil(min(0.1 * width, 10))
+    step_y = max(1, -(-min(y2 - y1 + 1, 100) // 10))
+    rows, cols = slice(y1, y2 + 1), slice(x1, x2 + 1)
+    candidates = {
+        "left": (rows, slice(max(x1 - step_x, 0), x1)),
+        "top": (slice(max(y1 - step_y, 0), y1), cols),
+        "right": (rows, slice(x2 + 1, min(x2 + 1 + step_x, W))),
+        "bottom": (slice(y2 + 1, min(y2 + 1 + step_y, H)), cols),
+    }
+    out = {}
+    for side, (r, c) in candidates.items():
+        width = (c.stop - c.start) if side in ("left", "right") else (r.stop - r.start)
+        if width > 0:
+            out[side] = (r, c, width)
+    return out
+
+
+def elastic_box(
+    obj: ObjectMask,
+    grid: FeatureGrid,
+    lam: float = 0.1,
+    tight_box: np.ndarray | None = None,
+) -> tuple[np.ndarray, bool]:
+    """One CEBox step: the tight box with each side moved out where the context is similar.
+
+    Parameters
+    ----------
+    obj : ObjectMask
+        A non-empty object of the image ``grid`` was computed for.
+    grid : FeatureGrid
+        The image's prepared embedding (:meth:`FeatureGrid.from_embedding`).
+    lam : float
+        A side moves out when more than this fraction of its strip is similar (SPEC's
+        lambda, 0.1 by default).
+    tight_box : array-like, optional
+        The object's inclusive [x1, y1, x2, y2] when already known.
+
+    Returns
+    -------
+    box : numpy.ndarray
+        int64 inclusive [x1, y1, x2, y2], inside the image.
+    expanded : bool
+        True when at least one side moved.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from napari_samrefine.sam.embedding import ImageEmbedding
+    >>> from napari_samrefine.sam.frame import SamFrame
+    >>> from napari_samrefine.refine.objects import ObjectMask
+    >>> frame = SamFrame((64, 64), image_size=64, lowres_size=16, embedding_size=4)
+    >>> emb = ImageEmbedding(torch.ones(1, 8, 4, 4), frame, "uniform")
+    >>> mask = np.zeros((64, 64), bool); mask[20:40, 20:40] = True
+    >>> box, expanded = elastic_box(ObjectMask.from_full(mask), FeatureGrid.from_embedding(emb))
+    >>> box.tolist(), expanded
+    ([18, 18, 41, 41], True)
+    """
+    if tuple(obj.image_shape) != tuple(grid.frame.original_size):
+        raise ValueError(
+            f"object of a {tuple(obj.image_shape)} image but an embedding of a "
+            f"{tuple(grid.frame.original_size)} image: embed the image the labels belong to"
+        )
+    box = np.asarray(obj.tight_box if tight_box is None else tight_box, dtype=np.int64)
+    q = grid.query(obj)
+    if q is None or not lam:
+        return box.copy(), False
+    new = box.copy()
+    moves = {"left": (0, -1), "top": (1, -1), "right": (2, 1), "bottom": (3, 1)}
+    for side, (rows, cols, width) in cebox_strips(box, obj.image_shape).items():
+        similar = grid.cosine(q, rows, cols) > SIMILARITY_THRESHOLD
+        if similar.mean() > lam:
+            k, sign = moves[side]
+            new[k] += sign * width
+    return new, bool((new != box).any())

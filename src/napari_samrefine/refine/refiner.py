@@ -1,0 +1,309 @@
+"""The public refinement entry point: images and coarse labels in, refined labels out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from .._progress import ProgressCallback, report
+from ..sam.embedding import EmbeddingCache, default_cache, embed_image
+from ..sam.preprocess import to_sam_rgb
+from .cascade import ObjectState, PromptSettings, run_cascade
+from .decode import PromptSwitches
+from .inputs import arrange_image, check_labels
+from .objects import ObjectMask, objects_from_labels
+from .prompts import ObjectPrompts
+from .writeback import write_back
+
+__all__ = ["refine", "RefineResult", "ObjectResult", "resolve_sam"]
+
+STATUSES = ("ok", "empty-input", "empty-output", "skipped")
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    """What happened to one object (or one STM group in semantic mode).
+
+    Attributes
+    ----------
+    label_id : int
+        Object id (instance mode) or class id (semantic mode).
+    plane : int or None
+        Index of the plane in a stack; None for 2D input.
+    status : str
+        "ok", "empty-input" (the requested id is not in the labels),
+        "empty-output" (SAM returned an empty mask; the coarse mask is kept) or
+        "skipped" (not refined, e.g. cancelled plane or excluded).
+    predicted_iou : float
+        SAM's predicted IoU of the chosen candidate in the last iteration.
+    iterations : int
+        Decoder passes the object went through.
+    coarse_area, refined_area : int
+        Pixels before and after (refined_area before overlap resolution).
+    group : int
+        Index of the STM group within its class (semantic mode), else 0.
+    """
+
+    label_id: int
+    plane: int | None
+    status: str
+    predicted_iou: float
+    iterations: int
+    coarse_area: int
+    refined_area: int
+    group: int = 0
+
+
+@dataclass
+class RefineResult:
+    """Result of :func:`refine`.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        Refined labels, same shape and dtype as the input, ids preserved.
+    objects : list of ObjectResult
+        One record per object (per group in semantic mode).
+    prompts : list of ObjectPrompts or None
+        The prompts of each object's last iteration, aligned with ``objects``.
+    mode : str
+        "instance" or "semantic".
+    """
+
+    labels: np.ndarray
+    objects: list[ObjectResult] = field(default_factory=list)
+    prompts: list[ObjectPrompts | None] = field(default_factory=list)
+    mode: str = "instance"
+
+    def table(self):
+        """Per-object records as a pandas DataFrame (one row per object)."""
+        import pandas as pd
+
+        columns = list(ObjectResult.__dataclass_fields__)
+        return pd.DataFrame([asdict(o) for o in self.objects], columns=columns)
+
+
+def resolve_sam(sam, device="auto"):
+    """Return a ``Sam`` model: ``sam`` itself, or the model a registry name/path loads."""
+    if isinstance(sam, (str, os.PathLike)):
+        from ..sam.loading import load_sam
+
+        return load_sam(sam, device=device)
+    if sam is None or not hasattr(sam, "mask_decoder"):
+        raise TypeError(
+            f"sam must be a segment_anything Sam model, a registry name or a checkpoint path; "
+            f"got {type(sam).__name__}."
+        )
+    return sam
+
+
+def _plane_indices(labels: np.ndarray, planes) -> list[int | None]:
+    if labels.ndim == 2:
+        if planes not in (None, 0, [0]):
+            raise ValueError("planes=... applies to 3D stacks; these labels are 2D.")
+        return [None]
+    n = labels.shape[0]
+    if planes is None:
+        return list(range(n))
+    chosen = [planes] if np.isscalar(planes) else list(planes)
+    bad = [p for p in chosen if not -n <= int(p) < n]
+    if bad:
+        raise ValueError(f"planes {bad} do not exist: the stack has {n} planes (0..{n - 1}).")
+    return sorted({int(p) % n for p in chosen})
+
+
+def _split(plane_labels: np.ndarray, mode: str, label_ids) -> tuple[list[ObjectMask], list[int]]:
+    """Objects (instance) or STM groups (semantic) of one plane, and the requested ids missing."""
+    present = objects_from_labels(plane_labels, label_ids)
+    missing = [] if label_ids is None else sorted(set(label_ids) - {o.label_id for o in present})
+    if mode == "semantic":
+        from .stm import split_then_merge
+
+        keep = None if label_ids is None else set(label_ids)
+        groups = split_then_merge(plane_labels)
+        return [g for g in groups if keep is None or g.label_id in keep], missing
+    return present, missing
+
+
+def _records(states: Sequence[ObjectState], plane, mode) -> list[ObjectResult]:
+    out, group_count = [], {}
+    for s in states:
+        g = group_count.get(s.coarse.label_id, 0)
+        group_count[s.coarse.label_id] = g + 1
+        out.append(
+            ObjectResult(
+                label_id=int(s.coarse.label_id),
+                plane=plane,
+                status=s.status,
+                predicted_iou=s.predicted_iou,
+                iterations=s.iterations,
+                coarse_area=s.coarse.area,
+                refined_area=s.mask.area if s.status == "ok" else 0,
+                group=g if mode == "semantic" else 0,
+            )
+        )
+    return out
+
+
+def refine(
+    image: np.ndarray,
+    labels: np.ndarray,
+    sam="vit_b_lm",
+    *,
+    mode: Literal["instance", "semantic"] = "instance",
+    iterations: int = 5,
+    use_points: bool = True,
+    use_box: bool = True,
+    use_mask: bool = True,
+    use_negative_point: bool = True,
+    cebox: float | None | Literal["auto"] = "auto",
+    strength: float = 15.0,
+    gamma: float = 4.0,
+    label_ids: Iterable[int] | None = None,
+    planes: int | Iterable[int] | None = None,
+    channel: int | str | None = None,
+    channel_axis: int | None = None,
+    percentiles: tuple[float, float] = (1.0, 99.8),
+    iou_adaptor=None,
+    convergence: float | None = 0.99,
+    batch_size: int = 32,
+    device: str = "auto",
+    embedding_cache: EmbeddingCache | None = default_cache,
+    progress: ProgressCallback | None = None,
+) -> RefineResult:
+    """Refine coarse masks with SAM using SAMRefiner's noise-tolerant prompts.
+
+    Each image (or plane of a stack) is encoded once; for every cascade
+    iteration, prompts (a distance-guided positive point, a negative point, a
+    context-aware elastic box and a Gaussian mask prompt) are mined from each
+    object's current mask and all objects are decoded in batched calls. The
+    candidate with the highest predicted IoU is kept.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (Y, X) grey, (Y, X, C) with channels last, or a stack (Z, Y, X[, C]).
+        uint8 grey/RGB is used as is; other dtypes are contrast-stretched.
+    labels : numpy.ndarray
+        Coarse labels, (Y, X) or (Z, Y, X), non-negative integers (0 = background).
+        Instance ids in instance mode, class ids in semantic mode.
+    sam : Sam, str or path
+        A loaded ``segment_anything`` model, a registry name (default "vit_b_lm")
+        or a checkpoint file.
+    mode : {"instance", "semantic"}
+        Instance: one object per id. Semantic: split-then-merge (STM) per class.
+    iterations : int
+        Cascade iterations (T, default 5).
+    use_points, use_box, use_mask, use_negative_point : bool
+        Prompt switches (the paper's ablation).
+    cebox : float, None or "auto"
+        CEBox threshold lambda; None or 0 keeps the tight box. "auto" is 0.1 in
+        instance mode and off in semantic mode.
+    strength : float
+        Amplitude w of the mask prompt (paper: 15).
+    gamma : float
+        Spread of the Gaussian mask prompt (reference code: 4).
+    label_ids : iterable of int, optional
+        Only refine these ids (classes in semantic mode); others are kept.
+    planes : int or iterable of int, optional
+        Planes of a stack to refine (default all); others are kept.
+    channel : int or "mean", optional
+        Channel to use for multichannel images that are not RGB.
+    channel_axis : int, optional
+        Channel axis of ``image`` when it is not the last axis.
+    percentiles : (float, float)
+        Contrast-stretch percentiles for non-uint8 images.
+    iou_adaptor : optional
+        A SAMRefiner++ adaptor (:func:`napari_samrefine.load_iou_adaptor`).
+    convergence : float or None
+        An object stops once its mask's IoU with the previous iteration reaches
+        this value; None always runs all iterations.
+    batch_size : int
+        Objects per decoder call (bounds memory).
+    device : str
+        Device for a model loaded by name ("auto": cuda, mps, cpu).
+    embedding_cache : EmbeddingCache or None
+        Where image embeddings are kept for reuse; None computes them afresh.
+    progress : callable, optional
+        ``progress(done, total, message)``; raise :class:`napari_samrefine.Cancelled`
+        in it to stop.
+
+    Returns
+    -------
+    RefineResult
+        ``.labels`` (same shape and dtype as ``labels``), ``.objects``,
+        ``.table()``, ``.prompts``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_samrefine import refine
+    >>> from napari_samrefine.testing import tiny_sam
+    >>> image = np.zeros((64, 64), np.uint8); image[20:40, 20:40] = 200
+    >>> coarse = np.zeros((64, 64), np.uint16); coarse[22:38, 18:41] = 7
+    >>> result = refine(image, coarse, sam=tiny_sam(), iterations=2)
+    >>> result.labels.dtype, result.objects[0].label_id
+    (dtype('uint16'), 7)
+    """
+    if mode not in ("instance", "semantic"):
+        raise ValueError(f"mode must be 'instance' or 'semantic', got {mode!r}")
+    labels = check_labels(labels)
+    image = arrange_image(image, labels.shape, channel_axis)
+    ids = None if label_ids is None else sorted({int(i) for i in label_ids})
+    if cebox == "auto":
+        cebox = 0.1 if mode == "instance" else None
+    settings = PromptSettings(
+        switches=PromptSwitches(use_points, use_box, use_mask, use_negative_point),
+        cebox=cebox or None,
+        strength=strength,
+        gamma=gamma,
+    )
+    sam = resolve_sam(sam, device)
+    plane_ids = _plane_indices(labels, planes)
+    total = len(plane_ids) * (iterations + 1)
+    done = 0
+    report(progress, done, total, "starting")
+
+    out = labels.copy()
+    objects: list[ObjectResult] = []
+    prompts: list[ObjectPrompts | None] = []
+    for p in plane_ids:
+        plane_labels = labels if p is None else labels[p]
+        plane_image = image if p is None else image[p]
+        targets, missing = _split(plane_labels, mode, ids)
+        for lid in missing:
+            objects.append(ObjectResult(lid, p, "empty-input", float("nan"), 0, 0, 0))
+            prompts.append(None)
+        if not targets:
+            done += iterations + 1
+            report(progress, done, total, f"plane {p}: nothing to refine")
+            continue
+        rgb = to_sam_rgb(plane_image, channel=channel, percentiles=percentiles)
+        where = "" if p is None else f"plane {p}: "
+        report(progress, done, total, f"{where}encoding image")
+        emb = embedding_cache.get(sam, rgb) if embedding_cache is not None else embed_image(sam, rgb)
+        done += 1
+        report(progress, done, total, f"{where}encoded")
+
+        def step(t: int, message: str, _where=where, _done=done) -> None:
+            report(progress, _done + t, total, _where + message)
+
+        states = run_cascade(
+            sam, emb, targets, settings,
+            iterations=iterations, convergence=convergence, batch_size=batch_size,
+            iou_adaptor=iou_adaptor, step=step,
+        )
+        refined = write_back(plane_labels, states)
+        if p is None:
+            out = refined
+        else:
+            out[p] = refined
+        objects.extend(_records(states, p, mode))
+        prompts.extend(s.prompts for s in states)
+        done += iterations
+        report(progress, done, total, f"{where}done")
+    return RefineResult(labels=out, objects=objects, prompts=prompts, mode=mode)

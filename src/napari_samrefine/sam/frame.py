@@ -1,0 +1,278 @@
+"""Geometry between the original image frame, SAM's padded input frame and the low-res frame.
+
+SAM resizes an image so that its long side equals the encoder's input size
+(1024 for the published models), pads it bottom/right to a square, and its mask
+decoder works on a low-res grid (256 x 256 for the published models). Every
+resize in this chain is a bilinear interpolation with ``align_corners=False``
+and no antialiasing, which is a linear map applied separably to rows and
+columns. :class:`SamFrame` keeps those maps as small matrices so that any
+rectangle of the original frame can be mapped to or from the low-res frame
+without building a full-size array (the memory of a per-object computation
+then scales with the object's box, not with the image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["SamFrame", "resize_longest_side_shape", "interpolation_matrix"]
+
+
+def resize_longest_side_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """Return the (height, width) SAM resizes an image to (``ResizeLongestSide``).
+
+    Parameters
+    ----------
+    height, width : int
+        Original image size.
+    long_side : int
+        Target length of the longer side (the encoder's ``img_size``).
+
+    Returns
+    -------
+    tuple of int
+        The resized (height, width), rounded as segment-anything rounds them.
+    """
+    scale = long_side / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Matrix ``A`` (n_out x n_in) with ``A @ x == interpolate(x)`` along one axis.
+
+    The interpolation is torch's bilinear resize with ``align_corners=False``
+    and no antialiasing, i.e. exactly what segment-anything uses. The matrix is
+    obtained by resizing an identity matrix, so it cannot drift from torch's
+    definition.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output lengths.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of shape (n_out, n_in); rows sum to 1.
+    """
+    eye = torch.eye(n_in, dtype=torch.float64)[None, None]
+    mat = F.interpolate(eye, size=(n_out, n_in), mode="bilinear", align_corners=False)
+    return mat[0, 0].to(torch.float32).numpy()
+
+
+@dataclass(frozen=True)
+class SamFrame:
+    """Sizes and resize maps of one image as SAM sees it.
+
+    Parameters
+    ----------
+    original_size : tuple of int
+        (H, W) of the image in its original frame.
+    image_size : int
+        SAM's square input size (``sam.image_encoder.img_size``; 1024 for the
+        published models).
+    lowres_size : int
+        Side of the low-res mask frame (``sam.prompt_encoder.mask_input_size``;
+        256 for the published models).
+    embedding_size : int
+        Side of the image embedding grid (64 for the published models).
+
+    Notes
+    -----
+    Row maps are named ``*_rows`` and act on the first axis, column maps
+    ``*_cols`` on the second; each is a (n_out, n_in) matrix, so a crop
+    ``[y0:y1, x0:x1]`` of a mapped array is ``rows[y0:y1] @ X @ cols[x0:x1].T``.
+    """
+
+    original_size: tuple[int, int]
+    image_size: int = 1024
+    lowres_size: int = 256
+    embedding_size: int = 64
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_sam(cls, sam, original_size: tuple[int, int]) -> SamFrame:
+        """Build the frame of an image of ``original_size`` for a loaded ``Sam`` model."""
+        emb = sam.prompt_encoder.image_embedding_size
+        return cls(
+            original_size=(int(original_size[0]), int(original_size[1])),
+            image_size=int(sam.image_encoder.img_size),
+            lowres_size=int(sam.prompt_encoder.mask_input_size[0]),
+            embedding_size=int(emb[0]),
+        )
+
+    @cached_property
+    def input_size(self) -> tuple[int, int]:
+        """(h', w'): the resized, unpadded image inside SAM's square frame."""
+        return resize_longest_side_shape(*self.original_size, self.image_size)
+
+    @cached_property
+    def scale(self) -> tuple[float, float]:
+        """(sy, sx) factors from original to SAM-frame coordinates (``apply_coords``)."""
+        (h, w), (nh, nw) = self.original_size, self.input_size
+        return nh / h, nw / w
+
+    @cached_property
+    def valid_embedding_size(self) -> tuple[int, int]:
+        """Rows and columns of the embedding grid that cover image, not padding (rounded up)."""
+        nh, nw = self.input_size
+        g, s = self.embedding_size, self.image_size
+        return int(np.ceil(nh * g / s)), int(np.ceil(nw * g / s))
+
+    def _matrix(self, key: str) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = self._build(key)
+        return self._cache[key]
+
+    def _build(self, key: str) -> np.ndarray:
+        axis = 0 if key.endswith("rows") else 1
+        n_orig, n_in = self.original_size[axis], self.input_size[axis]
+        s, low = self.image_size, self.lowres_size
+        if key.startswith("to_lowres"):
+            # original -> resized (n_in) -> pad to s -> low-res
+            down = interpolation_matrix(n_orig, n_in)
+            pad = interpolation_matrix(s, low)[:, :n_in]
+            return pad @ down
+        if key.startswith("from_lowres"):
+            # low-res -> s (SAM frame) -> crop n_in -> original
+            up = interpolation_matrix(low, s)[:n_in]
+            return interpolation_matrix(n_in, n_orig) @ up
+        if key.startswith("from_embedding"):
+            gh, gw = self.valid_embedding_size
+            return interpolation_matrix((gh, gw)[axis], n_orig)
+        raise KeyError(key)
+
+    @property
+    def to_lowres_rows(self) -> np.ndarray:
+        """(lowres, H) map of rows, original frame to low-res frame (pad rows weigh 0)."""
+        return self._matrix("to_lowres_rows")
+
+    @property
+    def to_lowres_cols(self) -> np.ndarray:
+        """(lowres, W) map of columns, original frame to low-res frame."""
+        return self._matrix("to_lowres_cols")
+
+    @property
+    def from_lowres_rows(self) -> np.ndarray:
+        """(H, lowres) map of rows, low-res frame to original frame (``postprocess_masks``)."""
+        return self._matrix("from_lowres_rows")
+
+    @property
+    def from_lowres_cols(self) -> np.ndarray:
+        """(W, lowres) map of columns, low-res frame to original frame."""
+        return self._matrix("from_lowres_cols")
+
+    @property
+    def from_embedding_rows(self) -> np.ndarray:
+        """(H, gh) map of rows, valid embedding grid to original frame."""
+        return self._matrix("from_embedding_rows")
+
+    @property
+    def from_embedding_cols(self) -> np.ndarray:
+        """(W, gw) map of columns, valid embedding grid to original frame."""
+        return self._matrix("from_embedding_cols")
+
+    def _support(self, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        key = f"support{axis}"
+        if key not in self._cache:
+            mat = self.from_lowres_rows if axis == 0 else self.from_lowres_cols
+            nz = mat != 0
+            first = nz.argmax(axis=1)
+            last = mat.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)
+            self._cache[key] = (first, last)
+        return self._cache[key]
+
+    def lowres_extent(self, lowres_mask: np.ndarray) -> tuple[int, int, int, int] | None:
+        """Half-open (y0, x0, y1, x1) of the original frame where logits can be positive.
+
+        Upsampled logits are convex combinations of low-res logits, so an
+        original-frame pixel can only be positive if one of the low-res pixels it
+        draws on is. The returned box holds every such pixel; computing the
+        upsampled logits inside it and thresholding at 0 therefore gives exactly
+        the full-frame result.
+
+        Parameters
+        ----------
+        lowres_mask : array (L, L) of bool
+            Where the low-res logits are positive.
+
+        Returns
+        -------
+        tuple of int or None
+            None when no low-res logit is positive.
+        """
+        rows = np.flatnonzero(lowres_mask.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(lowres_mask.any(axis=0))
+        out = []
+        for axis, (lo, hi) in enumerate(((rows[0], rows[-1]), (cols[0], cols[-1]))):
+            first, last = self._support(axis)
+            hit = np.flatnonzero((last >= lo) & (first <= hi))
+            if hit.size == 0:  # positive only in SAM's padding
+                return None
+            out.append((int(hit[0]), int(hit[-1]) + 1))
+        (y0, y1), (x0, x1) = out
+        return y0, x0, y1, x1
+
+    def lowres_to_original(
+        self, lowres: np.ndarray | torch.Tensor, box: tuple[int, int, int, int] | None = None
+    ) -> np.ndarray:
+        """Upsample low-res logits to the original frame, optionally only inside a box.
+
+        Parameters
+        ----------
+        lowres : array (lowres, lowres)
+            Logits in the low-res frame.
+        box : (y0, x0, y1, x1), optional
+            Half-open crop of the original frame to compute; the whole image if None.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 logits of shape (y1 - y0, x1 - x0), equal (to float rounding)
+            to segment-anything's ``postprocess_masks`` cropped to the box.
+        """
+        y0, x0, y1, x1 = box if box is not None else (0, 0, *self.original_size)
+        low = lowres.detach().float().cpu().numpy() if torch.is_tensor(lowres) else lowres
+        return self.from_lowres_rows[y0:y1] @ low.astype(np.float32) @ self.from_lowres_cols[x0:x1].T
+
+    def original_to_lowres(
+        self, crop: np.ndarray, offset: tuple[int, int] = (0, 0), pad_value: float = 0.0
+    ) -> np.ndarray:
+        """Resize a crop of an original-frame map to the low-res frame.
+
+        The crop stands for a full-frame array that is zero outside it. The
+        padding SAM adds around the resized image takes ``pad_value``; inside the
+        image, the result equals resizing the full-frame array to the resized
+        size, padding, and resizing to the low-res frame (to float rounding).
+
+        Parameters
+        ----------
+        crop : array (h, w)
+            Values of the map inside the crop.
+        offset : (y0, x0)
+            Position of the crop's top-left pixel in the original frame.
+        pad_value : float
+            Value of SAM's bottom/right padding.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 array (lowres, lowres).
+        """
+        y0, x0 = offset
+        h, w = crop.shape
+        rows = self.to_lowres_rows[:, y0 : y0 + h]
+        cols = self.to_lowres_cols[:, x0 : x0 + w]
+        out = rows @ crop.astype(np.float32) @ cols.T
+        if pad_value:
+            # weight of the padding region at each low-res pixel
+            inside = np.outer(self.to_lowres_rows.sum(1), self.to_lowres_cols.sum(1))
+            out += pad_value * (1.0 - inside)
+        return out.astype(np.float32)

@@ -1,0 +1,67 @@
+"""Shared fixtures: the tiny SAM and real data from ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def sam():
+    from napari_samrefine.testing import tiny_sam
+
+    return tiny_sam(seed=0)
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (expected ../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dsb_pair():
+    """A 128 x 128 crop of a DSB2018 fluorescence image (uint8 grey) and its instance labels."""
+    import tifffile
+    from PIL import Image
+
+    root = _require(DATA / "dsb2018")
+    image = np.asarray(Image.open(root / "images" / "00071198d059.png"))
+    labels = tifffile.imread(root / "labels" / "00071198d059.tif")
+    if image.ndim == 3:
+        image = image[..., 0]
+    return image[:128, :128].copy(), labels[:128, :128].copy()
+
+
+@pytest.fixture(scope="session")
+def stained_pair():
+    """A crop of a stained brightfield DSB2018 image (uint8 RGB) with its labels."""
+    import json
+
+    import tifffile
+    from PIL import Image
+
+    root = _require(DATA / "dsb2018")
+    index = json.loads((root / "index.json").read_text())
+    entry = next(e for e in index if e["modality"] == "brightfield_stained_purple")
+    image = np.asarray(Image.open(root / "images" / f"{entry['file']}.png"))[..., :3]
+    labels = tifffile.imread(root / "labels" / f"{entry['file']}.tif")
+    return image[:96, :96].copy(), labels[:96, :96].copy()
+
+
+@pytest.fixture(scope="session")
+def stardist_stack():
+    """A 4-plane crop of StarDist's synthetic 3D stack (float image) and its labels."""
+    import tifffile
+
+    root = _require(DATA / "stardist")
+    image = tifffile.imread(root / "img3d.tif")
+    labels = tifffile.imread(root / "mask3d.tif")
+    return image[12:16].copy(), labels[12:16].copy()

@@ -1,0 +1,34 @@
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+
+from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
+from napari_samrefine.sam.preprocess import to_sam_rgb
+
+
+def test_embedding_equals_sam_predictor(sam, dsb_pair):
+    rgb = to_sam_rgb(dsb_pair[0][:100, :70])
+    emb = embed_image(sam, rgb)
+    predictor = SamPredictor(sam)
+    predictor.set_image(rgb)
+    torch.testing.assert_close(emb.features, predictor.features)
+    assert emb.frame.original_size == (100, 70)
+    assert emb.frame.input_size == predictor.input_size
+
+
+def test_cache_encodes_once_per_image_and_model(sam, dsb_pair):
+    from napari_samrefine.testing import tiny_sam
+
+    cache = EmbeddingCache(max_items=2)
+    rgb = to_sam_rgb(dsb_pair[0])
+    a = cache.get(sam, rgb)
+    b = cache.get(sam, rgb.copy())
+    assert a is b and cache.misses == 1 and cache.hits == 1
+    other = tiny_sam(seed=1)
+    c = cache.get(other, rgb)
+    assert c is not a and not torch.equal(c.features, a.features)
+    changed = rgb.copy()
+    changed[0, 0] ^= 1
+    cache.get(sam, changed)
+    assert cache.misses == 3 and len(cache) == 2  # bounded: the oldest entry was dropped
+    assert np.array_equal(rgb, to_sam_rgb(dsb_pair[0]))

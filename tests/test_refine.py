@@ -1,0 +1,241 @@
+"""The refinement pipeline (SPEC section 1) on the tiny SAM and real DSB2018 crops."""
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+
+import napari_samrefine as nsr
+from napari_samrefine.refine.cascade import ObjectState, PromptSettings, run_cascade
+from napari_samrefine.refine.decode import PromptSwitches, decode_prompts, prompt_tensors
+from napari_samrefine.refine.objects import ObjectMask, objects_from_labels
+from napari_samrefine.refine.prompts import excavate_object
+from napari_samrefine.refine.writeback import write_back
+from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
+from napari_samrefine.sam.preprocess import to_sam_rgb
+
+
+class EncoderCalls:
+    """Counts real forward passes of the image encoder (a forward hook, not a mock)."""
+
+    def __init__(self, sam):
+        self.n = 0
+        self.handle = sam.image_encoder.register_forward_hook(self._hook)
+
+    def _hook(self, *args):
+        self.n += 1
+
+    def close(self):
+        self.handle.remove()
+
+
+def test_refine_keeps_shape_dtype_ids_and_inputs(sam, dsb_pair):
+    image, labels = dsb_pair
+    labels = labels.astype(np.uint16)
+    img0, lab0 = image.copy(), labels.copy()
+    result = nsr.refine(image, labels, sam, iterations=3, embedding_cache=None)
+    assert result.labels.shape == labels.shape and result.labels.dtype == labels.dtype
+    assert set(np.unique(result.labels)) <= set(np.unique(labels))
+    np.testing.assert_array_equal(image, img0)
+    np.testing.assert_array_equal(labels, lab0)
+    table = result.table()
+    assert sorted(table["label_id"]) == sorted(set(np.unique(labels)) - {0})
+    assert set(table["status"]) <= {"ok", "empty-output"}
+    assert (table["iterations"].between(1, 3)).all()
+    assert len(result.prompts) == len(table)
+
+
+def test_one_encoder_pass_per_image_and_cache_reuse(sam, dsb_pair):
+    image, labels = dsb_pair
+    cache = EmbeddingCache()
+    calls = EncoderCalls(sam)
+    try:
+        nsr.refine(image, labels, sam, iterations=5, convergence=None, embedding_cache=cache)
+        assert calls.n == 1
+        nsr.refine(image, labels, sam, iterations=2, embedding_cache=cache)
+        assert calls.n == 1
+    finally:
+        calls.close()
+
+
+def test_batched_equals_each_object_alone(sam, dsb_pair):
+    image, labels = dsb_pair
+    emb = embed_image(sam, to_sam_rgb(image))
+    objects = objects_from_labels(labels)[:12]
+    settings = PromptSettings()
+    together = run_cascade(sam, emb, objects, settings, iterations=3, batch_size=5)
+    for obj, state in zip(objects, together, strict=True):
+        alone = run_cascade(sam, emb, [obj], settings, iterations=3, batch_size=1)[0]
+        assert alone.status == state.status and alone.iterations == state.iterations
+        assert alone.predicted_iou == pytest.approx(state.predicted_iou, abs=1e-4)
+        if state.status == "ok":
+            a, b = alone.mask.to_image(), state.mask.to_image()
+            assert (a != b).sum() <= max(1, a.sum() // 200)  # float rounding at the boundary
+
+
+def test_decode_matches_segment_anything_predictor(sam, dsb_pair):
+    """Chosen candidate, upsampled in crops, equals SamPredictor.predict_torch's full-res mask."""
+    image, labels = dsb_pair
+    rgb = to_sam_rgb(image)
+    emb = embed_image(sam, rgb)
+    objects = objects_from_labels(labels)[:6]
+    prompts = [excavate_object(o, frame=emb.frame, embedding=emb) for o in objects]
+    switches = PromptSwitches()
+    decoded = decode_prompts(sam, emb, prompts, switches)
+    predictor = SamPredictor(sam)
+    predictor.set_image(rgb)
+    points, boxes, masks = prompt_tensors(prompts, emb, switches, torch.device("cpu"))
+    with torch.no_grad():
+        full, iou, _ = predictor.predict_torch(
+            points[0], points[1], boxes, masks, multimask_output=True, return_logits=True
+        )
+    best = iou.argmax(1)
+    for i in range(len(prompts)):
+        assert decoded.index[i] == best[i]
+        ref = full[i, best[i]].numpy()
+        low = decoded.lowres[i].numpy()
+        ext = emb.frame.lowres_extent(low > 0)
+        mine = np.zeros_like(ref, dtype=bool)
+        if ext is not None:
+            y0, x0, y1, x1 = ext
+            mine[y0:y1, x0:x1] = emb.frame.lowres_to_original(low, ext) > 0
+        assert (mine != (ref > 0)).sum() <= 2
+
+
+def _state(label, logits, offset, shape):
+    h, w = logits.shape
+    coarse = ObjectMask(label, logits > 0, offset, shape)
+    s = ObjectState(coarse=coarse, mask=coarse)
+    s.logits, s.region = logits.astype(np.float32), (offset[0], offset[1], offset[0] + h, offset[1] + w)
+    return s
+
+
+def test_write_back_highest_logit_wins_and_protects_others():
+    coarse = np.zeros((10, 10), np.int32)
+    coarse[0:2, 0:2] = 9  # an object that is not refined
+    coarse[5:7, 5:7] = 1
+    a = _state(1, np.full((6, 6), 1.0), (0, 0), (10, 10))
+    b = _state(2, np.full((6, 6), 2.0), (3, 3), (10, 10))
+    b.logits[0, 0] = -1  # b does not claim (3, 3)
+    out = write_back(coarse, [a, b])
+    assert (out[0:2, 0:2] == 9).all()  # untouched
+    assert (out[3:6, 3:6][1:, 1:] == 2).all()  # overlap: higher logit
+    assert out[3, 3] == 1 and out[2, 2] == 1
+    assert (out[6:9, 6:9] == 2).all() and out[9, 9] == 0
+    assert (coarse[5:7, 5:7] == 1).all()  # input untouched
+
+
+def test_empty_output_keeps_coarse(sam):
+    coarse = np.zeros((10, 10), np.uint8)
+    coarse[2:5, 2:5] = 3
+    s = ObjectState(coarse=objects_from_labels(coarse)[0], mask=objects_from_labels(coarse)[0])
+    s.status = "empty-output"
+    np.testing.assert_array_equal(write_back(coarse, [s]), coarse)
+
+
+def test_semantic_mode_outputs_classes(sam, dsb_pair):
+    image, labels = dsb_pair
+    semantic = np.where(labels > 0, 1 + (labels % 2), 0).astype(np.uint8)
+    result = nsr.refine(image, semantic, sam, mode="semantic", iterations=2)
+    assert set(np.unique(result.labels)) <= {0, 1, 2}
+    table = result.table()
+    assert set(table["label_id"]) <= {1, 2} and len(table) >= 2
+
+
+def test_stack_refined_plane_by_plane(sam, stardist_stack):
+    image, labels = stardist_stack
+    result = nsr.refine(image, labels, sam, planes=[1, 2], iterations=2)
+    assert result.labels.shape == labels.shape
+    np.testing.assert_array_equal(result.labels[0], labels[0])
+    np.testing.assert_array_equal(result.labels[3], labels[3])
+    assert set(result.table()["plane"]) <= {1, 2}
+
+
+def test_rgb_and_channel_axis(sam, stained_pair):
+    image, labels = stained_pair
+    a = nsr.refine(image, labels, sam, iterations=1)
+    b = nsr.refine(np.moveaxis(image, -1, 0), labels, sam, iterations=1, channel_axis=0)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_label_ids_subset_and_missing(sam, dsb_pair):
+    image, labels = dsb_pair
+    ids = sorted(set(np.unique(labels)) - {0})[:2]
+    result = nsr.refine(image, labels, sam, label_ids=[*ids, 9999], iterations=1)
+    table = result.table()
+    assert table.set_index("label_id").loc[9999, "status"] == "empty-input"
+    others = ~np.isin(labels, ids) & (labels > 0)
+    np.testing.assert_array_equal(result.labels[others], labels[others])
+
+
+def test_progress_reaches_total_and_cancel_leaves_inputs(sam, dsb_pair):
+    image, labels = dsb_pair
+    seen = []
+    nsr.refine(image, labels, sam, iterations=2, progress=lambda d, t, m: seen.append((d, t)))
+    assert seen[-1][0] == seen[-1][1] and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+
+    lab0 = labels.copy()
+
+    def cancel(done, total, message):
+        if "iteration" in message:
+            raise nsr.Cancelled
+
+    with pytest.raises(nsr.Cancelled):
+        nsr.refine(image, labels, sam, iterations=3, progress=cancel)
+    np.testing.assert_array_equal(labels, lab0)
+
+
+def test_prompt_switches(sam, dsb_pair):
+    image, labels = dsb_pair
+    for kw in (dict(use_points=False), dict(use_box=False), dict(use_mask=False),
+               dict(use_negative_point=False), dict(use_points=False, use_mask=False)):
+        result = nsr.refine(image, labels, sam, iterations=1, **kw)
+        assert result.labels.shape == labels.shape
+    with pytest.raises(ValueError, match="at least one"):
+        nsr.refine(image, labels, sam, use_points=False, use_box=False, use_mask=False)
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.zeros((20, 20), np.float32), "integer"),
+        (-np.ones((20, 20), np.int32), "negative"),
+        (np.zeros((20, 20), np.int32), "empty"),
+        (np.ones((20, 21), np.int32), "does not match"),
+        (np.ones((2, 3, 20, 20), np.int32), "2D"),
+    ],
+)
+def test_bad_labels(sam, labels, match):
+    image = np.random.default_rng(0).integers(0, 255, (20, 20)).astype(np.uint8)
+    with pytest.raises(ValueError, match=match):
+        nsr.refine(image, labels, sam)
+
+
+def test_bad_images_and_mode(sam):
+    labels = np.zeros((20, 20), np.int32)
+    labels[5:10, 5:10] = 1
+    with pytest.raises(ValueError, match="constant"):
+        nsr.refine(np.full((20, 20), 3.0), labels, sam)
+    with pytest.raises(ValueError, match="no finite"):
+        nsr.refine(np.full((20, 20), np.nan), labels, sam)
+    with pytest.raises(ValueError, match="mode"):
+        nsr.refine(np.eye(20), labels, sam, mode="panoptic")
+    with pytest.raises(TypeError, match="Sam model"):
+        nsr.refine(np.eye(20), labels, sam=42)
+
+
+def test_degenerate_objects(sam):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (40, 50)).astype(np.uint8)
+    labels = np.zeros((40, 50), np.uint32)
+    labels[10, 10] = 1  # one pixel
+    labels[0:8, 42:50] = 2  # touches the border
+    result = nsr.refine(image, labels, sam, iterations=2)
+    assert set(result.table()["status"]) <= {"ok", "empty-output"}
+    full = np.full((40, 50), 5, np.uint8)  # one object covers the whole image
+    result = nsr.refine(image, full, sam, iterations=1)
+    assert result.objects[0].status in ("ok", "empty-output")
+    prompts = result.prompts[0]
+    assert prompts.negative_point is None  # the box holds no background
+    x, y = prompts.positive_point  # distance to the image border: the centre
+    assert abs(x - 24.5) <= 1 and abs(y - 19.5) <= 1
