@@ -172,7 +172,7 @@ def test_progress_reaches_total_and_cancel_leaves_inputs(sam, dsb_pair):
     image, labels = dsb_pair
     seen = []
     nsr.refine(image, labels, sam, iterations=2, progress=lambda d, t, m: seen.append((d, t)))
-    assert seen[-1][0] == seen[-1][1] and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+    assert seen[-1][0] == seen[-1][1] and all(a[0] <= b[0] for a, b in zip(seen, seen[1:], strict=False))
 
     lab0 = labels.copy()
 

@@ -30,13 +30,22 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="local SAM checkpoint file (any name); overrides --model, needs no download",
     )
     g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+    g.add_argument(
+        "--allow-unsafe-pickle", action="store_true",
+        help="allow a checkpoint of your own that a safe (weights-only) load refuses; "
+        "only for files you trust",
+    )
 
 
 def load_model_from_args(args):
     """Load the SAM model that ``--model``/``--checkpoint``/``--device`` describe."""
     from .sam.loading import load_sam
 
-    return load_sam(args.checkpoint if args.checkpoint is not None else args.model, device=args.device)
+    return load_sam(
+        args.checkpoint if args.checkpoint is not None else args.model,
+        device=args.device,
+        allow_unsafe_pickle=args.allow_unsafe_pickle,
+    )
 
 
 def _add_refine_parser(sub) -> None:
@@ -136,7 +145,7 @@ def _run_models(args) -> int:
     for name in registry.list_models():
         entry = registry.get_model(name)
         print(f"{name:22s} {entry.description}")
-    print(f"cache folder: {registry.cache_dir()}")
+    print(f"cache folder: {registry.model_cache_dir()}")
     return 0
 
 

@@ -1,0 +1,43 @@
+"""JFS: judging a refinement with few-shot segmentation (SPEC section 5).
+
+``judge_refinement`` is the entry point; the FSS backends are
+:class:`PerSamFSS` (SAM, PerSAM-style, FM / IM / HM masking),
+:class:`SegGptFSS` (optional ``seggpt`` extra) and :class:`MaskTransferFSS`
+(shape prior), all following the :class:`FewShotSegmenter` protocol.
+"""
+
+from __future__ import annotations
+
+from .fss import FewShotSegmenter, MaskTransferFSS
+from .fss_sam import PerSamFSS
+from .jfs import BACKENDS, JudgeResult, ObjectJudgement, SupportPrediction, judge_refinement
+from .masking import MASKING_MODES
+from .verdicts import DEGRADED, IMPROVED, UNCERTAIN, VERDICT_CODES, SupportScore, Verdict
+
+__all__ = [
+    "judge_refinement",
+    "JudgeResult",
+    "ObjectJudgement",
+    "SupportPrediction",
+    "SupportScore",
+    "Verdict",
+    "FewShotSegmenter",
+    "PerSamFSS",
+    "MaskTransferFSS",
+    "SegGptFSS",
+    "BACKENDS",
+    "MASKING_MODES",
+    "IMPROVED",
+    "DEGRADED",
+    "UNCERTAIN",
+    "VERDICT_CODES",
+]
+
+
+def __getattr__(name: str):
+    # SegGPT needs the optional transformers only when used
+    if name == "SegGptFSS":
+        from .fss_seggpt import SegGptFSS
+
+        return SegGptFSS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["context_window", "SupportCandidate", "SupportCrop", "support_candidates", "pick_supports"]
+__all__ = [
+    "context_window",
+    "SupportCandidate",
+    "SupportCrop",
+    "support_candidates",
+    "pick_supports",
+]
 
 
 def context_window(

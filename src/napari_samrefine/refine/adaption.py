@@ -24,13 +24,12 @@ import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 import xxhash
 
 from .._progress import ProgressCallback, report
 from ..sam.embedding import EmbeddingCache, default_cache
-from .candidates import CandidateSet, collect_candidates, iou_head_last_layer, plan_planes
+from .candidates import collect_candidates, iou_head_last_layer, plan_planes
 from .lora import LoRALinear, init_lora, lora_delta
 from .selection import SelectionReport, evaluate_selection, top1_correct
 
@@ -456,11 +455,6 @@ def ranking_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float = 0.
     negative = targets < t_pos
     hinge = torch.clamp(margin - (s_pos - scores), min=0.0)
     return (hinge * negative).sum(dim=1)
-
-
-def _adapted_scores(cands: CandidateSet, down, up, scale: float) -> torch.Tensor:
-    base = torch.as_tensor(cands.scores, device=cands.hidden.device)
-    return base + lora_delta(cands.hidden, down, up, scale)[:, 1:]
 
 
 def adapt_iou_head(

@@ -118,7 +118,7 @@ def plan_planes(
     list of Plane
     """
     out = []
-    for i, (img, lab, gt) in enumerate(zip(*_as_pairs(images, labels, ground_truth))):
+    for i, (img, lab, gt) in enumerate(zip(*_as_pairs(images, labels, ground_truth), strict=True)):
         where = f"pair {i}: " if isinstance(labels, (list, tuple)) else ""
         try:
             lab = check_labels(lab)
@@ -287,7 +287,7 @@ def collect_candidates(
                     hidden.append(captured[-1].float())
                     scores.append(iou.float().cpu().numpy())
                     low = low.float().cpu().numpy()
-                    for obj, cand in zip(chunk, low):
+                    for obj, cand in zip(chunk, low, strict=True):
                         coarse.append(_candidate_ious(emb, cand, obj))
                         if with_gt:
                             ref = None

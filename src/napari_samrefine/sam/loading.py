@@ -236,7 +236,8 @@ def _build(config: SamConfig) -> Sam:
             embed_dim=config.encoder_dim,
             depth=config.encoder_depth,
             num_heads=config.encoder_heads,
-            mlp_ratio=config.encoder_mlp_dim / config.encoder_dim,
+            # segment-anything builds int(dim * ratio) MLP channels: aim half a channel up
+            mlp_ratio=(config.encoder_mlp_dim + 0.5) / config.encoder_dim,
             out_chans=config.prompt_dim,
             qkv_bias=config.qkv_bias,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
