@@ -232,7 +232,7 @@ def test_bad_input_gets_clear_errors(query):
     with pytest.raises(ValueError, match=r"ids the coarse labels lack \(101, 103"):
         relabelled = np.where(truth > 0, truth + 100, 0).astype(truth.dtype)
         judge_refinement(image, coarse, relabelled, image, truth, **kw)
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(ValueError, match="Got 2 support images and 1 support label"):
         judge_refinement(image, coarse, truth, [image, image], [truth], **kw)
     with pytest.raises(ValueError, match="both as single arrays or both as lists"):
         judge_refinement(image, coarse, truth, [image], truth, **kw)

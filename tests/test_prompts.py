@@ -19,6 +19,7 @@ from napari_samrefine.refine.prompts import (
     excavate_object,
     excavate_prompts,
     gaussian_map,
+    mask_prompt,
 )
 from napari_samrefine.sam.frame import SamFrame
 
@@ -154,6 +155,22 @@ def test_mask_input_equals_full_image_torch(full, image_size, lowres, strength):
     assert p.mask_input.shape == (lowres, lowres) and p.mask_input.dtype == np.float32
     assert_mask_input_close(p.mask_input, full, g, frame, strength)
     assert p.strength == strength
+
+
+@pytest.mark.parametrize("shape", [(300, 410), (2048, 1500), (50, 30)])
+def test_mask_prompt_band_equals_original_to_lowres(shape):
+    # the band-limited products equal SamFrame.original_to_lowres on the whole low-res frame
+    frame = SamFrame(shape, image_size=1024, lowres_size=256, embedding_size=64)
+    rng = np.random.default_rng(1)
+    for (h, w) in [(1, 1), (3, 2), (17, 25), (40, 9)]:
+        y0, x0 = rng.integers(0, shape[0] - h), rng.integers(0, shape[1] - w)
+        mask = rng.random((h, w)) > 0.3
+        g = np.where(mask, rng.random((h, w)), 0).astype(np.float32)
+        m_full = frame.original_to_lowres(mask.astype(np.float32), (y0, x0))
+        g_full = frame.original_to_lowres(g, (y0, x0))
+        expected = np.where(m_full > 0.5, 15.0, -15.0) * np.where(g_full > 0, g_full, 1.0)
+        got = mask_prompt(frame, mask, g, (y0, x0), 15.0)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_mask_input_background_and_padding_hold_minus_w():

@@ -100,13 +100,18 @@ def load_seggpt(
             return net.to(device).eval(), processor
         except OSError as err:
             error = err
+    how = (
+        "could not be downloaded"
+        if False in tries
+        else "downloads are off (HF_HUB_OFFLINE=1 or local_files_only=True)"
+    )
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     raise OSError(
-        f"SegGPT model {source!r} is not in the local Hugging Face cache"
-        + (" and could not be downloaded" if False in tries else " (offline or local_files_only)")
-        + f": {error}. On a machine with internet run "
-        f"SegGptForImageSegmentation.from_pretrained({source!r}).save_pretrained(FOLDER) and "
-        "SegGptImageProcessor.from_pretrained(...).save_pretrained(FOLDER), copy FOLDER here "
-        "and pass its path."
+        f"SegGPT model {source!r} is not in the local Hugging Face cache and {how} "
+        f"({first_line}). Pass the path of a folder written by save_pretrained instead: on a "
+        f"machine with internet run SegGptForImageSegmentation.from_pretrained({source!r})"
+        f".save_pretrained(FOLDER) and SegGptImageProcessor.from_pretrained({source!r})"
+        ".save_pretrained(FOLDER), then copy FOLDER here."
     ) from error
 
 

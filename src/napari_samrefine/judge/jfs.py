@@ -266,7 +266,7 @@ def _resolve_backend(backend, sam, masking, cache, seggpt_model) -> FewShotSegme
     if name == "seggpt":
         from .fss_seggpt import SegGptFSS
 
-        return SegGptFSS(seggpt_model)
+        return SegGptFSS(seggpt_model, device=str(sam.device) if sam is not None else "cpu")
     if name == "mask-transfer":
         return MaskTransferFSS()
     raise ValueError(f"backend={backend!r} is not one of {BACKENDS} (or an FSS object).")
@@ -443,7 +443,10 @@ def judge_refinement(
     done = 0
     report(progress, done, total, "JFS: judging objects")
     objects, predictions = [], []
-    for lid in ids:
+    # objects of similar size share support crops: visiting them by area keeps those
+    # crops' embeddings in the (LRU) cache; results are reported by id
+    areas = {lid: int((coarse[coarse_slices[lid - 1]] == lid).sum()) for lid in ids}
+    for lid in sorted(ids, key=lambda i: (areas[i], i)):
         cs, rs = coarse_slices[lid - 1], refined_slices[lid - 1] if lid in refined_ids else None
         box = [cs[0].start, cs[1].start, cs[0].stop, cs[1].stop]
         if rs is not None:
@@ -487,6 +490,8 @@ def judge_refinement(
                 scores=scores,
             )
         )
+    objects.sort(key=lambda o: o.label_id)
+    predictions.sort(key=lambda p: p.label_id)
     accepted = accepted_labels(
         coarse, refined, [o.label_id for o in objects if o.verdict.verdict == IMPROVED]
     )

@@ -20,7 +20,6 @@ import contextlib
 import datetime
 import math
 import os
-import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def decoder_fingerprint(sam) -> str:
     return h.hexdigest()
 
 
-def model_identity(sam) -> dict[str, str]:
+def model_identity(sam, fingerprint: bool = True) -> dict[str, str]:
     """What an adaptor records about its base model.
 
     Parameters
@@ -112,6 +111,8 @@ def model_identity(sam) -> dict[str, str]:
     sam : segment_anything.modeling.Sam
         A model; ``sam.samrefine_info`` (set by :func:`napari_samrefine.load_sam`)
         supplies the registry name, architecture and checkpoint hash when present.
+    fingerprint : bool
+        Compute the decoder fingerprint (else it is an empty string).
 
     Returns
     -------
@@ -127,7 +128,7 @@ def model_identity(sam) -> dict[str, str]:
         "checkpoint_hash": _info_value(
             info, "checkpoint_hash", "hash", "known_hash", "xxh128", "sha256"
         ),
-        "fingerprint": decoder_fingerprint(sam),
+        "fingerprint": decoder_fingerprint(sam) if fingerprint else "",
     }
 
 
@@ -138,7 +139,8 @@ def _describe(meta: dict) -> str:
         parts.append(f"({meta['architecture']})")
     if meta.get("checkpoint_hash"):
         parts.append(f"checkpoint {meta['checkpoint_hash'][:16]}")
-    parts.append(f"decoder fingerprint {meta['fingerprint'][:12]}")
+    if meta.get("fingerprint"):
+        parts.append(f"decoder fingerprint {meta['fingerprint'][:12]}")
     return " ".join(parts)
 
 
@@ -238,10 +240,11 @@ class IoUAdaptor:
                 "adaptor for this one with adapt_iou_head."
             )
         mine = self.metadata
-        theirs = model_identity(sam)
+        theirs = model_identity(sam, fingerprint=False)
         if mine.get("checkpoint_hash") and theirs["checkpoint_hash"]:
             same = mine["checkpoint_hash"] == theirs["checkpoint_hash"]
         else:
+            theirs["fingerprint"] = decoder_fingerprint(sam)
             same = mine.get("fingerprint") == theirs["fingerprint"]
         if not same:
             raise AdaptorMismatchError(
@@ -383,7 +386,7 @@ def load_iou_adaptor(path: str | os.PathLike) -> IoUAdaptor:
         raise _refuse(path, f"{size} bytes, far more than an adaptor's few kilobytes")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
+    except Exception as err:  # whatever the safe loader refuses is refused
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise _refuse(path, f"it cannot be read safely: {first}") from None
     expected = {"format", "format_version", "lora_down", "lora_up", "metadata"}

@@ -10,6 +10,7 @@ adaptor can be trained and compared on the recorded features.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -253,7 +254,13 @@ def collect_candidates(
         settings = PromptSettings()
     layer = iou_head_last_layer(sam)
     captured: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, inp, _o: captured.append(inp[0].detach()))
+    me = threading.get_ident()
+
+    def record(_module, inputs, _output):
+        if threading.get_ident() == me:  # not another thread decoding with the same model
+            captured.append(inputs[0].detach())
+
+    handle = layer.register_forward_hook(record)
     hidden, scores, coarse, gts, ids, pairs, zs = [], [], [], [], [], [], []
     with_gt = any(p.ground_truth is not None for p in planes)
     try:

@@ -10,6 +10,7 @@ import numpy as np
 from ..sam.embedding import ImageEmbedding
 from .decode import PromptSwitches, decode_prompts
 from .objects import ObjectMask, crop_iou, trim
+from .cebox import FeatureGrid
 from .prompts import ObjectPrompts, excavate_object
 
 __all__ = ["ObjectState", "PromptSettings", "run_cascade"]
@@ -115,6 +116,8 @@ def run_cascade(
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
     states = [ObjectState(coarse=o, mask=o) for o in objects]
+    # CEBox features, prepared once per image rather than per object
+    grid = FeatureGrid.from_embedding(embedding) if settings.cebox else None
     for t in range(iterations):
         active = [s for s in states if s.active]
         if not active:
@@ -125,7 +128,7 @@ def run_cascade(
                 excavate_object(
                     s.mask,
                     frame=embedding.frame,
-                    embedding=embedding,
+                    embedding=grid,
                     cebox=settings.cebox,
                     strength=settings.strength,
                     gamma=settings.gamma,

@@ -222,8 +222,8 @@ def elastic_box(
             f"{tuple(grid.frame.original_size)} image: embed the image the labels belong to"
         )
     box = np.asarray(obj.tight_box if tight_box is None else tight_box, dtype=np.int64)
-    q = grid.query(obj)
-    if q is None or not lam:
+    q = grid.query(obj) if lam else None
+    if q is None:
         return box.copy(), False
     new = box.copy()
     moves = {"left": (0, -1), "top": (1, -1), "right": (2, 1), "bottom": (3, 1)}

@@ -25,7 +25,7 @@ from .objects import ObjectMask
 __all__ = ["object_crop", "inside_distance", "outside_distance", "first_argmax"]
 
 
-def object_crop(obj: ObjectMask, margin: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
+def object_crop(obj: ObjectMask, margin: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
     """The object's mask on its tight box grown by ``margin`` pixels, clipped to the image.
 
     Parameters

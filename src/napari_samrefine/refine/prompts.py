@@ -140,8 +140,9 @@ def mask_prompt(
     frame; then ``A = +strength`` where S > 0 else ``-strength``, ``G'`` = G with
     values <= 0 replaced by 1, and the prompt is ``A * G'``. Since every resize is
     linear with rows summing to 1, the resized S equals ``2 m - 1`` with ``m`` the
-    resized mask (0 in the padding), so only the crops are ever resized
-    (:meth:`SamFrame.original_to_lowres`).
+    resized mask (0 in the padding), so only the crops are ever resized (the
+    maps of :meth:`SamFrame.original_to_lowres`, restricted to the low-res rows and
+    columns the crop reaches; everywhere else the prompt is ``-strength``).
 
     Parameters
     ----------
@@ -159,10 +160,24 @@ def mask_prompt(
     numpy.ndarray
         float32 (L, L) with L = ``frame.lowres_size``.
     """
-    m = frame.original_to_lowres(np.asarray(mask, dtype=np.float32), offset)
-    g = frame.original_to_lowres(np.asarray(gaussian, dtype=np.float32), offset)
+    L = frame.lowres_size
+    out = np.full((L, L), -strength, dtype=np.float32)
+    (y0, x0), (h, w) = offset, np.shape(mask)
+    rows = frame.to_lowres_rows[:, y0 : y0 + h]
+    cols = frame.to_lowres_cols[:, x0 : x0 + w]
+    # the low-res rows / columns the crop reaches (a thin object may reach none: SAM's
+    # resizes do not antialias)
+    r = np.flatnonzero(rows.any(axis=1))
+    c = np.flatnonzero(cols.any(axis=1))
+    if r.size == 0 or c.size == 0:
+        return out
+    band = (slice(r[0], r[-1] + 1), slice(c[0], c[-1] + 1))
+    rows, cols = rows[band[0]], cols[band[1]].T
+    m = rows @ np.asarray(mask, dtype=np.float32) @ cols
+    g = rows @ np.asarray(gaussian, dtype=np.float32) @ cols
     amplitude = np.where(m > 0.5, strength, -strength)
-    return (amplitude * np.where(g > 0, g, 1.0)).astype(np.float32)
+    out[band] = amplitude * np.where(g > 0, g, 1.0)
+    return out
 
 
 def _check_options(cebox, strength, gamma) -> None:

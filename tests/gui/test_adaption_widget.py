@@ -1,0 +1,139 @@
+"""The IoU adaption widget end to end: layers or folders in, a saved adaptor out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.gui
+
+DATA = Path(__file__).parents[3] / "shared" / "data" / "dsb2018"
+IDS = ["1db1cddf28e3", "35ca5f142a7d"]
+
+
+def _load():
+    if not DATA.is_dir():
+        pytest.skip("dsb2018 data (../shared/data) is not available")
+    import tifffile
+    from PIL import Image
+
+    images = [np.asarray(Image.open(DATA / "images" / f"{i}.png"))[:96, :96] for i in IDS]
+    labels = [tifffile.imread(DATA / "labels" / f"{i}.tif")[:96, :96] for i in IDS]
+    return images, labels
+
+
+@pytest.fixture
+def widget_and_viewer(make_napari_viewer):
+    from napari_samrefine._napari.adaption_widget import AdaptionWidget
+    from napari_samrefine.testing import tiny_sam
+
+    viewer = make_napari_viewer()
+    widget = AdaptionWidget(viewer, sam=tiny_sam())
+    viewer.window.add_dock_widget(widget)
+    return widget, viewer
+
+
+def _wait(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.worker is not None and not widget.worker.is_running, timeout=60000)
+    qtbot.waitUntil(lambda: widget._train.enabled, timeout=5000)
+
+
+def test_train_on_layer_pairs_and_save(widget_and_viewer, qtbot, tmp_path):
+    from napari_samrefine.refine.adaption import adapt_iou_head, load_iou_adaptor
+    from napari_samrefine.testing import tiny_sam
+
+    widget, viewer = widget_and_viewer
+    images, labels = _load()
+    layers = [(viewer.add_image(i, name=f"img{k}"), viewer.add_labels(lab, name=f"coarse{k}"))
+              for k, (i, lab) in enumerate(zip(images, labels, strict=True))]
+    # choices follow the viewer's layers
+    assert [c for c in widget._image.choices if c is not None] == [a for a, _ in layers]
+    for img, lab in layers:
+        widget._image.value, widget._labels.value = img, lab
+        widget._add.native.click()
+    assert len(widget._pair_list.choices) == 2
+    widget._output.value = tmp_path / "adaptor.pt"
+    widget._train.native.click()
+    assert not widget._train.enabled and widget._stop.enabled
+    _wait(qtbot, widget)
+
+    loaded = load_iou_adaptor(tmp_path / "adaptor.pt")
+    expected = adapt_iou_head(tiny_sam(), images, labels)
+    assert torch.equal(loaded.up, expected.up) and torch.equal(loaded.down, expected.down)
+    assert widget.adaptor is not None and "Saved adaptor.pt" in widget._status.value
+    assert widget._bar.value == widget._bar.max > 1
+    # inputs untouched
+    for (img, lab), i, label in zip(layers, images, labels, strict=True):
+        assert np.array_equal(img.data, i) and np.array_equal(lab.data, label)
+
+
+def test_train_on_folders(widget_and_viewer, qtbot, tmp_path):
+    import tifffile
+    from PIL import Image
+
+    from napari_samrefine.refine.adaption import load_iou_adaptor
+
+    widget, _ = widget_and_viewer
+    images, labels = _load()
+    (tmp_path / "im").mkdir()
+    (tmp_path / "lab").mkdir()
+    for name, img, lab in zip(IDS, images, labels, strict=True):
+        Image.fromarray(img).save(tmp_path / "im" / f"{name}.png")
+        tifffile.imwrite(tmp_path / "lab" / f"{name}.tif", lab)
+    widget._image_dir.value = tmp_path / "im"
+    widget._labels_dir.value = tmp_path / "lab"
+    widget._output.value = tmp_path / "out" / "folder_adaptor"
+    widget._train.native.click()
+    _wait(qtbot, widget)
+    adaptor = load_iou_adaptor(tmp_path / "out" / "folder_adaptor.pt")
+    assert adaptor.metadata["n_images"] == 2
+
+
+def test_cancel_saves_nothing(widget_and_viewer, qtbot, tmp_path):
+    widget, viewer = widget_and_viewer
+    images, labels = _load()
+    img, lab = viewer.add_image(images[1]), viewer.add_labels(labels[1])
+    widget.add_pair(img, lab)
+    widget._output.value = tmp_path / "never.pt"
+    widget._train.native.click()
+    widget._stop.native.click()
+    _wait(qtbot, widget)
+    assert not (tmp_path / "never.pt").exists()
+    assert widget.adaptor is None
+    assert "Cancelled" in widget._status.value
+
+
+def test_missing_input_gives_a_clear_message(widget_and_viewer, tmp_path):
+    widget, _ = widget_and_viewer
+    widget._output.value = tmp_path / "a.pt"
+    widget._train.native.click()
+    assert widget.worker is None
+    assert "Nothing to train on" in widget._status.value
+
+
+def test_model_field_loads_a_checkpoint_and_reports_errors(make_napari_viewer, qtbot, tmp_path):
+    from napari_samrefine._napari.adaption_widget import AdaptionWidget
+    from napari_samrefine.refine.adaption import load_iou_adaptor
+    from napari_samrefine.testing import tiny_sam
+
+    viewer = make_napari_viewer()
+    widget = AdaptionWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    images, labels = _load()
+    widget.add_pair(viewer.add_image(images[1]), viewer.add_labels(labels[1]))
+    widget._output.value = tmp_path / "a.pt"
+
+    widget._model.value = str(tmp_path / "no_such_model.pth")
+    widget._train.native.click()
+    _wait(qtbot, widget)
+    assert "Training failed" in widget._status.value and "no_such_model.pth" in widget._status.value
+    assert not (tmp_path / "a.pt").exists()
+
+    torch.save(tiny_sam().state_dict(), tmp_path / "tiny.pth")
+    widget._model.value = str(tmp_path / "tiny.pth")
+    widget._train.native.click()
+    _wait(qtbot, widget)
+    assert load_iou_adaptor(tmp_path / "a.pt").metadata["base_model"] == "tiny.pth"
