@@ -162,8 +162,11 @@ def test_label_ids_subset_and_missing(sam, dsb_pair):
     image, labels = dsb_pair
     ids = sorted(set(np.unique(labels)) - {0})[:2]
     result = nsr.refine(image, labels, sam, label_ids=[*ids, 9999], iterations=1)
-    table = result.table()
-    assert table.set_index("label_id").loc[9999, "status"] == "empty-input"
+    table = result.table().set_index("label_id")
+    assert table.loc[9999, "status"] == "empty-input"
+    assert (table.loc[ids, "status"] != "skipped").all()
+    assert (table.drop([*ids, 9999])["status"] == "skipped").all()
+    assert len(table) == len(np.unique(labels)) - 1 + 1
     others = ~np.isin(labels, ids) & (labels > 0)
     np.testing.assert_array_equal(result.labels[others], labels[others])
 

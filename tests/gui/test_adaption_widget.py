@@ -25,13 +25,17 @@ def _load():
     return images, labels
 
 
-@pytest.fixture
-def widget_and_viewer(make_napari_viewer):
+@pytest.fixture(params=["viewer", "proxy"])
+def widget_and_viewer(request, make_napari_viewer):
+    from napari.utils._proxies import PublicOnlyProxy
+
     from napari_samrefine._napari.adaption_widget import AdaptionWidget
     from napari_samrefine.testing import tiny_sam
 
     viewer = make_napari_viewer()
-    widget = AdaptionWidget(viewer, sam=tiny_sam())
+    # napari hands plugin widgets a PublicOnlyProxy of the viewer
+    given = PublicOnlyProxy(viewer) if request.param == "proxy" else viewer
+    widget = AdaptionWidget(given, sam=tiny_sam())
     viewer.window.add_dock_widget(widget)
     return widget, viewer
 

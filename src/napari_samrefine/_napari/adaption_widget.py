@@ -118,7 +118,8 @@ class AdaptionWidget(Container):
         if img is None or lab is None:
             self._say("Choose an image layer and a labels layer first.", error=True)
             return
-        if any(i is img and j is lab for i, j in self._pairs):
+        # layers are compared with == (napari may hand out proxies of the same layer)
+        if any(i == img and j == lab for i, j in self._pairs):
             return
         self._pairs.append((img, lab))
         self._pair_list.reset_choices()
@@ -139,8 +140,8 @@ class AdaptionWidget(Container):
         from ..io import find_pairs, read_image
 
         images, labels, names = [], [], []
-        layers = set(map(id, self._viewer.layers))
-        pairs = [(i, j) for i, j in self._pairs if id(i) in layers and id(j) in layers]
+        layers = list(self._viewer.layers)
+        pairs = [(i, j) for i, j in self._pairs if i in layers and j in layers]
         if not pairs and not self._folders() and self._image.value is not None and self._labels.value is not None:
             pairs = [(self._image.value, self._labels.value)]
         for img, lab in pairs:

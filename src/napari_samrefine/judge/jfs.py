@@ -400,7 +400,7 @@ def judge_refinement(
     if not candidates:
         raise ValueError(
             "The support labels hold no object: label at least one object of the same kind "
-            "in each support image (0 is background)."
+            "in a support image (0 is background)."
         )
     coarse_slices = ndi.find_objects(coarse)
     refined_slices = ndi.find_objects(refined)

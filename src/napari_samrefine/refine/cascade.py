@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..sam.embedding import ImageEmbedding
-from .decode import PromptSwitches, decode_prompts
-from .objects import ObjectMask, crop_iou, trim
 from .cebox import FeatureGrid
+from .decode import PromptSwitches, decode_prompts, lean_decoder
+from .objects import ObjectMask, crop_iou, trim
 from .prompts import ObjectPrompts, excavate_object
 
 __all__ = ["ObjectState", "PromptSettings", "run_cascade"]
@@ -79,6 +79,7 @@ def run_cascade(
     batch_size: int = 32,
     iou_adaptor=None,
     step: Callable[[int, str], None] | None = None,
+    decoder: str = "lean",
 ) -> list[ObjectState]:
     """Refine all objects of one image through ``iterations`` cascaded SAM passes.
 
@@ -107,6 +108,11 @@ def run_cascade(
     step : callable, optional
         Called as ``step(iteration, message)`` after every decoder call (progress
         and cancellation; it may raise to stop).
+    decoder : {"lean", "reference"}
+        "lean" (default) decodes with
+        :class:`~napari_samrefine.sam.lean_decoder.LeanMaskDecoder`, built once for
+        the image; "reference" with segment-anything's modules (same masks to
+        float rounding, slower).
 
     Returns
     -------
@@ -118,6 +124,11 @@ def run_cascade(
     states = [ObjectState(coarse=o, mask=o) for o in objects]
     # CEBox features, prepared once per image rather than per object
     grid = FeatureGrid.from_embedding(embedding) if settings.cebox else None
+    # decoder terms that depend only on the image, likewise prepared once
+    if decoder not in ("lean", "reference"):
+        raise ValueError(f"decoder must be 'lean' or 'reference', got {decoder!r}")
+    if decoder == "lean":
+        decoder = lean_decoder(sam, embedding) or "reference"
     for t in range(iterations):
         active = [s for s in states if s.active]
         if not active:
@@ -138,10 +149,12 @@ def run_cascade(
             ]
             decoded = decode_prompts(
                 sam, embedding, prompts, settings.switches,
-                batch_size=batch_size, iou_adaptor=iou_adaptor,
+                batch_size=batch_size, iou_adaptor=iou_adaptor, decoder=decoder,
             )
             for i, s in enumerate(chunk):
-                s.prompts = prompts[i]
+                # the low-res mask input (256 kB for published models) is not kept:
+                # it is only needed for this decoder call and can be recomputed
+                s.prompts = replace(prompts[i], mask_input=None)
                 _update(s, embedding, decoded.lowres[i], decoded.iou[i], convergence)
             if step is not None:
                 step(t, f"iteration {t + 1}/{iterations}: {start + len(chunk)}/{len(active)} objects")

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from ..sam.embedding import ImageEmbedding
+from ..sam.lean_decoder import LeanMaskDecoder, supports_lean_decoder
 from .prompts import ObjectPrompts
 
-__all__ = ["PromptSwitches", "Decoded", "decode_prompts", "prompt_tensors"]
+__all__ = ["PromptSwitches", "Decoded", "decode_prompts", "prompt_tensors", "lean_decoder"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,18 @@ def prompt_tensors(
     return points, boxes, masks
 
 
+def lean_decoder(sam, embedding: ImageEmbedding) -> LeanMaskDecoder | None:
+    """A :class:`~napari_samrefine.sam.lean_decoder.LeanMaskDecoder` for this image, or None.
+
+    None when the model's decoder is not segment-anything's layout (then
+    :func:`decode_prompts` uses the model's own decoder). Build it once per
+    image and pass it to every :func:`decode_prompts` call of that image.
+    """
+    if not supports_lean_decoder(sam):
+        return None
+    return LeanMaskDecoder(sam, embedding.features)
+
+
 @torch.no_grad()
 def decode_prompts(
     sam,
@@ -103,6 +116,7 @@ def decode_prompts(
     *,
     batch_size: int = 32,
     iou_adaptor=None,
+    decoder: LeanMaskDecoder | str | None = "lean",
 ) -> Decoded:
     """Run SAM's prompt encoder and mask decoder for many objects, in chunks.
 
@@ -122,6 +136,13 @@ def decode_prompts(
     iou_adaptor : optional
         A SAMRefiner++ IoU adaptor; its ``applied(sam)`` context selects candidates
         with the adapted IoU head.
+    decoder : LeanMaskDecoder, "lean" or "reference"
+        "reference" runs ``sam.prompt_encoder`` and ``sam.mask_decoder`` as
+        segment-anything does; "lean" (default) computes the same with
+        :class:`~napari_samrefine.sam.lean_decoder.LeanMaskDecoder` (less memory
+        traffic, only the chosen mask upscaled), built for this call; pass one
+        built by :func:`lean_decoder` to reuse it across calls on one image.
+        Both give the same masks to float rounding.
 
     Returns
     -------
@@ -130,14 +151,31 @@ def decode_prompts(
     if not prompts:
         size = embedding.frame.lowres_size
         return Decoded(torch.zeros((0, size, size)), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    if decoder == "lean":
+        decoder = lean_decoder(sam, embedding)
+    elif decoder == "reference":
+        decoder = None
+    elif not isinstance(decoder, LeanMaskDecoder):
+        raise ValueError(f"decoder must be 'lean', 'reference' or a LeanMaskDecoder, got {decoder!r}")
     device = embedding.features.device
-    dense_pe = sam.prompt_encoder.get_dense_pe()
+    dense_pe = sam.prompt_encoder.get_dense_pe() if decoder is None else None
     context = iou_adaptor.applied(sam) if iou_adaptor is not None else contextlib.nullcontext()
     lows, ious, idxs = [], [], []
     with context:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             points, boxes, masks = prompt_tensors(chunk, embedding, switches, device)
+            if decoder is not None:
+                if points is None and boxes is None:
+                    sparse = torch.empty((len(chunk), 0, sam.prompt_encoder.embed_dim), device=device)
+                else:
+                    sparse, _ = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+                low, iou, best = decoder.decode(sparse, masks)
+                rows = torch.arange(len(chunk), device=low.device)
+                lows.append(low.float().cpu())
+                ious.append(iou[rows, best].float().cpu().numpy())
+                idxs.append(best.cpu().numpy())
+                continue
             sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
             low, iou = sam.mask_decoder(
                 image_embeddings=embedding.features,

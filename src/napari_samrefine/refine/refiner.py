@@ -10,13 +10,14 @@ from typing import Literal
 import numpy as np
 
 from .._progress import ProgressCallback, report
-from ..sam.embedding import EmbeddingCache, default_cache, embed_image
+from ..sam.embedding import EmbeddingCache, default_cache
 from ..sam.preprocess import to_sam_rgb
-from .cascade import ObjectState, PromptSettings, run_cascade
+from .cascade import ObjectState, PromptSettings
 from .decode import PromptSwitches
 from .inputs import arrange_image, check_labels
-from .objects import ObjectMask, objects_from_labels
+from .objects import objects_from_labels
 from .prompts import ObjectPrompts
+from .tiling import refine_plane, resolve_tiling
 from .writeback import write_back
 
 __all__ = ["refine", "RefineResult", "ObjectResult", "resolve_sam"]
@@ -37,7 +38,7 @@ class ObjectResult:
     status : str
         "ok", "empty-input" (the requested id is not in the labels),
         "empty-output" (SAM returned an empty mask; the coarse mask is kept) or
-        "skipped" (not refined, e.g. cancelled plane or excluded).
+        "skipped" (present in the labels but not selected with ``label_ids``; kept as is).
     predicted_iou : float
         SAM's predicted IoU of the chosen candidate in the last iteration.
     iterations : int
@@ -69,7 +70,10 @@ class RefineResult:
     objects : list of ObjectResult
         One record per object (per group in semantic mode).
     prompts : list of ObjectPrompts or None
-        The prompts of each object's last iteration, aligned with ``objects``.
+        The prompts of each object's last iteration, aligned with ``objects``
+        (None for objects that were not refined). ``mask_input`` is dropped to
+        save memory (256 kB per object for the published models);
+        :func:`~napari_samrefine.excavate_prompts` recomputes it.
     mode : str
         "instance" or "semantic".
     """
@@ -116,17 +120,22 @@ def _plane_indices(labels: np.ndarray, planes) -> list[int | None]:
     return sorted({int(p) % n for p in chosen})
 
 
-def _split(plane_labels: np.ndarray, mode: str, label_ids) -> tuple[list[ObjectMask], list[int]]:
-    """Objects (instance) or STM groups (semantic) of one plane, and the requested ids missing."""
-    present = objects_from_labels(plane_labels, label_ids)
-    missing = [] if label_ids is None else sorted(set(label_ids) - {o.label_id for o in present})
+def _split(plane_labels: np.ndarray, mode: str, label_ids):
+    """Objects (instance) or STM groups (semantic) of one plane to refine.
+
+    Returns the targets, the requested ids that are missing, and the objects
+    present but not requested (kept as they are, reported as skipped).
+    """
+    present = objects_from_labels(plane_labels)
+    wanted = None if label_ids is None else set(label_ids)
+    chosen = [o for o in present if wanted is None or o.label_id in wanted]
+    others = [o for o in present if wanted is not None and o.label_id not in wanted]
+    missing = [] if wanted is None else sorted(wanted - {o.label_id for o in present})
     if mode == "semantic":
         from .stm import split_then_merge
 
-        keep = None if label_ids is None else set(label_ids)
-        groups = split_then_merge(plane_labels)
-        return [g for g in groups if keep is None or g.label_id in keep], missing
-    return present, missing
+        chosen = [g for g in split_then_merge(plane_labels) if wanted is None or g.label_id in wanted]
+    return chosen, missing, others
 
 
 def _records(states: Sequence[ObjectState], plane, mode) -> list[ObjectResult]:
@@ -174,6 +183,8 @@ def refine(
     device: str = "auto",
     embedding_cache: EmbeddingCache | None = default_cache,
     progress: ProgressCallback | None = None,
+    tile: int | Literal["auto"] | None = "auto",
+    halo: int | None = None,
 ) -> RefineResult:
     """Refine coarse masks with SAM using SAMRefiner's noise-tolerant prompts.
 
@@ -231,6 +242,16 @@ def refine(
     progress : callable, optional
         ``progress(done, total, message)``; raise :class:`napari_samrefine.Cancelled`
         in it to stop.
+    tile : int, "auto" or None
+        Refine large images in square tiles of this side (SPEC section 6): each
+        tile is encoded once and each object is refined in the tile that holds it
+        (with context) whole, at full resolution; objects that fit no tile use the
+        whole, downscaled image. "auto" (default) tiles at SAM's input size
+        (1024 px) images whose long side exceeds twice that; None never tiles.
+        An image that fits in one tile is refined exactly as without tiling.
+    halo : int, optional
+        Overlap margin of the tiles (they overlap by ``2 * halo``); default
+        ``tile // 8``.
 
     Returns
     -------
@@ -274,9 +295,12 @@ def refine(
     for p in plane_ids:
         plane_labels = labels if p is None else labels[p]
         plane_image = image if p is None else image[p]
-        targets, missing = _split(plane_labels, mode, ids)
+        targets, missing, others = _split(plane_labels, mode, ids)
         for lid in missing:
             objects.append(ObjectResult(lid, p, "empty-input", float("nan"), 0, 0, 0))
+            prompts.append(None)
+        for o in others:
+            objects.append(ObjectResult(o.label_id, p, "skipped", float("nan"), 0, o.area, o.area))
             prompts.append(None)
         if not targets:
             done += iterations + 1
@@ -284,16 +308,14 @@ def refine(
             continue
         rgb = to_sam_rgb(plane_image, channel=channel, percentiles=percentiles)
         where = "" if p is None else f"plane {p}: "
-        report(progress, done, total, f"{where}encoding image")
-        emb = embedding_cache.get(sam, rgb) if embedding_cache is not None else embed_image(sam, rgb)
-        done += 1
-        report(progress, done, total, f"{where}encoded")
 
-        def step(t: int, message: str, _where=where, _done=done) -> None:
-            report(progress, _done + t, total, _where + message)
+        def step(units: int, message: str, _where=where, _done=done) -> None:
+            report(progress, _done + units, total, _where + message)
 
-        states = run_cascade(
-            sam, emb, targets, settings,
+        states = refine_plane(
+            sam, rgb, targets, settings,
+            tiling=resolve_tiling(tile, halo, sam, rgb.shape[:2]),
+            embedding_cache=embedding_cache,
             iterations=iterations, convergence=convergence, batch_size=batch_size,
             iou_adaptor=iou_adaptor, step=step,
         )
@@ -304,6 +326,6 @@ def refine(
             out[p] = refined
         objects.extend(_records(states, p, mode))
         prompts.extend(s.prompts for s in states)
-        done += iterations
+        done += iterations + 1
         report(progress, done, total, f"{where}done")
     return RefineResult(labels=out, objects=objects, prompts=prompts, mode=mode)

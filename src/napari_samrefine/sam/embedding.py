@@ -90,11 +90,12 @@ class EmbeddingCache:
     Parameters
     ----------
     max_items : int
-        Embeddings kept; the least recently used is dropped first. A ViT-B
-        embedding is 4 MB.
+        Embeddings kept; the least recently used is dropped first. An embedding
+        of the published models is 4 MB; the default holds the 25 tiles of a
+        4096 x 4096 image.
     """
 
-    def __init__(self, max_items: int = 16):
+    def __init__(self, max_items: int = 32):
         self.max_items = max_items
         self._items: OrderedDict[str, ImageEmbedding] = OrderedDict()
         self._lock = threading.Lock()

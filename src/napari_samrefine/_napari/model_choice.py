@@ -1,0 +1,91 @@
+"""Choosing and loading a SAM model in the widgets: registry names, a local file, a device.
+
+Loaded models are kept per (model, device) for the whole napari session, so
+every widget that uses the same choice shares one model in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from magicgui.widgets import ComboBox, Container, FileEdit
+
+from ..sam.loading import available_devices, load_sam
+from ..sam.registry import list_models
+
+__all__ = ["ModelPicker", "LOCAL_FILE", "get_model"]
+
+LOCAL_FILE = "local file..."
+
+_models: dict[tuple[str, str], object] = {}
+_lock = threading.Lock()
+
+
+def get_model(spec: str, device: str = "auto"):
+    """Load (once per session) the SAM model for a registry name or checkpoint path."""
+    key = (str(spec), str(device))
+    with _lock:
+        if key not in _models:
+            _models.clear()  # keep one model in memory: SAM ViT-H is 2.5 GB
+            _models[key] = load_sam(spec, device=device)
+        return _models[key]
+
+
+class ModelPicker(Container):
+    """Model (registry names + "local file..."), checkpoint path and device fields.
+
+    Parameters
+    ----------
+    sam : segment_anything.modeling.Sam, optional
+        A model given by the caller (scripts, tests); the fields are then disabled
+        and :meth:`load` returns it. Settable later through the ``sam`` attribute.
+    """
+
+    def __init__(self, sam=None):
+        self._model = ComboBox(label="model", choices=[*list_models(), LOCAL_FILE], value="vit_b_lm")
+        self._file = FileEdit(label="checkpoint", mode="r", filter="*.pt *.pth", value="")
+        self._device = ComboBox(label="device", choices=available_devices(), value="cpu")
+        self._device.value = available_devices()[0]
+        self._model.tooltip = (
+            "SAM checkpoint: downloaded into the cache on first use, or 'local file...' "
+            "for a file you copied by hand"
+        )
+        super().__init__(widgets=[self._model, self._file, self._device], labels=True)
+        self._file.visible = False
+        self._model.changed.connect(lambda v: setattr(self._file, "visible", v == LOCAL_FILE))
+        self.sam = sam
+
+    @property
+    def sam(self):
+        """The model given by the caller, or None to load the chosen one."""
+        return self._sam
+
+    @sam.setter
+    def sam(self, model) -> None:
+        self._sam = model
+        for w in (self._model, self._file, self._device):
+            w.enabled = model is None
+
+    @property
+    def spec(self) -> str:
+        """Registry name or checkpoint path of the current choice."""
+        if self._model.value != LOCAL_FILE:
+            return self._model.value
+        path = str(self._file.value)
+        if path in ("", "."):
+            raise ValueError("Choose the checkpoint file (model: 'local file...').")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        return path
+
+    @property
+    def device(self) -> str:
+        """The chosen device (only devices that work here are offered)."""
+        return self._device.value
+
+    def load(self):
+        """The model to use: the caller's, or the chosen one (loaded once, then reused)."""
+        if self._sam is not None:
+            return self._sam
+        return get_model(self.spec, self.device)

@@ -1,0 +1,142 @@
+"""The "Prompt excavation" dock widget: show the prompts SAMRefiner mines from each object."""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
+from napari.layers import Image, Labels
+
+from .._progress import Cancelled, report
+from ..refine.prompts import excavate_prompts
+from ..sam.embedding import default_cache
+from ..sam.preprocess import to_sam_rgb
+from .layers import boxes_data, current_plane, gaussian_data, geometry, points_data, upsert_layer
+from .model_choice import ModelPicker
+from .workers import CANCELLED, TaskWidget, layer_data
+
+__all__ = ["PromptWidget", "show_prompts"]
+
+
+def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dict:
+    """Add or update the Points, Shapes and Image layers of ``prompts`` over ``labels_layer``.
+
+    Returns the three layers by role ("points", "boxes", "gaussian").
+    """
+    name = labels_layer.name
+    geo = geometry(labels_layer)
+    coords, point_features, point_colors = points_data(prompts, plane)
+    rects, box_features, box_colors = boxes_data(prompts, plane)
+    shape = labels_layer.data.shape[-2:]
+    gauss = gaussian_data(prompts, shape, plane)
+    gauss_geo = dict(geo)
+    if plane is not None:  # a one-plane image placed at its plane
+        translate = list(geo["translate"])
+        translate[0] += plane * geo["scale"][0]
+        gauss_geo["translate"] = tuple(translate)
+    layers = {
+        "gaussian": upsert_layer(
+            viewer, labels_layer, "gaussian", "image", gauss, name=f"{name} Gaussian prompts",
+            colormap="inferno", blending="additive", contrast_limits=(0.0, 1.0), **gauss_geo,
+        ),
+        "boxes": upsert_layer(
+            viewer, labels_layer, "boxes", "shapes", rects, name=f"{name} boxes",
+            shape_type="rectangle", edge_color=box_colors, face_color="transparent",
+            features=box_features, edge_width=1, **geo,
+        ),
+        "points": upsert_layer(
+            viewer, labels_layer, "points", "points", coords, name=f"{name} points",
+            features=point_features, face_color=point_colors, size=4, **geo,
+        ),
+    }
+    return layers
+
+
+class PromptWidget(TaskWidget):
+    """Excavate prompts from a Labels layer and show them as Points, Shapes and Image layers.
+
+    Without an image and a model, boxes stay tight (CEBox needs SAM's image
+    embedding). On a 3D stack the current plane is used.
+    """
+
+    def __init__(self, napari_viewer, sam=None):
+        super().__init__(napari_viewer, run_text="Excavate prompts")
+        self.labels_layer = ComboBox(label="labels", choices=self._layers(Labels), nullable=True)
+        self.scope = ComboBox(label="objects", choices=["all objects", "selected label"])
+        self.use_negative_point = CheckBox(text="negative point", value=True)
+        self.use_cebox = CheckBox(text="CEBox (needs image + model)", value=False)
+        self.image_layer = ComboBox(label="image", choices=self._layers(Image), nullable=True)
+        self.model = ModelPicker(sam)
+        self.cebox = FloatSpinBox(label="CEBox lambda", value=0.1, min=0.01, max=1.0, step=0.05)
+        self.extend([self.labels_layer, self.scope, self.use_negative_point, self.use_cebox,
+                     self.image_layer, self.model, self.cebox])
+        self.add_footer()
+        self.use_cebox.changed.connect(self._cebox_toggled)
+        self._cebox_toggled(False)
+        events = napari_viewer.layers.events
+        for event in (events.inserted, events.removed, events.renamed):
+            event.connect(self.reset_choices)
+
+    def _layers(self, kind):
+        def choices(_widget=None):
+            return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
+
+        return choices
+
+    def _cebox_toggled(self, on: bool) -> None:
+        for w in (self.image_layer, self.model, self.cebox):
+            w.visible = bool(on)
+
+    def run(self, *_):
+        """Excavate the prompts (in a worker thread) and show them."""
+        labels_layer = self.labels_layer.value
+        if labels_layer is None:
+            self.say("Choose a Labels layer.", error=True)
+            return
+        plane = current_plane(self._viewer, labels_layer)
+        labels = np.asarray(labels_layer.data if plane is None else labels_layer.data[plane])
+        ids = [int(labels_layer.selected_label)] if self.scope.value == "selected label" else None
+        image = None
+        if self.use_cebox.value:
+            if self.image_layer.value is None:
+                self.say("CEBox needs an image layer (and a model): choose one.", error=True)
+                return
+            data = layer_data(self.image_layer.value)
+            image = data if plane is None else data[plane]
+            if image.shape[:2] != labels.shape:
+                self.say(
+                    f"Image {self.image_layer.value.name!r} {data.shape} and labels "
+                    f"{labels_layer.name!r} {labels_layer.data.shape} differ in size.", error=True,
+                )
+                return
+        self.launch(
+            self._work, labels, image, ids,
+            on_done=lambda prompts: self._done(prompts, labels_layer, plane),
+        )
+
+    def _work(self, labels, image, ids):
+        progress = self.progress_callback()
+        try:
+            embedding = None
+            if image is not None:
+                report(progress, 0, 2, "loading the model")
+                sam = self.model.load()
+                report(progress, 1, 2, "encoding the image")
+                embedding = default_cache.get(sam, to_sam_rgb(image))
+            report(progress, 1, 2, "excavating prompts")
+            prompts = excavate_prompts(
+                labels, embedding, label_ids=ids,
+                cebox=float(self.cebox.value) if embedding is not None else None,
+                use_negative_point=self.use_negative_point.value,
+            )
+            report(progress, 2, 2, "done")
+            return prompts
+        except Cancelled:
+            return CANCELLED
+
+    def _done(self, prompts, labels_layer, plane) -> None:
+        if labels_layer not in self._viewer.layers:
+            self.say("The labels layer was removed meanwhile.", error=True)
+            return
+        show_prompts(self._viewer, labels_layer, prompts, plane)
+        expanded = sum(p.expanded for p in prompts)
+        self.say(f"{len(prompts)} objects, {expanded} boxes expanded by CEBox.")

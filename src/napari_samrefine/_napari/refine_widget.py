@@ -1,0 +1,126 @@
+"""The "SAM refine" dock widget: a thin form over :func:`napari_samrefine.refine`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
+from napari.layers import Image, Labels
+
+from .._progress import Cancelled
+from ..refine.refiner import refine
+from .model_choice import ModelPicker
+from .scripting import SCOPES, apply_result, check_pair, scope_arguments
+from .workers import CANCELLED, TaskWidget, layer_data
+
+__all__ = ["RefineWidget"]
+
+
+class RefineWidget(TaskWidget):
+    """Refine the objects of a Labels layer with SAM, in a worker thread.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+    sam : segment_anything.modeling.Sam, optional
+        A model to use instead of the model field (scripts, tests); also settable
+        later as ``widget.model.sam``.
+    """
+
+    def __init__(self, napari_viewer, sam=None):
+        super().__init__(napari_viewer, run_text="Refine")
+        self.image_layer = ComboBox(label="image", choices=self._layers(Image), nullable=True)
+        self.labels_layer = ComboBox(label="coarse labels", choices=self._layers(Labels), nullable=True)
+        self.model = ModelPicker(sam)
+        self.mode = ComboBox(label="mode", choices=["instance", "semantic"], value="instance")
+        self.use_points = CheckBox(text="points", value=True)
+        self.use_negative_point = CheckBox(text="negative point", value=True)
+        self.use_box = CheckBox(text="box", value=True)
+        self.use_mask = CheckBox(text="Gaussian mask prompt", value=True)
+        self.cebox = FloatSpinBox(label="CEBox lambda", value=0.1, min=0.0, max=1.0, step=0.05)
+        self.cebox.tooltip = "fraction of similar pixels that moves a box side out; 0 = tight box"
+        self.iterations = SpinBox(label="iterations", value=5, min=1, max=20)
+        self.scope = ComboBox(label="scope", choices=list(SCOPES), value="all objects")
+        self.output = ComboBox(
+            label="output", choices=[("new layer", "new"), ("in place (undoable)", "inplace")],
+            value="new",
+        )
+        self.adaptor = FileEdit(label="IoU adaptor", mode="r", filter="*.pt", value="")
+        self.adaptor.tooltip = "optional SAMRefiner++ adaptor trained with the IoU adaption widget"
+        self.extend([
+            self.image_layer, self.labels_layer, self.model, self.mode, self.use_points,
+            self.use_negative_point, self.use_box, self.use_mask, self.cebox, self.iterations,
+            self.scope, self.output, self.adaptor,
+        ])
+        self.add_footer()
+        self.mode.changed.connect(self._mode_changed)
+        events = napari_viewer.layers.events
+        for event in (events.inserted, events.removed, events.renamed):
+            event.connect(self.reset_choices)
+
+    def _layers(self, kind):
+        def choices(_widget=None):
+            return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
+
+        return choices
+
+    def _mode_changed(self, mode: str) -> None:
+        # CEBox is an instance-mode prompt (SPEC section 2)
+        self.cebox.value = 0.1 if mode == "instance" else 0.0
+
+    def refine_kwargs(self) -> dict:
+        """The :func:`refine` options the form describes (without model and data)."""
+        kwargs = dict(
+            mode=self.mode.value,
+            iterations=int(self.iterations.value),
+            use_points=self.use_points.value,
+            use_negative_point=self.use_negative_point.value,
+            use_box=self.use_box.value,
+            use_mask=self.use_mask.value,
+            cebox=float(self.cebox.value) or None,
+        )
+        kwargs.update(scope_arguments(self.scope.value, self._viewer, self.labels_layer.value))
+        path = str(self.adaptor.value)
+        if path not in ("", "."):
+            from ..refine.adaption import load_iou_adaptor
+
+            kwargs["iou_adaptor"] = load_iou_adaptor(Path(path))
+        return kwargs
+
+    def run(self, *_):
+        """Start refining (the Refine button); returns immediately, the work runs in a thread."""
+        image_layer, labels_layer = self.image_layer.value, self.labels_layer.value
+        try:
+            check_pair(image_layer, labels_layer)
+            kwargs = self.refine_kwargs()
+        except (ValueError, FileNotFoundError) as err:
+            self.say(str(err), error=True)
+            return
+        image = layer_data(image_layer)
+        labels = np.asarray(labels_layer.data)
+        output = self.output.value
+        self.say(f"Refining {labels_layer.name!r} ...")
+        self.launch(
+            self._work, image, labels, kwargs,
+            on_done=lambda result: self._done(result, labels_layer, output),
+        )
+
+    def _work(self, image, labels, kwargs):
+        self._show_progress(0, 1, "loading the model")
+        sam = self.model.load()
+        if "iou_adaptor" in kwargs:
+            kwargs["iou_adaptor"].check_model(sam)
+        try:
+            return refine(image, labels, sam, progress=self.progress_callback(), **kwargs)
+        except Cancelled:
+            return CANCELLED
+
+    def _done(self, result, labels_layer, output: str) -> None:
+        if labels_layer not in self._viewer.layers:
+            self.say("The labels layer was removed while refining: nothing was written.", error=True)
+            return
+        layer = apply_result(self._viewer, labels_layer, result, output)
+        counts = result.table()["status"].value_counts().to_dict()
+        where = "in place (Ctrl+Z undoes it)" if output == "inplace" else f"into {layer.name!r}"
+        self.say(f"Refined {len(result.objects)} objects {counts} {where}.")

@@ -1,0 +1,138 @@
+"""The fast paths compute what the simple paths compute (issue 6); no timings here."""
+
+import numpy as np
+import pytest
+import torch
+
+import napari_samrefine as nsr
+from napari_samrefine.refine.adaption import IoUAdaptor
+from napari_samrefine.refine.cascade import PromptSettings, run_cascade
+from napari_samrefine.refine.decode import PromptSwitches, decode_prompts, prompt_tensors
+from napari_samrefine.refine.objects import objects_from_labels
+from napari_samrefine.refine.prompts import excavate_object, excavate_prompts
+from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
+from napari_samrefine.sam.lean_decoder import LeanMaskDecoder, supports_lean_decoder
+from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.testing import tiny_sam
+
+
+class EncoderCalls:
+    """Counts real forward passes of the image encoder (a forward hook, not a mock)."""
+
+    def __init__(self, sam):
+        self.n = 0
+        self.handle = sam.image_encoder.register_forward_hook(self._hook)
+
+    def _hook(self, *args):
+        self.n += 1
+
+    def close(self):
+        self.handle.remove()
+
+
+@pytest.fixture(scope="module")
+def scene(sam, dsb_pair):
+    image, labels = dsb_pair
+    emb = embed_image(sam, to_sam_rgb(image))
+    objects = objects_from_labels(labels)[:10]
+    prompts = [excavate_object(o, frame=emb.frame, embedding=emb) for o in objects]
+    return emb, objects, prompts
+
+
+SWITCHES = [
+    PromptSwitches(),
+    PromptSwitches(mask=False),
+    PromptSwitches(points=False),
+    PromptSwitches(box=False),
+    PromptSwitches(negative_point=False),
+    PromptSwitches(points=False, box=False),  # mask prompt only: no sparse tokens
+]
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=str)
+def test_lean_decoder_equals_segment_anything_decoder(sam, scene, switches):
+    emb, _, prompts = scene
+    ref = decode_prompts(sam, emb, prompts, switches, batch_size=4, decoder="reference")
+    lean = decode_prompts(sam, emb, prompts, switches, batch_size=4, decoder="lean")
+    np.testing.assert_array_equal(lean.index, ref.index)
+    np.testing.assert_allclose(lean.iou, ref.iou, rtol=0, atol=1e-5)
+    torch.testing.assert_close(lean.lowres, ref.lowres, rtol=0, atol=1e-5)
+    assert lean.lowres.abs().max() > 1e-3  # logits that mean something to compare
+
+
+def test_lean_decoder_all_candidates_and_other_sizes(dsb_pair):
+    """Another geometry (128 px input, 8 x 8 grid, width 16): IoUs of all 3 candidates match."""
+    sam = tiny_sam(seed=3, image_size=128, patch_size=16, prompt_dim=16)
+    assert supports_lean_decoder(sam)
+    image, labels = dsb_pair
+    emb = embed_image(sam, to_sam_rgb(image[:100, :140]))
+    objects = objects_from_labels(labels[:100, :140])[:5]
+    prompts = [excavate_object(o, frame=emb.frame, embedding=emb) for o in objects]
+    points, boxes, masks = prompt_tensors(prompts, emb, PromptSwitches(), torch.device("cpu"))
+    with torch.no_grad():
+        sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        low, iou = sam.mask_decoder(emb.features, sam.prompt_encoder.get_dense_pe(), sparse, dense, True)
+        lean_low, lean_iou, best = LeanMaskDecoder(sam, emb.features).decode(sparse, masks, upscale_chunk=2)
+    torch.testing.assert_close(lean_iou, iou, rtol=0, atol=1e-5)
+    assert torch.equal(best, iou.argmax(1))
+    torch.testing.assert_close(lean_low, low[torch.arange(len(best)), best], rtol=0, atol=1e-5)
+    assert lean_low.shape[-2:] == (32, 32)
+
+
+def test_lean_decoder_honours_an_iou_adaptor(sam, scene):
+    emb, _, prompts = scene
+    forced = IoUAdaptor.untrained(sam)
+    forced.down = forced.down.abs()
+    forced.up = torch.zeros_like(forced.up)
+    forced.up[3] = 100.0  # output 3 of the IoU head = multimask candidate 2
+    ref = decode_prompts(sam, emb, prompts, iou_adaptor=forced, decoder="reference")
+    lean = decode_prompts(sam, emb, prompts, iou_adaptor=forced)
+    assert (lean.index == 2).all()
+    np.testing.assert_array_equal(lean.index, ref.index)
+    torch.testing.assert_close(lean.lowres, ref.lowres, rtol=0, atol=1e-5)
+
+
+def test_cascade_lean_equals_reference(sam, scene):
+    emb, objects, _ = scene
+    kw = dict(iterations=3, convergence=None, batch_size=4)
+    lean = run_cascade(sam, emb, objects, PromptSettings(), **kw)
+    ref = run_cascade(sam, emb, objects, PromptSettings(), decoder="reference", **kw)
+    for a, b in zip(lean, ref, strict=True):
+        assert (a.status, a.iterations) == (b.status, b.iterations)
+        assert a.predicted_iou == pytest.approx(b.predicted_iou, abs=1e-5)
+        if a.status == "ok":
+            np.testing.assert_array_equal(a.mask.to_image(), b.mask.to_image())
+            assert a.region == b.region
+    with pytest.raises(ValueError, match="decoder"):
+        run_cascade(sam, emb, objects, decoder="fast")
+    with pytest.raises(ValueError, match="decoder"):
+        decode_prompts(sam, emb, scene[2][:1], decoder="fast")
+
+
+def test_one_encoder_pass_across_excavation_and_refinement(sam, dsb_pair):
+    """Issue 6.5: excavation, refinement (any options) and re-runs share one encoder pass."""
+    image, labels = dsb_pair
+    cache = EmbeddingCache()
+    calls = EncoderCalls(sam)
+    try:
+        emb = cache.get(sam, to_sam_rgb(image))
+        prompts = excavate_prompts(labels, emb)
+        assert calls.n == 1 and len(prompts) == 27
+        nsr.refine(image, labels, sam, iterations=2, embedding_cache=cache)
+        nsr.refine(image, labels, sam, iterations=1, cebox=None, use_mask=False, embedding_cache=cache)
+        nsr.refine(image.copy(), labels, sam, mode="semantic", iterations=1, embedding_cache=cache)
+        assert excavate_prompts(labels, cache.get(sam, to_sam_rgb(image)))[3].box.tolist() == (
+            prompts[3].box.tolist()
+        )
+        assert calls.n == 1 and cache.misses == 1
+    finally:
+        calls.close()
+
+
+def test_convergence_saves_decoder_passes_and_reports_them(sam, dsb_pair):
+    image, labels = dsb_pair
+    full = nsr.refine(image, labels, sam, iterations=5, convergence=None).table()
+    assert (full["iterations"] == 5).all()
+    # a threshold every change meets: each object stops after its first pass
+    early = nsr.refine(image, labels, sam, iterations=5, convergence=0.0).table()
+    assert (early["iterations"] == 1).all()
