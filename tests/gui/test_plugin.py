@@ -28,8 +28,7 @@ def open_widget(viewer, name):
 
 
 def wait_done(qtbot, widget, timeout=60_000):
-    qtbot.waitUntil(lambda: widget.worker is not None and not widget.worker.is_running, timeout=timeout)
-    qtbot.waitUntil(lambda: widget._run_button.enabled, timeout=timeout)
+    qtbot.waitUntil(lambda: widget.worker is not None and not widget.busy, timeout=timeout)
 
 
 def test_sample_data_from_manifest(viewer):

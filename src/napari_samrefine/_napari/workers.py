@@ -43,6 +43,7 @@ class TaskWidget(Container):
         super().__init__(labels=True)
         self._viewer = napari_viewer
         self.worker = None
+        self._busy = False  # from launch() until the worker finished
         self._cancel = threading.Event()
         self._run_button = PushButton(text=run_text)
         self._stop_button = PushButton(text="Cancel", enabled=False)
@@ -82,9 +83,10 @@ class TaskWidget(Container):
         """
         from napari.qt.threading import create_worker
 
-        if self.worker is not None and self.worker.is_running:
+        if self._busy:
             self.say("Still running: wait, or press Cancel.")
             return
+        self._busy = True
         self._cancel.clear()
         self._run_button.enabled, self._stop_button.enabled = False, True
         self._bar.max, self._bar.value = 1, 0
@@ -108,7 +110,7 @@ class TaskWidget(Container):
 
     def cancel(self, *_):
         """Stop the running work at its next progress report (the Cancel button)."""
-        if self.worker is not None and self.worker.is_running:
+        if self._busy:
             self._cancel.set()
             self.say("Cancelling ...")
 
@@ -121,7 +123,13 @@ class TaskWidget(Container):
     def _failed(self, err: Exception) -> None:
         self.say(f"{type(err).__name__}: {err}", error=True)
 
+    @property
+    def busy(self) -> bool:
+        """True from the start of a run until its worker finished."""
+        return self._busy
+
     def _finished(self) -> None:
+        self._busy = False
         self._run_button.enabled, self._stop_button.enabled = True, False
 
     def say(self, text: str, error: bool = False, notify: bool = False) -> None:

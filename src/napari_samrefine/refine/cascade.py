@@ -8,12 +8,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..sam.embedding import ImageEmbedding
+from ..sam.frame import SamFrame
 from .cebox import FeatureGrid
 from .decode import PromptSwitches, decode_prompts, lean_decoder
 from .objects import ObjectMask, crop_iou, trim
 from .prompts import ObjectPrompts, excavate_object
 
-__all__ = ["ObjectState", "PromptSettings", "run_cascade"]
+__all__ = ["ObjectState", "ChosenLogits", "PromptSettings", "run_cascade"]
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,51 @@ class PromptSettings:
     gamma: float = 4.0
 
 
+@dataclass(frozen=True)
+class ChosenLogits:
+    """The chosen candidate's low-res logits, cropped to what one region draws on.
+
+    At most ``lowres_size ** 2`` floats (256 kB for the published models) however
+    large the object; :meth:`upsample` recomputes the region's logits exactly as
+    the cascade computed them when it thresholded the mask.
+
+    Attributes
+    ----------
+    frame : SamFrame
+        Frame of the image (or tile) the logits belong to.
+    values : numpy.ndarray
+        float32 crop of the low-res logits.
+    offset : (int, int)
+        Position of ``values`` in the low-res frame.
+    region : (int, int, int, int)
+        Half-open (y0, x0, y1, x1) of ``frame``'s original frame to upsample.
+    """
+
+    frame: SamFrame
+    values: np.ndarray
+    offset: tuple[int, int]
+    region: tuple[int, int, int, int]
+
+    @classmethod
+    def crop(cls, frame: SamFrame, lowres: np.ndarray, region) -> ChosenLogits:
+        """Keep the crop of ``lowres`` (L, L) that ``region`` draws on."""
+        r0, c0, r1, c1 = frame.lowres_support(region)
+        return cls(frame, np.array(lowres[r0:r1, c0:c1], np.float32), (r0, c0), tuple(region))
+
+    def upsample(self) -> np.ndarray:
+        """float32 logits inside ``region``."""
+        return self.frame.lowres_crop_to_original(self.values, self.offset, self.region)
+
+
 @dataclass
 class ObjectState:
     """One object as it moves through the cascade.
 
     ``mask`` is the current binary mask (the coarse one before the first
-    iteration); ``logits``/``region`` are the chosen candidate's logits of the
-    last iteration, upsampled only inside ``region`` (half-open y0, x0, y1, x1),
-    the box outside which no logit can be positive.
+    iteration). ``region`` (half-open y0, x0, y1, x1) is the box outside which
+    the last iteration's chosen logits cannot be positive; ``chosen`` keeps those
+    logits at low resolution and :meth:`region_logits` upsamples them inside
+    ``region``. ``logits`` may hold them already upsampled (then it wins).
     """
 
     coarse: ObjectMask
@@ -46,6 +84,13 @@ class ObjectState:
     prompts: ObjectPrompts | None = None
     active: bool = True
     history: list[float] = field(default_factory=list)
+    chosen: ChosenLogits | None = None
+
+    def region_logits(self) -> np.ndarray | None:
+        """The chosen candidate's float32 logits inside ``region`` (None without output)."""
+        if self.logits is not None:
+            return self.logits
+        return None if self.chosen is None else self.chosen.upsample()
 
 
 def _update(state: ObjectState, embedding: ImageEmbedding, lowres, iou: float, convergence):
@@ -55,15 +100,17 @@ def _update(state: ObjectState, embedding: ImageEmbedding, lowres, iou: float, c
     state.iterations += 1
     state.predicted_iou = float(iou)
     if region is not None:
-        logits = frame.lowres_to_original(low, region)
-        new = trim(logits > 0, region[:2], state.mask.label_id, state.mask.image_shape)
+        # only the low-res crop is kept (the region's logits would take 4 bytes a pixel);
+        # write-back upsamples it again with the same arithmetic
+        chosen = ChosenLogits.crop(frame, low, region)
+        new = trim(chosen.upsample() > 0, region[:2], state.mask.label_id, state.mask.image_shape)
     if region is None or new.area == 0:
         state.status, state.active = "empty-output", False
-        state.logits = state.region = None
+        state.logits = state.region = state.chosen = None
         return
     change = crop_iou(state.mask, new)
     state.history.append(change)
-    state.mask, state.logits, state.region = new, logits, region
+    state.mask, state.chosen, state.region, state.logits = new, chosen, region, None
     if convergence is not None and change >= convergence:
         state.active = False
 

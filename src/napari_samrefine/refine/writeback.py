@@ -19,7 +19,8 @@ def write_back(coarse: np.ndarray, states: Sequence[ObjectState]) -> np.ndarray:
     is highest there among the objects with a positive logit. Objects whose
     refinement came out empty keep their coarse pixels, and pixels of objects
     that were not refined (other ids) are never overwritten. Each object's logits
-    exist only inside its region, so memory is one plane plus the objects' boxes.
+    are upsampled inside its region only, one object at a time, so memory is one
+    plane plus one object's box.
 
     Parameters
     ----------
@@ -48,8 +49,9 @@ def write_back(coarse: np.ndarray, states: Sequence[ObjectState]) -> np.ndarray:
         if s.status != "ok":
             continue
         y0, x0, y1, x1 = s.region
+        logits = s.region_logits()
         cur = best[y0:y1, x0:x1]
-        claim = (s.logits > cur) & ~protected[y0:y1, x0:x1]
+        claim = (logits > cur) & ~protected[y0:y1, x0:x1]
         out[y0:y1, x0:x1][claim] = s.coarse.label_id
-        cur[claim] = s.logits[claim]
+        cur[claim] = logits[claim]
     return out

@@ -242,6 +242,47 @@ class SamFrame:
         low = lowres.detach().float().cpu().numpy() if torch.is_tensor(lowres) else lowres
         return self.from_lowres_rows[y0:y1] @ low.astype(np.float32) @ self.from_lowres_cols[x0:x1].T
 
+    def lowres_support(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """Half-open (r0, c0, r1, c1) of the low-res pixels that an original-frame box draws on.
+
+        Upsampled logits inside ``box`` depend only on this crop of the low-res
+        logits (see :meth:`lowres_crop_to_original`).
+        """
+        y0, x0, y1, x1 = box
+        (fr, lr), (fc, lc) = self._support(0), self._support(1)
+        return (int(fr[y0:y1].min()), int(fc[x0:x1].min()),
+                int(lr[y0:y1].max()) + 1, int(lc[x0:x1].max()) + 1)
+
+    def lowres_crop_to_original(
+        self, crop: np.ndarray, offset: tuple[int, int], box: tuple[int, int, int, int]
+    ) -> np.ndarray:
+        """Upsample a crop of low-res logits to an original-frame box.
+
+        Equal (to float rounding) to :meth:`lowres_to_original` of the full low-res
+        logits when ``crop`` covers :meth:`lowres_support` of ``box``.
+
+        Parameters
+        ----------
+        crop : array (h, w)
+            Low-res logits at rows ``offset[0]:offset[0] + h`` and columns
+            ``offset[1]:offset[1] + w``.
+        offset : (int, int)
+            Position of the crop in the low-res frame.
+        box : (y0, x0, y1, x1)
+            Half-open box of the original frame to compute.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 (y1 - y0, x1 - x0).
+        """
+        y0, x0, y1, x1 = box
+        r0, c0 = offset
+        h, w = crop.shape
+        rows = self.from_lowres_rows[y0:y1, r0 : r0 + h]
+        cols = self.from_lowres_cols[x0:x1, c0 : c0 + w]
+        return rows @ crop.astype(np.float32, copy=False) @ cols.T
+
     def original_to_lowres(
         self, crop: np.ndarray, offset: tuple[int, int] = (0, 0), pad_value: float = 0.0
     ) -> np.ndarray:
