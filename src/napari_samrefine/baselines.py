@@ -79,7 +79,7 @@ def _object_score(
     markers = np.where(fg, 1, np.where(bg, 2, 0)).astype(np.int32)
     if not (markers == 0).any() or not bg.any():
         return fg.astype(np.float64)
-    prob = random_walker(crop, markers, beta=beta, return_full_prob=True, channel_axis=axis)
+    prob = random_walker(crop, markers, beta=beta, mode="bf", return_full_prob=True, channel_axis=axis)
     return prob[0]
 
 

@@ -41,8 +41,7 @@ def widget_and_viewer(request, make_napari_viewer):
 
 
 def _wait(qtbot, widget):
-    qtbot.waitUntil(lambda: widget.worker is not None and not widget.worker.is_running, timeout=60000)
-    qtbot.waitUntil(lambda: widget._train.enabled, timeout=5000)
+    qtbot.waitUntil(lambda: widget.worker is not None and not widget.busy, timeout=60000)
 
 
 def test_train_on_layer_pairs_and_save(widget_and_viewer, qtbot, tmp_path):
@@ -54,14 +53,14 @@ def test_train_on_layer_pairs_and_save(widget_and_viewer, qtbot, tmp_path):
     layers = [(viewer.add_image(i, name=f"img{k}"), viewer.add_labels(lab, name=f"coarse{k}"))
               for k, (i, lab) in enumerate(zip(images, labels, strict=True))]
     # choices follow the viewer's layers
-    assert [c for c in widget._image.choices if c is not None] == [a for a, _ in layers]
+    assert [c for c in widget.pairs.image_layer.choices if c is not None] == [a for a, _ in layers]
     for img, lab in layers:
-        widget._image.value, widget._labels.value = img, lab
-        widget._add.native.click()
-    assert len(widget._pair_list.choices) == 2
+        widget.pairs.image_layer.value, widget.pairs.labels_layer.value = img, lab
+        widget.pairs.add_button.native.click()
+    assert len(widget.pairs.pair_list.choices) == 2
     widget._output.value = tmp_path / "adaptor.pt"
-    widget._train.native.click()
-    assert not widget._train.enabled and widget._stop.enabled
+    widget._run_button.native.click()
+    assert not widget._run_button.enabled and widget._stop_button.enabled
     _wait(qtbot, widget)
 
     loaded = load_iou_adaptor(tmp_path / "adaptor.pt")
@@ -90,7 +89,7 @@ def test_train_on_folders(widget_and_viewer, qtbot, tmp_path):
     widget._image_dir.value = tmp_path / "im"
     widget._labels_dir.value = tmp_path / "lab"
     widget._output.value = tmp_path / "out" / "folder_adaptor"
-    widget._train.native.click()
+    widget._run_button.native.click()
     _wait(qtbot, widget)
     adaptor = load_iou_adaptor(tmp_path / "out" / "folder_adaptor.pt")
     assert adaptor.metadata["n_images"] == 2
@@ -102,8 +101,8 @@ def test_cancel_saves_nothing(widget_and_viewer, qtbot, tmp_path):
     img, lab = viewer.add_image(images[1]), viewer.add_labels(labels[1])
     widget.add_pair(img, lab)
     widget._output.value = tmp_path / "never.pt"
-    widget._train.native.click()
-    widget._stop.native.click()
+    widget._run_button.native.click()
+    widget._stop_button.native.click()
     _wait(qtbot, widget)
     assert not (tmp_path / "never.pt").exists()
     assert widget.adaptor is None
@@ -113,13 +112,14 @@ def test_cancel_saves_nothing(widget_and_viewer, qtbot, tmp_path):
 def test_missing_input_gives_a_clear_message(widget_and_viewer, tmp_path):
     widget, _ = widget_and_viewer
     widget._output.value = tmp_path / "a.pt"
-    widget._train.native.click()
+    widget._run_button.native.click()
     assert widget.worker is None
     assert "Nothing to train on" in widget._status.value
 
 
 def test_model_field_loads_a_checkpoint_and_reports_errors(make_napari_viewer, qtbot, tmp_path):
     from napari_samrefine._napari.adaption_widget import AdaptionWidget
+    from napari_samrefine._napari.model_choice import LOCAL_FILE
     from napari_samrefine.refine.adaption import load_iou_adaptor
     from napari_samrefine.testing import tiny_sam
 
@@ -130,14 +130,15 @@ def test_model_field_loads_a_checkpoint_and_reports_errors(make_napari_viewer, q
     widget.add_pair(viewer.add_image(images[1]), viewer.add_labels(labels[1]))
     widget._output.value = tmp_path / "a.pt"
 
-    widget._model.value = str(tmp_path / "no_such_model.pth")
-    widget._train.native.click()
+    widget.model._model.value = LOCAL_FILE
+    widget.model._file.value = str(tmp_path / "no_such_model.pth")
+    widget._run_button.native.click()
     _wait(qtbot, widget)
     assert "Training failed" in widget._status.value and "no_such_model.pth" in widget._status.value
     assert not (tmp_path / "a.pt").exists()
 
     torch.save(tiny_sam().state_dict(), tmp_path / "tiny.pth")
-    widget._model.value = str(tmp_path / "tiny.pth")
-    widget._train.native.click()
+    widget.model._file.value = str(tmp_path / "tiny.pth")
+    widget._run_button.native.click()
     _wait(qtbot, widget)
     assert load_iou_adaptor(tmp_path / "a.pt").metadata["base_model"] == "tiny.pth"

@@ -57,10 +57,7 @@ def scene(make_napari_viewer):
 
 
 def _wait(qtbot, widget):
-    qtbot.waitUntil(
-        lambda: widget.worker is not None and not widget.worker.is_running, timeout=60000
-    )
-    qtbot.waitUntil(lambda: widget._run.enabled, timeout=5000)
+    qtbot.waitUntil(lambda: widget.worker is not None and not widget.busy, timeout=60000)
 
 
 def test_judge_widget_end_to_end(scene, qtbot, tmp_path):
@@ -70,13 +67,13 @@ def test_judge_widget_end_to_end(scene, qtbot, tmp_path):
 
     widget, viewer, layers = scene
     before = {k: np.array(v.data, copy=True) for k, v in layers.items()}
-    assert len(widget._pair_list.choices) == 2
+    assert len(widget.supports.pair_list.choices) == 2
     widget._masking.value = "fm"
     widget._k.value = 2
     widget._tau.value = 0.05
     widget._show_smp.value = True
-    widget._run.native.click()
-    assert not widget._run.enabled and widget._stop.enabled
+    widget._run_button.native.click()
+    assert not widget._run_button.enabled and widget._stop_button.enabled
     _wait(qtbot, widget)
 
     expected = judge_refinement(
@@ -111,7 +108,7 @@ def test_judge_widget_end_to_end(scene, qtbot, tmp_path):
     assert list(saved["verdict"]) == list(table["verdict"])
     # a second run updates the result layers instead of adding new ones
     n_layers = len(viewer.layers)
-    widget._run.native.click()
+    widget._run_button.native.click()
     _wait(qtbot, widget)
     assert len(viewer.layers) == n_layers
 
@@ -121,8 +118,8 @@ def test_cancel_leaves_the_layers_alone(scene, qtbot):
     names = [layer.name for layer in viewer.layers]
     widget._masking.value = "hm"
     widget._k.value = 3
-    widget._run.native.click()
-    widget._stop.native.click()
+    widget._run_button.native.click()
+    widget._stop_button.native.click()
     _wait(qtbot, widget)
     assert "Cancelled" in widget._status.value
     assert [layer.name for layer in viewer.layers] == names
@@ -132,10 +129,10 @@ def test_cancel_leaves_the_layers_alone(scene, qtbot):
 def test_missing_choices_are_reported(scene, qtbot):
     widget, viewer, layers = scene
     widget._refined.value = layers["coarse"]
-    widget._run.native.click()
+    widget._run_button.native.click()
     assert widget.worker is None and "same layer" in widget._status.value
     widget._refined.value = None
-    widget._run.native.click()
+    widget._run_button.native.click()
     assert "Choose the query image" in widget._status.value
 
 
@@ -153,14 +150,29 @@ def test_seggpt_backend_from_a_folder(scene, qtbot, tmp_path):
     transformers.SegGptImageProcessor(size={"height": 16, "width": 16}).save_pretrained(tmp_path)
     widget, viewer, layers = scene
     widget._backend.value = "seggpt"
-    assert not widget._seggpt.native.isHidden() and widget._model.native.isHidden()
+    assert not widget._seggpt.native.isHidden() and widget.model.native.isHidden()
     assert not widget._masking.enabled
     widget._seggpt.value = str(tmp_path)
     widget._k.value = 1
-    widget._run.native.click()
+    widget._run_button.native.click()
     _wait(qtbot, widget)
     assert "objects:" in widget._status.value, widget._status.value
     assert widget.result.parameters["backend"] == "SegGptFSS"
     assert list(layers["refined"].features["label_id"]) == sorted(
         set(np.unique(layers["coarse"].data)) - {0}
     )
+
+
+def test_stacks_are_judged_on_the_displayed_plane(make_napari_viewer):
+    from napari_samrefine._napari.layers import displayed_plane
+
+    viewer = make_napari_viewer()
+    stack = np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6)
+    rgb = np.random.default_rng(0).integers(0, 255, (4, 5, 6, 3), dtype=np.uint8)
+    labels = viewer.add_labels(stack, translate=(10, 0, 0))
+    image = viewer.add_image(rgb, rgb=True, translate=(10, 0, 0))
+    flat = viewer.add_image(rgb[0, ..., 0])
+    viewer.dims.set_point(0, 12)
+    np.testing.assert_array_equal(displayed_plane(viewer, labels), stack[2])
+    np.testing.assert_array_equal(displayed_plane(viewer, image), rgb[2])
+    np.testing.assert_array_equal(displayed_plane(viewer, flat), rgb[0, ..., 0])

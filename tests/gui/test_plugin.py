@@ -10,6 +10,8 @@ import tifffile
 
 import napari_samrefine as nsr
 from napari_samrefine._napari.layers import find_linked
+from napari_samrefine._napari.workers import TaskWidget
+from napari_samrefine.sam.embedding import default_cache
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDGETS = ["Prompt excavation", "SAM refine", "JFS judge", "IoU adaption"]
@@ -40,7 +42,8 @@ def test_sample_data_from_manifest(viewer):
 @pytest.mark.parametrize("name", WIDGETS)
 def test_every_widget_opens_from_manifest(viewer, name):
     widget = open_widget(viewer, name)
-    assert widget is not None and widget.native.isVisible() is not None
+    assert isinstance(widget, TaskWidget)
+    assert widget._run_button.enabled and not widget._stop_button.enabled
 
 
 def test_prompt_layers_match_excavate_prompts(viewer, qtbot):
@@ -130,11 +133,12 @@ def test_refine_new_layer_through_worker(viewer, qtbot, sam):
     # same as the library call
     expected = nsr.refine(viewer.layers["nuclei"].data, before, sam, iterations=2)
     np.testing.assert_array_equal(refined.data, expected.labels)
-    # a second run updates the same layer
-    n_layers = len(viewer.layers)
+    # a second run updates the same layer and reuses the image embedding
+    n_layers, misses = len(viewer.layers), default_cache.misses
     widget.run()
     wait_done(qtbot, widget)
     assert len(viewer.layers) == n_layers
+    assert default_cache.misses == misses
 
 
 def test_refine_in_place_then_undo(viewer, qtbot, sam):

@@ -1,4 +1,5 @@
-"""Turning core results into napari layers, and keeping result layers linked to their source.
+"""Choosing layers in the widgets, turning core results into napari layers, and keeping
+result layers linked to their source.
 
 Result layers carry ``metadata["samrefine"] = {"role": ..., "source": <unique id of
 the source layer>}``; running a widget again updates the linked layer instead of
@@ -11,10 +12,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from magicgui.widgets import ComboBox
 
 from ..refine.prompts import ObjectPrompts
 
 __all__ = [
+    "layer_choices",
+    "layer_field",
+    "layer_data",
+    "displayed_plane",
     "find_linked",
     "upsert_layer",
     "points_data",
@@ -31,9 +37,43 @@ TIGHT_COLOR = (1.0, 0.85, 0.0, 1.0)
 CEBOX_COLOR = (0.0, 0.85, 1.0, 1.0)
 
 
-def geometry(layer) -> dict:
-    """The keyword arguments that place a new layer exactly over ``layer``."""
-    return {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+def layer_choices(viewer, kind):
+    """A magicgui ``choices`` callable: the viewer's layers of type ``kind`` by name."""
+
+    def choices(_widget=None):
+        return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, kind)]
+
+    return choices
+
+
+def layer_field(viewer, kind, label: str) -> ComboBox:
+    """A field choosing one of the viewer's ``kind`` layers (or none)."""
+    return ComboBox(label=label, choices=layer_choices(viewer, kind), nullable=True)
+
+
+def layer_data(layer) -> np.ndarray:
+    """The full-resolution data of a layer (level 0 of a multiscale layer) as an array."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return np.asarray(data)
+
+
+def displayed_plane(viewer, layer) -> np.ndarray:
+    """The layer's data, or for a stack the 2D plane the viewer shows (RGB kept as channels)."""
+    data = layer_data(layer)
+    lead = layer.ndim - 2
+    if lead <= 0:
+        return data
+    position = np.round(layer.world_to_data(viewer.dims.point)[:lead]).astype(int)
+    return data[tuple(np.clip(position, 0, np.array(data.shape[:lead]) - 1))]
+
+
+def geometry(layer, ndim: int | None = None) -> dict:
+    """The keyword arguments that place a new layer exactly over ``layer``.
+
+    With ``ndim``, only the last ``ndim`` axes (a 2D result over a plane of a stack).
+    """
+    axes = slice(-ndim if ndim else None, None)
+    return {"scale": tuple(layer.scale[axes]), "translate": tuple(layer.translate[axes])}
 
 
 def current_plane(viewer, layer) -> int | None:

@@ -7,6 +7,7 @@ every widget that uses the same choice shares one model in memory.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from magicgui.widgets import ComboBox, Container, FileEdit
@@ -14,22 +15,30 @@ from magicgui.widgets import ComboBox, Container, FileEdit
 from ..sam.loading import available_devices, load_sam
 from ..sam.registry import list_models
 
-__all__ = ["ModelPicker", "LOCAL_FILE", "get_model"]
+__all__ = ["ModelPicker", "LOCAL_FILE", "get_model", "cached_model"]
 
 LOCAL_FILE = "local file..."
 
-_models: dict[tuple[str, str], object] = {}
+_models: dict[tuple, object] = {}
 _lock = threading.Lock()
+
+
+def cached_model(key: tuple, load: Callable[[], object]):
+    """The model stored under ``key``, made with ``load()`` when it is not the one in memory.
+
+    One model is kept for the session (SAM ViT-H alone is 2.5 GB): loading another
+    one drops the previous one.
+    """
+    with _lock:
+        if key not in _models:
+            _models.clear()
+            _models[key] = load()
+        return _models[key]
 
 
 def get_model(spec: str, device: str = "auto"):
     """Load (once per session) the SAM model for a registry name or checkpoint path."""
-    key = (str(spec), str(device))
-    with _lock:
-        if key not in _models:
-            _models.clear()  # keep one model in memory: SAM ViT-H is 2.5 GB
-            _models[key] = load_sam(spec, device=device)
-        return _models[key]
+    return cached_model(("sam", str(spec), str(device)), lambda: load_sam(spec, device=device))
 
 
 class ModelPicker(Container):

@@ -6,13 +6,22 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 from napari.layers import Image, Labels
 
-from .._progress import Cancelled, report
+from .._progress import report
 from ..refine.prompts import excavate_prompts
 from ..sam.embedding import default_cache
 from ..sam.preprocess import to_sam_rgb
-from .layers import boxes_data, current_plane, gaussian_data, geometry, points_data, upsert_layer
+from .layers import (
+    boxes_data,
+    current_plane,
+    gaussian_data,
+    geometry,
+    layer_data,
+    layer_field,
+    points_data,
+    upsert_layer,
+)
 from .model_choice import ModelPicker
-from .workers import CANCELLED, TaskWidget, layer_data
+from .workers import TaskWidget
 
 __all__ = ["PromptWidget", "show_prompts"]
 
@@ -60,11 +69,11 @@ class PromptWidget(TaskWidget):
 
     def __init__(self, napari_viewer, sam=None):
         super().__init__(napari_viewer, run_text="Excavate prompts")
-        self.labels_layer = ComboBox(label="labels", choices=self._layers(Labels), nullable=True)
+        self.labels_layer = layer_field(napari_viewer, Labels, "labels")
         self.scope = ComboBox(label="objects", choices=["all objects", "selected label"])
         self.use_negative_point = CheckBox(text="negative point", value=True)
         self.use_cebox = CheckBox(text="CEBox (needs image + model)", value=False)
-        self.image_layer = ComboBox(label="image", choices=self._layers(Image), nullable=True)
+        self.image_layer = layer_field(napari_viewer, Image, "image")
         self.model = ModelPicker(sam)
         self.cebox = FloatSpinBox(label="CEBox lambda", value=0.1, min=0.01, max=1.0, step=0.05)
         self.extend([self.labels_layer, self.scope, self.use_negative_point, self.use_cebox,
@@ -72,15 +81,6 @@ class PromptWidget(TaskWidget):
         self.add_footer()
         self.use_cebox.changed.connect(self._cebox_toggled)
         self._cebox_toggled(False)
-        events = napari_viewer.layers.events
-        for event in (events.inserted, events.removed, events.renamed):
-            event.connect(self.reset_choices)
-
-    def _layers(self, kind):
-        def choices(_widget=None):
-            return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
-
-        return choices
 
     def _cebox_toggled(self, on: bool) -> None:
         for w in (self.image_layer, self.model, self.cebox):
@@ -115,23 +115,20 @@ class PromptWidget(TaskWidget):
 
     def _work(self, labels, image, ids):
         progress = self.progress_callback()
-        try:
-            embedding = None
-            if image is not None:
-                report(progress, 0, 2, "loading the model")
-                sam = self.model.load()
-                report(progress, 1, 2, "encoding the image")
-                embedding = default_cache.get(sam, to_sam_rgb(image))
-            report(progress, 1, 2, "excavating prompts")
-            prompts = excavate_prompts(
-                labels, embedding, label_ids=ids,
-                cebox=float(self.cebox.value) if embedding is not None else None,
-                use_negative_point=self.use_negative_point.value,
-            )
-            report(progress, 2, 2, "done")
-            return prompts
-        except Cancelled:
-            return CANCELLED
+        embedding = None
+        if image is not None:
+            report(progress, 0, 2, "loading the model")
+            sam = self.model.load()
+            report(progress, 1, 2, "encoding the image")
+            embedding = default_cache.get(sam, to_sam_rgb(image))
+        report(progress, 1, 2, "excavating prompts")
+        prompts = excavate_prompts(
+            labels, embedding, label_ids=ids,
+            cebox=float(self.cebox.value) if embedding is not None else None,
+            use_negative_point=self.use_negative_point.value,
+        )
+        report(progress, 2, 2, "done")
+        return prompts
 
     def _done(self, prompts, labels_layer, plane) -> None:
         if labels_layer not in self._viewer.layers:

@@ -8,11 +8,11 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 
-from .._progress import Cancelled
 from ..refine.refiner import refine
+from .layers import layer_data, layer_field
 from .model_choice import ModelPicker
 from .scripting import SCOPES, apply_result, check_pair, scope_arguments
-from .workers import CANCELLED, TaskWidget, layer_data
+from .workers import TaskWidget
 
 __all__ = ["RefineWidget"]
 
@@ -30,8 +30,8 @@ class RefineWidget(TaskWidget):
 
     def __init__(self, napari_viewer, sam=None):
         super().__init__(napari_viewer, run_text="Refine")
-        self.image_layer = ComboBox(label="image", choices=self._layers(Image), nullable=True)
-        self.labels_layer = ComboBox(label="coarse labels", choices=self._layers(Labels), nullable=True)
+        self.image_layer = layer_field(napari_viewer, Image, "image")
+        self.labels_layer = layer_field(napari_viewer, Labels, "coarse labels")
         self.model = ModelPicker(sam)
         self.mode = ComboBox(label="mode", choices=["instance", "semantic"], value="instance")
         self.use_points = CheckBox(text="points", value=True)
@@ -55,15 +55,6 @@ class RefineWidget(TaskWidget):
         ])
         self.add_footer()
         self.mode.changed.connect(self._mode_changed)
-        events = napari_viewer.layers.events
-        for event in (events.inserted, events.removed, events.renamed):
-            event.connect(self.reset_choices)
-
-    def _layers(self, kind):
-        def choices(_widget=None):
-            return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
-
-        return choices
 
     def _mode_changed(self, mode: str) -> None:
         # CEBox is an instance-mode prompt (SPEC section 2)
@@ -111,10 +102,7 @@ class RefineWidget(TaskWidget):
         sam = self.model.load()
         if "iou_adaptor" in kwargs:
             kwargs["iou_adaptor"].check_model(sam)
-        try:
-            return refine(image, labels, sam, progress=self.progress_callback(), **kwargs)
-        except Cancelled:
-            return CANCELLED
+        return refine(image, labels, sam, progress=self.progress_callback(), **kwargs)
 
     def _done(self, result, labels_layer, output: str) -> None:
         if labels_layer not in self._viewer.layers:

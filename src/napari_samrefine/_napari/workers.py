@@ -19,25 +19,21 @@ from superqt.utils import ensure_main_thread
 
 from .._progress import Cancelled
 
-__all__ = ["TaskWidget", "CANCELLED", "layer_data"]
+__all__ = ["TaskWidget", "CANCELLED"]
 
-CANCELLED = object()  # what a cancelled work function returns
-
-
-def layer_data(layer):
-    """The full-resolution data of a layer (level 0 of a multiscale layer) as an array."""
-    import numpy as np
-
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    return np.asarray(data)
+CANCELLED = object()  # what launch() turns a Cancelled into
 
 
 class TaskWidget(Container):
     """Base of the dock widgets: a Run button, Cancel, a progress bar and a status line.
 
     Subclasses add their fields, then call :meth:`add_footer`, and start work with
-    :meth:`launch`. ``self.worker`` is the running (or last) worker.
+    :meth:`launch`. ``self.worker`` is the running (or last) worker. Layer choices
+    follow the viewer's layers (added, removed, renamed).
     """
+
+    failed_text = "Failed"  # status prefix when the work raised
+    cancelled_text = "Cancelled: no layer was changed."
 
     def __init__(self, napari_viewer, run_text: str):
         super().__init__(labels=True)
@@ -51,6 +47,9 @@ class TaskWidget(Container):
         self._status = Label(label="", value="")
         self._run_button.changed.connect(self.run)
         self._stop_button.changed.connect(self.cancel)
+        events = napari_viewer.layers.events
+        for event in (events.inserted, events.removed, events.renamed):
+            event.connect(self.reset_choices)
 
     def add_footer(self) -> None:
         """Append the Run/Cancel buttons, the progress bar and the status line."""
@@ -78,8 +77,9 @@ class TaskWidget(Container):
     def launch(self, work: Callable, *args, on_done: Callable) -> None:
         """Run ``work(*args)`` in a worker thread; ``on_done(result)`` on the main thread.
 
-        ``work`` should return :data:`CANCELLED` when it caught :class:`Cancelled`.
-        Errors are shown in the status line and as a napari notification.
+        When ``work`` raises :class:`Cancelled` (or returns :data:`CANCELLED`) the run
+        ends as cancelled and ``on_done`` is not called. Errors are shown in the status
+        line and as a napari notification.
         """
         from napari.qt.threading import create_worker
 
@@ -91,9 +91,16 @@ class TaskWidget(Container):
         self._run_button.enabled, self._stop_button.enabled = False, True
         self._bar.max, self._bar.value = 1, 0
 
+        def guarded(*args):
+            try:
+                return work(*args)
+            except Cancelled:
+                return CANCELLED
+
         def returned(result):
-            if result is CANCELLED:
-                self.say("Cancelled: no layer was changed.")
+            # Cancel pressed after the work returned but before this ran: still cancelled
+            if result is CANCELLED or self._cancel.is_set():
+                self.say(self.cancelled_text)
                 return
             try:
                 on_done(result)
@@ -101,7 +108,7 @@ class TaskWidget(Container):
                 self.say(str(err), error=True)
 
         self.worker = create_worker(
-            work, *args,
+            guarded, *args,
             _start_thread=False,
             # errors are reported in the widget, not re-raised in the event loop
             _connect={"returned": returned, "errored": self._failed, "finished": self._finished},
@@ -121,7 +128,7 @@ class TaskWidget(Container):
         self._status.value = message
 
     def _failed(self, err: Exception) -> None:
-        self.say(f"{type(err).__name__}: {err}", error=True)
+        self.say(f"{self.failed_text}: {type(err).__name__}: {err}", error=True)
 
     @property
     def busy(self) -> bool:

@@ -130,11 +130,34 @@ class FeatureGrid:
         i = np.flatnonzero(R.any(axis=0))
         j = np.flatnonzero(C.any(axis=0))
         i0, i1, j0, j1 = i[0], i[-1] + 1, j[0], j[-1] + 1
-        grid = self.features[:, i0:i1, j0:j1].astype(np.float64)  # (C, ni, nj)
-        up = np.matmul(np.matmul(R[:, i0:i1], grid), C[:, j0:j1].T)  # (C, nr, nc)
-        dot = np.tensordot(query, up, axes=1)
-        norm = np.sqrt(np.einsum("krc,krc->rc", up, up))
+        R = R[:, i0:i1].astype(np.float64)
+        C = C[:, j0:j1].astype(np.float64)
+        grid = self.features[:, i0:i1, j0:j1].astype(np.float64)  # (K, ni, nj)
+        _, ni, nj = grid.shape
+        # The K channels are never upsampled. Upsampling is linear, so the dot
+        # product is the upsampled map of query . grid; and |up(p)|^2 is a quadratic
+        # form in p's interpolation weights over the inner products of grid cells,
+        # of which only cells within the weights' band (neighbours) are needed.
+        dot = R @ np.tensordot(query, grid, axes=1) @ C.T
+        norm2 = np.zeros_like(dot)
+        bi, bj = _bandwidth(R), _bandwidth(C)
+        for di in range(-bi, bi + 1):
+            ia, ib = slice(max(0, -di), ni - max(0, di)), slice(max(0, di), ni - max(0, -di))
+            row_w = R[:, ia] * R[:, ib]
+            for dj in range(-bj, bj + 1):
+                ja, jb = slice(max(0, -dj), nj - max(0, dj)), slice(max(0, dj), nj - max(0, -dj))
+                cells = np.einsum("kij,kij->ij", grid[:, ia, ja], grid[:, ib, jb])
+                norm2 += row_w @ cells @ (C[:, ja] * C[:, jb]).T
+        norm = np.sqrt(np.maximum(norm2, 0.0))
         return np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0)
+
+
+def _bandwidth(weights: np.ndarray) -> int:
+    """Largest distance between the first and last input a row of an interpolation matrix uses."""
+    nz = weights != 0
+    first = nz.argmax(axis=1)
+    last = weights.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)
+    return int((last - first).max())
 
 
 def cebox_strips(
