@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     rows = [dict(data=g, **table(df)) for g, df in data.groupby("group", sort=True)]
-    rows += [dict(data=f"{d} (all)", **table(df)) for d, df in data.groupby("dataset", sort=True)]
+    rows += [dict(data=f"{d} (all)", **table(df)) for d, df in data.groupby("dataset", sort=True)
+             if df["group"].nunique() > 1]
     rows.append(dict(data="all", **table(data)))
     print(to_markdown(pd.DataFrame(rows)))
     print(f"\n{len(data)} objects, seed {args.seed}, {time.perf_counter() - start:.0f} s")

@@ -4,7 +4,7 @@
 * ``"random_walker"``: per object on a crop, scikit-image's random walker seeded
   with the coarse mask eroded by ``radius`` (object) and the complement of the
   coarse mask dilated by ``radius`` (background); the band between them is
-  decided by the image.
+  decided by the image (direct sparse solver: exact probabilities).
 * ``"chan_vese"``: per object on a crop, scikit-image's morphological Chan-Vese
   (active contours without edges) started from the coarse mask.
 

@@ -134,30 +134,30 @@ class FeatureGrid:
         C = C[:, j0:j1].astype(np.float64)
         grid = self.features[:, i0:i1, j0:j1].astype(np.float64)  # (K, ni, nj)
         _, ni, nj = grid.shape
-        # The K channels are never upsampled. Upsampling is linear, so the dot
-        # product is the upsampled map of query . grid; and |up(p)|^2 is a quadratic
-        # form in p's interpolation weights over the inner products of grid cells,
-        # of which only cells within the weights' band (neighbours) are needed.
-        dot = R @ np.tensordot(query, grid, axes=1) @ C.T
-        norm2 = np.zeros_like(dot)
-        bi, bj = _bandwidth(R), _bandwidth(C)
-        for di in range(-bi, bi + 1):
-            ia, ib = slice(max(0, -di), ni - max(0, di)), slice(max(0, di), ni - max(0, -di))
-            row_w = R[:, ia] * R[:, ib]
-            for dj in range(-bj, bj + 1):
-                ja, jb = slice(max(0, -dj), nj - max(0, dj)), slice(max(0, dj), nj - max(0, -dj))
-                cells = np.einsum("kij,kij->ij", grid[:, ia, ja], grid[:, ib, jb])
-                norm2 += row_w @ cells @ (C[:, ja] * C[:, jb]).T
+        nr, nc = len(R), len(C)
+        # Upsampling is linear, so |up(p)|^2 is a quadratic form in p's interpolation
+        # weights over inner products of grid cells: upsample along one axis only and
+        # take Gram matrices along the other when that is cheaper than upsampling
+        # all K channels to every strip pixel (same values to float64 rounding).
+        direct = nr * nj * (ni + nc) + 2 * nr * nc
+        by_rows = ni * nc * (nj + ni)
+        by_cols = nr * nj * (ni + nj)
+        if direct <= min(by_rows, by_cols):
+            up = np.matmul(np.matmul(R, grid), C.T)  # (K, nr, nc)
+            dot = np.tensordot(query, up, axes=1)
+            norm2 = np.einsum("krc,krc->rc", up, up)
+        else:
+            dot = R @ np.tensordot(query, grid, axes=1) @ C.T
+            if by_rows <= by_cols:
+                u = np.matmul(grid, C.T).transpose(2, 1, 0)  # (nc, ni, K)
+                gram = np.matmul(u, u.transpose(0, 2, 1))  # (nc, ni, ni)
+                norm2 = ((R @ gram) * R[None]).sum(-1).T
+            else:
+                u = np.matmul(R, grid).transpose(1, 2, 0)  # (nr, nj, K)
+                gram = np.matmul(u, u.transpose(0, 2, 1))  # (nr, nj, nj)
+                norm2 = ((C @ gram) * C[None]).sum(-1)
         norm = np.sqrt(np.maximum(norm2, 0.0))
         return np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0)
-
-
-def _bandwidth(weights: np.ndarray) -> int:
-    """Largest distance between the first and last input a row of an interpolation matrix uses."""
-    nz = weights != 0
-    first = nz.argmax(axis=1)
-    last = weights.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)
-    return int((last - first).max())
 
 
 def cebox_strips(
