@@ -195,7 +195,8 @@ def main() -> None:
     print()
     print(
         f"lean vs stock: same candidate for {same_choice}/{n} objects; {differ} of "
-        f"{n * size * size} pixels differ, all with |logit| <= {worst:.1e} (float rounding); "
+        f"{n * size * size} pixels differ, all with |logit| <= {worst:.1e} "
+        f"({'float rounding' if args.autocast == 'none' else 'reduced precision'}); "
         f"peak RSS {rss_encoder:.2f} GB after the encoder, {rss_after:.2f} GB at the end"
     )
 

@@ -136,3 +136,52 @@ def test_convergence_saves_decoder_passes_and_reports_them(sam, dsb_pair):
     # a threshold every change meets: each object stops after its first pass
     early = nsr.refine(image, labels, sam, iterations=5, convergence=0.0).table()
     assert (early["iterations"] == 1).all()
+
+
+@pytest.mark.parametrize("shape", [(1200, 1100), (300, 777), (100, 60), (17, 1500)])
+def test_cebox_cosine_equals_upsampling_every_channel(shape):
+    """FeatureGrid.cosine (Gram-matrix paths) equals upsampling all channels, then normalising."""
+    import torch.nn.functional as F
+
+    from napari_samrefine.refine.cebox import FeatureGrid
+    from napari_samrefine.sam.embedding import ImageEmbedding
+    from napari_samrefine.sam.frame import SamFrame
+
+    g = torch.Generator().manual_seed(0)
+    frame = SamFrame(shape)
+    grid = FeatureGrid.from_embedding(ImageEmbedding(torch.randn(1, 16, 64, 64, generator=g), frame, "r"))
+    full = F.interpolate(torch.from_numpy(grid.features).double()[None], size=shape, mode="bilinear",
+                         align_corners=False)[0]
+    full = full / full.norm(dim=0, keepdim=True)
+    rng = np.random.default_rng(1)
+    query = rng.normal(size=16)
+    query /= np.linalg.norm(query)
+    for long in (3, 40, 700):
+        for thin in (1, 4, 10):
+            h, w = min(long, shape[0]), min(thin, shape[1])
+            if rng.random() < 0.5:
+                h, w = min(thin, shape[0]), min(long, shape[1])
+            y, x = rng.integers(0, shape[0] - h + 1), rng.integers(0, shape[1] - w + 1)
+            rows, cols = slice(y, y + h), slice(x, x + w)
+            expected = np.tensordot(query, full[:, rows, cols].numpy(), axes=1)
+            # (the frame's interpolation weights are float32, hence 1e-7 and not 1e-12)
+            np.testing.assert_allclose(grid.cosine(query, rows, cols), expected, atol=1e-7)
+
+
+def test_chosen_logits_crop_upsamples_like_the_full_low_res_map():
+    from napari_samrefine.refine.cascade import ChosenLogits
+    from napari_samrefine.sam.frame import SamFrame
+
+    rng = np.random.default_rng(0)
+    for shape in [(1000, 700), (90, 130)]:
+        frame = SamFrame(shape, image_size=256, lowres_size=64, embedding_size=16)
+        low = rng.normal(size=(64, 64)).astype(np.float32) - 2.5
+        region = frame.lowres_extent(low > 0)
+        chosen = ChosenLogits.crop(frame, low, region)
+        assert chosen.values.size < low.size
+        np.testing.assert_allclose(chosen.upsample(), frame.lowres_to_original(low, region), atol=1e-5)
+        full = frame.lowres_to_original(low)
+        y0, x0, y1, x1 = region
+        outside = np.ones(shape, bool)
+        outside[y0:y1, x0:x1] = False
+        assert not (full[outside] > 0).any()  # the region holds every positive logit

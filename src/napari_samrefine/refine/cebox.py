@@ -135,27 +135,27 @@ class FeatureGrid:
         grid = self.features[:, i0:i1, j0:j1].astype(np.float64)  # (K, ni, nj)
         _, ni, nj = grid.shape
         nr, nc = len(R), len(C)
-        # Upsampling is linear, so |up(p)|^2 is a quadratic form in p's interpolation
-        # weights over inner products of grid cells: upsample along one axis only and
-        # take Gram matrices along the other when that is cheaper than upsampling
-        # all K channels to every strip pixel (same values to float64 rounding).
-        direct = nr * nj * (ni + nc) + 2 * nr * nc
-        by_rows = ni * nc * (nj + ni)
-        by_cols = nr * nj * (ni + nj)
-        if direct <= min(by_rows, by_cols):
+        k = len(grid)
+        # Upsampling is linear, so the dot product is the upsampled map of
+        # query . grid, and |up(p)|^2 is a quadratic form in p's interpolation
+        # weights over the Gram matrix of the grid cells in use: cheaper than
+        # upsampling all K channels to every pixel unless many cells are in use
+        # (same values to float64 rounding).
+        cells = ni * nj
+        direct = k * nr * nj * (ni + nc) + 2 * k * nr * nc
+        gram = k * cells * cells + nc * ni * cells * nj + nr * nc * ni * ni
+        if direct <= gram:
             up = np.matmul(np.matmul(R, grid), C.T)  # (K, nr, nc)
             dot = np.tensordot(query, up, axes=1)
             norm2 = np.einsum("krc,krc->rc", up, up)
         else:
-            dot = R @ np.tensordot(query, grid, axes=1) @ C.T
-            if by_rows <= by_cols:
-                u = np.matmul(grid, C.T).transpose(2, 1, 0)  # (nc, ni, K)
-                gram = np.matmul(u, u.transpose(0, 2, 1))  # (nc, ni, ni)
-                norm2 = ((R @ gram) * R[None]).sum(-1).T
-            else:
-                u = np.matmul(R, grid).transpose(1, 2, 0)  # (nr, nj, K)
-                gram = np.matmul(u, u.transpose(0, 2, 1))  # (nr, nj, nj)
-                norm2 = ((C @ gram) * C[None]).sum(-1)
+            flat = grid.reshape(k, cells)
+            dot = R @ (query @ flat).reshape(ni, nj) @ C.T
+            m = (flat.T @ flat).reshape(ni, nj, ni, nj)
+            # p[c, i, i'] = sum_jj' C[c, j] m[i, j, i', j'] C[c, j']
+            p = np.einsum("cl,cikl->cik", C, np.tensordot(C, m, axes=(1, 1)))
+            rr = (R[:, :, None] * R[:, None, :]).reshape(nr, ni * ni)
+            norm2 = rr @ p.reshape(nc, ni * ni).T
         norm = np.sqrt(np.maximum(norm2, 0.0))
         return np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0)
 
@@ -250,8 +250,24 @@ def elastic_box(
         return box.copy(), False
     new = box.copy()
     moves = {"left": (0, -1), "top": (1, -1), "right": (2, 1), "bottom": (3, 1)}
-    for side, (rows, cols, width) in cebox_strips(box, obj.image_shape).items():
-        similar = grid.cosine(q, rows, cols) > SIMILARITY_THRESHOLD
+    strips = cebox_strips(box, obj.image_shape)
+    # small objects: one cosine call for the rectangle around all strips (the
+    # per-call overhead dominates); large ones: strip by strip (the rectangle
+    # would be mostly the box itself)
+    union = None
+    if strips:
+        r0 = min(r.start for r, _, _ in strips.values())
+        r1 = max(r.stop for r, _, _ in strips.values())
+        c0 = min(c.start for _, c, _ in strips.values())
+        c1 = max(c.stop for _, c, _ in strips.values())
+        strip_area = sum((r.stop - r.start) * (c.stop - c.start) for r, c, _ in strips.values())
+        if (r1 - r0) * (c1 - c0) <= 4 * strip_area:
+            union = grid.cosine(q, slice(r0, r1), slice(c0, c1)) > SIMILARITY_THRESHOLD
+    for side, (rows, cols, width) in strips.items():
+        if union is not None:
+            similar = union[rows.start - r0 : rows.stop - r0, cols.start - c0 : cols.stop - c0]
+        else:
+            similar = grid.cosine(q, rows, cols) > SIMILARITY_THRESHOLD
         if similar.mean() > lam:
             k, sign = moves[side]
             new[k] += sign * width

@@ -58,6 +58,13 @@ def supports_lean_decoder(sam) -> bool:
     return tuple(down[6].kernel_size) == (1, 1)
 
 
+def _activate_(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``, computed in place for GELU (the activation of segment-anything's decoder)."""
+    if type(module) is nn.GELU:
+        return torch.ops.aten.gelu_(x, approximate=module.approximate)
+    return module(x)
+
+
 def _heads(weight: torch.Tensor, heads: int) -> torch.Tensor:
     """(internal, C) projection weight as (heads, d, C)."""
     return weight.reshape(heads, weight.shape[0] // heads, weight.shape[1])
@@ -178,7 +185,11 @@ class LeanMaskDecoder:
         wo = attn.out_proj.weight.reshape(-1, h, d)  # (C, H, d)
         # each head's attention weights sum to 1, so the output bias is spread over the heads
         vb = torch.einsum("nthd,chd->nhtc", vt, wo) + attn.out_proj.bias / h
-        keys.baddbmm_(a.transpose(1, 2), vb.reshape(n, h * t, -1))
+        a, vb = a.transpose(1, 2), vb.reshape(n, h * t, -1)
+        if a.dtype == vb.dtype == keys.dtype:
+            keys = keys.baddbmm_(a, vb)
+        else:  # mixed precision (autocast)
+            keys = torch.baddbmm(keys, a, vb)
         return F.layer_norm(keys, (keys.shape[-1],), norm.weight, norm.bias, norm.eps)
 
     # ------------------------------------------------------------------ decode
@@ -223,10 +234,10 @@ class LeanMaskDecoder:
         w = conv.weight.permute(0, 2, 3, 1).reshape(c, -1)
         x = torch.addmm(conv.bias.repeat(4), keys.reshape(n * hw, c), w)
         x = x.view(n * hw * 4, -1)
-        x = up[2](F.layer_norm(x, (x.shape[-1],), up[1].weight, up[1].bias, up[1].eps))
+        x = _activate_(up[2], F.layer_norm(x, (x.shape[-1],), up[1].weight, up[1].bias, up[1].eps))
         conv = up[3]
         w = conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, -1)
-        x = up[4](torch.addmm(conv.bias.repeat(4), x, w))
+        x = _activate_(up[4], torch.addmm(conv.bias.repeat(4), x, w))
         m = torch.bmm(x.view(n, hw * 16, -1), hyper[:, :, None])  # (n, HW*16, 1)
         # rows (gy, gx, dy1, dx1, dy2, dx2) -> pixel (4 gy + 2 dy1 + dy2, 4 gx + 2 dx1 + dx2)
         m = m.view(n, gh, gw, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
