@@ -24,9 +24,9 @@ import torch
 from decoder_speed import synthetic_scene
 from scipy import ndimage as ndi
 
-from napari_samrefine.refine.prompts import excavate_prompts
 from napari_samrefine.sam.embedding import ImageEmbedding
 from napari_samrefine.sam.frame import SamFrame
+from napari_samrefine.samrefiner.prompts import excavate_prompts
 
 
 def blob_scene(n_objects: int, size: int, seed: int = 0) -> np.ndarray:

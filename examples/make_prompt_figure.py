@@ -16,7 +16,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from napari_samrefine._napari.sample_data import load_nuclei
-from napari_samrefine.refine.prompts import excavate_prompts
+from napari_samrefine.samrefiner.prompts import excavate_prompts
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images" / "prompts.png"
 ZOOM = 4

@@ -12,7 +12,7 @@ import napari
 from qtpy.QtWidgets import QApplication
 
 from napari_samrefine._napari.prompt_widget import show_prompts
-from napari_samrefine.refine.prompts import excavate_prompts
+from napari_samrefine.samrefiner.prompts import excavate_prompts
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images" / "screenshot.png"
 

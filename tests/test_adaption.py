@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from napari_samrefine import Cancelled
-from napari_samrefine.refine.adaption import (
+from napari_samrefine.sam.embedding import embed_image
+from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.samrefiner.adaption import (
     AdaptorMismatchError,
     IoUAdaptor,
     adapt_iou_head,
@@ -18,11 +20,9 @@ from napari_samrefine.refine.adaption import (
     load_iou_adaptor,
     ranking_loss,
 )
-from napari_samrefine.refine.candidates import collect_candidates, plan_planes
-from napari_samrefine.refine.lora import LoRALinear
-from napari_samrefine.refine.selection import top1_correct
-from napari_samrefine.sam.embedding import embed_image
-from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.samrefiner.candidates import collect_candidates, plan_planes
+from napari_samrefine.samrefiner.lora import LoRALinear
+from napari_samrefine.samrefiner.selection import top1_correct
 from napari_samrefine.testing import tiny_sam
 
 DATA = Path(__file__).parents[2] / "shared" / "data" / "dsb2018"
@@ -181,7 +181,7 @@ def test_training_gradient_equals_backprop_through_the_decoder(train_set):
 
     down = adaptor.down.clone().requires_grad_(True)
     up = adaptor.up.clone().requires_grad_(True)
-    from napari_samrefine.refine.lora import lora_delta
+    from napari_samrefine.samrefiner.lora import lora_delta
 
     scores = torch.as_tensor(cands.scores) + lora_delta(cands.hidden, down, up)[:, 1:]
     loss = ranking_loss(scores, targets).sum()
@@ -460,9 +460,9 @@ def test_evaluation_with_refine_prompts_reports_before_and_after(trained):
 
 def test_refine_selects_candidates_with_the_adapted_head(tmp_path, train_set, trained):
     from napari_samrefine import refine
-    from napari_samrefine.refine.decode import decode_prompts
-    from napari_samrefine.refine.objects import objects_from_labels
-    from napari_samrefine.refine.prompts import excavate_object
+    from napari_samrefine.samrefiner.decode import decode_prompts
+    from napari_samrefine.samrefiner.objects import objects_from_labels
+    from napari_samrefine.samrefiner.prompts import excavate_object
 
     sam = tiny_sam()
     image, labels = train_set[0][2], train_set[1][2]

@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_samrefine.refine.cebox import FeatureGrid, cebox_strips, elastic_box
-from napari_samrefine.refine.objects import ObjectMask, objects_from_labels
-from napari_samrefine.refine.prompts import excavate_object, excavate_prompts
 from napari_samrefine.sam.embedding import ImageEmbedding, embed_image
 from napari_samrefine.sam.frame import SamFrame
 from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.samrefiner.cebox import FeatureGrid, cebox_strips, elastic_box
+from napari_samrefine.samrefiner.objects import ObjectMask, objects_from_labels
+from napari_samrefine.samrefiner.prompts import excavate_object, excavate_prompts
 from napari_samrefine.testing import tiny_sam
 
 DATA = Path(__file__).parents[2] / "shared" / "data" / "dsb2018"

@@ -13,15 +13,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import ndimage as ndi
 
-from napari_samrefine.refine.distance import inside_distance, object_crop
-from napari_samrefine.refine.objects import ObjectMask, objects_from_labels
-from napari_samrefine.refine.prompts import (
+from napari_samrefine.sam.frame import SamFrame
+from napari_samrefine.samrefiner.distance import inside_distance, object_crop
+from napari_samrefine.samrefiner.objects import ObjectMask, objects_from_labels
+from napari_samrefine.samrefiner.prompts import (
     excavate_object,
     excavate_prompts,
     gaussian_map,
     mask_prompt,
 )
-from napari_samrefine.sam.frame import SamFrame
 
 DATA = Path(__file__).parents[2] / "shared" / "data"
 

@@ -6,13 +6,13 @@ import torch
 from segment_anything import SamPredictor
 
 import napari_samrefine as nsr
-from napari_samrefine.refine.cascade import ObjectState, PromptSettings, run_cascade
-from napari_samrefine.refine.decode import PromptSwitches, decode_prompts, prompt_tensors
-from napari_samrefine.refine.objects import ObjectMask, objects_from_labels
-from napari_samrefine.refine.prompts import excavate_object
-from napari_samrefine.refine.writeback import write_back
 from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
 from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.samrefiner.cascade import ObjectState, PromptSettings, run_cascade
+from napari_samrefine.samrefiner.decode import PromptSwitches, decode_prompts, prompt_tensors
+from napari_samrefine.samrefiner.objects import ObjectMask, objects_from_labels
+from napari_samrefine.samrefiner.prompts import excavate_object
+from napari_samrefine.samrefiner.writeback import write_back
 
 
 class EncoderCalls:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_samrefine.refine.stm import should_merge, split_then_merge
+from napari_samrefine.samrefiner.stm import should_merge, split_then_merge
 
 DATA = Path(__file__).parents[2] / "shared" / "data"
 

@@ -6,8 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import napari_samrefine as nsr
-from napari_samrefine.refine.objects import ObjectMask, objects_from_labels
-from napari_samrefine.refine.tiling import (
+from napari_samrefine.sam.embedding import EmbeddingCache
+from napari_samrefine.samrefiner.objects import ObjectMask, objects_from_labels
+from napari_samrefine.samrefiner.tiling import (
     TileSpec,
     assign_to_tiles,
     context_box,
@@ -15,7 +16,6 @@ from napari_samrefine.refine.tiling import (
     resolve_tiling,
     tile_windows,
 )
-from napari_samrefine.sam.embedding import EmbeddingCache
 
 
 @settings(max_examples=60, deadline=None)

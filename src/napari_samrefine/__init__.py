@@ -9,26 +9,27 @@ from __future__ import annotations
 import importlib
 
 from ._progress import Cancelled
-from .refine.refiner import refine  # TEMP: until the subpackage is renamed (name clash)
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "RefineResult": ".refine.refiner",
-    "excavate_prompts": ".refine.prompts",
-    "ObjectPrompts": ".refine.prompts",
-    "split_then_merge": ".refine.stm",
+    "refine": ".samrefiner.refiner",
+    "RefineResult": ".samrefiner.refiner",
+    "excavate_prompts": ".samrefiner.prompts",
+    "ObjectPrompts": ".samrefiner.prompts",
+    "split_then_merge": ".samrefiner.stm",
     "load_sam": ".sam.loading",
     "list_models": ".sam.registry",
     "tiny_sam": ".testing",
-    "adapt_iou_head": ".refine.adaption",
-    "load_iou_adaptor": ".refine.adaption",
-    "evaluate_selection": ".refine.adaption",
+    "adapt_iou_head": ".samrefiner.adaption",
+    "load_iou_adaptor": ".samrefiner.adaption",
+    "IoUAdaptor": ".samrefiner.adaption",
+    "evaluate_selection": ".samrefiner.adaption",
     "judge_refinement": ".judge",
     "refine_layers": "._napari.scripting",
 }
 
-__all__ = ["Cancelled", "__version__", "refine", *_LAZY]
+__all__ = ["Cancelled", "__version__", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -91,7 +91,7 @@ def run_adapt_cli(args: argparse.Namespace) -> int:
     from ._progress import tqdm_progress
     from .cli import load_model_from_args
     from .io import read_image
-    from .refine.adaption import adapt_iou_head, evaluate_selection
+    from .samrefiner.adaption import adapt_iou_head, evaluate_selection
 
     pairs = resolve_pairs(args.images, args.labels)
     eval_pairs, eval_gt = [], None

@@ -231,7 +231,7 @@ def run_benchmark(
     if configs:
         if sam is None:
             raise ValueError("SAMRefiner configurations need a model: pass sam=... (or configurations=None).")
-        from .refine.refiner import refine, resolve_sam
+        from .samrefiner.refiner import refine, resolve_sam
 
         sam = resolve_sam(sam)
     pairs = [p if isinstance(p, BenchmarkPair) else BenchmarkPair(p[0], str(i), p[1], p[2])

@@ -102,7 +102,7 @@ def _refine_kwargs(args) -> dict:
 
 def _run_refine(args) -> int:
     from .io import find_pairs, read_image, write_labels
-    from .refine.refiner import refine
+    from .samrefiner.refiner import refine
 
     if args.image.is_dir() != args.labels.is_dir():
         raise ValueError("IMAGE and LABELS must both be files or both be folders.")
@@ -117,7 +117,7 @@ def _run_refine(args) -> int:
     sam = load_model_from_args(args)
     kwargs = _refine_kwargs(args)
     if args.adaptor is not None:
-        from .refine.adaption import load_iou_adaptor
+        from .samrefiner.adaption import load_iou_adaptor
 
         kwargs["iou_adaptor"] = load_iou_adaptor(args.adaptor)
     for (image_path, labels_path), out in zip(pairs, outputs, strict=True):

@@ -107,7 +107,7 @@ class AdaptionWidget(TaskWidget):
         self.launch(self._work, images, labels, output, int(self._epochs.value), on_done=self._done)
 
     def _work(self, images, labels, output: Path, epochs: int):
-        from ..refine.adaption import adapt_iou_head
+        from ..samrefiner.adaption import adapt_iou_head
 
         self._show_progress(0, 1, "loading the model")
         progress = self.progress_callback()

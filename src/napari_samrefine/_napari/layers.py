@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import ComboBox
 
-from ..refine.prompts import ObjectPrompts
+from ..samrefiner.prompts import ObjectPrompts
 
 __all__ = [
     "layer_choices",

@@ -7,9 +7,9 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 from napari.layers import Image, Labels
 
 from .._progress import report
-from ..refine.prompts import excavate_prompts
 from ..sam.embedding import default_cache
 from ..sam.preprocess import to_sam_rgb
+from ..samrefiner.prompts import excavate_prompts
 from .layers import (
     boxes_data,
     current_plane,

@@ -8,7 +8,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 
-from ..refine.refiner import refine
+from ..samrefiner.refiner import refine
 from .layers import layer_data, layer_field
 from .model_choice import ModelPicker
 from .scripting import SCOPES, apply_result, check_pair, scope_arguments
@@ -74,7 +74,7 @@ class RefineWidget(TaskWidget):
         kwargs.update(scope_arguments(self.scope.value, self._viewer, self.labels_layer.value))
         path = str(self.adaptor.value)
         if path not in ("", "."):
-            from ..refine.adaption import load_iou_adaptor
+            from ..samrefiner.adaption import load_iou_adaptor
 
             kwargs["iou_adaptor"] = load_iou_adaptor(Path(path))
         return kwargs

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..refine.refiner import RefineResult, refine
+from ..samrefiner.refiner import RefineResult, refine
 from .layers import current_plane, features_table, geometry, layer_data, upsert_layer
 
 __all__ = ["refine_layers", "apply_result", "check_pair", "scope_arguments", "SCOPES"]

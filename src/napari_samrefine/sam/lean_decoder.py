@@ -20,7 +20,7 @@ computes the same function with the same weights, reorganised:
 
 Results equal segment-anything's decoder to float rounding (the tests compare
 them); the selection rule is ``argmax`` of the multimask IoU predictions, ties to
-the lowest index, as :func:`~napari_samrefine.refine.decode.decode_prompts`.
+the lowest index, as :func:`~napari_samrefine.samrefiner.decode.decode_prompts`.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def gaussian_map(distance: np.ndarray, mask: np.ndarray, gamma: float = 4.0) -> 
     Parameters
     ----------
     distance : numpy.ndarray
-        D+ on the object's crop (:func:`~napari_samrefine.refine.distance.inside_distance`).
+        D+ on the object's crop (:func:`~napari_samrefine.samrefiner.distance.inside_distance`).
     mask : numpy.ndarray
         bool mask M on the same crop.
     gamma : float
@@ -297,7 +297,7 @@ def excavate_object(
     Examples
     --------
     >>> import numpy as np
-    >>> from napari_samrefine.refine.objects import ObjectMask
+    >>> from napari_samrefine.samrefiner.objects import ObjectMask
     >>> mask = np.zeros((8, 10), bool); mask[2:7, 1:8] = True; mask[4, 4] = False
     >>> p = excavate_object(ObjectMask.from_full(mask))
     >>> p.tight_box.tolist(), p.points.tolist(), p.point_labels.tolist()

@@ -258,7 +258,7 @@ class IoUAdaptor:
         """Plug the adaptor into ``sam``'s IoU head for the duration of a ``with`` block.
 
         The last linear layer of ``sam.mask_decoder.iou_prediction_head`` is
-        wrapped by a :class:`~napari_samrefine.refine.lora.LoRALinear`; on exit,
+        wrapped by a :class:`~napari_samrefine.samrefiner.lora.LoRALinear`; on exit,
         even after an exception, the original module object is put back.
 
         Parameters

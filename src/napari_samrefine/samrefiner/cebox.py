@@ -231,7 +231,7 @@ def elastic_box(
     >>> import numpy as np, torch
     >>> from napari_samrefine.sam.embedding import ImageEmbedding
     >>> from napari_samrefine.sam.frame import SamFrame
-    >>> from napari_samrefine.refine.objects import ObjectMask
+    >>> from napari_samrefine.samrefiner.objects import ObjectMask
     >>> frame = SamFrame((64, 64), image_size=64, lowres_size=16, embedding_size=4)
     >>> emb = ImageEmbedding(torch.ones(1, 8, 4, 4), frame, "uniform")
     >>> mask = np.zeros((64, 64), bool); mask[20:40, 20:40] = True

@@ -204,7 +204,7 @@ def refine_plane(
     embedding_cache : EmbeddingCache or None
         Reuses embeddings of images (and tiles) seen before.
     iterations, convergence, batch_size, iou_adaptor
-        As in :func:`~napari_samrefine.refine.cascade.run_cascade`.
+        As in :func:`~napari_samrefine.samrefiner.cascade.run_cascade`.
     step : callable, optional
         ``step(units, message)`` with ``units`` rising from 0 to
         ``iterations + 1`` over the call (encoding is one unit, each cascade
