@@ -165,20 +165,8 @@ def _box_prompts(objects: Sequence[ObjectMask], emb: ImageEmbedding, device) -> 
 
 def _refine_prompts(objects: Sequence[ObjectMask], emb: ImageEmbedding, device, settings) -> dict:
     from .decode import prompt_tensors
-    from .prompts import excavate_object
 
-    prompts = [
-        excavate_object(
-            o,
-            frame=emb.frame,
-            embedding=emb,
-            cebox=settings.cebox,
-            strength=settings.strength,
-            gamma=settings.gamma,
-            use_negative_point=settings.switches.negative_point,
-        )
-        for o in objects
-    ]
+    prompts = [settings.excavate(o, emb) for o in objects]
     points, boxes, masks = prompt_tensors(prompts, emb, settings.switches, device)
     return {"points": points, "boxes": boxes, "masks": masks}
 

@@ -26,6 +26,18 @@ class PromptSettings:
     strength: float = 15.0
     gamma: float = 4.0
 
+    def excavate(self, obj: ObjectMask, embedding: ImageEmbedding, grid=None) -> ObjectPrompts:
+        """Mine one object's prompts with these settings (``grid``: prepared CEBox features)."""
+        return excavate_object(
+            obj,
+            frame=embedding.frame,
+            embedding=grid if grid is not None else embedding,
+            cebox=self.cebox,
+            strength=self.strength,
+            gamma=self.gamma,
+            use_negative_point=self.switches.negative_point,
+        )
+
 
 @dataclass(frozen=True)
 class ChosenLogits:
@@ -182,18 +194,7 @@ def run_cascade(
             break
         for start in range(0, len(active), batch_size):
             chunk = active[start : start + batch_size]
-            prompts = [
-                excavate_object(
-                    s.mask,
-                    frame=embedding.frame,
-                    embedding=grid,
-                    cebox=settings.cebox,
-                    strength=settings.strength,
-                    gamma=settings.gamma,
-                    use_negative_point=settings.switches.negative_point,
-                )
-                for s in chunk
-            ]
+            prompts = [settings.excavate(s.mask, embedding, grid) for s in chunk]
             decoded = decode_prompts(
                 sam, embedding, prompts, settings.switches,
                 batch_size=batch_size, iou_adaptor=iou_adaptor, decoder=decoder,
