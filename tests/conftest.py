@@ -20,6 +20,28 @@ def sam():
     return tiny_sam(seed=0)
 
 
+class EncoderPasses:
+    """Counts real forward passes of the image encoder (a forward hook, not a mock)."""
+
+    def __init__(self, model):
+        self.n = 0
+        self.handle = model.image_encoder.register_forward_hook(self._hook)
+
+    def _hook(self, *args):
+        self.n += 1
+
+    def close(self):
+        self.handle.remove()
+
+
+@pytest.fixture()
+def encoder_passes(sam):
+    """Counter of the session tiny SAM's encoder passes during one test."""
+    counter = EncoderPasses(sam)
+    yield counter
+    counter.close()
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (expected ../shared/data beside the checkout)")

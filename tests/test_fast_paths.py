@@ -16,20 +16,6 @@ from napari_samrefine.samrefiner.prompts import excavate_object, excavate_prompt
 from napari_samrefine.testing import tiny_sam
 
 
-class EncoderCalls:
-    """Counts real forward passes of the image encoder (a forward hook, not a mock)."""
-
-    def __init__(self, sam):
-        self.n = 0
-        self.handle = sam.image_encoder.register_forward_hook(self._hook)
-
-    def _hook(self, *args):
-        self.n += 1
-
-    def close(self):
-        self.handle.remove()
-
-
 @pytest.fixture(scope="module")
 def scene(sam, dsb_pair):
     image, labels = dsb_pair
@@ -109,24 +95,21 @@ def test_cascade_lean_equals_reference(sam, scene):
         decode_prompts(sam, emb, scene[2][:1], decoder="fast")
 
 
-def test_one_encoder_pass_across_excavation_and_refinement(sam, dsb_pair):
+def test_one_encoder_pass_across_excavation_and_refinement(sam, dsb_pair, encoder_passes):
     """Issue 6.5: excavation, refinement (any options) and re-runs share one encoder pass."""
     image, labels = dsb_pair
     cache = EmbeddingCache()
-    calls = EncoderCalls(sam)
-    try:
-        emb = cache.get(sam, to_sam_rgb(image))
-        prompts = excavate_prompts(labels, emb)
-        assert calls.n == 1 and len(prompts) == 27
-        nsr.refine(image, labels, sam, iterations=2, embedding_cache=cache)
-        nsr.refine(image, labels, sam, iterations=1, cebox=None, use_mask=False, embedding_cache=cache)
-        nsr.refine(image.copy(), labels, sam, mode="semantic", iterations=1, embedding_cache=cache)
-        assert excavate_prompts(labels, cache.get(sam, to_sam_rgb(image)))[3].box.tolist() == (
-            prompts[3].box.tolist()
-        )
-        assert calls.n == 1 and cache.misses == 1
-    finally:
-        calls.close()
+    calls = encoder_passes
+    emb = cache.get(sam, to_sam_rgb(image))
+    prompts = excavate_prompts(labels, emb)
+    assert calls.n == 1 and len(prompts) == 27
+    nsr.refine(image, labels, sam, iterations=2, embedding_cache=cache)
+    nsr.refine(image, labels, sam, iterations=1, cebox=None, use_mask=False, embedding_cache=cache)
+    nsr.refine(image.copy(), labels, sam, mode="semantic", iterations=1, embedding_cache=cache)
+    assert excavate_prompts(labels, cache.get(sam, to_sam_rgb(image)))[3].box.tolist() == (
+        prompts[3].box.tolist()
+    )
+    assert calls.n == 1 and cache.misses == 1
 
 
 def test_convergence_saves_decoder_passes_and_reports_them(sam, dsb_pair):

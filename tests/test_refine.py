@@ -15,20 +15,6 @@ from napari_samrefine.samrefiner.prompts import excavate_object
 from napari_samrefine.samrefiner.writeback import write_back
 
 
-class EncoderCalls:
-    """Counts real forward passes of the image encoder (a forward hook, not a mock)."""
-
-    def __init__(self, sam):
-        self.n = 0
-        self.handle = sam.image_encoder.register_forward_hook(self._hook)
-
-    def _hook(self, *args):
-        self.n += 1
-
-    def close(self):
-        self.handle.remove()
-
-
 def test_refine_keeps_shape_dtype_ids_and_inputs(sam, dsb_pair):
     image, labels = dsb_pair
     labels = labels.astype(np.uint16)
@@ -45,17 +31,14 @@ def test_refine_keeps_shape_dtype_ids_and_inputs(sam, dsb_pair):
     assert len(result.prompts) == len(table)
 
 
-def test_one_encoder_pass_per_image_and_cache_reuse(sam, dsb_pair):
+def test_one_encoder_pass_per_image_and_cache_reuse(sam, dsb_pair, encoder_passes):
     image, labels = dsb_pair
     cache = EmbeddingCache()
-    calls = EncoderCalls(sam)
-    try:
-        nsr.refine(image, labels, sam, iterations=5, convergence=None, embedding_cache=cache)
-        assert calls.n == 1
-        nsr.refine(image, labels, sam, iterations=2, embedding_cache=cache)
-        assert calls.n == 1
-    finally:
-        calls.close()
+    calls = encoder_passes
+    nsr.refine(image, labels, sam, iterations=5, convergence=None, embedding_cache=cache)
+    assert calls.n == 1
+    nsr.refine(image, labels, sam, iterations=2, embedding_cache=cache)
+    assert calls.n == 1
 
 
 def test_batched_equals_each_object_alone(sam, dsb_pair):
