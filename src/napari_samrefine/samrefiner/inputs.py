@@ -4,7 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_labels", "arrange_image"]
+__all__ = ["check_labels", "check_label_values", "label_plane", "arrange_image"]
+
+
+def check_label_values(labels: np.ndarray, what: str = "Labels") -> None:
+    """Refuse non-integer or negative labels with a message that names the fix."""
+    if labels.dtype != np.bool_ and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{what} must hold integers (object or class ids), got dtype {labels.dtype}. "
+            "If the values are whole numbers, convert them with labels.astype(np.int32); a "
+            "probability map must be thresholded first (e.g. labels = prob > 0.5)."
+        )
+    if labels.size and labels.dtype != np.bool_ and labels.min() < 0:
+        raise ValueError(
+            f"{what} contain negative values (minimum {labels.min()}): they must be "
+            "non-negative, 0 is background. Relabel, e.g. with "
+            "skimage.segmentation.relabel_sequential."
+        )
+
+
+def label_plane(labels: np.ndarray, what: str = "Labels") -> np.ndarray:
+    """A validated 2D label plane (booleans become uint8); the input is not modified."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(
+            f"{what} must be a 2D image, got shape {labels.shape}: pass one plane of a stack."
+        )
+    check_label_values(labels, what)
+    return labels.astype(np.uint8) if labels.dtype == np.bool_ else labels
 
 
 def check_labels(labels: np.ndarray) -> np.ndarray:
@@ -26,23 +53,13 @@ def check_labels(labels: np.ndarray) -> np.ndarray:
         For float, negative, empty or wrongly shaped labels, with the fix.
     """
     labels = np.asarray(labels)
-    if labels.dtype != np.bool_ and not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"Labels must be an integer image, got dtype {labels.dtype}. If the values are "
-            "whole numbers, convert them with labels.astype(np.int32); a probability map "
-            "must be thresholded first (e.g. labels = prob > 0.5)."
-        )
+    check_label_values(labels)
     if labels.ndim not in (2, 3):
         raise ValueError(
             f"Labels must be 2D (Y, X) or a 3D stack (Z/T, Y, X), got shape {labels.shape}."
         )
     if min(labels.shape[-2:]) < 2:
         raise ValueError(f"Labels of shape {labels.shape} are too small to refine.")
-    if labels.size and labels.dtype != np.bool_ and labels.min() < 0:
-        raise ValueError(
-            f"Labels contain negative values (minimum {labels.min()}): 0 is background and "
-            "objects are positive ids. Relabel, e.g. with skimage.segmentation.relabel_sequential."
-        )
     if not labels.any():
         raise ValueError(
             "The label image is empty (every pixel is 0): there is no coarse mask to refine. "

@@ -29,6 +29,7 @@ from ..sam.embedding import ImageEmbedding
 from ..sam.frame import SamFrame
 from .cebox import FeatureGrid, elastic_box
 from .distance import first_argmax, inside_distance, object_crop, outside_distance
+from .inputs import label_plane
 from .objects import ObjectMask, objects_from_labels
 
 __all__ = [
@@ -352,20 +353,7 @@ def excavate_prompts(
     >>> [p.label_id for p in prompts], prompts[1].mask_input.shape
     ([1, 2], (16, 16))
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(
-            f"labels must be a 2D image, got shape {labels.shape}: pass one plane of a stack"
-        )
-    if labels.dtype == bool:
-        labels = labels.astype(np.uint8)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"labels must hold integers (object ids), got {labels.dtype}: "
-            "convert with labels.astype(np.int32) if the values are whole numbers"
-        )
-    if labels.size and labels.min() < 0:
-        raise ValueError("labels must be non-negative (0 = background); negative ids found")
+    labels = label_plane(labels)
     _check_options(cebox, strength, gamma)
     if embedding is None:
         frame = SamFrame(tuple(labels.shape), image_size, lowres_size, image_size // 16)

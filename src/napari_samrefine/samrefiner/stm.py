@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from .inputs import label_plane
 from .objects import ObjectMask
 
 __all__ = ["split_then_merge", "should_merge"]
@@ -128,21 +129,7 @@ def split_then_merge(mask: np.ndarray, min_size: int = 5, mu: float = 0.5) -> li
     >>> [(o.label_id, o.bbox) for o in split_then_merge(sem)]
     [(1, (2, 2, 8, 16)), (1, (2, 34, 8, 40)), (2, (15, 2, 18, 4))]
     """
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(
-            f"split_then_merge expects a 2D semantic label image, got shape {mask.shape}: "
-            "pass one plane of a stack"
-        )
-    if mask.dtype == bool:
-        mask = mask.astype(np.uint8)
-    if not np.issubdtype(mask.dtype, np.integer):
-        raise ValueError(
-            f"the semantic mask must hold integer class ids, got {mask.dtype}: "
-            "convert with mask.astype(np.int32) if the values are whole numbers"
-        )
-    if mask.size and mask.min() < 0:
-        raise ValueError("class ids must be non-negative (0 = background); negative values found")
+    mask = label_plane(mask, "The semantic mask")
     out: list[ObjectMask] = []
     for index, sl in enumerate(ndi.find_objects(mask)):
         if sl is None:
