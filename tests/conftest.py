@@ -1,14 +1,12 @@
-"""Shared fixtures: the tiny SAM and real data from ../shared/data."""
+"""Shared fixtures: the tiny SAM and real images with labels from tests/data."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from _data import DSB2018, STARDIST
 
 torch.set_num_threads(1)
 
@@ -42,21 +40,14 @@ def encoder_passes(sam):
     counter.close()
 
 
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not found at {path} (expected ../shared/data beside the checkout)")
-    return path
-
-
 @pytest.fixture(scope="session")
 def dsb_pair():
     """A DSB2018 fluorescence image (256 x 256 uint8 grey, 27 nuclei) and its instance labels."""
     import tifffile
     from PIL import Image
 
-    root = _require(DATA / "dsb2018")
-    image = np.asarray(Image.open(root / "images" / "00071198d059.png"))
-    labels = tifffile.imread(root / "labels" / "00071198d059.tif")
+    image = np.asarray(Image.open(DSB2018 / "images" / "00071198d059.png"))
+    labels = tifffile.imread(DSB2018 / "labels" / "00071198d059.tif")
     if image.ndim == 3:
         image = image[..., 0]
     assert len(np.unique(labels)) == 28
@@ -71,11 +62,10 @@ def stained_pair():
     import tifffile
     from PIL import Image
 
-    root = _require(DATA / "dsb2018")
-    index = json.loads((root / "index.json").read_text())
+    index = json.loads((DSB2018 / "index.json").read_text())
     entry = next(e for e in index if e["modality"] == "brightfield_stained_purple")
-    image = np.asarray(Image.open(root / "images" / f"{entry['file']}.png"))[..., :3]
-    labels = tifffile.imread(root / "labels" / f"{entry['file']}.tif")
+    image = np.asarray(Image.open(DSB2018 / "images" / f"{entry['file']}.png"))[..., :3]
+    labels = tifffile.imread(DSB2018 / "labels" / f"{entry['file']}.tif")
     return image[:96, :96].copy(), labels[:96, :96].copy()
 
 
@@ -84,7 +74,6 @@ def stardist_stack():
     """A 4-plane crop of StarDist's synthetic 3D stack (float image) and its labels."""
     import tifffile
 
-    root = _require(DATA / "stardist")
-    image = tifffile.imread(root / "img3d.tif")
-    labels = tifffile.imread(root / "mask3d.tif")
+    image = tifffile.imread(STARDIST / "img3d.tif")
+    labels = tifffile.imread(STARDIST / "mask3d.tif")
     return image[12:16].copy(), labels[12:16].copy()

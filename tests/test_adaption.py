@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from _data import DSB2018
 from napari_samrefine import Cancelled
 from napari_samrefine.sam.embedding import embed_image
 from napari_samrefine.sam.preprocess import to_sam_rgb
@@ -25,21 +26,18 @@ from napari_samrefine.samrefiner.lora import LoRALinear
 from napari_samrefine.samrefiner.selection import top1_correct
 from napari_samrefine.testing import tiny_sam
 
-DATA = Path(__file__).parents[2] / "shared" / "data" / "dsb2018"
 TRAIN_IDS = ["00071198d059", "1db1cddf28e3", "35ca5f142a7d", "b560dba92fbf"]
 HELD_OUT_IDS = ["98c5ead89cd0", "0e21d7b3eea8"]  # fluorescence, stained brightfield (RGB)
 
 
 def _load(ids, crop=128):
-    if not DATA.is_dir():
-        pytest.skip("dsb2018 data (../shared/data) is not available")
     import tifffile
     from PIL import Image
 
     images, labels = [], []
     for i in ids:
-        img = np.asarray(Image.open(DATA / "images" / f"{i}.png"))[:crop, :crop]
-        lab = tifffile.imread(DATA / "labels" / f"{i}.tif")[:crop, :crop]
+        img = np.asarray(Image.open(DSB2018 / "images" / f"{i}.png"))[:crop, :crop]
+        lab = tifffile.imread(DSB2018 / "labels" / f"{i}.tif")[:crop, :crop]
         images.append(img)
         labels.append(lab)
     return images, labels

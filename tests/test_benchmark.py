@@ -1,11 +1,10 @@
 """The quality benchmark end to end: synthesis, refine() with the tiny SAM, baselines, tables, CLI."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from _data import DATA
 from napari_samrefine import Cancelled
 from napari_samrefine.benchmark import (
     BenchmarkPair,
@@ -17,8 +16,6 @@ from napari_samrefine.benchmark import (
 from napari_samrefine.cli import main
 from napari_samrefine.defects import synthesize_coarse_labels
 from napari_samrefine.metrics import object_ious
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +100,7 @@ def test_summary_weights_objects_and_prints_markdown():
     assert table[1].startswith("|---|") and "| d | m | 2 | 4 | 0.800 | 0.700 |" in table[2]
 
 
-def test_load_pairs_reads_the_shared_data():
-    if not (DATA / "dsb2018").exists():
-        pytest.skip("real data not found")
+def test_load_pairs_reads_dsb2018_and_stardist_folders():
     pairs = load_pairs(DATA, max_images=1, include_3d=True)
     datasets = [p.dataset for p in pairs]
     assert datasets[:2] == ["dsb2018", "stardist"] and "stardist-3d" in datasets
@@ -117,8 +112,6 @@ def test_load_pairs_reads_the_shared_data():
 
 
 def test_cli_benchmark_baselines(tmp_path, capsys):
-    if not (DATA / "stardist").exists():
-        pytest.skip("real data not found")
     out = tmp_path / "rows.csv"
     rc = main(["benchmark", "--data", str(DATA), "--datasets", "stardist", "--max-images", "1",
                "--configs", "--baselines", "identity", "--output", str(out)])

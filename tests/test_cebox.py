@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from _data import DSB2018
 from napari_samrefine.sam.embedding import ImageEmbedding, embed_image
 from napari_samrefine.sam.frame import SamFrame
 from napari_samrefine.sam.preprocess import to_sam_rgb
@@ -19,8 +19,6 @@ from napari_samrefine.samrefiner.cebox import FeatureGrid, cebox_strips, elastic
 from napari_samrefine.samrefiner.objects import ObjectMask, objects_from_labels
 from napari_samrefine.samrefiner.prompts import excavate_object, excavate_prompts
 from napari_samrefine.testing import tiny_sam
-
-DATA = Path(__file__).parents[2] / "shared" / "data" / "dsb2018"
 
 
 def brute_force_cebox(full: np.ndarray, emb: ImageEmbedding, lam: float):
@@ -62,14 +60,11 @@ def brute_force_cebox(full: np.ndarray, emb: ImageEmbedding, lam: float):
 
 @pytest.fixture(scope="module")
 def real_case():
-    png, tif = DATA / "images" / "00071198d059.png", DATA / "labels" / "00071198d059.tif"
-    if not png.exists():
-        pytest.skip(f"real data not found at {png}")
     import tifffile
     from PIL import Image
 
-    image = np.asarray(Image.open(png))[150:256, 30:190]
-    labels = tifffile.imread(tif)[150:256, 30:190]
+    image = np.asarray(Image.open(DSB2018 / "images" / "00071198d059.png"))[150:256, 30:190]
+    labels = tifffile.imread(DSB2018 / "labels" / "00071198d059.tif")[150:256, 30:190]
     emb = embed_image(tiny_sam(0), to_sam_rgb(image))
     return labels, image, emb
 

@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from segment_anything import SamPredictor
 
+from _data import DSB2018
 from napari_samrefine.judge import FewShotSegmenter, MaskTransferFSS, PerSamFSS
 from napari_samrefine.judge.fss_sam import location_map
 from napari_samrefine.judge.masking import masked_features, masked_prototype
 from napari_samrefine.sam.embedding import EmbeddingCache
 from napari_samrefine.sam.preprocess import to_sam_rgb
 
-DSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018"
-
 
 @pytest.fixture(scope="module")
 def crops():
     """Query: a DSB2018 fluorescence crop and a nucleus mask; support: another image's crop."""
-    if not DSB.exists():
-        pytest.skip(f"real data not found at {DSB}")
     import tifffile
     from PIL import Image
 
     def load(name, sl):
-        image = np.asarray(Image.open(DSB / "images" / f"{name}.png"))[sl]
-        labels = tifffile.imread(DSB / "labels" / f"{name}.tif")[sl]
+        image = np.asarray(Image.open(DSB2018 / "images" / f"{name}.png"))[sl]
+        labels = tifffile.imread(DSB2018 / "labels" / f"{name}.tif")[sl]
         return to_sam_rgb(image if image.ndim == 2 else image[..., 0]), labels
 
     q_rgb, q_labels = load("35ca5f142a7d", np.s_[40:104, 24:88])

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from _data import DSB2018
 from napari_samrefine import Cancelled, judge_refinement
 from napari_samrefine.judge import MaskTransferFSS
 from napari_samrefine.judge.verdicts import accepted_labels
 from napari_samrefine.metrics import iou
 from napari_samrefine.sam.embedding import EmbeddingCache
 
-DSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018"
-
 
 def load(name: str, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    if not DSB.exists():
-        pytest.skip(f"real data not found at {DSB}")
     import tifffile
     from PIL import Image
 
-    image = np.asarray(Image.open(DSB / "images" / f"{name}.png"))[:size, :size]
-    labels = tifffile.imread(DSB / "labels" / f"{name}.tif")[:size, :size]
+    image = np.asarray(Image.open(DSB2018 / "images" / f"{name}.png"))[:size, :size]
+    labels = tifffile.imread(DSB2018 / "labels" / f"{name}.tif")[:size, :size]
     return (image if image.ndim == 2 else image[..., 0]), labels.astype(np.uint16)
 
 

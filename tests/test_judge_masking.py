@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from _data import DSB2018
 from napari_samrefine.judge.masking import (
     feature_masking,
     hybrid_masking,
@@ -19,19 +18,15 @@ from napari_samrefine.judge.masking import (
 from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
 from napari_samrefine.sam.preprocess import to_sam_rgb
 
-DSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018"
-
 
 @pytest.fixture(scope="module")
 def nuclei():
     """A 96 x 80 crop of a DSB2018 fluorescence image (as SAM RGB) and one nucleus' mask."""
-    if not DSB.exists():
-        pytest.skip(f"real data not found at {DSB}")
     import tifffile
     from PIL import Image
 
-    image = np.asarray(Image.open(DSB / "images" / "35ca5f142a7d.png"))[:96, :80]
-    labels = tifffile.imread(DSB / "labels" / "35ca5f142a7d.tif")[:96, :80]
+    image = np.asarray(Image.open(DSB2018 / "images" / "35ca5f142a7d.png"))[:96, :80]
+    labels = tifffile.imread(DSB2018 / "labels" / "35ca5f142a7d.tif")[:96, :80]
     ids, counts = np.unique(labels[labels > 0], return_counts=True)
     rgb = to_sam_rgb(image if image.ndim == 2 else image[..., 0])
     return rgb, labels == ids[np.argmax(counts)]

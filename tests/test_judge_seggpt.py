@@ -6,16 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage as ndi
 
-transformers = pytest.importorskip("transformers")
-torch = pytest.importorskip("torch")
+from _data import DSB2018
+
+transformers = pytest.importorskip(
+    "transformers", reason="the SegGPT backend needs the optional 'transformers' package (extra 'seggpt')"
+)
 
 from napari_samrefine import judge_refinement  # noqa: E402
 from napari_samrefine.judge import FewShotSegmenter, SegGptFSS  # noqa: E402
 from napari_samrefine.judge.fss_seggpt import load_seggpt  # noqa: E402
-
-DSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018"
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +37,11 @@ def tiny_seggpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def crops():
-    if not DSB.exists():
-        pytest.skip(f"real data not found at {DSB}")
     import tifffile
     from PIL import Image
 
-    image = np.asarray(Image.open(DSB / "images" / "35ca5f142a7d.png"))[:128, :128]
-    labels = tifffile.imread(DSB / "labels" / "35ca5f142a7d.tif")[:128, :128].astype(np.uint16)
+    image = np.asarray(Image.open(DSB2018 / "images" / "35ca5f142a7d.png"))[:128, :128]
+    labels = tifffile.imread(DSB2018 / "labels" / "35ca5f142a7d.tif")[:128, :128].astype(np.uint16)
     return (image if image.ndim == 2 else image[..., 0]), labels
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import ndimage as ndi
 
+from _data import DSB2018
 from napari_samrefine.sam.frame import SamFrame
 from napari_samrefine.samrefiner.distance import inside_distance, object_crop
 from napari_samrefine.samrefiner.objects import ObjectMask, objects_from_labels
@@ -23,16 +22,11 @@ from napari_samrefine.samrefiner.prompts import (
     mask_prompt,
 )
 
-DATA = Path(__file__).parents[2] / "shared" / "data"
-
 
 def dsb_labels(name: str = "00071198d059") -> np.ndarray:
-    path = DATA / "dsb2018" / "labels" / f"{name}.tif"
-    if not path.exists():
-        pytest.skip(f"real data not found at {path}")
     import tifffile
 
-    return tifffile.imread(path)
+    return tifffile.imread(DSB2018 / "labels" / f"{name}.tif")
 
 
 # --- whole-image reference implementations (what the crop computations must equal) -------

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from _data import DSB2018
 from napari_samrefine.samrefiner.stm import should_merge, split_then_merge
-
-DATA = Path(__file__).parents[2] / "shared" / "data"
 
 
 def groups(result):
@@ -150,12 +147,9 @@ def reference_stm(sem: np.ndarray, min_size: int = 5, mu: float = 0.5):
 
 
 def test_real_nuclei_as_one_class_match_the_reference():
-    path = DATA / "dsb2018" / "labels" / "00071198d059.tif"
-    if not path.exists():
-        pytest.skip(f"real data not found at {path}")
     import tifffile
 
-    inst = tifffile.imread(path)[150:256, 30:190]
+    inst = tifffile.imread(DSB2018 / "labels" / "00071198d059.tif")[150:256, 30:190]
     sem = (inst > 0).astype(np.uint8)
     sem[inst % 3 == 0] = 2  # a second class
     sem[::7, ::5] = 0  # cut objects into fragments and leave specks

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from _data import DSB2018
+
 pytestmark = pytest.mark.gui
 
-DATA = Path(__file__).parents[3] / "shared" / "data" / "dsb2018"
 IDS = ["1db1cddf28e3", "35ca5f142a7d"]
 
 
 def _load():
-    if not DATA.is_dir():
-        pytest.skip("dsb2018 data (../shared/data) is not available")
     import tifffile
     from PIL import Image
 
-    images = [np.asarray(Image.open(DATA / "images" / f"{i}.png"))[:96, :96] for i in IDS]
-    labels = [tifffile.imread(DATA / "labels" / f"{i}.tif")[:96, :96] for i in IDS]
+    images = [np.asarray(Image.open(DSB2018 / "images" / f"{i}.png"))[:96, :96] for i in IDS]
+    labels = [tifffile.imread(DSB2018 / "labels" / f"{i}.tif")[:96, :96] for i in IDS]
     return images, labels
 
 

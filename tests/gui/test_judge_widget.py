@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib.util
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-pytestmark = pytest.mark.gui
+from _data import DSB2018
 
-DSB = Path(__file__).resolve().parents[3] / "shared" / "data" / "dsb2018"
+pytestmark = pytest.mark.gui
 
 
 def _load(name: str, size: int):
-    if not DSB.is_dir():
-        pytest.skip("dsb2018 data (../shared/data) is not available")
     import tifffile
     from PIL import Image
 
-    image = np.asarray(Image.open(DSB / "images" / f"{name}.png"))[:size, :size]
-    labels = tifffile.imread(DSB / "labels" / f"{name}.tif")[:size, :size].astype(np.uint16)
+    image = np.asarray(Image.open(DSB2018 / "images" / f"{name}.png"))[:size, :size]
+    labels = tifffile.imread(DSB2018 / "labels" / f"{name}.tif")[:size, :size].astype(np.uint16)
     return (image if image.ndim == 2 else image[..., 0]), labels
 
 
@@ -30,13 +28,13 @@ def scene(make_napari_viewer):
     from napari_samrefine._napari.judge_widget import JudgeWidget
     from napari_samrefine.testing import tiny_sam
 
-    viewer = make_napari_viewer()
     image, truth = _load("35ca5f142a7d", 96)
     coarse = truth.copy()
     for lid in (11, 48):  # two objects the refinement "fixes"
         coarse[(truth == lid) & ~ndi.binary_erosion(truth == lid, iterations=2)] = 0
     s1, l1 = _load("98c5ead89cd0", 80)
     s2, l2 = _load("1db1cddf28e3", 96)
+    viewer = make_napari_viewer()  # only after the data are read
     layers = {
         "image": viewer.add_image(image, name="query"),
         "coarse": viewer.add_labels(coarse, name="coarse"),
@@ -136,9 +134,13 @@ def test_missing_choices_are_reported(scene, qtbot):
     assert "Choose the query image" in widget._status.value
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None,
+    reason="the SegGPT backend needs the optional 'transformers' package (extra 'seggpt')",
+)
 def test_seggpt_backend_from_a_folder(scene, qtbot, tmp_path):
-    transformers = pytest.importorskip("transformers")
     import torch
+    import transformers
 
     config = transformers.SegGptConfig(
         image_size=(32, 16), patch_size=2, hidden_size=32, num_hidden_layers=2,
