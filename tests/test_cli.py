@@ -76,7 +76,7 @@ def test_entry_point_is_installed():
         [sys.executable, "-m", "napari_samrefine.cli", "refine", "--help"],
         capture_output=True, text=True, check=True,
     )
-    assert "--checkpoint" in done.stdout and "--no-negative-point" in done.stdout
+    assert "--checkpoint" in done.stdout and "--no-negative-point" in done.stdout and "--negative-point" in done.stdout
 
 
 def test_models_lists_registry_and_cache(tmp_path, monkeypatch, capsys):

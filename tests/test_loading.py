@@ -13,11 +13,10 @@ import pytest
 import torch
 from segment_anything import SamPredictor, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l
 
+from napari_samrefine.sam.architecture import build_sam, infer_sam_config
 from napari_samrefine.sam.loading import (
     CheckpointError,
     available_devices,
-    build_sam,
-    infer_sam_config,
     load_sam,
     read_sam_state_dict,
     resolve_device,

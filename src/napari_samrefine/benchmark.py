@@ -41,10 +41,13 @@ __all__ = [
 
 #: refine() keyword arguments of each named configuration. "point" is the
 #: positive point plus the negative point; "+CEBox" is the context-aware box
-#: (lambda = 0.1), the other box configurations use the tight box.
+#: (lambda = 0.1), the other box configurations use the tight box. Every
+#: configuration sets its prompts explicitly, whatever the model's profile;
+#: "semantic STM" uses the profile's prompts.
 CONFIGURATIONS: dict[str, dict] = {
     "point": dict(use_points=True, use_box=False, use_mask=False, cebox=None),
     "box": dict(use_points=False, use_box=True, use_mask=False, cebox=None),
+    "box+CEBox": dict(use_points=False, use_box=True, use_mask=False, cebox=0.1),
     "mask": dict(use_points=False, use_box=False, use_mask=True, cebox=None),
     "point+box": dict(use_points=True, use_box=True, use_mask=False, cebox=None),
     "box+mask": dict(use_points=False, use_box=True, use_mask=True, cebox=None),

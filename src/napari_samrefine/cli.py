@@ -63,10 +63,13 @@ def _add_refine_parser(sub) -> None:
     g = p.add_argument_group("refinement")
     g.add_argument("--mode", choices=("instance", "semantic"), default="instance")
     g.add_argument("--iterations", type=int, default=5, help="cascade iterations (default 5)")
-    g.add_argument("--no-points", action="store_true", help="do not use point prompts")
-    g.add_argument("--no-box", action="store_true", help="do not use the box prompt")
-    g.add_argument("--no-mask", action="store_true", help="do not use the Gaussian mask prompt")
-    g.add_argument("--no-negative-point", action="store_true", help="positive point only")
+    for flag, what in (("points", "point prompts"), ("box", "the box prompt"),
+                       ("mask", "the Gaussian mask prompt"), ("negative-point", "the negative point")):
+        g.add_argument(
+            f"--{flag}", action=argparse.BooleanOptionalAction, default=None,
+            help=f"use (or --no-{flag}: do not use) {what}; default: what the model was "
+            "trained with (see `napari-samrefine models`)",
+        )
     g.add_argument("--cebox", type=float, default=None,
                    help="CEBox lambda (default 0.1 in instance mode, off in semantic); 0 = tight box")
     g.add_argument("--strength", type=float, default=15.0, help="mask prompt amplitude w")
@@ -87,10 +90,10 @@ def _refine_kwargs(args) -> dict:
     return dict(
         mode=args.mode,
         iterations=args.iterations,
-        use_points=not args.no_points,
-        use_box=not args.no_box,
-        use_mask=not args.no_mask,
-        use_negative_point=not args.no_negative_point,
+        use_points=args.points,
+        use_box=args.box,
+        use_mask=args.mask,
+        use_negative_point=args.negative_point,
         cebox="auto" if args.cebox is None else args.cebox,
         strength=args.strength,
         gamma=args.gamma,
@@ -145,6 +148,7 @@ def _run_models(args) -> int:
     for name in registry.list_models():
         entry = registry.get_model(name)
         print(f"{name:22s} {entry.description}")
+        print(f"{'':22s}   {entry.profile.summary()}")
     print(f"cache folder: {registry.model_cache_dir()}")
     return 0
 

@@ -8,6 +8,7 @@ the package in milliseconds on a CPU.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -19,7 +20,7 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
-__all__ = ["tiny_sam"]
+__all__ = ["tiny_sam", "tiny_tinyvit_sam"]
 
 
 def tiny_sam(
@@ -66,9 +67,7 @@ def tiny_sam(
     if image_size % patch_size:
         raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
     grid = image_size // patch_size
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with _seeded(seed):
         sam = Sam(
             image_encoder=ImageEncoderViT(
                 img_size=image_size,
@@ -102,12 +101,70 @@ def tiny_sam(
             pixel_mean=[123.675, 116.28, 103.53],
             pixel_std=[58.395, 57.12, 57.375],
         )
-        # segment-anything zero-initialises the relative position tables; give them
-        # random values so that every parameter matters in tests.
-        with torch.no_grad():
-            for name, p in sam.named_parameters():
-                if "rel_pos" in name:
-                    p.normal_(0.0, 0.02)
+        _randomise(sam, "rel_pos")
+    return sam.eval()
+
+
+@contextmanager
+def _seeded(seed: int):
+    """Seed torch's global generator inside the block and restore its state after it."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
     finally:
-        torch.random.set_rng_state(generator_state)
+        torch.random.set_rng_state(state)
+
+
+def _randomise(sam, name_part: str) -> None:
+    # segment-anything and TinyViT zero-initialise their position tables and biases;
+    # random values make every parameter matter in tests.
+    with torch.no_grad():
+        for name, p in sam.named_parameters():
+            if name_part in name:
+                p.normal_(0.0, 0.02)
+
+
+def tiny_tinyvit_sam(seed: int = 0, *, layout: str = "mobile_sam") -> Sam:
+    """Build a small random-weight SAM with a TinyViT encoder (MobileSAM's ``TinyViT``).
+
+    TinyViT-SAMs always have a 64 x 64 embedding and a 256-channel neck, so
+    this model is small in width and depth, not in grid: about 1.2 M
+    parameters, one encoder pass in tens of milliseconds on a CPU.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the random weights.
+    layout : {"mobile_sam", "lite_medsam"}
+        MobileSAM's layout (1024 px input, stride 16) or LiteMedSAM's (256 px
+        input, stride 4).
+
+    Returns
+    -------
+    segment_anything.modeling.Sam
+        In evaluation mode; needs the ``tinyvit`` extra (``mobile_sam``).
+
+    Examples
+    --------
+    >>> sam = tiny_tinyvit_sam(layout="lite_medsam")  # doctest: +SKIP
+    >>> sam.image_encoder.img_size, sam.prompt_encoder.image_embedding_size  # doctest: +SKIP
+    (256, (64, 64))
+    """
+    from .sam.architecture import build_sam
+    from .sam.tinyvit import TinyViTConfig
+
+    if layout not in ("mobile_sam", "lite_medsam"):
+        raise ValueError(f"layout must be 'mobile_sam' or 'lite_medsam', got {layout!r}")
+    stride = 4 if layout == "mobile_sam" else 1
+    config = TinyViTConfig(
+        prompt_dim=256, mask_in_chans=4, decoder_depth=1, decoder_mlp_dim=64, decoder_heads=8,
+        decoder_downsample_rate=2, num_multimask_outputs=3, iou_head_depth=3,
+        iou_head_hidden_dim=32, image_size=64 * 4 * stride, patch_stride=stride,
+        embed_dims=(16, 32, 40, 320), depths=(1, 1, 1, 1), num_heads=(0, 2, 2, 4),
+        window_sizes=(0, 7, 7, 7), mlp_ratio=2.0, mbconv_expand_ratio=2.0, local_conv_size=3,
+    )
+    with _seeded(seed):
+        sam = build_sam(config)
+        _randomise(sam, "attention_biases")
     return sam.eval()

@@ -12,6 +12,7 @@ import napari_samrefine as nsr
 from napari_samrefine._napari.layers import find_linked
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine.sam.embedding import default_cache
+from napari_samrefine.sam.profile import BOX_ONLY_MINMAX_PROFILE
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDGETS = ["Prompt excavation", "SAM refine", "JFS judge", "IoU adaption"]
@@ -183,6 +184,31 @@ def test_bad_choices_give_messages(viewer, qtbot, sam):
     widget.run()
     wait_done(qtbot, widget)
     assert "no-such-file.pth" in widget.status
+
+
+def test_prompt_boxes_follow_the_model_profile(viewer, qtbot, sam):
+    """Choosing LiteMedSAM ticks its box prompt only; a forced point prompt is announced."""
+    widget = open_widget(viewer, "SAM refine")
+    prompts = (widget.use_points, widget.use_negative_point, widget.use_box, widget.use_mask)
+    assert [b.value for b in prompts] == [True, True, True, True]  # vit_b_lm: SAM's profile
+    widget.model._model.value = "medsam_lite"
+    assert [b.value for b in prompts] == [False, False, True, False]
+    assert "not trained" in widget.use_points.tooltip
+    widget.model._model.value = "vit_t_lm"
+    assert [b.value for b in prompts] == [True, True, True, True]
+    # a model given by the caller brings its own profile
+    box_only = nsr.tiny_sam(seed=0)
+    box_only.samrefine_profile = BOX_ONLY_MINMAX_PROFILE
+    widget.model.sam = box_only
+    assert [b.value for b in prompts] == [False, False, True, False]
+    widget.image_layer.value = viewer.layers["nuclei"]
+    widget.labels_layer.value = viewer.layers["nuclei coarse"]
+    widget.iterations.value = 1
+    widget.use_points.value = True
+    widget.run()
+    assert "not trained with points" in widget.status
+    wait_done(qtbot, widget)
+    assert "nuclei coarse refined" in viewer.layers
 
 
 def test_refine_layers_scripting(viewer, sam):

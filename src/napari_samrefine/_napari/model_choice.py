@@ -13,6 +13,8 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, Container, FileEdit
 
 from ..sam.loading import available_devices, load_sam
+from ..sam.profile import ModelProfile, model_profile
+from ..sam.registry import get_model as registry_entry
 from ..sam.registry import list_models
 
 __all__ = ["ModelPicker", "LOCAL_FILE", "get_model", "cached_model"]
@@ -56,14 +58,28 @@ class ModelPicker(Container):
         self._file = FileEdit(label="checkpoint", mode="r", filter="*.pt *.pth", value="")
         self._device = ComboBox(label="device", choices=available_devices(), value="cpu")
         self._device.value = available_devices()[0]
-        self._model.tooltip = (
+        super().__init__(widgets=[self._model, self._file, self._device], labels=True)
+        self._file.visible = False
+        self._model.changed.connect(self._choice_changed)
+        self._choice_changed(self._model.value)
+        self.sam = sam
+
+    def _choice_changed(self, choice: str) -> None:
+        self._file.visible = choice == LOCAL_FILE
+        general = (
             "SAM checkpoint: downloaded into the cache on first use, or 'local file...' "
             "for a file you copied by hand"
         )
-        super().__init__(widgets=[self._model, self._file, self._device], labels=True)
-        self._file.visible = False
-        self._model.changed.connect(lambda v: setattr(self._file, "visible", v == LOCAL_FILE))
-        self.sam = sam
+        if choice == LOCAL_FILE:
+            self._model.tooltip = general
+            return
+        entry = registry_entry(choice)
+        needs = ""
+        if entry.arch in ("vit_t", "lite_medsam"):
+            needs = "; needs the tinyvit extra: pip install 'napari-samrefine[tinyvit]'"
+        if entry.package:
+            needs += f" and the package {entry.package}"
+        self._model.tooltip = f"{entry.description}{needs}\n{entry.profile.summary()}\n{general}"
 
     @property
     def sam(self):
@@ -75,6 +91,7 @@ class ModelPicker(Container):
         self._sam = model
         for w in (self._model, self._file, self._device):
             w.enabled = model is None
+        self._model.changed.emit(self._model.value)  # the profile may have changed
 
     @property
     def spec(self) -> str:
@@ -87,6 +104,20 @@ class ModelPicker(Container):
         if not Path(path).is_file():
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
         return path
+
+    @property
+    def profile(self) -> ModelProfile | None:
+        """The chosen model's profile; None for a local file not loaded yet."""
+        if self._sam is not None:
+            return model_profile(self._sam)
+        if self._model.value == LOCAL_FILE:
+            return None
+        return registry_entry(self._model.value).profile
+
+    def on_choice(self, callback: Callable[[ModelProfile | None], None]) -> None:
+        """Call ``callback(profile)`` now and whenever the model choice changes."""
+        self._model.changed.connect(lambda _: callback(self.profile))
+        callback(self.profile)
 
     @property
     def device(self) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 
+from ..sam.profile import SAM_PROFILE, untrained_prompts
 from ..samrefiner.refiner import refine
 from .layers import layer_data, layer_field
 from .model_choice import ModelPicker
@@ -55,10 +56,19 @@ class RefineWidget(TaskWidget):
         ])
         self.add_footer()
         self.mode.changed.connect(self._mode_changed)
+        self.model.on_choice(self._profile_changed)
 
     def _mode_changed(self, mode: str) -> None:
         # CEBox is an instance-mode prompt (SPEC section 2)
         self.cebox.value = 0.1 if mode == "instance" else 0.0
+
+    def _profile_changed(self, profile) -> None:
+        # each model starts with the prompts it was trained with; the user may still change them
+        profile = profile or SAM_PROFILE
+        for box, kind in ((self.use_points, "points"), (self.use_negative_point, "points"),
+                          (self.use_box, "box"), (self.use_mask, "mask")):
+            box.value = profile.trained_with(kind)
+            box.tooltip = "" if box.value else "this model was not trained with this prompt"
 
     def refine_kwargs(self) -> dict:
         """The :func:`refine` options the form describes (without model and data)."""
@@ -91,7 +101,9 @@ class RefineWidget(TaskWidget):
         image = layer_data(image_layer)
         labels = np.asarray(labels_layer.data)
         output = self.output.value
-        self.say(f"Refining {labels_layer.name!r} ...")
+        untrained = untrained_prompts(self.model.profile, kwargs)
+        note = f" (the model was not trained with {' and '.join(untrained)} prompts)" if untrained else ""
+        self.say(f"Refining {labels_layer.name!r}{note} ...")
         self.launch(
             self._work, image, labels, kwargs,
             on_done=lambda result: self._done(result, labels_layer, output),

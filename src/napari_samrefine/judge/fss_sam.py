@@ -13,6 +13,14 @@ Steps for one (query image, query mask) -> support image prediction:
    of the previous mask. Each refinement asks for three candidates and keeps
    the one with the highest predicted IoU (lowest index on ties).
 
+Models trained without points or mask prompts (their profile,
+:func:`~napari_samrefine.sam.profile.model_profile`; LiteMedSAM takes boxes
+only) get only the prompts they know: the first box is that of the connected
+region around the location map's maximum where the similarity exceeds the
+midpoint between its maximum and its mean, the refinement uses the box of
+the previous mask, and each call gives the single-mask output when the
+profile says the IoU head cannot rank candidates.
+
 PerSAM's target-guided attention and target-semantic prompting are not used
 (they change SAM's decoder; the spec lists them as optional).
 """
@@ -21,11 +29,26 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from ..sam.embedding import EmbeddingCache, ImageEmbedding, default_cache
+from ..sam.profile import model_profile
 from .masking import MASKING_MODES, masked_features, masked_prototype
 
-__all__ = ["PerSamFSS", "location_map"]
+__all__ = ["PerSamFSS", "location_map", "similar_region_box"]
+
+
+def similar_region_box(sim: np.ndarray) -> np.ndarray:
+    """Inclusive (x1, y1, x2, y2) box of the region around a location map's maximum.
+
+    The region is the connected component (8-connectivity) holding the argmax
+    of the pixels whose similarity is at least the midpoint of the map's
+    maximum and mean: the box prompt for models trained on boxes only.
+    """
+    peak = np.unravel_index(int(np.argmax(sim)), sim.shape)
+    regions, _ = ndi.label(sim >= (sim.max() + sim.mean()) / 2, structure=np.ones((3, 3)))
+    ys, xs = np.nonzero(regions == regions[peak])
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=float)
 
 
 def location_map(prototype: np.ndarray, support: ImageEmbedding) -> np.ndarray:
@@ -52,7 +75,7 @@ class PerSamFSS:
     ----------
     sam : segment_anything.modeling.Sam
         The loaded model (any size; sizes are read off it).
-    masking : {"hm", "fm", "im"}
+    masking : {"hm", "fm", "im", "hm-outside"}
         How the query's features are restricted to the mask (:mod:`.masking`).
     cache : EmbeddingCache, optional
         Embedding cache (default: the package-wide one). A query crop is encoded
@@ -100,18 +123,27 @@ class PerSamFSS:
         self.last_points = np.array([[pos[1], pos[0]], [neg[1], neg[0]]], dtype=np.float64)
         points = (self.last_points, np.array([1, 0]))
 
-        logits, _ = self._decode(support, points, multimask=False)
-        logits, _ = self._decode(support, points, mask_input=logits, multimask=True)
+        profile = model_profile(self.sam)
+        if not profile.trained_with("points"):
+            points = None
+        box = None if profile.trained_with("points") else similar_region_box(sim)
+        use_mask = profile.trained_with("mask")
+        multimask = profile.multimask
+        logits, _ = self._decode(support, points, box=box, multimask=False)
+        if use_mask:
+            logits, _ = self._decode(support, points, box=box, mask_input=logits, multimask=multimask)
         full = support.frame.lowres_to_original(logits)
         ys, xs = np.nonzero(full > 0)
-        box = None if ys.size == 0 else np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
-        logits, _ = self._decode(support, points, box=box, mask_input=logits, multimask=True)
+        if ys.size:
+            box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
+        mask_input = logits if use_mask else None
+        logits, _ = self._decode(support, points, box=box, mask_input=mask_input, multimask=multimask)
         return support.frame.lowres_to_original(logits)
 
     def _decode(
         self,
         support: ImageEmbedding,
-        points: tuple[np.ndarray, np.ndarray],
+        points: tuple[np.ndarray, np.ndarray] | None,
         box: np.ndarray | None = None,
         mask_input: torch.Tensor | None = None,
         multimask: bool = True,
@@ -120,16 +152,17 @@ class PerSamFSS:
         sam, frame = self.sam, support.frame
         sy, sx = frame.scale
         scale = torch.tensor([sx, sy], dtype=torch.float32, device=sam.device)
-        coords = torch.as_tensor(points[0], dtype=torch.float32, device=sam.device) * scale
-        labels = torch.as_tensor(points[1], dtype=torch.int64, device=sam.device)
+        point_prompt = None
+        if points is not None:
+            coords = torch.as_tensor(points[0], dtype=torch.float32, device=sam.device) * scale
+            labels = torch.as_tensor(points[1], dtype=torch.int64, device=sam.device)
+            point_prompt = (coords[None], labels[None])
         boxes = None
         if box is not None:
             boxes = torch.as_tensor(box, dtype=torch.float32, device=sam.device).view(2, 2)
             boxes = (boxes * scale).view(1, 4)
         masks = None if mask_input is None else mask_input[None, None]
-        sparse, dense = sam.prompt_encoder(
-            points=(coords[None], labels[None]), boxes=boxes, masks=masks
-        )
+        sparse, dense = sam.prompt_encoder(points=point_prompt, boxes=boxes, masks=masks)
         low, iou = sam.mask_decoder(
             image_embeddings=support.features,
             image_pe=sam.prompt_encoder.get_dense_pe(),

@@ -10,7 +10,14 @@ features. The HM paper compares three ways:
   encoder's pixel mean (zero after normalisation), encoded again. The features
   see only the object, at the cost of one encoder pass per mask.
 * HM, hybrid masking: FM where FM is positive, IM elsewhere, element-wise; IM
-  fills in what FM zeroed or suppressed.
+  fills in what FM zeroed or suppressed. The HM paper's features are ReLU
+  outputs, where "not positive" means "zeroed by the mask"; SAM's features are
+  signed, so this rule also replaces the negative values inside the mask.
+* "hm-outside": FM inside the mask (cells it covers), IM where FM zeroed
+  everything (cells outside it): HM's intent for signed features.
+
+For models normalised by min-max (LiteMedSAM), IM's masked-out pixels take the
+image's minimum, which the model's normalisation maps to zero.
 
 All maps are (C, gh, gw) over the valid (unpadded) embedding grid of the image.
 """
@@ -23,6 +30,7 @@ import torch.nn.functional as F
 
 from ..sam.embedding import EmbeddingCache, default_cache
 from ..sam.frame import SamFrame
+from ..sam.profile import model_profile
 
 __all__ = [
     "MASKING_MODES",
@@ -35,7 +43,7 @@ __all__ = [
     "pixel_fill",
 ]
 
-MASKING_MODES = ("fm", "im", "hm")
+MASKING_MODES = ("fm", "im", "hm", "hm-outside")
 
 
 def mask_coverage(mask: np.ndarray, frame: SamFrame) -> np.ndarray:
@@ -79,8 +87,16 @@ def feature_masking(features: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     return np.asarray(features, dtype=np.float32) * np.asarray(coverage, dtype=np.float32)[None]
 
 
-def pixel_fill(sam) -> np.ndarray:
-    """SAM's pixel mean as a uint8 RGB triple: the value IM gives to masked-out pixels."""
+def pixel_fill(sam, rgb: np.ndarray | None = None) -> np.ndarray:
+    """The uint8 RGB value IM gives to masked-out pixels: zero after the model's normalisation.
+
+    SAM's pixel mean for models normalised by mean and standard deviation; the
+    image's minimum (``rgb`` needed) for models normalised by min-max.
+    """
+    if model_profile(sam).normalization == "minmax":
+        if rgb is None:
+            raise ValueError("pixel_fill needs the image for a model normalised by min-max.")
+        return np.full(3, np.asarray(rgb).min(), dtype=np.uint8)
     mean = sam.pixel_mean.detach().flatten().cpu().numpy()
     return np.clip(np.round(mean), 0, 255).astype(np.uint8)
 
@@ -92,9 +108,14 @@ def input_masked_image(rgb: np.ndarray, mask: np.ndarray, fill: np.ndarray) -> n
     return out
 
 
-def hybrid_masking(fm: np.ndarray, im: np.ndarray) -> np.ndarray:
-    """HM: FM where FM > 0, IM elsewhere (element-wise)."""
-    return np.where(fm > 0, fm, im).astype(np.float32)
+def hybrid_masking(fm: np.ndarray, im: np.ndarray, coverage: np.ndarray | None = None) -> np.ndarray:
+    """HM: FM where FM > 0, IM elsewhere (element-wise).
+
+    With ``coverage`` (gh, gw): the "hm-outside" variant, FM in the cells the
+    mask covers and IM in the cells it does not.
+    """
+    active = fm > 0 if coverage is None else np.broadcast_to(np.asarray(coverage)[None] > 0, fm.shape)
+    return np.where(active, fm, im).astype(np.float32)
 
 
 def masked_features(
@@ -114,7 +135,7 @@ def masked_features(
         uint8 (H, W, 3) image (a crop around the object).
     mask : numpy.ndarray
         bool (H, W) object mask, not empty.
-    mode : {"fm", "im", "hm"}
+    mode : {"fm", "im", "hm", "hm-outside"}
         Masking mode.
     cache : EmbeddingCache, optional
         Where embeddings are looked up and stored (default: the package-wide
@@ -137,14 +158,14 @@ def masked_features(
     cache = default_cache if cache is None else cache
     image = cache.get(sam, rgb)
     coverage = mask_coverage(mask, image.frame)
-    if mode in ("fm", "hm"):
+    if mode != "im":
         fm = feature_masking(image.valid_features(), coverage)
         if mode == "fm":
             return fm, coverage
-    im = cache.get(sam, input_masked_image(rgb, mask, pixel_fill(sam))).valid_features()
+    im = cache.get(sam, input_masked_image(rgb, mask, pixel_fill(sam, rgb))).valid_features()
     if mode == "im":
         return im, coverage
-    return hybrid_masking(fm, im), coverage
+    return hybrid_masking(fm, im, coverage if mode == "hm-outside" else None), coverage
 
 
 def masked_prototype(features: np.ndarray, coverage: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import xxhash
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from .frame import SamFrame
+from .profile import model_profile
 
 __all__ = ["ImageEmbedding", "embed_image", "EmbeddingCache", "default_cache"]
 
@@ -61,8 +62,12 @@ def image_key(rgb: np.ndarray, sam) -> str:
 def embed_image(sam, rgb: np.ndarray) -> ImageEmbedding:
     """Run SAM's image encoder once on a uint8 H x W x 3 image.
 
-    Resizing and normalisation are segment-anything's own (``ResizeLongestSide``
-    and ``Sam.preprocess``), so the embedding equals ``SamPredictor.set_image``'s.
+    Resizing is segment-anything's ``ResizeLongestSide``. Normalisation follows
+    the model's profile (:func:`~napari_samrefine.sam.profile.model_profile`):
+    SAM's ``Sam.preprocess`` (pixel mean and standard deviation, then zero
+    padding), so that the embedding equals ``SamPredictor.set_image``'s; or,
+    for "minmax" models (LiteMedSAM), the resized image scaled to [0, 1] by its
+    own minimum and maximum, then zero padding.
 
     Parameters
     ----------
@@ -79,9 +84,20 @@ def embed_image(sam, rgb: np.ndarray) -> ImageEmbedding:
         raise ValueError(f"embed_image expects a uint8 (H, W, 3) image, got {rgb.dtype} {rgb.shape}")
     frame = SamFrame.from_sam(sam, rgb.shape[:2])
     resized = ResizeLongestSide(frame.image_size).apply_image(rgb)
-    x = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1).contiguous()[None]
-    features = sam.image_encoder(sam.preprocess(x.float()))
+    x = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1).contiguous()[None].float()
+    if model_profile(sam).normalization == "minmax":
+        x = minmax_padded(x, frame.image_size)
+    else:
+        x = sam.preprocess(x)
+    features = sam.image_encoder(x)
     return ImageEmbedding(features=features, frame=frame, key=image_key(rgb, sam))
+
+
+def minmax_padded(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Scale a (1, 3, h, w) image to [0, 1] by its minimum and maximum; zero-pad to size x size."""
+    lo, hi = x.min(), x.max()
+    x = (x - lo) / torch.clamp(hi - lo, min=1e-8)
+    return torch.nn.functional.pad(x, (0, size - x.shape[-1], 0, size - x.shape[-2]))
 
 
 class EmbeddingCache:

@@ -249,9 +249,10 @@ class LeanMaskDecoder:
         sparse: torch.Tensor,
         masks: torch.Tensor | None,
         *,
+        multimask: bool = True,
         upscale_chunk: int = 8,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Decode n prompts with ``multimask_output=True`` and keep the best candidate.
+        """Decode n prompts and keep the best multimask candidate (or the single mask).
 
         Parameters
         ----------
@@ -259,6 +260,9 @@ class LeanMaskDecoder:
             (n, T, C) sparse prompt embeddings (``sam.prompt_encoder``'s).
         masks : torch.Tensor or None
             (n, 1, 4h, 4w) mask prompts (not yet embedded), or None.
+        multimask : bool
+            True: ``multimask_output=True`` and the candidate of the highest
+            predicted IoU. False: ``multimask_output=False``, the single-mask output.
         upscale_chunk : int
             Prompts upscaled together (bounds the largest intermediate,
             about 12 MB per prompt for ViT-B).
@@ -268,19 +272,20 @@ class LeanMaskDecoder:
         lowres : torch.Tensor
             (n, 4h, 4w) logits of the chosen candidate.
         iou : torch.Tensor
-            (n, M) predicted IoUs of the M multimask candidates.
+            (n, M) predicted IoUs of the M multimask candidates, or (n, 1) of the single mask.
         best : torch.Tensor
-            (n,) index of the chosen candidate (highest IoU, ties to the lowest).
+            (n,) index of the chosen candidate (highest IoU, ties to the lowest); 0
+            for the single mask.
         """
         dec = self.sam.mask_decoder
         n = sparse.shape[0]
         keys = self.dense_keys(masks, n)
         queries, keys = self.transformer(sparse, keys)
-        iou = dec.iou_prediction_head(queries[:, 0])[:, 1:]
+        tokens = range(1, dec.num_mask_tokens) if multimask else range(1)
+        iou = dec.iou_prediction_head(queries[:, 0])[:, tokens.start : tokens.stop]
         best = torch.argmax(iou, dim=1)
         hyper = torch.stack(
-            [dec.output_hypernetworks_mlps[j](queries[:, 1 + j]) for j in range(1, dec.num_mask_tokens)],
-            dim=1,
+            [dec.output_hypernetworks_mlps[j](queries[:, 1 + j]) for j in tokens], dim=1
         )[torch.arange(n, device=best.device), best]
         lows = [
             self.upscaled_mask(keys[s : s + upscale_chunk], hyper[s : s + upscale_chunk])

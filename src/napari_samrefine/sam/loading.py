@@ -1,12 +1,14 @@
 """Load a SAM checkpoint onto a device, its architecture read off the weights.
 
 :func:`load_sam` takes a registry name (downloaded and hash-checked by
-:mod:`~napari_samrefine.sam.registry`) or the path of a local checkpoint of any
-file name. The file is read with ``torch.load(weights_only=True)``; the
-architecture (encoder width, depth, heads, windows, image size, decoder ...) is
-inferred from tensor shapes by :func:`infer_sam_config`, so Meta's ViT-B/L/H,
-micro-sam's fine-tuned models and small test models all load through the same
-code, without a model-type argument.
+:mod:`~napari_samrefine.sam.registry`, or found inside an installed package) or
+the path of a local checkpoint of any file name. The file is read with
+``torch.load(weights_only=True)``; the architecture (ViT or TinyViT encoder,
+image size, decoder ...) is inferred from tensor shapes by
+:func:`~napari_samrefine.sam.architecture.infer_sam_config`, so Meta's
+ViT-B/L/H, micro-sam's fine-tuned models, MobileSAM, LiteMedSAM and small test
+models all load through the same code, without a model-type argument. The
+loaded model carries its :class:`~napari_samrefine.sam.profile.ModelProfile`.
 """
 
 from __future__ import annotations
@@ -15,20 +17,14 @@ import os
 import pickle
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import pooch
 import torch
-from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
+from segment_anything.modeling import Sam
 
+from .architecture import CheckpointError, build_sam, infer_sam_config
+from .profile import BOX_ONLY_MINMAX_PROFILE, SAM_PROFILE, ModelProfile
 from .registry import (
     ModelEntry,
     fetch_checkpoint,
@@ -39,289 +35,15 @@ from .registry import (
 
 __all__ = [
     "CheckpointError",
-    "SamConfig",
     "available_devices",
-    "build_sam",
-    "infer_sam_config",
     "load_sam",
     "read_sam_state_dict",
     "resolve_device",
 ]
 
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
-
-# (encoder width, depth, heads) of Meta's published encoders
-SAM_ARCHITECTURES = {"vit_b": (768, 12, 12), "vit_l": (1024, 24, 16), "vit_h": (1280, 32, 16)}
-
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar", ".pkl")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be used: unreadable, not SAM, unsafe, or not the expected model."""
-
-
-@dataclass(frozen=True)
-class SamConfig:
-    """Everything needed to build a segment-anything ``Sam`` for a state dict.
-
-    Attributes
-    ----------
-    image_size, patch_size : int
-        Square encoder input and ViT patch size; the embedding grid is their ratio.
-    encoder_dim, encoder_depth, encoder_heads, encoder_mlp_dim : int
-        Width, number of blocks, attention heads and MLP width of the ViT.
-    window_size : int
-        Window of the windowed-attention blocks (0: every block is global).
-    global_attn_indexes : tuple of int
-        Blocks with global attention.
-    qkv_bias : bool
-        Whether the attention projections have a bias.
-    prompt_dim : int
-        Width of the encoder neck, the prompt encoder and the mask decoder.
-    mask_in_chans : int
-        Hidden channels of the mask-prompt encoder.
-    decoder_depth, decoder_mlp_dim, decoder_heads, decoder_downsample_rate : int
-        Two-way transformer of the mask decoder. The heads are not visible in the
-        weights: see :func:`infer_sam_config`.
-    num_multimask_outputs, iou_head_depth, iou_head_hidden_dim : int
-        Mask decoder outputs and IoU prediction head.
-    """
-
-    image_size: int
-    patch_size: int
-    encoder_dim: int
-    encoder_depth: int
-    encoder_heads: int
-    encoder_mlp_dim: int
-    window_size: int
-    global_attn_indexes: tuple[int, ...]
-    qkv_bias: bool
-    prompt_dim: int
-    mask_in_chans: int
-    decoder_depth: int
-    decoder_mlp_dim: int
-    decoder_heads: int
-    decoder_downsample_rate: int
-    num_multimask_outputs: int
-    iou_head_depth: int
-    iou_head_hidden_dim: int
-
-    @property
-    def arch(self) -> str:
-        """``"vit_b"``, ``"vit_l"`` or ``"vit_h"`` for Meta's encoder sizes, else ``"custom"``."""
-        key = (self.encoder_dim, self.encoder_depth, self.encoder_heads)
-        return next((name for name, dims in SAM_ARCHITECTURES.items() if dims == key), "custom")
-
-
-def _count(state: Mapping[str, torch.Tensor], prefix: str) -> int:
-    """Number of consecutive numbered submodules ``prefix.0``, ``prefix.1``, ..."""
-    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
-    indexes = {int(m.group(1)) for k in state if (m := pattern.match(k))}
-    n = 0
-    while n in indexes:
-        n += 1
-    return n
-
-
-def _decoder_heads(dim: int, internal_dim: int) -> int:
-    # SAM's decoder is 256 wide with 8 heads; tiny_sam's (narrower) have 2. Fall back
-    # to fewer heads where that number does not divide the attention widths.
-    heads = 8 if dim >= 256 else 2
-    while heads > 1 and (dim % heads or internal_dim % heads):
-        heads //= 2
-    return heads
-
-
-def infer_sam_config(state_dict: Mapping[str, torch.Tensor]) -> SamConfig:
-    """Read a SAM architecture off the tensor shapes of a state dict.
-
-    Encoder width and patch size come from ``patch_embed.proj.weight``, the
-    image size from the ``pos_embed`` grid times the patch size, the depth from
-    the number of blocks, the head width from ``rel_pos_h`` (heads = width /
-    head width), and the window size and global-attention blocks from
-    ``rel_pos_h``'s length: ``2 * window - 1`` for windowed blocks,
-    ``2 * grid - 1`` for global ones. The decoder's attention heads leave no
-    trace in the weights; the rule is SAM's 8 heads for decoders 256 or more
-    channels wide and 2 heads for narrower ones (as in
-    :func:`napari_samrefine.testing.tiny_sam`), halved until they divide the
-    attention widths. LayerNorm epsilons and pixel statistics are SAM's.
-
-    Parameters
-    ----------
-    state_dict : mapping of str to torch.Tensor
-        Keys as in segment-anything's ``Sam.state_dict()``.
-
-    Returns
-    -------
-    SamConfig
-
-    Raises
-    ------
-    CheckpointError
-        If the state dict lacks a tensor the inference needs or is inconsistent.
-
-    Examples
-    --------
-    >>> from napari_samrefine.testing import tiny_sam
-    >>> config = infer_sam_config(tiny_sam().state_dict())
-    >>> config.image_size, config.encoder_dim, config.global_attn_indexes, config.arch
-    (256, 64, (1,), 'custom')
-    """
-
-    def get(key: str) -> torch.Tensor:
-        try:
-            return state_dict[key]
-        except KeyError:
-            raise CheckpointError(
-                f"Not a SAM checkpoint that segment-anything can build: tensor {key!r} is missing."
-            ) from None
-
-    enc = "image_encoder."
-    proj = get(enc + "patch_embed.proj.weight")  # (dim, 3, p, p)
-    encoder_dim, patch_size = int(proj.shape[0]), int(proj.shape[-1])
-    grid = int(get(enc + "pos_embed").shape[1])
-    depth = _count(state_dict, enc + "blocks")
-    if depth == 0:
-        raise CheckpointError("Not a SAM checkpoint: the image encoder has no blocks.")
-    head_dim = int(get(enc + "blocks.0.attn.rel_pos_h").shape[1])
-    if encoder_dim % head_dim:
-        raise CheckpointError(
-            f"Inconsistent encoder: width {encoder_dim} is not a multiple of the head width {head_dim}."
-        )
-    windows, global_blocks = set(), []
-    for i in range(depth):
-        size = (int(get(f"{enc}blocks.{i}.attn.rel_pos_h").shape[0]) + 1) // 2
-        if size == grid:
-            global_blocks.append(i)
-        else:
-            windows.add(size)
-    if len(windows) > 1:
-        raise CheckpointError(f"Encoder blocks use different attention windows {sorted(windows)}.")
-    window = windows.pop() if windows else 0
-
-    prompt_dim = int(get(enc + "neck.0.weight").shape[0])
-    dec = "mask_decoder.transformer."
-    decoder_depth = _count(state_dict, dec + "layers")
-    internal_dim = int(get(dec + "final_attn_token_to_image.q_proj.weight").shape[0])
-    iou = "mask_decoder.iou_prediction_head.layers"
-    return SamConfig(
-        image_size=grid * patch_size,
-        patch_size=patch_size,
-        encoder_dim=encoder_dim,
-        encoder_depth=depth,
-        encoder_heads=encoder_dim // head_dim,
-        encoder_mlp_dim=int(get(enc + "blocks.0.mlp.lin1.weight").shape[0]),
-        window_size=window,
-        global_attn_indexes=tuple(global_blocks) if window else (),
-        qkv_bias=enc + "blocks.0.attn.qkv.bias" in state_dict,
-        prompt_dim=prompt_dim,
-        mask_in_chans=int(get("prompt_encoder.mask_downscaling.3.weight").shape[0]),
-        decoder_depth=decoder_depth,
-        decoder_mlp_dim=int(get(dec + "layers.0.mlp.lin1.weight").shape[0]),
-        decoder_heads=_decoder_heads(prompt_dim, internal_dim),
-        decoder_downsample_rate=max(prompt_dim // max(internal_dim, 1), 1),
-        num_multimask_outputs=int(get("mask_decoder.mask_tokens.weight").shape[0]) - 1,
-        iou_head_depth=_count(state_dict, iou),
-        iou_head_hidden_dim=int(get(iou + ".0.weight").shape[0]),
-    )
-
-
-def _build(config: SamConfig) -> Sam:
-    grid = config.image_size // config.patch_size
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=config.image_size,
-            patch_size=config.patch_size,
-            embed_dim=config.encoder_dim,
-            depth=config.encoder_depth,
-            num_heads=config.encoder_heads,
-            # segment-anything builds int(dim * ratio) MLP channels: aim half a channel up
-            mlp_ratio=(config.encoder_mlp_dim + 0.5) / config.encoder_dim,
-            out_chans=config.prompt_dim,
-            qkv_bias=config.qkv_bias,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            window_size=config.window_size,
-            global_attn_indexes=config.global_attn_indexes,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=config.prompt_dim,
-            image_embedding_size=(grid, grid),
-            input_image_size=(config.image_size, config.image_size),
-            mask_in_chans=config.mask_in_chans,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=config.num_multimask_outputs,
-            transformer=TwoWayTransformer(
-                depth=config.decoder_depth,
-                embedding_dim=config.prompt_dim,
-                mlp_dim=config.decoder_mlp_dim,
-                num_heads=config.decoder_heads,
-                attention_downsample_rate=config.decoder_downsample_rate,
-            ),
-            transformer_dim=config.prompt_dim,
-            iou_head_depth=config.iou_head_depth,
-            iou_head_hidden_dim=config.iou_head_hidden_dim,
-        ),
-        pixel_mean=list(PIXEL_MEAN),
-        pixel_std=list(PIXEL_STD),
-    )
-
-
-def build_sam(config: SamConfig, state_dict: Mapping[str, torch.Tensor] | None = None) -> Sam:
-    """Build a segment-anything ``Sam`` of ``config``, with the weights of ``state_dict``.
-
-    Parameters
-    ----------
-    config : SamConfig
-        Architecture, e.g. from :func:`infer_sam_config`.
-    state_dict : mapping, optional
-        Weights, loaded strictly (every tensor, no extra one, same shapes);
-        floating-point tensors become float32. Without it the weights are random.
-
-    Returns
-    -------
-    segment_anything.modeling.Sam
-        On the CPU, in evaluation mode.
-
-    Raises
-    ------
-    CheckpointError
-        If the state dict does not fit the architecture.
-    """
-    if state_dict is None:
-        return _build(config).eval()
-    with torch.device("meta"):  # no random initialisation, no second copy of the weights
-        sam = _build(config)
-    expected = sam.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong = [
-        f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
-        parts = [
-            f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
-            if keys
-        ]
-        raise CheckpointError(
-            "The weights do not fit the SAM architecture inferred from them ("
-            + "; ".join(parts)
-            + "). The file is not a segment-anything SAM checkpoint or holds a modified model."
-        )
-    weights = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
-    sam.load_state_dict(weights, strict=True, assign=True)
-    # the only buffers outside the state dict (persistent=False)
-    sam.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), False)
-    sam.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), False)
-    left = [n for n, t in [*sam.named_parameters(), *sam.named_buffers()] if t.is_meta]
-    if left:  # a segment-anything version with other non-persistent buffers
-        raise RuntimeError(f"Tensors left unset after loading: {left}")
-    return sam.eval()
+# the first tensor of a ViT (SAM, micro-sam) and of a TinyViT (MobileSAM, LiteMedSAM) encoder
+_ENCODER_KEYS = ("image_encoder.patch_embed.proj.weight", "image_encoder.patch_embed.seq.0.c.weight")
 
 
 def _torch_load(path: Path, weights_only: bool):
@@ -356,11 +78,11 @@ def _extract_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
             if key.startswith(prefix):
                 key = key[len(prefix) :]
         state[key] = value
-    if "image_encoder.patch_embed.proj.weight" not in state:
+    if not any(key in state for key in _ENCODER_KEYS):
         sample = ", ".join(list(state)[:4]) or "no tensors"
         raise CheckpointError(
-            f"{path} is not a SAM checkpoint: it has no 'image_encoder.patch_embed.proj.weight' "
-            f"(found {sample}). Pass a segment-anything or micro-sam checkpoint."
+            f"{path} is not a SAM checkpoint: it has no image encoder ({' or '.join(_ENCODER_KEYS)}; "
+            f"found {sample}). Pass a segment-anything, micro-sam, MobileSAM or LiteMedSAM checkpoint."
         )
     return state
 
@@ -501,6 +223,7 @@ def load_sam(
     cache_dir: str | os.PathLike | None = None,
     allow_unsafe_pickle: bool = False,
     progressbar: bool = True,
+    profile: ModelProfile | None = None,
 ) -> Sam:
     """Load a SAM model from the registry or from a local checkpoint.
 
@@ -524,19 +247,29 @@ def load_sam(
         when the safe loader refuses it. Only for files from a source you trust.
     progressbar : bool
         Show a download progress bar.
+    profile : ModelProfile, optional
+        Override the model's profile (normalisation, prompt kinds, IoU head).
+        Default: the registry entry's for a registered model or a file whose
+        hash is registered; LiteMedSAM's for an unregistered LiteMedSAM-layout
+        file; SAM's otherwise.
 
     Returns
     -------
     segment_anything.modeling.Sam
         In evaluation mode on the device, with a ``samrefine_info`` dict
         attribute: ``name`` (registry name, or the file name for an unregistered
-        file), ``arch`` (``vit_b``/``vit_l``/``vit_h``/``custom``), ``checkpoint``
-        (absolute path) and ``xxh128`` (the file's hash).
+        file), ``arch`` (``vit_b``/``vit_l``/``vit_h``/``vit_t``/``lite_medsam``/
+        ``custom``), ``checkpoint`` (absolute path) and ``xxh128`` (the file's
+        hash); and a ``samrefine_profile`` attribute (see
+        :func:`~napari_samrefine.sam.profile.model_profile`).
 
     Raises
     ------
     ValueError
         For an unknown model name or an unavailable device.
+    ModuleNotFoundError
+        For a TinyViT model when MobileSAM's encoder code is not installed
+        (the message names the ``tinyvit`` extra).
     FileNotFoundError
         For a checkpoint path that does not exist.
     ~napari_samrefine.sam.registry.ModelDownloadError
@@ -566,7 +299,7 @@ def load_sam(
     elif isinstance(model, str) and model in list_models():
         entry = get_model(model)
         path = fetch_checkpoint(model, cache_dir=cache_dir, progressbar=progressbar).resolve()
-        digest = entry.xxh128  # pooch verified it
+        digest = entry.xxh128  # verified: pooch's xxh128, or a packaged file's SHA-256
     elif isinstance(model, os.PathLike) or (isinstance(model, str) and _looks_like_path(model)):
         path = _existing_file(model)
     elif isinstance(model, str) and Path(model).expanduser().is_file():
@@ -588,11 +321,17 @@ def load_sam(
     expected = entry or match
     if expected is not None and config.arch != expected.arch:
         raise CheckpointError(
-            f"{path} holds a {config.arch} SAM (encoder width {config.encoder_dim}, "
-            f"depth {config.encoder_depth}), but model {expected.name!r} is a {expected.arch}. "
+            f"{path} holds a {config.arch} SAM ({type(config).__name__}, input "
+            f"{config.image_size} px), but model {expected.name!r} is a {expected.arch}. "
             f"Pass the right file, or pass the file alone to load it as it is."
         )
     sam = build_sam(config, state).to(dev).eval()
+    if profile is None:
+        if expected is not None:
+            profile = expected.profile
+        else:
+            profile = BOX_ONLY_MINMAX_PROFILE if config.arch == "lite_medsam" else SAM_PROFILE
+    sam.samrefine_profile = profile
     name = match.name if match is not None else path.name
     sam.samrefine_info = {
         "name": name,

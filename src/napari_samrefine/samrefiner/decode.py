@@ -11,6 +11,7 @@ import torch
 
 from ..sam.embedding import ImageEmbedding
 from ..sam.lean_decoder import LeanMaskDecoder, supports_lean_decoder
+from ..sam.profile import model_profile
 from .prompts import ObjectPrompts
 
 __all__ = ["PromptSwitches", "Decoded", "decode_prompts", "prompt_tensors", "lean_decoder"]
@@ -44,7 +45,8 @@ class Decoded:
     iou : numpy.ndarray
         (N,) predicted IoU of the chosen candidate.
     index : numpy.ndarray
-        (N,) index (0-2) of the chosen candidate among the multimask outputs.
+        (N,) index (0-2) of the chosen candidate among the multimask outputs
+        (0 for a single-mask output).
     """
 
     lowres: torch.Tensor
@@ -117,11 +119,14 @@ def decode_prompts(
     batch_size: int = 32,
     iou_adaptor=None,
     decoder: LeanMaskDecoder | str | None = "lean",
+    multimask: bool | None = None,
 ) -> Decoded:
     """Run SAM's prompt encoder and mask decoder for many objects, in chunks.
 
     Every object gets three candidates (``multimask_output=True``); the one with
-    the highest predicted IoU is kept (ties: the lowest index).
+    the highest predicted IoU is kept (ties: the lowest index). Models whose IoU
+    head cannot rank the candidates (their profile says ``multimask=False``,
+    e.g. LiteMedSAM) give their single-mask output instead.
 
     Parameters
     ----------
@@ -143,6 +148,10 @@ def decode_prompts(
         traffic, only the chosen mask upscaled), built for this call; pass one
         built by :func:`lean_decoder` to reuse it across calls on one image.
         Both give the same masks to float rounding.
+    multimask : bool, optional
+        Choose among the multimask candidates (True) or take the single-mask
+        output (False). Default: the model profile's choice, and always True
+        with an ``iou_adaptor`` (ranking the candidates is what it adapts).
 
     Returns
     -------
@@ -157,6 +166,8 @@ def decode_prompts(
         decoder = None
     elif not isinstance(decoder, LeanMaskDecoder):
         raise ValueError(f"decoder must be 'lean', 'reference' or a LeanMaskDecoder, got {decoder!r}")
+    if multimask is None:
+        multimask = model_profile(sam).multimask or iou_adaptor is not None
     device = embedding.features.device
     dense_pe = sam.prompt_encoder.get_dense_pe() if decoder is None else None
     context = iou_adaptor.applied(sam) if iou_adaptor is not None else contextlib.nullcontext()
@@ -170,7 +181,7 @@ def decode_prompts(
                     sparse = torch.empty((len(chunk), 0, sam.prompt_encoder.embed_dim), device=device)
                 else:
                     sparse, _ = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
-                low, iou, best = decoder.decode(sparse, masks)
+                low, iou, best = decoder.decode(sparse, masks, multimask=multimask)
                 rows = torch.arange(len(chunk), device=low.device)
                 lows.append(low.float().cpu())
                 ious.append(iou[rows, best].float().cpu().numpy())
@@ -182,7 +193,7 @@ def decode_prompts(
                 image_pe=dense_pe,
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
-                multimask_output=True,
+                multimask_output=multimask,
             )
             best = torch.argmax(iou, dim=1)
             rows = torch.arange(len(chunk), device=low.device)

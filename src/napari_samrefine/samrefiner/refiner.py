@@ -13,7 +13,6 @@ from .._progress import ProgressCallback, report
 from ..sam.embedding import EmbeddingCache, default_cache
 from ..sam.preprocess import to_sam_rgb
 from .cascade import ObjectState, PromptSettings
-from .decode import PromptSwitches
 from .inputs import arrange_image, check_labels
 from .objects import objects_from_labels
 from .prompts import ObjectPrompts
@@ -165,10 +164,10 @@ def refine(
     *,
     mode: Literal["instance", "semantic"] = "instance",
     iterations: int = 5,
-    use_points: bool = True,
-    use_box: bool = True,
-    use_mask: bool = True,
-    use_negative_point: bool = True,
+    use_points: bool | None = None,
+    use_box: bool | None = None,
+    use_mask: bool | None = None,
+    use_negative_point: bool | None = None,
     cebox: float | None | Literal["auto"] = "auto",
     strength: float = 15.0,
     gamma: float = 4.0,
@@ -209,8 +208,12 @@ def refine(
         Instance: one object per id. Semantic: split-then-merge (STM) per class.
     iterations : int
         Cascade iterations (T, default 5).
-    use_points, use_box, use_mask, use_negative_point : bool
-        Prompt switches (the paper's ablation).
+    use_points, use_box, use_mask, use_negative_point : bool or None
+        Prompt switches (the paper's ablation). None (default) takes the model's
+        profile (:func:`~napari_samrefine.sam.profile.model_profile`): every
+        prompt kind the model was trained with (all four for SAM and micro-sam,
+        the box alone for LiteMedSAM). Forcing on a kind the model was not
+        trained with works and issues a warning that names it.
     cebox : float, None or "auto"
         CEBox threshold lambda; None or 0 keeps the tight box. "auto" is 0.1 in
         instance mode and off in semantic mode.
@@ -277,13 +280,11 @@ def refine(
     ids = None if label_ids is None else sorted({int(i) for i in label_ids})
     if cebox == "auto":
         cebox = 0.1 if mode == "instance" else None
-    settings = PromptSettings(
-        switches=PromptSwitches(use_points, use_box, use_mask, use_negative_point),
-        cebox=cebox or None,
-        strength=strength,
-        gamma=gamma,
-    )
     sam = resolve_sam(sam, device)
+    settings = PromptSettings.for_model(
+        sam, use_points=use_points, use_box=use_box, use_mask=use_mask,
+        use_negative_point=use_negative_point, cebox=cebox, strength=strength, gamma=gamma,
+    )
     plane_ids = _plane_indices(labels, planes)
     total = len(plane_ids) * (iterations + 1)
     done = 0

@@ -139,10 +139,10 @@ def evaluate_selection(
     iou_adaptor=None,
     *,
     prompts: str = "refine",
-    use_points: bool = True,
-    use_box: bool = True,
-    use_mask: bool = True,
-    use_negative_point: bool = True,
+    use_points: bool | None = None,
+    use_box: bool | None = None,
+    use_mask: bool | None = None,
+    use_negative_point: bool | None = None,
     cebox: float | None = 0.1,
     strength: float = 15.0,
     gamma: float = 4.0,
@@ -178,7 +178,8 @@ def evaluate_selection(
     prompts : {"refine", "box"}
         SAMRefiner's prompts (inference, default) or the tight box only (training).
     use_points, use_box, use_mask, use_negative_point, cebox, strength, gamma
-        Prompt settings for ``prompts="refine"`` (as in :func:`napari_samrefine.refine`).
+        Prompt settings for ``prompts="refine"`` (as in :func:`napari_samrefine.refine`;
+        None takes the model's profile).
     channel, channel_axis, percentiles, batch_size, device, embedding_cache
         As in :func:`napari_samrefine.refine`.
     progress : callable, optional
@@ -191,7 +192,6 @@ def evaluate_selection(
         ``top1_ground_truth_before/after``; ``table()`` the per-object rows.
     """
     from .cascade import PromptSettings
-    from .decode import PromptSwitches
     from .refiner import resolve_sam
 
     sam = resolve_sam(sam, device)
@@ -199,11 +199,9 @@ def evaluate_selection(
         iou_adaptor.check_model(sam)
     settings = None
     if prompts == "refine":
-        settings = PromptSettings(
-            switches=PromptSwitches(use_points, use_box, use_mask, use_negative_point),
-            cebox=cebox or None,
-            strength=strength,
-            gamma=gamma,
+        settings = PromptSettings.for_model(
+            sam, use_points=use_points, use_box=use_box, use_mask=use_mask,
+            use_negative_point=use_negative_point, cebox=cebox, strength=strength, gamma=gamma,
         )
     planes = plan_planes(images, labels, ground_truth, channel_axis=channel_axis)
     done, total = 0, len(planes)
