@@ -116,6 +116,47 @@ def test_empty_output_keeps_coarse(sam):
     np.testing.assert_array_equal(write_back(coarse, [s]), coarse)
 
 
+def test_empty_output_at_a_later_iteration_keeps_the_previous_mask(sam, dsb_pair):
+    """SPEC 1 / issue 12: an empty output at t > 0 keeps the t-1 result, not the coarse mask."""
+    from copy import deepcopy
+
+    from napari_samrefine.samrefiner.cascade import _update
+    from napari_samrefine.samrefiner.refiner import _records
+
+    image, labels = dsb_pair
+    embedding = embed_image(sam, to_sam_rgb(image))
+    objects = objects_from_labels(labels)[:3]
+    states = run_cascade(sam, embedding, objects, iterations=1, convergence=None)
+    assert [s.status for s in states] == ["ok"] * 3
+    before = write_back(labels, states)
+    after_t0 = deepcopy(states[1])
+    empty = torch.full((embedding.frame.lowres_size,) * 2, -10.0)
+    _update(states[1], embedding, empty, 0.5, None)  # iteration t = 1 comes out empty
+    assert states[1].status == "kept-previous" and not states[1].active
+    np.testing.assert_array_equal(states[1].mask.mask, after_t0.mask.mask)
+    np.testing.assert_array_equal(write_back(labels, states), before)  # t-1 pixels, same claims
+    table = _records(states, None, "instance")
+    assert table[1].status == "kept-previous" and table[1].refined_area == after_t0.mask.area
+    # at t = 0 the coarse mask stays
+    fresh = ObjectState(coarse=objects[0], mask=objects[0])
+    _update(fresh, embedding, empty, 0.5, None)
+    assert fresh.status == "empty-output"
+    only = write_back(labels, [fresh])
+    np.testing.assert_array_equal(only, labels)
+
+
+def test_a_semantic_class_of_specks_stays_in_the_table(sam, dsb_pair):
+    image, _ = dsb_pair
+    semantic = np.zeros(image.shape, np.uint8)
+    semantic[40:80, 40:80] = 1
+    semantic[10, 10:12] = 2  # class 2: two specks of 2 pixels, dropped by STM
+    semantic[200, 200:202] = 2
+    result = nsr.refine(image, semantic, sam, mode="semantic", iterations=1)
+    table = result.table()
+    assert list(table.loc[table["label_id"] == 2, "status"]) == ["specks"]
+    np.testing.assert_array_equal(result.labels == 2, semantic == 2)  # kept as they were
+
+
 def test_semantic_mode_outputs_classes(sam, dsb_pair):
     image, labels = dsb_pair
     semantic = np.where(labels > 0, 1 + (labels % 2), 0).astype(np.uint8)

@@ -15,7 +15,11 @@ from .decode import PromptSwitches, decode_prompts, lean_decoder
 from .objects import ObjectMask, crop_iou, trim
 from .prompts import ObjectPrompts, excavate_object
 
-__all__ = ["ObjectState", "ChosenLogits", "PromptSettings", "run_cascade"]
+__all__ = ["ObjectState", "ChosenLogits", "PromptSettings", "run_cascade", "REFINED_STATUSES"]
+
+REFINED_STATUSES = ("ok", "kept-previous")
+"""Statuses of objects whose refined mask is written back: "ok", and "kept-previous"
+(SAM's output came out empty at a later iteration; the previous iteration's mask stays)."""
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,13 @@ def _update(state: ObjectState, embedding: ImageEmbedding, lowres, iou: float, c
         chosen = ChosenLogits.crop(frame, low, region)
         new = trim(chosen.upsample() > 0, region[:2], state.mask.label_id, state.mask.image_shape)
     if region is None or new.area == 0:
-        state.status, state.active = "empty-output", False
-        state.logits = state.region = state.chosen = None
+        state.active = False
+        if state.chosen is None and state.logits is None:
+            # the first iteration: nothing refined yet, the coarse mask stays
+            state.status = "empty-output"
+        else:
+            # a later iteration: the previous iteration's mask and logits stay
+            state.status = "kept-previous"
         return
     change = crop_iou(state.mask, new)
     state.history.append(change)
@@ -173,7 +182,10 @@ def run_cascade(
     Each iteration rebuilds every active object's prompts from its current binary
     mask and decodes all of them in batched calls; low-res logits are not fed
     back. An object leaves the cascade when its output is empty or when the IoU
-    of its mask with the previous iteration's reaches ``convergence``.
+    of its mask with the previous iteration's reaches ``convergence``. An empty
+    output at the first iteration leaves the coarse mask (status
+    "empty-output"); at a later one, the previous iteration's mask (status
+    "kept-previous").
 
     Parameters
     ----------

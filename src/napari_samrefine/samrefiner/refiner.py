@@ -12,7 +12,7 @@ import numpy as np
 from .._progress import ProgressCallback, report
 from ..sam.embedding import EmbeddingCache, default_cache
 from ..sam.preprocess import to_sam_rgb
-from .cascade import ObjectState, PromptSettings
+from .cascade import REFINED_STATUSES, ObjectState, PromptSettings
 from .inputs import arrange_image, check_labels
 from .objects import objects_from_labels
 from .prompts import ObjectPrompts
@@ -21,7 +21,7 @@ from .writeback import write_back
 
 __all__ = ["refine", "RefineResult", "ObjectResult", "resolve_sam"]
 
-STATUSES = ("ok", "empty-input", "empty-output", "skipped")
+STATUSES = ("ok", "kept-previous", "empty-input", "empty-output", "skipped", "specks")
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,13 @@ class ObjectResult:
     plane : int or None
         Index of the plane in a stack; None for 2D input.
     status : str
-        "ok", "empty-input" (the requested id is not in the labels),
-        "empty-output" (SAM returned an empty mask; the coarse mask is kept) or
-        "skipped" (present in the labels but not selected with ``label_ids``; kept as is).
+        "ok"; "kept-previous" (SAM's mask came out empty at a later cascade
+        iteration: the previous iteration's mask is kept); "empty-input" (the
+        requested id is not in the labels); "empty-output" (SAM's mask came out
+        empty at the first iteration: the coarse mask is kept); "skipped"
+        (present in the labels but not selected with ``label_ids``; kept as is);
+        "specks" (semantic mode: every component of the class is under STM's
+        minimum size, so there is nothing to refine; kept as is).
     predicted_iou : float
         SAM's predicted IoU of the chosen candidate in the last iteration.
     iterations : int
@@ -123,18 +127,22 @@ def _split(plane_labels: np.ndarray, mode: str, label_ids):
     """Objects (instance) or STM groups (semantic) of one plane to refine.
 
     Returns the targets, the requested ids that are missing, and the objects
-    present but not requested (kept as they are, reported as skipped).
+    kept as they are with their status: present but not requested ("skipped"),
+    or, in semantic mode, classes made of specks only ("specks").
     """
     present = objects_from_labels(plane_labels)
     wanted = None if label_ids is None else set(label_ids)
     chosen = [o for o in present if wanted is None or o.label_id in wanted]
-    others = [o for o in present if wanted is not None and o.label_id not in wanted]
+    kept = [(o, "skipped") for o in present if wanted is not None and o.label_id not in wanted]
     missing = [] if wanted is None else sorted(wanted - {o.label_id for o in present})
     if mode == "semantic":
         from .stm import split_then_merge
 
-        chosen = [g for g in split_then_merge(plane_labels) if wanted is None or g.label_id in wanted]
-    return chosen, missing, others
+        classes = {o.label_id: o for o in chosen}
+        chosen = [g for g in split_then_merge(plane_labels) if g.label_id in classes]
+        grouped = {g.label_id for g in chosen}
+        kept += [(o, "specks") for lid, o in classes.items() if lid not in grouped]
+    return chosen, missing, kept
 
 
 def _records(states: Sequence[ObjectState], plane, mode) -> list[ObjectResult]:
@@ -150,7 +158,7 @@ def _records(states: Sequence[ObjectState], plane, mode) -> list[ObjectResult]:
                 predicted_iou=s.predicted_iou,
                 iterations=s.iterations,
                 coarse_area=s.coarse.area,
-                refined_area=s.mask.area if s.status == "ok" else 0,
+                refined_area=s.mask.area if s.status in REFINED_STATUSES else 0,
                 group=g if mode == "semantic" else 0,
             )
         )
@@ -296,12 +304,12 @@ def refine(
     for p in plane_ids:
         plane_labels = labels if p is None else labels[p]
         plane_image = image if p is None else image[p]
-        targets, missing, others = _split(plane_labels, mode, ids)
+        targets, missing, kept = _split(plane_labels, mode, ids)
         for lid in missing:
             objects.append(ObjectResult(lid, p, "empty-input", float("nan"), 0, 0, 0))
             prompts.append(None)
-        for o in others:
-            objects.append(ObjectResult(o.label_id, p, "skipped", float("nan"), 0, o.area, o.area))
+        for o, status in kept:
+            objects.append(ObjectResult(o.label_id, p, status, float("nan"), 0, o.area, o.area))
             prompts.append(None)
         if not targets:
             done += iterations + 1

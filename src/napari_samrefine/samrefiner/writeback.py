@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .cascade import ObjectState
+from .cascade import REFINED_STATUSES, ObjectState
 
 __all__ = ["write_back"]
 
@@ -16,9 +16,11 @@ def write_back(coarse: np.ndarray, states: Sequence[ObjectState]) -> np.ndarray:
 
     Every label value refined by at least one object is removed from the coarse
     plane first. A pixel then belongs to the refined object whose chosen logit
-    is highest there among the objects with a positive logit. Objects whose
-    refinement came out empty keep their coarse pixels, and pixels of objects
-    that were not refined (other ids) are never overwritten. Each object's logits
+    is highest there among the objects with a positive logit (for an object
+    whose output came out empty at a later iteration, its previous iteration's
+    logits). Objects whose first refinement came out empty keep their coarse
+    pixels, and pixels of objects that were not refined (other ids) are never
+    overwritten. Each object's logits
     are upsampled inside its region only, one object at a time, so memory is one
     plane plus one object's box.
 
@@ -35,7 +37,9 @@ def write_back(coarse: np.ndarray, states: Sequence[ObjectState]) -> np.ndarray:
         New plane with the dtype of ``coarse``.
     """
     out = coarse.copy()
-    refined_values = {s.coarse.label_id for s in states if s.status in ("ok", "empty-output")}
+    refined_values = {
+        s.coarse.label_id for s in states if s.status in (*REFINED_STATUSES, "empty-output")
+    }
     if not refined_values:
         return out
     out[np.isin(out, list(refined_values))] = 0
@@ -46,7 +50,7 @@ def write_back(coarse: np.ndarray, states: Sequence[ObjectState]) -> np.ndarray:
     protected = out != 0
     best = np.zeros(out.shape, dtype=np.float32)
     for s in states:
-        if s.status != "ok":
+        if s.status not in REFINED_STATUSES:
             continue
         y0, x0, y1, x1 = s.region
         logits = s.region_logits()
