@@ -13,6 +13,7 @@ from napari_samrefine._napari.layers import find_linked
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine.sam.embedding import default_cache
 from napari_samrefine.sam.profile import BOX_ONLY_MINMAX_PROFILE
+from napari_samrefine.testing import tiny_tinyvit_sam
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDGETS = ["Prompt excavation", "SAM refine", "JFS judge", "IoU adaption"]
@@ -184,6 +185,26 @@ def test_bad_choices_give_messages(viewer, qtbot, sam):
     widget.run()
     wait_done(qtbot, widget)
     assert "no-such-file.pth" in widget.status
+
+
+def test_widgets_with_a_tinyvit_model(viewer, qtbot):
+    """A TinyViT SAM in LiteMedSAM's layout (256 px, stride 4) through the prompt and refine widgets."""
+    pytest.importorskip("mobile_sam", reason="TinyViT needs the tinyvit extra (mobilesam-mirror)")
+    tinyvit = tiny_tinyvit_sam(seed=0, layout="lite_medsam")
+    prompts = open_widget(viewer, "Prompt excavation")
+    prompts.model.sam = tinyvit
+    prompts.labels_layer.value = viewer.layers["nuclei coarse"]
+    prompts.image_layer.value = viewer.layers["nuclei"]
+    prompts.use_cebox.value = True
+    prompts.run()
+    wait_done(qtbot, prompts)
+    assert "boxes expanded" in prompts.status
+    widget = refine_widget(viewer, tinyvit, iterations=1)
+    widget.run()
+    wait_done(qtbot, widget)
+    expected = nsr.refine(viewer.layers["nuclei"].data, viewer.layers["nuclei coarse"].data,
+                          tinyvit, iterations=1)
+    np.testing.assert_array_equal(viewer.layers["nuclei coarse refined"].data, expected.labels)
 
 
 def test_prompt_boxes_follow_the_model_profile(viewer, qtbot, sam):
