@@ -65,6 +65,10 @@ def test_judge_widget_end_to_end(scene, qtbot, tmp_path):
 
     widget, viewer, layers = scene
     before = {k: np.array(v.data, copy=True) for k, v in layers.items()}
+    # the user's own features on the judged layer (kept as they are, see below)
+    ids = np.unique(before["refined"])[1:].astype(np.int64)
+    layers["refined"].features = pd.DataFrame({"index": ids, "note": [f"cell {i}" for i in ids]})
+    users_features = layers["refined"].features.copy()
     assert len(widget.supports.pair_list.choices) == 2
     widget._masking.value = "fm"
     widget._k.value = 2
@@ -79,10 +83,13 @@ def test_judge_widget_end_to_end(scene, qtbot, tmp_path):
         [before["l1"], before["l2"]], sam=tiny_sam(), masking="fm", k=2, tau=0.05,
     )  # fmt: skip
     table = expected.table()
-    # the table lands in the refined layer's features, keyed by label id
-    features = layers["refined"].features
+    # the table lands in the widget and in the accepted layer's features, keyed by label id;
+    # the refined layer's own features are left alone
+    pd.testing.assert_frame_equal(widget.last_table, table)
+    features = viewer.layers["refined accepted"].features
     assert list(features["index"]) == list(table["label_id"])
     pd.testing.assert_frame_equal(features.reset_index(drop=True), table)
+    pd.testing.assert_frame_equal(layers["refined"].features, users_features)
     # verdict overlay and accepted labels
     overlay = viewer.layers["refined JFS verdicts"].data
     for lid, verdict in zip(table["label_id"], table["verdict"], strict=True):
@@ -160,9 +167,10 @@ def test_seggpt_backend_from_a_folder(scene, qtbot, tmp_path):
     _wait(qtbot, widget)
     assert "objects:" in widget._status.value, widget._status.value
     assert widget.result.parameters["backend"] == "SegGptFSS"
-    assert list(layers["refined"].features["label_id"]) == sorted(
+    assert list(viewer.layers["refined accepted"].features["label_id"]) == sorted(
         set(np.unique(layers["coarse"].data)) - {0}
     )
+    assert "verdict" not in layers["refined"].features
 
 
 def test_stacks_are_judged_on_the_displayed_plane(make_napari_viewer):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from magicgui.widgets import FileEdit, SpinBox
 from napari.utils.notifications import show_info
 
@@ -65,7 +66,8 @@ class AdaptionWidget(TaskWidget):
         folders = self._folders()
         pairs = self.pairs.chosen(fallback=folders is None)
         images = [layer_data(img) for img, _ in pairs]
-        labels = [layer_data(lab) for _, lab in pairs]
+        # copies: the user may paint on the labels while the training runs
+        labels = [np.array(layer_data(lab), copy=True) for _, lab in pairs]
         names = [lab.name for _, lab in pairs]
         for image_path, labels_path in find_pairs(*folders) if folders else []:
             images.append(read_image(image_path))

@@ -3,17 +3,20 @@
 A thin face over :func:`napari_samrefine.judge_refinement`: choose the query
 image, its coarse and refined Labels layers and one or more support
 Image + Labels pairs; the judging runs in a worker thread with a progress bar
-and a cancel button. Results: the per-object table in the refined layer's
-``features`` (and a CSV on request), a verdict overlay (improved green,
-degraded red, uncertain yellow), an "accepted" Labels layer (refined where
-improved, coarse elsewhere) and, when asked, the support mask predictions
-SMP1 / SMP2 over each support image.
+and a cancel button. Results: a verdict overlay (improved green, degraded red,
+uncertain yellow), an "accepted" Labels layer (refined where improved, coarse
+elsewhere) whose ``features`` hold the per-object table (also
+``widget.last_table``, and a CSV on request) and, when asked, the support mask
+predictions SMP1 / SMP2 over each support image. The chosen layers themselves
+are never changed (their ``features`` included); the judge works on copies of
+the planes taken when Judge is pressed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -26,6 +29,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 
+from .._progress import report
 from .layers import displayed_plane, geometry, layer_field, upsert_layer
 from .model_choice import ModelPicker, cached_model
 from .pairs import LayerPairs
@@ -53,6 +57,8 @@ class JudgeWidget(TaskWidget):
     ----------
     result : JudgeResult or None
         The last result.
+    last_table : pandas.DataFrame or None
+        Its per-object table (also the ``features`` of the "accepted" layer).
     """
 
     failed_text = "Judging failed"
@@ -60,6 +66,7 @@ class JudgeWidget(TaskWidget):
     def __init__(self, napari_viewer, sam=None):
         super().__init__(napari_viewer, run_text="Judge")
         self.result = None
+        self.last_table = None
         self._image = layer_field(napari_viewer, Image, "query image")
         self._coarse = layer_field(napari_viewer, Labels, "coarse labels")
         self._refined = layer_field(napari_viewer, Labels, "refined labels")
@@ -107,12 +114,16 @@ class JudgeWidget(TaskWidget):
         if not pairs:
             raise ValueError("Choose a support image and its labels (or add support pairs).")
         v = self._viewer
+
+        def plane(layer):  # a copy: the user may paint while the judge runs
+            return np.array(displayed_plane(v, layer), copy=True)
+
         kwargs = {
-            "image": displayed_plane(v, image),
-            "coarse_labels": displayed_plane(v, coarse),
-            "refined_labels": displayed_plane(v, refined),
-            "support_image": [displayed_plane(v, i) for i, _ in pairs],
-            "support_labels": [displayed_plane(v, j) for _, j in pairs],
+            "image": plane(image),
+            "coarse_labels": plane(coarse),
+            "refined_labels": plane(refined),
+            "support_image": [plane(i) for i, _ in pairs],
+            "support_labels": [plane(j) for _, j in pairs],
             "backend": self._backend.value,
             "masking": self._masking.value,
             "tau": float(self._tau.value),
@@ -130,12 +141,17 @@ class JudgeWidget(TaskWidget):
             self.say(str(err), error=True)
             return
         self.say("Judging ...")
-        self.launch(self._work, kwargs, on_done=lambda result: self._done(result, refined, pairs))
+        # the result layers are linked to the refined layer (and the SMPs to the support images)
+        targets = [refined, *(img for img, _ in pairs)] if kwargs["return_predictions"] else [refined]
+        self.launch(
+            self._work, kwargs,
+            on_done=lambda result: self._done(result, refined, pairs), targets=targets,
+        )
 
     def _work(self, kwargs: dict):
         from ..judge import judge_refinement
 
-        self._show_progress(0, 1, "loading the model")
+        report(self.progress_callback(), 0, 1, "loading the model")
         if kwargs["backend"] == "sam":
             kwargs["sam"] = self.model.load()
         else:
@@ -144,8 +160,7 @@ class JudgeWidget(TaskWidget):
 
     def _done(self, result, refined: Labels, pairs) -> None:
         self.result = result
-        table = result.table()
-        refined.features = table
+        self.last_table = table = result.table()
         v, geo = self._viewer, geometry(refined, ndim=2)
         upsert_layer(
             v, refined, "jfs verdicts", "labels", result.verdict_image(),
@@ -153,7 +168,10 @@ class JudgeWidget(TaskWidget):
             colormap=DirectLabelColormap(color_dict=VERDICT_COLORS), **geo,
         )  # fmt: skip
         accepted = f"{refined.name} accepted"
-        upsert_layer(v, refined, "jfs accepted", "labels", result.accepted, name=accepted, **geo)
+        upsert_layer(
+            v, refined, "jfs accepted", "labels", result.accepted, name=accepted,
+            features=table, **geo,  # the table's "index" column is the label id
+        )  # fmt: skip
         for n, (img, _) in enumerate(pairs if result.predictions else []):
             smp = result.support_mask_predictions(n)
             for name, data, cmap in zip(("SMP1", "SMP2"), smp, ("magenta", "green"), strict=True):

@@ -93,7 +93,8 @@ class PromptWidget(TaskWidget):
             self.say("Choose a Labels layer.", error=True)
             return
         plane = current_plane(self._viewer, labels_layer)
-        labels = np.asarray(labels_layer.data if plane is None else labels_layer.data[plane])
+        # a copy: the user may paint while the prompts are excavated
+        labels = np.array(labels_layer.data if plane is None else labels_layer.data[plane], copy=True)
         ids = [int(labels_layer.selected_label)] if self.scope.value == "selected label" else None
         image = None
         if self.use_cebox.value:
@@ -110,7 +111,7 @@ class PromptWidget(TaskWidget):
                 return
         self.launch(
             self._work, labels, image, ids,
-            on_done=lambda prompts: self._done(prompts, labels_layer, plane),
+            on_done=lambda prompts: self._done(prompts, labels_layer, plane), targets=(labels_layer,),
         )
 
     def _work(self, labels, image, ids):
@@ -131,9 +132,6 @@ class PromptWidget(TaskWidget):
         return prompts
 
     def _done(self, prompts, labels_layer, plane) -> None:
-        if labels_layer not in self._viewer.layers:
-            self.say("The labels layer was removed meanwhile.", error=True)
-            return
         show_prompts(self._viewer, labels_layer, prompts, plane)
         expanded = sum(p.expanded for p in prompts)
         self.say(f"{len(prompts)} objects, {expanded} boxes expanded by CEBox.")

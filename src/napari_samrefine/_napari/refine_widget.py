@@ -8,11 +8,12 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 
+from .._progress import report
 from ..sam.profile import SAM_PROFILE, untrained_prompts
 from ..samrefiner.refiner import refine
 from .layers import layer_data, layer_field
 from .model_choice import ModelPicker
-from .scripting import SCOPES, apply_result, check_pair, scope_arguments
+from .scripting import SCOPES, check_pair, result_summary, scope_arguments, write_result
 from .workers import TaskWidget
 
 __all__ = ["RefineWidget"]
@@ -27,10 +28,23 @@ class RefineWidget(TaskWidget):
     sam : segment_anything.modeling.Sam, optional
         A model to use instead of the model field (scripts, tests); also settable
         later as ``widget.model.sam``.
+
+    Attributes
+    ----------
+    last_table : pandas.DataFrame or None
+        Per-object results of the last refinement that was written (status,
+        predicted IoU, iterations, areas).
+
+    Notes
+    -----
+    A run refines a copy of the labels taken when Refine is pressed. In-place
+    output then writes only the objects the run changed, and leaves every
+    object the user edited during the run as the user painted it.
     """
 
     def __init__(self, napari_viewer, sam=None):
         super().__init__(napari_viewer, run_text="Refine")
+        self.last_table = None
         self.image_layer = layer_field(napari_viewer, Image, "image")
         self.labels_layer = layer_field(napari_viewer, Labels, "coarse labels")
         self.model = ModelPicker(sam)
@@ -98,29 +112,27 @@ class RefineWidget(TaskWidget):
         except (ValueError, FileNotFoundError) as err:
             self.say(str(err), error=True)
             return
-        image = layer_data(image_layer)
-        labels = np.asarray(labels_layer.data)
+        image = layer_data(image_layer)  # napari replaces image data, it never paints into it
+        snapshot = np.array(labels_layer.data, copy=True)  # the user may paint during the run
         output = self.output.value
         untrained = untrained_prompts(self.model.profile, kwargs)
         note = f" (the model was not trained with {' and '.join(untrained)} prompts)" if untrained else ""
         self.say(f"Refining {labels_layer.name!r}{note} ...")
         self.launch(
-            self._work, image, labels, kwargs,
-            on_done=lambda result: self._done(result, labels_layer, output),
+            self._work, image, snapshot, kwargs,
+            on_done=lambda result: self._done(result, labels_layer, snapshot, output),
+            targets=(labels_layer,),
         )
 
     def _work(self, image, labels, kwargs):
-        self._show_progress(0, 1, "loading the model")
+        progress = self.progress_callback()
+        report(progress, 0, 1, "loading the model")
         sam = self.model.load()
         if "iou_adaptor" in kwargs:
             kwargs["iou_adaptor"].check_model(sam)
-        return refine(image, labels, sam, progress=self.progress_callback(), **kwargs)
+        return refine(image, labels, sam, progress=progress, **kwargs)
 
-    def _done(self, result, labels_layer, output: str) -> None:
-        if labels_layer not in self._viewer.layers:
-            self.say("The labels layer was removed while refining: nothing was written.", error=True)
-            return
-        layer = apply_result(self._viewer, labels_layer, result, output)
-        counts = result.table()["status"].value_counts().to_dict()
-        where = "in place (Ctrl+Z undoes it)" if output == "inplace" else f"into {layer.name!r}"
-        self.say(f"Refined {len(result.objects)} objects {counts} {where}.")
+    def _done(self, result, labels_layer, snapshot, output: str) -> None:
+        layer, edit = write_result(self._viewer, labels_layer, result, output, snapshot)
+        self.last_table = result.table()
+        self.say(result_summary(result, output, layer, edit))

@@ -13,9 +13,19 @@ from typing import Literal
 import numpy as np
 
 from ..samrefiner.refiner import RefineResult, refine
+from .inplace import InPlaceEdit, plan_in_place
 from .layers import current_plane, features_table, geometry, layer_data, upsert_layer
 
-__all__ = ["refine_layers", "apply_result", "check_pair", "scope_arguments", "SCOPES"]
+__all__ = [
+    "refine_layers",
+    "apply_result",
+    "write_result",
+    "write_in_place",
+    "result_summary",
+    "check_pair",
+    "scope_arguments",
+    "SCOPES",
+]
 
 SCOPES = ("all objects", "selected label", "current plane", "all planes")
 
@@ -62,35 +72,126 @@ def scope_arguments(scope: str, viewer, labels_layer) -> dict:
     return {}
 
 
-def apply_result(
-    viewer, labels_layer, result: RefineResult, output: Literal["new", "inplace"] = "new"
-):
-    """Put a refinement result into the viewer; returns the layer that holds it.
+def write_in_place(labels_layer, result: RefineResult, snapshot=None) -> InPlaceEdit:
+    """Write a refinement into ``labels_layer`` itself, as one undo step, keeping user edits.
 
-    ``"new"`` adds (or updates) the layer "<labels> refined" linked to
-    ``labels_layer``. ``"inplace"`` writes only the changed pixels through
-    ``Labels.data_setitem``, which is one step of the layer's undo history
-    (Ctrl+Z restores the coarse labels).
+    Only pixels of objects the refinement changed are written (see
+    :mod:`napari_samrefine._napari.inplace`): an object the user edited since
+    ``snapshot`` was taken is left as the user painted it. The pixels go through
+    ``Labels.data_setitem``, one step of the layer's undo history (Ctrl+Z restores
+    the labels as they were). The layer's ``features`` are not touched.
+
+    Parameters
+    ----------
+    labels_layer : napari.layers.Labels
+    result : RefineResult
+        Computed from ``snapshot``.
+    snapshot : numpy.ndarray, optional
+        The labels the run started from; default the layer's labels now (a run
+        that nobody could edit meanwhile, as in :func:`refine_layers`).
+
+    Returns
+    -------
+    InPlaceEdit
+        What was written (``changed`` objects) and what was left (``kept`` objects).
     """
+    current = labels_layer.data
+    snapshot = current if snapshot is None else snapshot
+    edit = plan_in_place(snapshot, result.labels, current)
+    if edit.size:
+        labels_layer.data_setitem(edit.indices, edit.values)
+    return edit
+
+
+def write_result(
+    viewer, labels_layer, result: RefineResult, output: Literal["new", "inplace"] = "new",
+    snapshot=None,
+):  # fmt: skip
+    """Put a refinement result into the viewer; returns the layer and the in-place edit.
+
+    Like :func:`apply_result`, and also returns the :class:`InPlaceEdit` of an
+    in-place write (None for a new layer).
+    """
+    if output not in ("new", "inplace"):
+        raise ValueError(f"output must be 'new' or 'inplace', got {output!r}")
     table = result.table()
-    features = features_table(table)
+    edit = None
     if output == "inplace":
-        data = labels_layer.data
-        changed = np.nonzero(np.asarray(data) != result.labels)
-        if changed[0].size:
-            labels_layer.data_setitem(changed, result.labels[changed])
-        layer = labels_layer
-    elif output == "new":
+        edit = write_in_place(labels_layer, result, snapshot)
+        layer = labels_layer  # its features stay the user's: the table goes to metadata only
+    else:
         layer = upsert_layer(
             viewer, labels_layer, "refined", "labels", result.labels,
             name=f"{labels_layer.name} refined", **geometry(labels_layer),
         )
-    else:
-        raise ValueError(f"output must be 'new' or 'inplace', got {output!r}")
-    if features is not None:
-        layer.features = features
+        features = features_table(table)
+        if features is not None:
+            layer.features = features
     layer.metadata["samrefine_table"] = table
-    return layer
+    return layer, edit
+
+
+def apply_result(
+    viewer, labels_layer, result: RefineResult, output: Literal["new", "inplace"] = "new",
+    snapshot=None,
+):  # fmt: skip
+    """Put a refinement result into the viewer; returns the layer that holds it.
+
+    ``"new"`` adds (or updates) the layer "<labels> refined" linked to
+    ``labels_layer``, with the per-object table in its ``features``. ``"inplace"``
+    writes the refined objects into ``labels_layer`` through ``Labels.data_setitem``,
+    which is one step of the layer's undo history (Ctrl+Z restores the coarse
+    labels); objects edited since ``snapshot`` are left as they are, and the
+    layer's ``features`` are not touched. Either way the table is in the layer's
+    ``metadata["samrefine_table"]``.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    labels_layer : napari.layers.Labels
+        The coarse labels the result was computed from.
+    result : RefineResult
+    output : {"new", "inplace"}
+    snapshot : numpy.ndarray, optional
+        The labels the result was computed from (in-place output); default the
+        layer's labels now.
+
+    Returns
+    -------
+    napari.layers.Labels
+    """
+    return write_result(viewer, labels_layer, result, output, snapshot)[0]
+
+
+def _objects(n: int) -> str:
+    return f"{n} object" if n == 1 else f"{n} objects"
+
+
+def result_summary(result: RefineResult, output: str, layer, edit: InPlaceEdit | None) -> str:
+    """The widget's status line after a refinement (plain words, counts of objects).
+
+    Examples
+    --------
+    "Refined 27 objects (27 ok) into 'nuclei coarse refined'." or, in place,
+    "25 objects changed in place (Ctrl+Z undoes it); 2 objects you edited during
+    the run were left as you painted them. Refined 27 objects (27 ok)."
+    """
+    counts = result.table()["status"].value_counts()
+    statuses = ", ".join(f"{n} {status}" for status, n in counts.items())
+    refined = f"Refined {_objects(len(result.objects))} ({statuses})"
+    if output != "inplace":
+        return f"{refined} into {layer.name!r}."
+    if edit.changed:
+        text = f"{_objects(len(edit.changed))} changed in place (Ctrl+Z undoes it)"
+    else:
+        text = "Nothing changed in place"
+    if edit.kept:
+        one = len(edit.kept) == 1
+        text += (
+            f"; {_objects(len(edit.kept))} you edited during the run "
+            f"{'was' if one else 'were'} left as you painted {'it' if one else 'them'}"
+        )
+    return f"{text}. {refined}."
 
 
 def refine_layers(
@@ -126,11 +227,13 @@ def refine_layers(
     -------
     napari.layers.Labels
         The layer holding the refined labels; per-object results are in its
-        ``features`` (and ``metadata["samrefine_table"]``).
+        ``metadata["samrefine_table"]`` and, for a new layer, its ``features``
+        (in place, the layer's own ``features`` are left as they are).
     """
     image_layer = _layer(viewer, image, "image")
     labels_layer = _layer(viewer, labels, "labels")
     check_pair(image_layer, labels_layer)
     kwargs = {**scope_arguments(scope, viewer, labels_layer), **refine_kwargs}
-    result = refine(layer_data(image_layer), np.asarray(labels_layer.data), sam, **kwargs)
-    return apply_result(viewer, labels_layer, result, output)
+    snapshot = np.array(labels_layer.data, copy=True)
+    result = refine(layer_data(image_layer), snapshot, sam, **kwargs)
+    return apply_result(viewer, labels_layer, result, output, snapshot)
