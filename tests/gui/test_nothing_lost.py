@@ -370,6 +370,28 @@ def test_the_refined_layer_is_linked_not_the_users(viewer, qtbot, sam):
     assert dict(coarse.metadata) == metadata
 
 
+def test_a_rerun_never_overwrites_a_result_layer_the_user_edited(viewer, qtbot, sam):
+    """Painting on "<labels> refined" and refining again keeps the painting; a new layer gets the run."""
+    coarse = viewer.layers["nuclei coarse"]
+    _, widget = refine_dock(viewer, sam)
+    widget.run()
+    wait_done(qtbot, widget)
+    first = find_linked(viewer, coarse, "refined")
+    first.data_setitem((np.arange(10), np.arange(10)), 777)  # the user fixes the result by hand
+    edited = first.data.copy()
+    n_layers = len(viewer.layers)
+    widget.run()
+    wait_done(qtbot, widget)
+    assert len(viewer.layers) == n_layers + 1
+    np.testing.assert_array_equal(first.data, edited)
+    second = find_linked(viewer, coarse, "refined")
+    assert second is not first and 777 not in second.data
+    # an untouched result layer is updated in place on the next run
+    widget.run()
+    wait_done(qtbot, widget)
+    assert len(viewer.layers) == n_layers + 1 and find_linked(viewer, coarse, "refined") is second
+
+
 # -- the judge --------------------------------------------------------------------------
 
 

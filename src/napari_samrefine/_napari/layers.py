@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import xxhash
 from magicgui.widgets import ComboBox
 
 from ..samrefiner.prompts import ObjectPrompts
@@ -111,11 +112,22 @@ def upsert_layer(viewer, source, role: str, kind: str, data, name: str, **kwargs
         Name for a new layer.
     **kwargs
         Layer properties (features, colours, geometry...), set on update too.
+
+    Notes
+    -----
+    A Labels layer is updated only while it holds what was last written to it:
+    if the user painted on it since, it is left as it is (and no longer
+    updated) and a new layer is added, so no edit is lost.
     """
     layer = find_linked(viewer, source, role)
+    if layer is not None and kind == "labels" and _digest(layer.data) != _link(layer).get("written"):
+        _link(layer)["role"] = f"{role} (edited by the user)"  # keep it, never update it again
+        layer = None
     if layer is None:
         add = getattr(viewer, f"add_{kind}")
         layer = add(data, name=name, metadata={"samrefine": {"role": role, "source": source.unique_id}}, **kwargs)
+        if kind == "labels":
+            _link(layer)["written"] = _digest(layer.data)
         return layer
     if kind == "shapes":
         layer.data = []
@@ -132,9 +144,22 @@ def upsert_layer(viewer, source, role: str, kind: str, data, name: str, **kwargs
             layer.features = features
     else:
         layer.data = data
+        if kind == "labels":
+            _link(layer)["written"] = _digest(layer.data)
     for key, value in kwargs.items():
         setattr(layer, key, value)
     return layer
+
+
+def _link(layer) -> dict:
+    """The plugin's bookkeeping in a layer's metadata (role, source, ...)."""
+    return layer.metadata.setdefault("samrefine", {})
+
+
+def _digest(data) -> str:
+    """Content hash of a layer's array (to tell whether the user edited it)."""
+    array = np.ascontiguousarray(np.asarray(data))
+    return f"{xxhash.xxh3_128(array.tobytes()).hexdigest()}-{array.shape}-{array.dtype}"
 
 
 def _lift(coords: np.ndarray, plane: int | None) -> np.ndarray:
