@@ -84,3 +84,48 @@ def test_models_lists_registry_and_cache(tmp_path, monkeypatch, capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "vit_b_lm" in out and "vit_h" in out and str(tmp_path / "cache") in out
+
+
+def test_one_bit_png_labels_are_a_binary_mask(tmp_path, pair, checkpoint, capsys):
+    """Issue 12: a 1-bit PNG is read as bool, refined per component, written as a mask."""
+    img, lab = pair
+    mask = tifffile.imread(lab) > 0
+    one_bit = tmp_path / "mask.png"
+    Image.fromarray(mask).convert("1").save(one_bit)
+    assert Image.open(one_bit).mode == "1"
+    before = one_bit.read_bytes()
+    for out in (tmp_path / "refined.png", tmp_path / "refined2.tif"):
+        rc = main(["refine", str(img), str(one_bit), "-o", str(out), "--checkpoint",
+                   str(checkpoint), "--iterations", "1", "--table"])
+        assert rc == 0
+        refined = Image.open(out) if out.suffix == ".png" else None
+        assert refined is None or refined.mode == "1"
+        data = np.asarray(refined) if refined is not None else tifffile.imread(out)
+        assert data.dtype == np.bool_ and data.shape == mask.shape and data.any()
+        err = capsys.readouterr().err
+        assert "note: The labels are a boolean mask" in err and "--binary one" in err
+    n = len((tmp_path / "refined.csv").read_text().splitlines()) - 1
+    assert n > 1  # one row per connected component
+    rc = main(["refine", str(img), str(one_bit), "-o", str(tmp_path / "whole.png"),
+               "--checkpoint", str(checkpoint), "--iterations", "1", "--binary", "one",
+               "--table"])
+    assert rc == 0 and "note:" not in capsys.readouterr().err
+    assert len((tmp_path / "whole.csv").read_text().splitlines()) == 2  # one object
+    assert one_bit.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "flags, text",
+    [(["--batch-size", "0"], "batch_size must be a whole number >= 1"),
+     (["--iterations", "0"], "iterations must be a whole number >= 1"),
+     (["--convergence", "1.5"], "convergence must be in [0, 1]"),
+     (["--strength", "0"], "strength must be a positive number"),
+     (["--cebox", "2"], "cebox must be 'auto', None or a fraction in [0, 1]")],
+)
+def test_parameter_errors_are_one_line_before_the_model_loads(tmp_path, pair, capsys, flags, text):
+    img, lab = pair
+    rc = main(["refine", str(img), str(lab), "-o", str(tmp_path / "o.tif"),
+               "--model", "no_such_model", *flags])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and text in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.tif").exists()

@@ -34,7 +34,8 @@ def add_adapt_parser(subparsers) -> argparse.ArgumentParser:
         help="coarse label files in the order of IMAGES, or one folder (paired by file name)",
     )
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="adaptor file to write, e.g. adaptor.pt")
+                   help="adaptor file to write, e.g. adaptor.pt (never an input file)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     add_model_arguments(p)
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=1, help="passes over the objects (default 1)")
@@ -90,7 +91,7 @@ def run_adapt_cli(args: argparse.Namespace) -> int:
     """Run ``napari-samrefine adapt``: train, save, optionally evaluate; returns 0."""
     from ._progress import tqdm_progress
     from .cli import load_model_from_args
-    from .io import read_image
+    from .io import check_outputs, read_image
     from .samrefiner.adaption import adapt_iou_head, evaluate_selection
 
     pairs = resolve_pairs(args.images, args.labels)
@@ -111,6 +112,9 @@ def run_adapt_cli(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.is_dir():
         raise ValueError(f"--output {output} is a folder: give a file name such as adaptor.pt.")
+    inputs = [p for pair in pairs + eval_pairs for p in pair] + list(args.eval_ground_truth or [])
+    inputs += [args.checkpoint] if args.checkpoint is not None else []
+    check_outputs([output], inputs, overwrite=args.overwrite)
 
     images = [read_image(i) for i, _ in pairs]
     labels = [read_image(lab) for _, lab in pairs]
@@ -119,8 +123,7 @@ def run_adapt_cli(args: argparse.Namespace) -> int:
         sam, images, labels, epochs=args.epochs, seed=args.seed, channel=channel,
         batch_size=args.batch_size, progress=tqdm_progress(desc="IoU adaption", unit="step"),
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    adaptor.save(output)
+    adaptor.save(output)  # atomic; creates the folder
     m = adaptor.metadata
     print(
         f"Trained on {m['n_objects']} objects of {m['n_images']} images ({m['n_steps']} steps): "

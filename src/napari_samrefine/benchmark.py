@@ -333,10 +333,24 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--iou-range", type=float, nargs=2, default=(0.75, 0.85), metavar=("LOW", "HIGH"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iterations", type=int, default=5, help="cascade iterations (default 5)")
-    p.add_argument("--output", type=Path, default=None, help="write the per-image rows to this CSV")
+    p.add_argument("--output", type=Path, default=None,
+                   help="write the per-image rows to this CSV (outside the --data folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     add_model_arguments(p)
     p.set_defaults(func=run_benchmark_cli)
     return p
+
+
+def _check_csv_output(output: Path, data: Path, overwrite: bool) -> None:
+    """Refuse a CSV output inside the data folder, or an existing one without ``--overwrite``."""
+    from .io import check_outputs
+
+    if output.resolve().is_relative_to(data.resolve()):
+        raise ValueError(
+            f"Refusing to write {output} into the data folder {data}: your data there could be "
+            "overwritten. Give a file outside it with --output."
+        )
+    check_outputs([output], overwrite=overwrite, option="--output")
 
 
 def run_benchmark_cli(args: argparse.Namespace) -> int:
@@ -344,6 +358,8 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     from ._progress import tqdm_progress
     from .cli import load_model_from_args
 
+    if args.output is not None:  # refused before any work rather than after it
+        _check_csv_output(args.output, args.data, args.overwrite)
     pairs = load_pairs(args.data, args.datasets, include_3d=args.include_3d, max_images=args.max_images)
     sam = load_model_from_args(args) if args.configs else None
     df = run_benchmark(
@@ -353,7 +369,8 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
         progress=tqdm_progress(desc="benchmark", unit="run", leave=False),
     )
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(args.output, index=False)
+        from .io import write_table
+
+        write_table(args.output, df)  # atomic; creates the folder
     print(to_markdown(summarize(df)))
     return 0

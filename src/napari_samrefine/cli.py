@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from pathlib import Path
 
 from ._progress import tqdm_progress
@@ -58,10 +59,18 @@ def _add_refine_parser(sub) -> None:
     p.add_argument("image", type=Path, help="image file, or folder of images")
     p.add_argument("labels", type=Path, help="coarse label file, or folder of label files")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output label file (.tif/.png), or folder for folder input")
+                   help="output label file (.tif/.png), or folder for folder input; never an "
+                   "input file or folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace output files that exist already (inputs are never replaced)")
     add_model_arguments(p)
     g = p.add_argument_group("refinement")
     g.add_argument("--mode", choices=("instance", "semantic"), default="instance")
+    g.add_argument(
+        "--binary", choices=("components", "one"), default="components",
+        help="for a binary mask (1-bit, or two values such as 0/255): refine each connected "
+        "component as an object (default) or the whole mask as one object; written back as a mask",
+    )
     g.add_argument("--iterations", type=int, default=5, help="cascade iterations (default 5)")
     for flag, what in (("points", "point prompts"), ("box", "the box prompt"),
                        ("mask", "the Gaussian mask prompt"), ("negative-point", "the negative point")):
@@ -97,18 +106,27 @@ def _refine_kwargs(args) -> dict:
         cebox="auto" if args.cebox is None else args.cebox,
         strength=args.strength,
         gamma=args.gamma,
-        convergence=None if args.convergence >= 1 else args.convergence,
+        convergence=None if args.convergence == 1 else args.convergence,
         channel=channel,
         batch_size=args.batch_size,
+        binary=args.binary,
     )
 
 
-def _run_refine(args) -> int:
-    from .io import find_pairs, read_image, write_labels
-    from .samrefiner.refiner import refine
+_CHECKED = ("iterations", "batch_size", "convergence", "cebox", "strength", "gamma", "binary")
 
+
+def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """Input pairs and output files of ``refine``, refused before any work if unsafe."""
+    from .io import check_outputs, check_png_labels, find_pairs, read_image
+
+    for given in (args.image, args.labels):
+        if not given.exists():
+            raise FileNotFoundError(f"No such file or folder: {given}")
     if args.image.is_dir() != args.labels.is_dir():
         raise ValueError("IMAGE and LABELS must both be files or both be folders.")
+    if args.image.is_dir() and args.output.exists() and not args.output.is_dir():
+        raise ValueError(f"-o {args.output} is a file: give a folder for folder input.")
     if args.image.is_dir():
         pairs = find_pairs(args.image, args.labels)
         outputs = [args.output / (lab.stem + ".tif") for _, lab in pairs]
@@ -117,21 +135,48 @@ def _run_refine(args) -> int:
     for out in outputs:
         if out.suffix.lower() not in (".tif", ".tiff", ".png"):
             raise ValueError(f"Output {out} must end in .tif or .png (or be a folder for folder input).")
-    sam = load_model_from_args(args)
+    written = outputs + ([o.with_suffix(".csv") for o in outputs] if args.table else [])
+    models = [p for p in (args.checkpoint, args.adaptor) if p is not None]
+    check_outputs(
+        written, [p for pair in pairs for p in pair] + models,
+        output_dir=args.output if args.image.is_dir() else None,
+        input_dirs=[args.image, args.labels], overwrite=args.overwrite,
+    )
+    if args.output.suffix.lower() == ".png" and not args.image.is_dir():
+        labels = read_image(args.labels)  # the output keeps the labels' dtype
+        check_png_labels(labels.dtype, labels.ndim, labels.shape)
+    return pairs, outputs
+
+
+def _run_refine(args) -> int:
+    from .io import read_image, write_labels, write_table
+    from .samrefiner.inputs import check_refine_options
+    from .samrefiner.refiner import refine
+
     kwargs = _refine_kwargs(args)
+    check_refine_options(**{k: kwargs[k] for k in _CHECKED})
+    pairs, outputs = _plan_refine(args)
+    sam = load_model_from_args(args)
     if args.adaptor is not None:
         from .samrefiner.adaption import load_iou_adaptor
 
         kwargs["iou_adaptor"] = load_iou_adaptor(args.adaptor)
     for (image_path, labels_path), out in zip(pairs, outputs, strict=True):
-        result = refine(
-            read_image(image_path), read_image(labels_path), sam, **kwargs,
-            progress=tqdm_progress(desc=image_path.name, unit="step", leave=False),
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = refine(
+                read_image(image_path), read_image(labels_path), sam, **kwargs,
+                progress=tqdm_progress(desc=image_path.name, unit="step", leave=False),
+            )
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                print(f"{image_path.name}: note: {w.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         write_labels(out, result.labels)
         table = result.table()
         if args.table:
-            table.to_csv(out.with_suffix(".csv"), index=False)
+            write_table(out.with_suffix(".csv"), table)
         counts = table["status"].value_counts().to_dict()
         print(f"{image_path.name}: {len(table)} objects {counts} -> {out}")
     return 0

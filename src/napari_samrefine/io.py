@@ -1,18 +1,42 @@
-"""Reading and writing images and label images (TIFF, PNG) for the CLI and batch scripts."""
+"""Reading and writing images and label images (TIFF, PNG) for the CLI and batch scripts.
+
+Every file this package writes goes through :func:`atomic_path`: the data is
+written to a temporary file in the target's folder and moved over the target
+in one step, so a crash, a full disk or a second writer never leaves a
+half-written or mixed file behind. :func:`check_outputs` refuses, before any
+work, outputs that would overwrite an input or (without ``--overwrite``) an
+existing file.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_image", "write_labels", "find_pairs", "IMAGE_SUFFIXES"]
+__all__ = [
+    "read_image",
+    "write_labels",
+    "write_table",
+    "atomic_path",
+    "check_outputs",
+    "check_png_labels",
+    "find_pairs",
+    "IMAGE_SUFFIXES",
+]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a TIFF (tifffile) or PNG/JPEG (Pillow) file into a numpy array."""
+    """Read a TIFF (tifffile) or PNG/JPEG (Pillow) file into a numpy array.
+
+    A 1-bit PNG (Pillow mode "1") is read as a bool array.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such file: {path}")
@@ -29,30 +53,226 @@ def read_image(path: str | Path) -> np.ndarray:
     raise ValueError(f"Unsupported file type {suffix!r} for {path}: use one of {IMAGE_SUFFIXES}.")
 
 
-def write_labels(path: str | Path, labels: np.ndarray) -> Path:
-    """Write labels to TIFF (any integer dtype) or PNG (uint8/uint16 only).
+# -- atomic writes ----------------------------------------------------------------------------
 
-    The folder is created if needed; an existing file is replaced.
+
+def _new_temp_file(path: Path) -> Path:
+    """Create an empty, uniquely named file next to ``path`` and return its path.
+
+    ``os.open`` with ``O_EXCL`` and mode 0o666 (rather than ``tempfile.mkstemp``,
+    which makes 0o600 files) lets the user's umask set the permissions, so the
+    final file gets the same permissions as any other new file.
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.part")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"Could not create a temporary file next to {path}.")  # pragma: no cover
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file atomically: yield a temporary path that replaces ``path`` on success.
+
+    The temporary file lies in the target's folder (so the final ``os.replace``
+    is one atomic rename on the same file system) under a unique name (so two
+    writers at once never share it). If the ``with`` block raises, the
+    temporary file is removed and ``path`` is left as it was. The folder is
+    created if needed.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write.
+
+    Yields
+    ------
+    pathlib.Path
+        Where to write the data (an existing, empty file).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("all or nothing")
+    >>> target.read_text()
+    'all or nothing'
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_temp_file(path)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` and move ``tmp`` over ``path`` (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def write_labels(path: str | Path, labels: np.ndarray) -> Path:
+    """Write labels to TIFF (any integer or bool dtype) or PNG (2D uint8, uint16 or bool).
+
+    The file is written atomically (:func:`atomic_path`): an existing file is
+    replaced only once the new one is complete. The folder is created if needed.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        ``.tif``/``.tiff`` or ``.png`` file.
+    labels : numpy.ndarray
+        The label image; written with its dtype and values (bool PNGs are 1-bit).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        For another suffix, or a PNG of a dtype or shape PNG cannot hold.
+    """
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        tifffile.imwrite(path, labels, compression="zlib")
-    elif suffix == ".png":
-        if labels.dtype not in (np.uint8, np.uint16, np.bool_) or labels.ndim != 2:
-            raise ValueError(
-                f"PNG holds 2D uint8/uint16 labels only (got {labels.dtype}, shape "
-                f"{labels.shape}): write a .tif instead."
-            )
+        return _write_atomically(path, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
+    if suffix == ".png":
+        check_png_labels(labels.dtype, labels.ndim, labels.shape)
         from PIL import Image
 
-        Image.fromarray(labels).save(path)
-    else:
-        raise ValueError(f"Unsupported output type {suffix!r}: use .tif or .png.")
-    return path
+        return _write_atomically(path, lambda tmp: Image.fromarray(labels).save(tmp, format="PNG"))
+    raise ValueError(f"Unsupported output type {suffix!r}: use .tif or .png.")
+
+
+def check_png_labels(dtype, ndim: int, shape=None) -> None:
+    """Refuse labels a PNG cannot hold (PNG: 2D uint8, uint16 or bool only)."""
+    if np.dtype(dtype) not in (np.uint8, np.uint16, np.bool_) or ndim != 2:
+        raise ValueError(
+            f"PNG holds 2D uint8/uint16/bool labels only (got {np.dtype(dtype)}, "
+            f"{'shape ' + str(shape) if shape is not None else f'{ndim}D'}): write a .tif instead."
+        )
+
+
+def write_table(path: str | Path, table) -> Path:
+    """Write a pandas DataFrame to CSV atomically (no index column).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The CSV file; its folder is created if needed.
+    table : pandas.DataFrame
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    return _write_atomically(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+# -- guarding the user's files ----------------------------------------------------------------
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file or folder (links and case folding included)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_outputs(
+    outputs: Iterable[str | os.PathLike],
+    inputs: Iterable[str | os.PathLike] = (),
+    *,
+    output_dir: str | os.PathLike | None = None,
+    input_dirs: Iterable[str | os.PathLike] = (),
+    overwrite: bool = False,
+    option: str = "-o",
+) -> None:
+    """Refuse, before any work, outputs that would destroy the user's files.
+
+    Parameters
+    ----------
+    outputs : iterable of path-like
+        Every file the command will write.
+    inputs : iterable of path-like
+        Every file the command reads: an output naming one of them is refused,
+        with or without ``overwrite``.
+    output_dir : path-like, optional
+        The output folder (for folder input); refused when it is one of ``input_dirs``.
+    input_dirs : iterable of path-like
+        The folders the inputs come from.
+    overwrite : bool
+        Whether existing outputs (that are not inputs) may be replaced.
+    option : str
+        The command-line option that names the output, for the messages.
+
+    Raises
+    ------
+    ValueError
+        Naming the file or folder and the way out.
+    """
+    outputs, inputs = [Path(p) for p in outputs], [Path(p) for p in inputs]
+    if output_dir is not None:
+        for folder in map(Path, input_dirs):
+            if _same(Path(output_dir), folder):
+                raise ValueError(
+                    f"Refusing to write the results into {folder}: it is an input folder, and "
+                    f"your input files there would be overwritten. Give another folder with {option}."
+                )
+    for out in outputs:
+        for source in inputs:
+            if _same(out, source):
+                raise ValueError(
+                    f"Refusing to write {out}: it is the input file {source}, which would be "
+                    f"overwritten. Give another file name with {option}."
+                )
+    existing = [str(out) for out in outputs if out.exists()]
+    if existing and not overwrite:
+        if len(existing) == 1:
+            what, it = f"{existing[0]} already exists", "it"
+        else:
+            more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+            what, it = f"{len(existing)} outputs already exist ({', '.join(existing[:3])}{more})", "them"
+        raise ValueError(
+            f"{what}: pass --overwrite to replace {it}, or choose another output "
+            "(nothing was written)."
+        )
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    """The image files of a folder by stem; two files with one stem are an error."""
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file():
+            continue
+        if p.stem in found:
+            raise ValueError(
+                f"{folder} holds two files named {p.stem!r}: {found[p.stem].name} and {p.name}. "
+                "Files are paired by name, so one of them would be left out: rename or move one."
+            )
+        found[p.stem] = p
+    return found
 
 
 def find_pairs(image_dir: str | Path, labels_dir: str | Path) -> list[tuple[Path, Path]]:
@@ -61,16 +281,11 @@ def find_pairs(image_dir: str | Path, labels_dir: str | Path) -> list[tuple[Path
     Raises
     ------
     ValueError
-        When no pair is found, naming the stems on each side.
+        When no pair is found, naming the stems on each side, or when a folder
+        holds two files with the same stem (e.g. ``a.tif`` and ``a.png``), naming both.
     """
     image_dir, labels_dir = Path(image_dir), Path(labels_dir)
-
-    def by_stem(folder: Path) -> dict[str, Path]:
-        return {
-            p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
-        }
-
-    images, labels = by_stem(image_dir), by_stem(labels_dir)
+    images, labels = _by_stem(image_dir), _by_stem(labels_dir)
     pairs = [(images[s], labels[s]) for s in sorted(images) if s in labels]
     if not pairs:
         raise ValueError(

@@ -27,6 +27,7 @@ import torch
 import xxhash
 
 from .._progress import ProgressCallback, report
+from ..io import atomic_path
 from ..sam.embedding import EmbeddingCache, default_cache
 from .candidates import collect_candidates, iou_head_last_layer, plan_planes
 from .lora import LoRALinear, init_lora, lora_delta
@@ -301,7 +302,10 @@ class IoUAdaptor:
         Parameters
         ----------
         path : str or path-like
-            Target file, conventionally ``*.pt``; replaced atomically.
+            Target file, conventionally ``*.pt``; its folder is created if needed.
+            The adaptor is written to a uniquely named temporary file next to it
+            and moved over it in one step, so a failed save leaves an existing
+            file as it was, and saves running at the same time never collide.
 
         Returns
         -------
@@ -316,12 +320,10 @@ class IoUAdaptor:
             "lora_up": self.up.clone(),
             "metadata": _plain_metadata(self.metadata),
         }
-        tmp = path.with_name(path.name + ".part")
-        try:
+        # a unique temporary file next to ``path``, moved over it in one step: two
+        # saves at once (threads, processes) never share or mix a file
+        with atomic_path(path) as tmp:
             torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
 

@@ -1,26 +1,238 @@
-"""Checking and arranging the user's image and labels (2D, channels, stacks)."""
+"""Checking and arranging the user's image and labels (2D, channels, stacks).
+
+Also the up-front checks of :func:`~napari_samrefine.refine`'s parameters, and
+binary masks: a bool image, or one with exactly two values of which one is 0
+(0/1, 0/255, 0/65535 ...), is a mask rather than an instance label image. Its
+8-connected components become the objects (``binary="components"``, the
+default) or the whole mask is one object (``binary="one"``).
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
+from typing import Literal
+
 import numpy as np
 
-__all__ = ["check_labels", "check_label_values", "label_plane", "arrange_image"]
+from .objects import label_components
+
+__all__ = [
+    "check_labels",
+    "check_label_values",
+    "check_refine_options",
+    "label_plane",
+    "arrange_image",
+    "binary_foreground",
+    "binary_objects",
+    "restore_binary",
+    "BINARY_CHOICES",
+]
+
+BinaryMode = Literal["components", "one"]
+BINARY_CHOICES = ("components", "one")
+
+
+def _float_fix(labels: np.ndarray) -> str:
+    """The conversion that fits float labels: a cast for whole numbers, else a threshold."""
+    finite = bool(np.isfinite(labels).all())
+    if finite and labels.size and bool(np.all(labels == np.round(labels))):
+        target = "np.int32" if float(labels.max()) <= np.iinfo(np.int32).max else "np.int64"
+        return f"they are whole numbers, so convert them: labels.astype({target})"
+    return "they are not whole numbers (a probability map?), so threshold them: labels > 0.5"
 
 
 def check_label_values(labels: np.ndarray, what: str = "Labels") -> None:
-    """Refuse non-integer or negative labels with a message that names the fix."""
+    """Refuse non-integer or negative labels with a one-line message that names the fix.
+
+    Every dtype napari's Labels layer takes (signed and unsigned integers of any
+    width, bool) passes. Float labels are refused with the fix that fits them:
+    ``labels.astype(np.int32)`` for whole numbers, ``labels > 0.5`` for a
+    probability map. Negative labels are refused with ``labels.clip(min=0)``
+    (negative values mark background) or a view as the unsigned type of the
+    same width (ids that overflowed a signed type).
+    """
     if labels.dtype != np.bool_ and not np.issubdtype(labels.dtype, np.integer):
+        fix = (
+            _float_fix(labels)
+            if np.issubdtype(labels.dtype, np.floating)
+            else "convert them to integers: labels.astype(np.int32)"
+        )
         raise ValueError(
-            f"{what} must hold integers (object or class ids), got dtype {labels.dtype}. "
-            "If the values are whole numbers, convert them with labels.astype(np.int32); a "
-            "probability map must be thresholded first (e.g. labels = prob > 0.5)."
+            f"{what} must hold integers (object or class ids), got dtype {labels.dtype}: {fix}."
         )
     if labels.size and labels.dtype != np.bool_ and labels.min() < 0:
+        unsigned = f"np.uint{labels.dtype.itemsize * 8}"
         raise ValueError(
-            f"{what} contain negative values (minimum {labels.min()}): they must be "
-            "non-negative, 0 is background. Relabel, e.g. with "
-            "skimage.segmentation.relabel_sequential."
+            f"{what} must be non-negative (0 is background), but the minimum is {labels.min()}: "
+            "if negative values mark background, use labels.clip(min=0); if they are ids that "
+            f"overflowed a signed type, use labels.view({unsigned})."
         )
+
+
+def _whole(value, low: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def _finite(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value) -> bool:
+    return _finite(value) and value > 0
+
+
+def check_refine_options(
+    *,
+    iterations=5,
+    batch_size=32,
+    convergence=0.99,
+    tile="auto",
+    halo=None,
+    cebox="auto",
+    strength=15.0,
+    gamma=4.0,
+    binary="components",
+) -> None:
+    """Check :func:`~napari_samrefine.refine`'s numeric options before any work.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, its valid range and the value given.
+    """
+    problems = []
+    if not _whole(iterations, 1):
+        problems.append(f"iterations must be a whole number >= 1 (5 by default), got {iterations!r}")
+    if not _whole(batch_size, 1):
+        problems.append(
+            f"batch_size must be a whole number >= 1 (objects per decoder call, 32 by default), "
+            f"got {batch_size!r}"
+        )
+    if convergence is not None and not (_finite(convergence) and 0 <= convergence <= 1):
+        problems.append(
+            f"convergence must be in [0, 1] or None (0.99 by default), got {convergence!r}"
+        )
+    if not (tile is None or tile == "auto" or _whole(tile, 32)):
+        problems.append(
+            f"tile must be None, 'auto' or a whole number of pixels >= 32, got {tile!r}"
+        )
+    if halo is not None and not (_whole(halo, 0) and (not _whole(tile, 32) or 2 * halo < tile)):
+        problems.append(
+            f"halo must be None or a whole number of pixels >= 0 and less than half the tile, "
+            f"got {halo!r}"
+        )
+    if not (cebox is None or cebox == "auto" or (_finite(cebox) and 0 <= cebox <= 1)):
+        problems.append(
+            f"cebox must be 'auto', None or a fraction in [0, 1] (0.1 by default), got {cebox!r}"
+        )
+    if not _positive(strength):
+        problems.append(f"strength must be a positive number (15 by default), got {strength!r}")
+    if not _positive(gamma):
+        problems.append(f"gamma must be a positive number (4 by default), got {gamma!r}")
+    if binary not in BINARY_CHOICES:
+        problems.append(f"binary must be 'components' or 'one', got {binary!r}")
+    if problems:
+        raise ValueError("; ".join(problems) + ".")
+
+
+# -- binary masks -----------------------------------------------------------------------------
+
+
+def binary_foreground(labels: np.ndarray):
+    """The foreground value of a binary mask, or None for other label images.
+
+    A binary mask is a bool image, or an integer image with exactly two values,
+    one of them 0 (0/1, 0/255, 0/65535 ...).
+
+    Examples
+    --------
+    >>> binary_foreground(np.array([[0, 255], [255, 0]], np.uint8))
+    255
+    >>> binary_foreground(np.array([[0, 1], [2, 0]], np.uint8)) is None
+    True
+    """
+    labels = np.asarray(labels)
+    if labels.dtype == np.bool_:
+        return True
+    if labels.size == 0:
+        return None
+    high = labels.max()
+    if high == 0 or labels.min() != 0:
+        return None
+    if np.count_nonzero(labels) != np.count_nonzero(labels == high):
+        return None
+    return high.item()
+
+
+def _announce_components(fg, counts: list[int], stacklevel: int) -> None:
+    n = sum(counts)
+    what = "a boolean mask" if fg is True else f"a binary mask (values 0 and {fg})"
+    per_plane = " (counted per plane)" if len(counts) > 1 else ""
+    warnings.warn(
+        f"The labels are {what}: its {n} connected components{per_plane} are refined as "
+        f"separate objects (numbered from 1 in the result table) and written back as {fg}. "
+        "Pass binary='one' (command line: --binary one) to refine the whole mask as one object.",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
+def binary_objects(
+    labels: np.ndarray,
+    binary: BinaryMode = "components",
+    mode: str = "instance",
+    stacklevel: int = 2,
+) -> tuple[np.ndarray, object]:
+    """The label image whose ids are the objects to refine, and the mask's foreground value.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Checked labels, 2D or a stack; not modified.
+    binary : {"components", "one"}
+        For a binary mask in instance mode: "components" makes its 8-connected
+        components the objects, numbered from 1 in raster order in each plane,
+        with a UserWarning, when a plane holds more than one (a mask that is one
+        connected object per plane stays as it is: its id is the foreground
+        value); "one" keeps the whole mask as one object. In semantic mode a
+        binary mask is one class (split-then-merge splits it).
+    mode : str
+        "instance" or "semantic".
+    stacklevel : int
+        Where the warning points: 1 is the function that calls this one, 2
+        (default) the code that called that function.
+
+    Returns
+    -------
+    objects : numpy.ndarray
+        ``labels`` itself (bool viewed as uint8) or the numbered components.
+    foreground : int, bool or None
+        The mask's foreground value (True for bool), None for non-binary labels.
+    """
+    if binary not in BINARY_CHOICES:
+        raise ValueError(f"binary must be 'components' or 'one', got {binary!r}.")
+    fg = binary_foreground(labels)
+    if fg is None:
+        return labels, None
+    if mode == "instance" and binary == "components":
+        components, counts = label_components(labels != 0)
+        if max(counts) > 1:
+            _announce_components(fg, counts, stacklevel + 1)
+            return components, fg
+    return (labels.view(np.uint8) if labels.dtype == np.bool_ else labels), fg
+
+
+def restore_binary(refined: np.ndarray, labels: np.ndarray, foreground) -> np.ndarray:
+    """Refined objects back in the input's form: a mask of ``foreground`` with its dtype.
+
+    Returns ``refined`` unchanged when ``foreground`` is None (non-binary input).
+    """
+    if foreground is None:
+        return refined
+    value = labels.dtype.type(foreground)
+    return np.where(refined != 0, value, labels.dtype.type(0)).astype(labels.dtype, copy=False)
 
 
 def label_plane(labels: np.ndarray, what: str = "Labels") -> np.ndarray:

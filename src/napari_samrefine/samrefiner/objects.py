@@ -8,7 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["ObjectMask", "objects_from_labels", "crop_iou", "trim"]
+__all__ = ["ObjectMask", "objects_from_labels", "label_components", "crop_iou", "trim"]
+
+EIGHT = np.ones((3, 3), dtype=bool)
+
+# find_objects returns a list as long as the largest id: above this, ids are first
+# mapped to 1..n (label images with hashed or very large ids, e.g. uint64)
+_DENSE_MAX_ID = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,16 @@ class ObjectMask:
         return cls(label_id, mask[ys, xs].copy(), (ys.start, xs.start), mask.shape)
 
 
+def _dense_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels that ``find_objects`` can index, and the ids they stand for (None: the same)."""
+    if labels.dtype == np.bool_:
+        return labels.view(np.uint8), None
+    if labels.size == 0 or int(labels.max()) <= _DENSE_MAX_ID:
+        return labels, None
+    ids = np.union1d(np.zeros(1, labels.dtype), labels)
+    return np.searchsorted(ids, labels), ids
+
+
 def objects_from_labels(
     labels: np.ndarray, label_ids: Iterable[int] | None = None
 ) -> list[ObjectMask]:
@@ -77,7 +93,8 @@ def objects_from_labels(
     Parameters
     ----------
     labels : numpy.ndarray
-        2D non-negative integer label image; 0 is background.
+        2D non-negative integer label image (any width, ids up to the dtype's
+        maximum), or bool (one object with id 1); 0 is background.
     label_ids : iterable of int, optional
         Only these ids (missing ones are left out; the caller reports them).
 
@@ -87,14 +104,48 @@ def objects_from_labels(
     """
     labels = np.asarray(labels)
     wanted = None if label_ids is None else {int(i) for i in label_ids}
+    indexed, ids = _dense_ids(labels)
     out = []
     # find_objects indexes by label value; its list is as long as the largest id
-    for index, sl in enumerate(ndi.find_objects(labels)):
-        lid = index + 1
+    for index, sl in enumerate(ndi.find_objects(indexed)):
+        lid = index + 1 if ids is None else int(ids[index + 1])
         if sl is None or (wanted is not None and lid not in wanted):
             continue
-        out.append(ObjectMask(lid, labels[sl] == lid, (sl[0].start, sl[1].start), labels.shape))
+        crop = indexed[sl] == index + 1
+        out.append(ObjectMask(lid, crop, (sl[0].start, sl[1].start), labels.shape))
     return out
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Number the 8-connected components of a 2D mask, or of each plane of a stack.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        2D (Y, X) or 3D (Z, Y, X) boolean mask.
+
+    Returns
+    -------
+    components : numpy.ndarray
+        int32 labels: each plane's components numbered 1..n in raster order
+        (:func:`scipy.ndimage.label`); planes are never joined.
+    counts : list of int
+        Number of components of each plane (one entry for 2D).
+
+    Examples
+    --------
+    >>> m = np.array([[1, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], bool)
+    >>> components, counts = label_components(m)
+    >>> components.tolist(), counts
+    ([[1, 1, 0, 0], [0, 0, 0, 2], [0, 0, 2, 0]], [2])
+    """
+    mask = np.asarray(mask, dtype=bool)
+    planes = mask[None] if mask.ndim == 2 else mask
+    out = np.zeros(planes.shape, dtype=np.int32)
+    counts = []
+    for z, plane in enumerate(planes):
+        counts.append(int(ndi.label(plane, structure=EIGHT, output=out[z])))
+    return (out[0] if mask.ndim == 2 else out), counts
 
 
 def crop_iou(a: ObjectMask, b: ObjectMask) -> float:

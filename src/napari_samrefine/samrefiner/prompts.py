@@ -29,7 +29,7 @@ from ..sam.embedding import ImageEmbedding
 from ..sam.frame import SamFrame
 from .cebox import FeatureGrid, elastic_box
 from .distance import first_argmax, inside_distance, object_crop, outside_distance
-from .inputs import label_plane
+from .inputs import BinaryMode, binary_objects, label_plane
 from .objects import ObjectMask, objects_from_labels
 
 __all__ = [
@@ -320,6 +320,7 @@ def excavate_prompts(
     use_negative_point: bool = True,
     image_size: int = 1024,
     lowres_size: int = 256,
+    binary: BinaryMode = "components",
 ) -> list[ObjectPrompts]:
     """Mine prompts for every object of a 2D label image.
 
@@ -327,7 +328,8 @@ def excavate_prompts(
     ----------
     labels : numpy.ndarray
         2D label image of non-negative integers (0 = background), one object per id.
-        A bool array is one object with id 1.
+        A bool image, or one with exactly two values one of which is 0 (0/1,
+        0/255 ...), is a binary mask: see ``binary``.
     embedding : ImageEmbedding, optional
         The image's SAM embedding (:func:`~napari_samrefine.sam.embedding.embed_image`);
         its frame gives SAM's sizes and it enables CEBox. Without it the frame is
@@ -339,6 +341,12 @@ def excavate_prompts(
         As in :func:`excavate_object`.
     image_size, lowres_size : int
         SAM's input and low-res sizes, used only without an embedding.
+    binary : {"components", "one"}
+        For a binary mask, as in :func:`~napari_samrefine.refine`: with
+        "components" (default), a mask of several 8-connected components gives
+        one object per component, ids 1..n in raster order, with a UserWarning;
+        with "one", or for a connected mask, the whole mask is one object whose
+        id is the foreground value (1 for bool).
 
     Returns
     -------
@@ -355,6 +363,7 @@ def excavate_prompts(
     """
     labels = label_plane(labels)
     _check_options(cebox, strength, gamma)
+    labels, _ = binary_objects(labels, binary, stacklevel=2)
     if embedding is None:
         frame = SamFrame(tuple(labels.shape), image_size, lowres_size, image_size // 16)
     else:

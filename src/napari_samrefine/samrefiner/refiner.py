@@ -13,7 +13,14 @@ from .._progress import ProgressCallback, report
 from ..sam.embedding import EmbeddingCache, default_cache
 from ..sam.preprocess import to_sam_rgb
 from .cascade import REFINED_STATUSES, ObjectState, PromptSettings
-from .inputs import arrange_image, check_labels
+from .inputs import (
+    BinaryMode,
+    arrange_image,
+    binary_objects,
+    check_labels,
+    check_refine_options,
+    restore_binary,
+)
 from .objects import objects_from_labels
 from .prompts import ObjectPrompts
 from .tiling import refine_plane, resolve_tiling
@@ -192,6 +199,7 @@ def refine(
     progress: ProgressCallback | None = None,
     tile: int | Literal["auto"] | None = "auto",
     halo: int | None = None,
+    binary: BinaryMode = "components",
 ) -> RefineResult:
     """Refine coarse masks with SAM using SAMRefiner's noise-tolerant prompts.
 
@@ -207,8 +215,12 @@ def refine(
         (Y, X) grey, (Y, X, C) with channels last, or a stack (Z, Y, X[, C]).
         uint8 grey/RGB is used as is; other dtypes are contrast-stretched.
     labels : numpy.ndarray
-        Coarse labels, (Y, X) or (Z, Y, X), non-negative integers (0 = background).
-        Instance ids in instance mode, class ids in semantic mode.
+        Coarse labels, (Y, X) or (Z, Y, X), non-negative integers of any width or
+        bool (0 = background). Instance ids in instance mode, class ids in
+        semantic mode. A bool image, or one with exactly two values one of which
+        is 0 (0/1, 0/255, ...), is a binary mask: see ``binary``. Float labels
+        are refused with the fix (``labels.astype(np.int32)`` for whole numbers,
+        ``labels > 0.5`` for a probability map).
     sam : Sam, str or path
         A loaded ``segment_anything`` model, a registry name (default "vit_b_lm")
         or a checkpoint file.
@@ -263,12 +275,29 @@ def refine(
     halo : int, optional
         Overlap margin of the tiles (they overlap by ``2 * halo``); default
         ``tile // 8``.
+    binary : {"components", "one"}
+        How a binary mask (see ``labels``) becomes objects in instance mode.
+        "components" (default): if a plane of the mask holds more than one
+        8-connected component, every component is an object, numbered from 1 in
+        raster order in each plane (these numbers are the ids in ``objects`` and
+        in ``label_ids``), and a UserWarning says how many there are; a mask of
+        one connected object per plane is that object, its value as id. "one":
+        the whole mask is one object, its value as id (1 for bool). Either way
+        the result is a binary mask again: the input's dtype, and its foreground
+        value (e.g. 255) on every refined object. In semantic mode a binary mask
+        is one class, which split-then-merge splits.
 
     Returns
     -------
     RefineResult
-        ``.labels`` (same shape and dtype as ``labels``), ``.objects``,
-        ``.table()``, ``.prompts``.
+        ``.labels`` (same shape and dtype as ``labels``; for a binary mask, the
+        same two values), ``.objects``, ``.table()``, ``.prompts``.
+
+    Raises
+    ------
+    ValueError
+        Before any work, for labels that cannot be refined (float, negative,
+        empty, wrongly shaped) or a parameter out of range, naming the fix.
 
     Examples
     --------
@@ -283,8 +312,13 @@ def refine(
     """
     if mode not in ("instance", "semantic"):
         raise ValueError(f"mode must be 'instance' or 'semantic', got {mode!r}")
-    labels = check_labels(labels)
-    image = arrange_image(image, labels.shape, channel_axis)
+    check_refine_options(
+        iterations=iterations, batch_size=batch_size, convergence=convergence, tile=tile,
+        halo=halo, cebox=cebox, strength=strength, gamma=gamma, binary=binary,
+    )
+    user_labels = check_labels(labels)
+    image = arrange_image(image, user_labels.shape, channel_axis)
+    labels, foreground = binary_objects(user_labels, binary, mode, stacklevel=2)
     ids = None if label_ids is None else sorted({int(i) for i in label_ids})
     if cebox == "auto":
         cebox = 0.1 if mode == "instance" else None
@@ -337,4 +371,5 @@ def refine(
         prompts.extend(s.prompts for s in states)
         done += iterations + 1
         report(progress, done, total, f"{where}done")
+    out = restore_binary(out, user_labels, foreground)
     return RefineResult(labels=out, objects=objects, prompts=prompts, mode=mode)
