@@ -76,6 +76,30 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     np.testing.assert_array_equal(tifffile.imread(out), good)
 
 
+def test_a_process_killed_between_write_and_rename_leaves_the_old_file(tmp_path):
+    """SIGKILL after the new labels were written to the temporary file, before the rename."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "refined.tif"
+    good = np.arange(20, dtype=np.uint16).reshape(4, 5)
+    write_labels(out, good)
+    original = out.read_bytes()
+    script = (
+        "import os, signal, numpy as np, tifffile\n"
+        "from napari_samrefine.io import atomic_path\n"
+        f"with atomic_path({str(out)!r}) as tmp:\n"
+        "    tifffile.imwrite(tmp, np.full((4, 5), 7, np.uint16))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    assert out.read_bytes() == original  # the old file, bit for bit
+    leftovers = [p.name for p in tmp_path.iterdir() if p != out]
+    assert all(name.startswith(".refined.tif.") and name.endswith(".part") for name in leftovers)
+
+
 def test_written_files_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
