@@ -119,7 +119,7 @@ def test_judge_and_adaption_end_to_end(medsam):
     refined = nsr.refine(image, coarse, medsam, iterations=1).labels
     ids = [int(i) for i in np.unique(coarse)[1:4]]
     judged = nsr.judge_refinement(
-        image, coarse, refined, support_image, support_labels, sam=medsam, masking="hm-outside",
+        image, coarse, refined, support_image, support_labels, sam=medsam, masking="hm",
         k=1, label_ids=ids,
     )
     table = judged.table()

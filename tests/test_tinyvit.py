@@ -200,7 +200,7 @@ def test_judge_with_a_tinyvit_model(lite):
     image, coarse = blobs()
     refined = nsr.refine(image, coarse, lite, iterations=1).labels
     support_image, support_labels = blobs(seed=5)
-    for masking in ("fm", "hm", "hm-outside"):
+    for masking in ("fm", "im", "hm"):
         verdicts = nsr.judge_refinement(
             image, coarse, refined, support_image, support_labels, sam=lite, masking=masking, k=1
         )

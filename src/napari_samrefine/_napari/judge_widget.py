@@ -78,7 +78,7 @@ class JudgeWidget(TaskWidget):
         self.model = ModelPicker(sam)
         self._seggpt = LineEdit(label="SegGPT model", value="BAAI/seggpt-vit-large")
         self._seggpt.tooltip = "folder written by save_pretrained, or a Hugging Face hub id"
-        self._masking = ComboBox(label="masking", choices=["hm", "fm", "im", "hm-outside"], value="hm")
+        self._masking = ComboBox(label="masking", choices=["hm", "fm", "im"], value="hm")
         self._masking.tooltip = "hybrid (HM), feature (FM) or input (IM) masking of the query"
         self._tau = FloatSpinBox(label="tau", value=0.02, min=0.0, max=1.0, step=0.01)
         self._k = SpinBox(label="k (supports per object)", value=3, min=1, max=50)

@@ -75,7 +75,7 @@ class PerSamFSS:
     ----------
     sam : segment_anything.modeling.Sam
         The loaded model (any size; sizes are read off it).
-    masking : {"hm", "fm", "im", "hm-outside"}
+    masking : {"hm", "fm", "im"}
         How the query's features are restricted to the mask (:mod:`.masking`).
     cache : EmbeddingCache, optional
         Embedding cache (default: the package-wide one). A query crop is encoded

@@ -317,9 +317,8 @@ def judge_refinement(
         The FSS model: PerSAM-style on ``sam`` (default), SegGPT (needs the
         ``seggpt`` extra and ``seggpt_model``), the shape-prior baseline, or any
         object with ``predict(query_image, query_mask, support_image)``.
-    masking : {"hm", "fm", "im", "hm-outside"}
-        Feature masking of the "sam" backend (hybrid, feature, input masking;
-        "hm-outside": FM inside the mask, IM outside it, see :mod:`.masking`).
+    masking : {"hm", "fm", "im"}
+        Feature masking of the "sam" backend (hybrid, feature, input masking).
     k : int
         Support crops per object (k-shot): the k support objects closest in
         area to the object, over all support pairs.

@@ -12,9 +12,9 @@ features. The HM paper compares three ways:
 * HM, hybrid masking: FM where FM is positive, IM elsewhere, element-wise; IM
   fills in what FM zeroed or suppressed. The HM paper's features are ReLU
   outputs, where "not positive" means "zeroed by the mask"; SAM's features are
-  signed, so this rule also replaces the negative values inside the mask.
-* "hm-outside": FM inside the mask (cells it covers), IM where FM zeroed
-  everything (cells outside it): HM's intent for signed features.
+  signed, so this rule also replaces the negative values inside the mask. (IM
+  only outside the mask would change nothing here: :func:`masked_prototype`
+  weighs cells by coverage, so cells outside the mask never count.)
 
 For models normalised by min-max (LiteMedSAM), IM's masked-out pixels take the
 image's minimum, which the model's normalisation maps to zero.
@@ -43,7 +43,7 @@ __all__ = [
     "pixel_fill",
 ]
 
-MASKING_MODES = ("fm", "im", "hm", "hm-outside")
+MASKING_MODES = ("fm", "im", "hm")
 
 
 def mask_coverage(mask: np.ndarray, frame: SamFrame) -> np.ndarray:
@@ -108,14 +108,9 @@ def input_masked_image(rgb: np.ndarray, mask: np.ndarray, fill: np.ndarray) -> n
     return out
 
 
-def hybrid_masking(fm: np.ndarray, im: np.ndarray, coverage: np.ndarray | None = None) -> np.ndarray:
-    """HM: FM where FM > 0, IM elsewhere (element-wise).
-
-    With ``coverage`` (gh, gw): the "hm-outside" variant, FM in the cells the
-    mask covers and IM in the cells it does not.
-    """
-    active = fm > 0 if coverage is None else np.broadcast_to(np.asarray(coverage)[None] > 0, fm.shape)
-    return np.where(active, fm, im).astype(np.float32)
+def hybrid_masking(fm: np.ndarray, im: np.ndarray) -> np.ndarray:
+    """HM: FM where FM > 0, IM elsewhere (element-wise)."""
+    return np.where(fm > 0, fm, im).astype(np.float32)
 
 
 def masked_features(
@@ -135,7 +130,7 @@ def masked_features(
         uint8 (H, W, 3) image (a crop around the object).
     mask : numpy.ndarray
         bool (H, W) object mask, not empty.
-    mode : {"fm", "im", "hm", "hm-outside"}
+    mode : {"fm", "im", "hm"}
         Masking mode.
     cache : EmbeddingCache, optional
         Where embeddings are looked up and stored (default: the package-wide
@@ -158,14 +153,14 @@ def masked_features(
     cache = default_cache if cache is None else cache
     image = cache.get(sam, rgb)
     coverage = mask_coverage(mask, image.frame)
-    if mode != "im":
+    if mode in ("fm", "hm"):
         fm = feature_masking(image.valid_features(), coverage)
         if mode == "fm":
             return fm, coverage
     im = cache.get(sam, input_masked_image(rgb, mask, pixel_fill(sam, rgb))).valid_features()
     if mode == "im":
         return im, coverage
-    return hybrid_masking(fm, im, coverage if mode == "hm-outside" else None), coverage
+    return hybrid_masking(fm, im), coverage
 
 
 def masked_prototype(features: np.ndarray, coverage: np.ndarray) -> np.ndarray:
