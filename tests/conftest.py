@@ -33,6 +33,14 @@ class EncoderPasses:
 
 
 @pytest.fixture()
+def checkpoint(tmp_path, sam):
+    """The session tiny SAM saved as a plain state dict under a name that says nothing."""
+    path = tmp_path / "my model.pth"
+    torch.save(sam.state_dict(), path)
+    return path
+
+
+@pytest.fixture()
 def encoder_passes(sam):
     """Counter of the session tiny SAM's encoder passes during one test."""
     counter = EncoderPasses(sam)

@@ -6,17 +6,9 @@ import sys
 import numpy as np
 import pytest
 import tifffile
-import torch
 from PIL import Image
 
 from napari_samrefine.cli import main
-
-
-@pytest.fixture()
-def checkpoint(tmp_path, sam):
-    path = tmp_path / "my model.pth"  # any file name works
-    torch.save(sam.state_dict(), path)
-    return path
 
 
 @pytest.fixture()

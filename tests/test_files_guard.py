@@ -28,13 +28,6 @@ NO_MODEL = ["--model", "no_such_model"]  # a run that got as far as the model fa
 
 
 @pytest.fixture()
-def checkpoint(tmp_path, sam):
-    path = tmp_path / "tiny.pth"
-    torch.save(sam.state_dict(), path)
-    return path
-
-
-@pytest.fixture()
 def pair(tmp_path, dsb_pair):
     """cells.tif image and cells.tif labels in two folders (same name, as users keep them)."""
     image, labels = dsb_pair
