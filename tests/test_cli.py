@@ -1,5 +1,6 @@
 """The command line end to end on real files, with a tiny checkpoint built by the test."""
 
+import argparse
 import subprocess
 import sys
 
@@ -8,7 +9,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_samrefine.cli import main
+from napari_samrefine import refine
+from napari_samrefine.cli import HelpFormatter, build_parser, main
 
 
 @pytest.fixture()
@@ -121,3 +123,79 @@ def test_parameter_errors_are_one_line_before_the_model_loads(tmp_path, pair, ca
     err = capsys.readouterr().err.strip()
     assert rc == 2 and text in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o.tif").exists()
+
+
+def _refined_by_cli(tmp_path, image, labels, checkpoint, *flags) -> np.ndarray:
+    """Write the pair as TIFFs, run ``refine`` with ``flags`` and read the result."""
+    img, lab, out = tmp_path / "image.tif", tmp_path / "labels.tif", tmp_path / "out.tif"
+    tifffile.imwrite(img, image, photometric="minisblack")
+    tifffile.imwrite(lab, labels, photometric="minisblack")
+    assert main(["refine", str(img), str(lab), "-o", str(out), "--checkpoint", str(checkpoint),
+                 "--iterations", "1", "--overwrite", *flags]) == 0
+    return tifffile.imread(out)
+
+
+def test_tile_and_halo_give_the_library_result(tmp_path, dsb_pair, checkpoint, sam):
+    image, labels = dsb_pair
+    labels = labels.astype(np.uint16)
+    for flags, kwargs in ((["--tile", "128", "--halo", "8"], dict(tile=128, halo=8)),
+                          (["--tile", "none"], dict(tile=None))):
+        expected = refine(image, labels, sam, iterations=1, **kwargs).labels
+        np.testing.assert_array_equal(_refined_by_cli(tmp_path, image, labels, checkpoint, *flags),
+                                      expected)
+
+
+def test_planes_and_percentiles_give_the_library_result(tmp_path, stardist_stack, checkpoint, sam):
+    image, labels = (a[:, :64, :64].copy() for a in stardist_stack)
+    labels = labels.astype(np.uint16)
+    expected = refine(image, labels, sam, iterations=1, planes=[0, 2], percentiles=(2.0, 98.0)).labels
+    got = _refined_by_cli(tmp_path, image, labels, checkpoint,
+                          "--planes", "0,2", "--percentiles", "2", "98")
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got[[1, 3]], labels[[1, 3]])  # the other planes stay coarse
+
+
+def test_channel_axis_gives_the_library_result(tmp_path, stained_pair, checkpoint, sam):
+    image, labels = stained_pair
+    channels_first = np.moveaxis(image, -1, 0).copy()
+    labels = labels.astype(np.uint16)
+    expected = refine(channels_first, labels, sam, iterations=1, channel_axis=0).labels
+    got = _refined_by_cli(tmp_path, channels_first, labels, checkpoint, "--channel-axis", "0")
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    "flags, text",
+    [(["--tile", "big"], "--tile must be"), (["--tile", "16"], "tile must be None, 'auto'"),
+     (["--tile", "128", "--halo", "64"], "halo must be"), (["--planes", "0,-1"], "--planes must be"),
+     (["--percentiles", "90", "10"], "--percentiles needs")],
+)
+def test_image_option_errors_are_one_line(tmp_path, pair, capsys, flags, text):
+    img, lab = pair
+    rc = main(["refine", str(img), str(lab), "-o", str(tmp_path / "o.tif"),
+               "--model", "no_such_model", *flags])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and text in err and len(err.splitlines()) == 1
+
+
+def _subcommands() -> dict:
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("command", ["refine", "models", "adapt", "benchmark", "judge"])
+def test_help_of_every_subcommand_shows_defaults(command):
+    parser = _subcommands()[command]
+    text = " ".join(parser.format_help().split())
+    assert "(default: None)" not in text
+    for action in parser._actions:
+        takes_value = action.option_strings and action.nargs != 0 and not action.required
+        if takes_value and action.help is not argparse.SUPPRESS:
+            shown = HelpFormatter(command)._get_help_string(action)
+            assert "default" in shown.lower(), f"{command} {action.option_strings}: {shown!r}"
+    expected = {"refine": ["--iterations ITERATIONS cascade iterations (default: 5)",
+                           "(default: tile/8)", "(default: 1.0 99.8)", "(default: auto)"],
+                "judge": ["(default: 3)", "(default: 0.02)", "(default: hm)", "(default: sam)"],
+                "adapt": ["(default: 1)"], "benchmark": ["(default: 0.75 0.85)"], "models": []}
+    for piece in expected[command]:
+        assert piece in text

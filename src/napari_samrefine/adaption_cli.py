@@ -38,17 +38,22 @@ def add_adapt_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     add_model_arguments(p)
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=1, help="passes over the objects (default 1)")
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation and order (default 0)")
-    g.add_argument("--channel", default=None, help="channel index, or 'mean', for multichannel images")
+    g.add_argument("--epochs", type=int, default=1, help="passes over the objects")
+    g.add_argument("--seed", type=int, default=0, help="seed of initialisation and order")
+    g.add_argument("--channel", default=None,
+                   help="channel index, or 'mean', for multichannel images that are not RGB "
+                   "(default: RGB(A) is used as RGB; other channel counts need this)")
     g.add_argument("--batch-size", type=int, default=32, help="objects per decoder call")
     e = p.add_argument_group("evaluation on held-out images (optional)")
     e.add_argument("--eval-images", nargs="+", type=Path, default=None,
-                   help="held-out image files or folder: report top-1 selection accuracy")
+                   help="held-out image files or folder: report top-1 selection accuracy "
+                   "(default: no evaluation)")
     e.add_argument("--eval-labels", nargs="+", type=Path, default=None,
-                   help="coarse labels of the held-out images")
+                   help="coarse labels of the held-out images (default: none; needed with "
+                   "--eval-images)")
     e.add_argument("--eval-ground-truth", nargs="+", type=Path, default=None,
-                   help="ground-truth labels of the held-out images (optional)")
+                   help="ground-truth labels of the held-out images (default: none, agreement with "
+                   "the coarse masks only)")
     p.set_defaults(func=run_adapt_cli)
     return p
 

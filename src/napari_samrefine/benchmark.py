@@ -323,18 +323,21 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", type=Path, required=True,
                    help="folder holding dsb2018/ and stardist/ (the project's shared/data)")
-    p.add_argument("--datasets", nargs="+", default=["dsb2018", "stardist"], choices=["dsb2018", "stardist"])
+    p.add_argument("--datasets", nargs="+", default=["dsb2018", "stardist"], choices=["dsb2018", "stardist"],
+                   help="data sets to run")
     p.add_argument("--include-3d", action="store_true", help="also the planes of the StarDist 3D stack")
-    p.add_argument("--max-images", type=int, default=None, help="at most this many images per data set")
+    p.add_argument("--max-images", type=int, default=None, help="at most this many images per data set (default: all)")
     p.add_argument("--configs", nargs="*", default=list(DEFAULT_CONFIGURATIONS),
                    metavar="NAME", help=f"SAMRefiner configurations: {', '.join(CONFIGURATIONS)}")
     p.add_argument("--baselines", nargs="*", default=list(DEFAULT_BASELINES),
-                   choices=list(CLASSICAL_METHODS))
-    p.add_argument("--iou-range", type=float, nargs=2, default=(0.75, 0.85), metavar=("LOW", "HIGH"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iterations", type=int, default=5, help="cascade iterations (default 5)")
+                   choices=list(CLASSICAL_METHODS), help="weight-free baselines to run")
+    p.add_argument("--iou-range", type=float, nargs=2, default=(0.75, 0.85), metavar=("LOW", "HIGH"),
+                   help="IoU window of the synthesised coarse masks with the ground truth")
+    p.add_argument("--seed", type=int, default=0, help="seed of the coarse-mask synthesis")
+    p.add_argument("--iterations", type=int, default=5, help="cascade iterations")
     p.add_argument("--output", type=Path, default=None,
-                   help="write the per-image rows to this CSV (outside the --data folder)")
+                   help="write the per-image rows to this CSV (outside the --data folder; default: "
+                   "print the table only)")
     p.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     add_model_arguments(p)
     p.set_defaults(func=run_benchmark_cli)

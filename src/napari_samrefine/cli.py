@@ -10,13 +10,73 @@ from pathlib import Path
 
 from ._progress import tqdm_progress
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "HelpFormatter", "Parser", "parse_ids"]
 
 # subcommands contributed by other modules: (module, add-parser function)
 _PLUGINS = (
     ("napari_samrefine.adaption_cli", "add_adapt_parser"),
     ("napari_samrefine.benchmark", "add_benchmark_parser"),
+    ("napari_samrefine.judge_cli", "add_judge_parser"),
 )
+
+
+def _shown(default) -> str:
+    """A default as ``--help`` shows it: lists as space-separated words."""
+    if isinstance(default, (list, tuple)):
+        return " ".join(str(v) for v in default)
+    return str(default)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, unless its help already says it or it means nothing.
+
+    Not shown: a ``None`` default (the help text says what happens instead), the
+    ``False`` of an on/off flag, the default of a required option, and a help
+    text that already contains "default".
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or default is None
+            or default is argparse.SUPPRESS
+            or action.required
+            or not action.option_strings
+            or (action.nargs == 0 and default is False)
+        ):
+            return text
+        return f"{text} (default: {_shown(default).replace('%', '%%')})".strip()
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with :class:`HelpFormatter`; subcommands inherit it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def parse_ids(text: str | None, what: str) -> list[int] | None:
+    """``"0,3,5"`` -> ``[0, 3, 5]``; ``None`` or ``"all"`` -> ``None`` (all).
+
+    Raises
+    ------
+    ValueError
+        Naming the option ``what`` and the text, for anything but non-negative integers.
+    """
+    if text is None or text.strip().lower() == "all":
+        return None
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        ids = []
+    if not ids or min(ids) < 0:
+        raise ValueError(
+            f"{what} must be 'all' or comma-separated whole numbers >= 0 such as 0,3,5, got {text!r}"
+        )
+    return ids
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,11 +84,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
     g.add_argument(
         "--model", default="vit_b_lm",
-        help="registry name (see `napari-samrefine models`; default: vit_b_lm)",
+        help="registry name (see `napari-samrefine models`)",
     )
     g.add_argument(
         "--checkpoint", type=Path, default=None,
-        help="local SAM checkpoint file (any name); overrides --model, needs no download",
+        help="local SAM checkpoint file (any name); overrides --model, needs no download "
+        "(default: the --model file, downloaded once)",
     )
     g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     g.add_argument(
@@ -65,13 +126,14 @@ def _add_refine_parser(sub) -> None:
                    help="replace output files that exist already (inputs are never replaced)")
     add_model_arguments(p)
     g = p.add_argument_group("refinement")
-    g.add_argument("--mode", choices=("instance", "semantic"), default="instance")
+    g.add_argument("--mode", choices=("instance", "semantic"), default="instance",
+                   help="instance: one object per id; semantic: split-then-merge per class id")
     g.add_argument(
         "--binary", choices=("components", "one"), default="components",
         help="for a binary mask (1-bit, or two values such as 0/255): refine each connected "
         "component as an object (default) or the whole mask as one object; written back as a mask",
     )
-    g.add_argument("--iterations", type=int, default=5, help="cascade iterations (default 5)")
+    g.add_argument("--iterations", type=int, default=5, help="cascade iterations")
     for flag, what in (("points", "point prompts"), ("box", "the box prompt"),
                        ("mask", "the Gaussian mask prompt"), ("negative-point", "the negative point")):
         g.add_argument(
@@ -84,12 +146,53 @@ def _add_refine_parser(sub) -> None:
     g.add_argument("--strength", type=float, default=15.0, help="mask prompt amplitude w")
     g.add_argument("--gamma", type=float, default=4.0, help="Gaussian mask prompt spread")
     g.add_argument("--convergence", type=float, default=0.99,
-                   help="stop an object when IoU with the previous iteration reaches this; 1 = never")
-    g.add_argument("--channel", default=None, help="channel index, or 'mean', for multichannel images")
+                   help="an object stops once its mask's IoU with the previous iteration "
+                   "reaches this; 1 = never stop early")
     g.add_argument("--batch-size", type=int, default=32, help="objects per decoder call")
-    g.add_argument("--adaptor", type=Path, default=None, help="SAMRefiner++ IoU adaptor file")
+    g.add_argument("--adaptor", type=Path, default=None,
+                   help="SAMRefiner++ IoU adaptor file (default: none, SAM's own IoU head)")
     g.add_argument("--table", action="store_true", help="also write <output>.csv with per-object results")
+    _add_image_arguments(p)
     p.set_defaults(func=_run_refine)
+
+
+def _add_image_arguments(p: argparse.ArgumentParser) -> None:
+    """Large images, stacks and channels: ``--tile``, ``--halo``, ``--planes``, ``--channel*``."""
+    g = p.add_argument_group("large images, stacks and channels")
+    g.add_argument("--tile", default="auto", metavar="PX|auto|none",
+                   help="refine large images in square tiles of this many pixels (>= 32); "
+                   "auto: SAM's input size where the image is larger; none: whole image, downscaled")
+    g.add_argument("--halo", type=int, default=None, metavar="PX",
+                   help="tile overlap margin in pixels, less than half the tile (default: tile/8)")
+    g.add_argument("--planes", default="all", metavar="LIST|all",
+                   help="planes of a stack to refine, e.g. 0,3,5; the others stay coarse")
+    g.add_argument("--channel", default=None,
+                   help="channel index, or 'mean', for multichannel images that are not RGB "
+                   "(default: RGB(A) is used as RGB; other channel counts need this)")
+    g.add_argument("--channel-axis", type=int, default=None, metavar="AXIS",
+                   help="axis of IMAGE that holds the channels, e.g. 0 for (C, Y, X) "
+                   "(default: the last axis, when IMAGE has one axis more than LABELS)")
+    g.add_argument("--percentiles", type=float, nargs=2, default=(1.0, 99.8),
+                   metavar=("LOW", "HIGH"),
+                   help="contrast-stretch percentiles for images that are not uint8")
+
+
+def _tile(text: str) -> int | str | None:
+    """``--tile``: a whole number of pixels, ``auto`` or ``none``."""
+    if text.strip().lower() in ("auto", "none"):
+        return None if text.strip().lower() == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--tile must be a whole number of pixels, 'auto' or 'none', got {text!r}") from None
+
+
+def _percentiles(values) -> tuple[float, float]:
+    """``--percentiles LOW HIGH``, checked: 0 <= LOW < HIGH <= 100."""
+    low, high = (float(v) for v in values)
+    if not 0 <= low < high <= 100:
+        raise ValueError(f"--percentiles needs 0 <= LOW < HIGH <= 100, got {low:g} {high:g}")
+    return low, high
 
 
 def _refine_kwargs(args) -> dict:
@@ -110,10 +213,17 @@ def _refine_kwargs(args) -> dict:
         channel=channel,
         batch_size=args.batch_size,
         binary=args.binary,
+        tile=_tile(args.tile),
+        halo=args.halo,
+        planes=parse_ids(args.planes, "--planes"),
+        channel_axis=args.channel_axis,
+        percentiles=_percentiles(args.percentiles),
     )
 
 
-_CHECKED = ("iterations", "batch_size", "convergence", "cebox", "strength", "gamma", "binary")
+_CHECKED = (
+    "iterations", "batch_size", "convergence", "cebox", "strength", "gamma", "binary", "tile", "halo",
+)
 
 
 def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
@@ -183,7 +293,11 @@ def _run_refine(args) -> int:
 
 
 def _add_models_parser(sub) -> None:
-    p = sub.add_parser("models", help="list the registered SAM checkpoints and the cache folder")
+    p = sub.add_parser(
+        "models", help="list the registered SAM checkpoints and the cache folder",
+        description="List the registered SAM checkpoints (with each one's prompt profile) and "
+        "the cache folder (NAPARI_SAMREFINE_CACHE).",
+    )
     p.set_defaults(func=_run_models)
 
 
@@ -200,7 +314,7 @@ def _run_models(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``napari-samrefine`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="napari-samrefine",
         description="Refine coarse segmentations with the Segment Anything Model (SAMRefiner).",
     )

@@ -153,7 +153,11 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        return _write_atomically(path, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
+        # labels are never colour: a stack of 3 or 4 planes must not be stored as RGB(A)
+        return _write_atomically(
+            path,
+            lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib", photometric="minisblack"),
+        )
     if suffix == ".png":
         check_png_labels(labels.dtype, labels.ndim, labels.shape)
         from PIL import Image
