@@ -7,7 +7,7 @@ Two kinds of coarse labels are made from the truth of the project's data:
 2. every object grown by ``--grow`` pixels (``skimage.segmentation.expand_labels``,
    no overlaps), a smooth over-segmentation.
 
-Each is refined by the baselines of ``napari_samrefine.baselines`` and scored
+Each is refined by the baselines of ``napari_samrefine.evaluation.baselines`` and scored
 per object (mean IoU / boundary IoU with the true object, object-weighted).
 Prints two markdown tables.
 
@@ -26,15 +26,15 @@ import numpy as np
 import pandas as pd
 from skimage.segmentation import expand_labels
 
-from napari_samrefine.baselines import CLASSICAL_METHODS, refine_classical
-from napari_samrefine.benchmark import (
+from napari_samrefine.evaluation.baselines import CLASSICAL_METHODS, refine_classical
+from napari_samrefine.evaluation.benchmark import (
     BenchmarkPair,
     load_pairs,
     run_benchmark,
     summarize,
     to_markdown,
 )
-from napari_samrefine.metrics import object_ious
+from napari_samrefine.evaluation.metrics import object_ious
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLUMNS = ["dataset", "method", "images", "objects", "coarse_iou", "refined_iou",

@@ -26,7 +26,7 @@ import tifffile
 from PIL import Image
 
 import napari_samrefine as nsr
-from napari_samrefine.defects import synthesize_coarse_labels
+from napari_samrefine.evaluation.defects import synthesize_coarse_labels
 from napari_samrefine.sam.embedding import EmbeddingCache
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

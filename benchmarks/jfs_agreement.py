@@ -73,7 +73,7 @@ def support_of(i: int, pairs, modality) -> int:
 
 
 def per_object_iou(labels: np.ndarray, truth: np.ndarray) -> dict[int, float]:
-    from napari_samrefine.metrics import object_ious
+    from napari_samrefine.evaluation.metrics import object_ious
 
     s = object_ious(labels, truth)
     return dict(zip(s.label_ids.tolist(), s.iou.tolist(), strict=True))
@@ -81,7 +81,7 @@ def per_object_iou(labels: np.ndarray, truth: np.ndarray) -> dict[int, float]:
 
 def summarize(rows: pd.DataFrame) -> str:
     """The markdown tables of the results."""
-    from napari_samrefine.benchmark import to_markdown
+    from napari_samrefine.evaluation.benchmark import to_markdown
 
     first = rows.drop_duplicates(["dataset", "image", "label_id"])
     n = len(first)
@@ -173,8 +173,8 @@ def main(argv=None) -> int:
     import torch
 
     import napari_samrefine as nsr
-    from napari_samrefine.benchmark import load_pairs
-    from napari_samrefine.defects import synthesize_coarse_labels
+    from napari_samrefine.evaluation.benchmark import load_pairs
+    from napari_samrefine.evaluation.defects import synthesize_coarse_labels
     from napari_samrefine.sam.embedding import EmbeddingCache
 
     torch.set_num_threads(1)

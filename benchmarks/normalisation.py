@@ -22,7 +22,7 @@ import tifffile
 from PIL import Image
 
 import napari_samrefine as nsr
-from napari_samrefine.metrics import object_ious
+from napari_samrefine.evaluation.metrics import object_ious
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018"
 

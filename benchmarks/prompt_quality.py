@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_samrefine.benchmark import load_pairs, to_markdown
-from napari_samrefine.defects import synthesize_coarse_labels
+from napari_samrefine.evaluation.benchmark import load_pairs, to_markdown
+from napari_samrefine.evaluation.defects import synthesize_coarse_labels
 from napari_samrefine.samrefiner.prompts import excavate_prompts
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -85,3 +85,14 @@ def stardist_stack():
     image = tifffile.imread(STARDIST / "img3d.tif")
     labels = tifffile.imread(STARDIST / "mask3d.tif")
     return image[12:16].copy(), labels[12:16].copy()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty model cache folder (NAPARI_SAMREFINE_CACHE) and no proxy for 127.0.0.1."""
+    from napari_samrefine.sam.download import CACHE_ENV
+
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(folder))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    return folder

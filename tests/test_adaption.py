@@ -10,17 +10,17 @@ import pytest
 import torch
 
 from _data import DSB2018
-from napari_samrefine import Cancelled
-from napari_samrefine.sam.embedding import embed_image
-from napari_samrefine.sam.preprocess import to_sam_rgb
-from napari_samrefine.samrefiner.adaption import (
+from napari_samrefine import (
     AdaptorMismatchError,
+    Cancelled,
     IoUAdaptor,
     adapt_iou_head,
     evaluate_selection,
     load_iou_adaptor,
-    ranking_loss,
 )
+from napari_samrefine.sam.embedding import embed_image
+from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.samrefiner.adaption import ranking_loss
 from napari_samrefine.samrefiner.candidates import collect_candidates, plan_planes
 from napari_samrefine.samrefiner.lora import LoRALinear
 from napari_samrefine.samrefiner.selection import top1_correct
@@ -420,7 +420,8 @@ def test_candidate_ious_equal_the_full_frame_computation(train_set):
     )
     low, scores = _decode(sam, emb, sparse, dense)
     full = sam.postprocess_masks(low, emb.frame.input_size, labels.shape) > 0
-    np.testing.assert_array_equal(report.scores_before, scores.numpy())
+    # candidates are decoded by the lean decoder: segment-anything's to float rounding
+    np.testing.assert_allclose(report.scores_before, scores.numpy(), rtol=0, atol=1e-5)
     checked = 0
     for i, obj in enumerate(planes[0].objects):
         c = coarse == obj.label_id

@@ -5,8 +5,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_samrefine import Cancelled
-from napari_samrefine.baselines import refine_classical
-from napari_samrefine.metrics import iou
+from napari_samrefine.evaluation.baselines import refine_classical
+from napari_samrefine.evaluation.metrics import iou
 
 
 @pytest.fixture(scope="module")
@@ -91,5 +91,7 @@ def test_bad_input_is_explained(scene):
         refine_classical(image, coarse, "watershed")
     with pytest.raises(ValueError, match="differ in size"):
         refine_classical(image[:50], coarse)
-    with pytest.raises(ValueError, match="2D integer label image"):
+    with pytest.raises(ValueError, match="must hold integers"):
         refine_classical(image, coarse.astype(float))
+    with pytest.raises(ValueError, match="must be a 2D image"):
+        refine_classical(image, coarse[None])

@@ -6,16 +6,16 @@ import pytest
 
 from _data import DATA
 from napari_samrefine import Cancelled
-from napari_samrefine.benchmark import (
+from napari_samrefine.cli import main
+from napari_samrefine.evaluation.benchmark import (
     BenchmarkPair,
     load_pairs,
     run_benchmark,
     summarize,
     to_markdown,
 )
-from napari_samrefine.cli import main
-from napari_samrefine.defects import synthesize_coarse_labels
-from napari_samrefine.metrics import object_ious
+from napari_samrefine.evaluation.defects import synthesize_coarse_labels
+from napari_samrefine.evaluation.metrics import object_ious
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The command line end to end on real files, with a tiny checkpoint built by the test."""
 
 import argparse
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_samrefine import refine
+from napari_samrefine import load_sam, refine
 from napari_samrefine.cli import HelpFormatter, build_parser, main
 
 
@@ -37,7 +38,9 @@ def test_refine_file_pair(tmp_path, pair, checkpoint, capsys):
     assert set(np.unique(refined)) <= set(np.unique(coarse))
     table = (out.with_suffix(".csv")).read_text().splitlines()
     assert table[0].startswith("label_id,plane,status") and len(table) == len(np.unique(coarse))
-    assert "cells.png" in capsys.readouterr().out
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("cells.png: ") and line.endswith(f"-> {out}")
+    assert " objects refined" in line and not re.search(r"[{}\[\]]", line)  # words, not a dict
 
 
 def test_refine_folder_of_pairs_and_png_output(tmp_path, pair, checkpoint):
@@ -125,6 +128,12 @@ def test_parameter_errors_are_one_line_before_the_model_loads(tmp_path, pair, ca
     assert not (tmp_path / "o.tif").exists()
 
 
+@pytest.fixture()
+def loaded(checkpoint):
+    """The model the command line loads from ``checkpoint`` (fast encoder included)."""
+    return load_sam(checkpoint, device="cpu")
+
+
 def _refined_by_cli(tmp_path, image, labels, checkpoint, *flags) -> np.ndarray:
     """Write the pair as TIFFs, run ``refine`` with ``flags`` and read the result."""
     img, lab, out = tmp_path / "image.tif", tmp_path / "labels.tif", tmp_path / "out.tif"
@@ -135,31 +144,31 @@ def _refined_by_cli(tmp_path, image, labels, checkpoint, *flags) -> np.ndarray:
     return tifffile.imread(out)
 
 
-def test_tile_and_halo_give_the_library_result(tmp_path, dsb_pair, checkpoint, sam):
+def test_tile_and_halo_give_the_library_result(tmp_path, dsb_pair, checkpoint, loaded):
     image, labels = dsb_pair
     labels = labels.astype(np.uint16)
     for flags, kwargs in ((["--tile", "128", "--halo", "8"], dict(tile=128, halo=8)),
                           (["--tile", "none"], dict(tile=None))):
-        expected = refine(image, labels, sam, iterations=1, **kwargs).labels
+        expected = refine(image, labels, loaded, iterations=1, **kwargs).labels
         np.testing.assert_array_equal(_refined_by_cli(tmp_path, image, labels, checkpoint, *flags),
                                       expected)
 
 
-def test_planes_and_percentiles_give_the_library_result(tmp_path, stardist_stack, checkpoint, sam):
+def test_planes_and_percentiles_give_the_library_result(tmp_path, stardist_stack, checkpoint, loaded):
     image, labels = (a[:, :64, :64].copy() for a in stardist_stack)
     labels = labels.astype(np.uint16)
-    expected = refine(image, labels, sam, iterations=1, planes=[0, 2], percentiles=(2.0, 98.0)).labels
+    expected = refine(image, labels, loaded, iterations=1, planes=[0, 2], percentiles=(2.0, 98.0)).labels
     got = _refined_by_cli(tmp_path, image, labels, checkpoint,
                           "--planes", "0,2", "--percentiles", "2", "98")
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(got[[1, 3]], labels[[1, 3]])  # the other planes stay coarse
 
 
-def test_channel_axis_gives_the_library_result(tmp_path, stained_pair, checkpoint, sam):
+def test_channel_axis_gives_the_library_result(tmp_path, stained_pair, checkpoint, loaded):
     image, labels = stained_pair
     channels_first = np.moveaxis(image, -1, 0).copy()
     labels = labels.astype(np.uint16)
-    expected = refine(channels_first, labels, sam, iterations=1, channel_axis=0).labels
+    expected = refine(channels_first, labels, loaded, iterations=1, channel_axis=0).labels
     got = _refined_by_cli(tmp_path, channels_first, labels, checkpoint, "--channel-axis", "0")
     np.testing.assert_array_equal(got, expected)
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_samrefine.defects import synthesize_coarse_labels, synthesize_coarse_mask
-from napari_samrefine.metrics import iou, object_ious
+from napari_samrefine.evaluation.defects import synthesize_coarse_labels, synthesize_coarse_mask
+from napari_samrefine.evaluation.metrics import iou, object_ious
 
 
 def test_every_object_lands_in_the_window_on_fluorescence(dsb_pair):
@@ -87,7 +87,7 @@ def test_bad_input_is_explained(dsb_pair):
     image, labels = dsb_pair
     with pytest.raises(ValueError, match="iou_range"):
         synthesize_coarse_labels(image, labels, iou_range=(0.9, 0.8))
-    with pytest.raises(ValueError, match="2D integer label image"):
+    with pytest.raises(ValueError, match="must be a 2D image"):
         synthesize_coarse_labels(image, np.stack([labels, labels]))
     with pytest.raises(ValueError, match="differ in size"):
         synthesize_coarse_labels(image[:100], labels)

@@ -5,12 +5,17 @@ import pytest
 import torch
 
 import napari_samrefine as nsr
+from napari_samrefine import IoUAdaptor
 from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
 from napari_samrefine.sam.lean_decoder import LeanMaskDecoder, supports_lean_decoder
 from napari_samrefine.sam.preprocess import to_sam_rgb
-from napari_samrefine.samrefiner.adaption import IoUAdaptor
 from napari_samrefine.samrefiner.cascade import PromptSettings, run_cascade
-from napari_samrefine.samrefiner.decode import PromptSwitches, decode_prompts, prompt_tensors
+from napari_samrefine.samrefiner.decode import (
+    PromptSwitches,
+    decode_batch,
+    decode_prompts,
+    prompt_tensors,
+)
 from napari_samrefine.samrefiner.objects import objects_from_labels
 from napari_samrefine.samrefiner.prompts import excavate_object, excavate_prompts
 from napari_samrefine.testing import tiny_sam
@@ -58,11 +63,35 @@ def test_lean_decoder_all_candidates_and_other_sizes(dsb_pair):
     with torch.no_grad():
         sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
         low, iou = sam.mask_decoder(emb.features, sam.prompt_encoder.get_dense_pe(), sparse, dense, True)
-        lean_low, lean_iou, best = LeanMaskDecoder(sam, emb.features).decode(sparse, masks, upscale_chunk=2)
+        lean = LeanMaskDecoder(sam, emb.features)
+        lean_low, lean_iou, best = lean.decode(sparse, masks, chunk=2)
+        all_low, all_iou, all_best = lean.decode(sparse, masks, chunk=3, all_candidates=True)
     torch.testing.assert_close(lean_iou, iou, rtol=0, atol=1e-5)
     assert torch.equal(best, iou.argmax(1))
     torch.testing.assert_close(lean_low, low[torch.arange(len(best)), best], rtol=0, atol=1e-5)
     assert lean_low.shape[-2:] == (32, 32)
+    # every candidate (IoU adaption's candidates), and the chunking changes nothing
+    assert all_low.shape == low.shape and torch.equal(all_best, best)
+    torch.testing.assert_close(all_low, low, rtol=0, atol=1e-5)
+    torch.testing.assert_close(all_iou, lean_iou, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("decoder", ["lean", "reference"])
+def test_decode_batch_gives_every_candidate_like_segment_anything(sam, scene, decoder):
+    """decode_batch (the one prompt-to-decoder path): prompts of the original frame, 3 candidates."""
+    emb, objects, _ = scene
+    boxes = np.stack([o.tight_box for o in objects])
+    decoded = decode_batch(sam, emb, boxes=boxes, batch_size=3, decoder=decoder, all_candidates=True)
+    sy, sx = emb.frame.scale
+    scaled = torch.as_tensor(boxes * np.array([sx, sy, sx, sy]), dtype=torch.float32)
+    with torch.no_grad():
+        sparse, dense = sam.prompt_encoder(points=None, boxes=scaled, masks=None)
+        low, iou = sam.mask_decoder(emb.features, sam.prompt_encoder.get_dense_pe(), sparse, dense, True)
+    assert decoded.lowres.shape == low.shape and decoded.scores.shape == iou.shape
+    torch.testing.assert_close(decoded.lowres, low, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(decoded.scores, iou.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(decoded.index, iou.argmax(1).numpy())
+    np.testing.assert_allclose(decoded.iou, iou.max(1).values.numpy(), rtol=0, atol=1e-5)
 
 
 def test_lean_decoder_honours_an_iou_adaptor(sam, scene):
@@ -123,7 +152,8 @@ def test_convergence_saves_decoder_passes_and_reports_them(sam, dsb_pair):
 
 @pytest.mark.parametrize("shape", [(1200, 1100), (300, 777), (100, 60), (17, 1500)])
 def test_cebox_cosine_equals_upsampling_every_channel(shape):
-    """FeatureGrid.cosine (Gram-matrix paths) equals upsampling all channels, then normalising."""
+    """FeatureGrid.cosine (banded blends, either axis first, in column blocks) equals upsampling
+    all channels, then normalising."""
     import torch.nn.functional as F
 
     from napari_samrefine.sam.embedding import ImageEmbedding
@@ -140,7 +170,7 @@ def test_cebox_cosine_equals_upsampling_every_channel(shape):
     query = rng.normal(size=16)
     query /= np.linalg.norm(query)
     for long in (3, 40, 700):
-        for thin in (1, 4, 10):
+        for thin in (1, 4, 10, 300):
             h, w = min(long, shape[0]), min(thin, shape[1])
             if rng.random() < 0.5:
                 h, w = min(thin, shape[0]), min(long, shape[1])

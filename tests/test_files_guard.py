@@ -2,8 +2,9 @@
 
 Writes are atomic (a failed write leaves the old file as it was; two writers at
 once never mix); an output that names an input file or folder is refused before
-any work; an existing output needs --overwrite; two inputs with one name in a
-folder are an error. Every test compares the user's files byte for byte.
+any work; an existing output needs --overwrite (for folder input it counts as done
+and is skipped); two inputs with one name in a folder are an error. Every test
+compares the user's files byte for byte.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import tifffile
 import torch
 from PIL import Image
 
+from napari_samrefine import IoUAdaptor, load_iou_adaptor
 from napari_samrefine.cli import main
 from napari_samrefine.io import write_labels
-from napari_samrefine.samrefiner.adaption import IoUAdaptor, load_iou_adaptor
 
 NO_MODEL = ["--model", "no_such_model"]  # a run that got as far as the model fails on this
 
@@ -197,15 +198,23 @@ def test_existing_outputs_need_overwrite(tmp_path, pair, checkpoint, capsys):
     assert sorted(p.name for p in out.parent.iterdir()) == ["refined.tif", "refined2.csv"]
 
 
-def test_folder_outputs_that_exist_need_overwrite(tmp_path, pair, checkpoint, capsys):
+def test_folder_outputs_that_exist_are_skipped(tmp_path, pair, checkpoint, capsys):
+    """Folder input is restartable: an existing output counts as done and is left alone."""
     img, lab = pair
     out = tmp_path / "results"
     out.mkdir()
     (out / "cells.tif").write_bytes(b"earlier")
     before = snapshot(tmp_path)
-    refuse(["refine", str(img.parent), str(lab.parent), "-o", str(out), *NO_MODEL], capsys,
-           "cells.tif", "--overwrite")
+    assert main(["refine", str(img.parent), str(lab.parent), "-o", str(out), "--checkpoint",
+                 str(checkpoint), "--iterations", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "--overwrite" in captured.err
+    assert captured.out.strip().splitlines()[-1] == "0 files refined, 1 skipped (already done)."
     assert snapshot(tmp_path) == before
+    # --overwrite refines it again
+    assert main(["refine", str(img.parent), str(lab.parent), "-o", str(out), "--checkpoint",
+                 str(checkpoint), "--iterations", "1", "--overwrite"]) == 0
+    assert tifffile.imread(out / "cells.tif").shape == tifffile.imread(lab).shape
 
 
 @pytest.mark.parametrize("folder", ["images", "coarse"])

@@ -3,7 +3,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_samrefine.sam.frame import SamFrame, interpolation_matrix, resize_longest_side_shape
+from napari_samrefine.sam.frame import (
+    Band,
+    SamFrame,
+    interpolation_matrix,
+    resize_longest_side_shape,
+)
 
 
 def test_interpolation_matrix_matches_torch():
@@ -57,7 +62,7 @@ def test_lowres_extent_none_when_only_padding_is_positive(sam):
     assert frame.lowres_extent(low > 0) is None
 
 
-def test_original_to_lowres_crop_equals_full(sam):
+def test_original_crop_to_lowres_equals_full(sam):
     frame = SamFrame.from_sam(sam, (100, 173))
     m = np.zeros((100, 173), np.float32)
     m[20:50, 30:90] = 1
@@ -66,5 +71,47 @@ def test_original_to_lowres_crop_equals_full(sam):
     pad = (0, frame.image_size - frame.input_size[1], 0, frame.image_size - frame.input_size[0])
     r = F.pad(r, pad, value=-1)
     r = F.interpolate(r, (frame.lowres_size,) * 2, mode="bilinear", align_corners=False)[0, 0]
-    np.testing.assert_allclose(2 * frame.original_to_lowres(m[20:50, 30:90], (20, 30)) - 1, r, atol=1e-5)
-    np.testing.assert_allclose(frame.original_to_lowres(2 * m - 1, pad_value=-1), r, atol=1e-5)
+    values, (r0, c0) = frame.original_crop_to_lowres(m[20:50, 30:90].astype(bool), (20, 30))
+    low = np.zeros((frame.lowres_size,) * 2, np.float32)
+    low[r0 : r0 + values.shape[0], c0 : c0 + values.shape[1]] = values
+    # S = 2 m - 1 with the padding at -1 resizes to 2 * resize(m, padding 0) - 1
+    np.testing.assert_allclose(2 * low - 1, r, atol=1e-5)
+    # the rows and columns left out are those the crop has no weight in
+    dense = frame.to_lowres_rows[:, 20:50] @ m[20:50, 30:90] @ frame.to_lowres_cols[:, 30:90].T
+    outside = np.ones_like(dense, bool)
+    outside[r0 : r0 + values.shape[0], c0 : c0 + values.shape[1]] = False
+    assert not dense[outside].any()
+    np.testing.assert_allclose(low, dense, rtol=1e-6, atol=1e-7)
+    # a crop between the low-res samples reaches no low-res pixel (no antialiasing)
+    wide = SamFrame((4000, 100), image_size=1024, lowres_size=256)
+    assert wide.original_crop_to_lowres(np.ones((1, 100), bool), (1, 0)) is None
+
+
+@pytest.mark.parametrize("n_in, n_out", [(256, 1024), (1024, 256), (97, 1000), (1000, 97), (64, 64)])
+def test_band_apply_equals_the_dense_product(n_in, n_out):
+    mat = interpolation_matrix(n_in, n_out)
+    band = Band.from_matrix(mat)
+    assert band.weights.shape[1] <= 3
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n_in, 5)).astype(np.float32)
+    np.testing.assert_allclose(band.apply(x, (0, n_out)), mat @ x, rtol=1e-6, atol=1e-6)
+    # a slice of x at an offset, zero elsewhere, and a range of output rows
+    lo, hi = n_in // 3, n_in // 3 + max(1, n_in // 4)
+    zeroed = np.zeros_like(x)
+    zeroed[lo:hi] = x[lo:hi]
+    rows = (n_out // 5, n_out - n_out // 7)
+    got = band.apply(x[lo:hi], rows, offset=lo)
+    np.testing.assert_allclose(got, (mat @ zeroed)[rows[0] : rows[1]], rtol=1e-6, atol=1e-6)
+    assert band.apply(x[lo:hi] > 0, rows, offset=lo).dtype == np.float32  # bool input
+
+
+def test_upsampling_a_crop_does_not_depend_on_the_box(sam):
+    """Each pixel's logit is computed the same way whatever box it is computed in (write-back)."""
+    frame = SamFrame((300, 410), image_size=1024, lowres_size=256, embedding_size=64)
+    low = np.random.default_rng(2).normal(size=(256, 256)).astype(np.float32)
+    region = (10, 20, 250, 400)
+    r0, c0, r1, c1 = frame.lowres_support(region)
+    crop = low[r0:r1, c0:c1]
+    big = frame.lowres_crop_to_original(crop, (r0, c0), region)
+    small = frame.lowres_crop_to_original(crop, (r0, c0), (40, 60, 100, 333))
+    np.testing.assert_array_equal(small, big[30:90, 40:313])

@@ -8,9 +8,9 @@ from scipy import ndimage as ndi
 
 from _data import DSB2018
 from napari_samrefine import Cancelled, judge_refinement
+from napari_samrefine.evaluation.metrics import iou
 from napari_samrefine.judge import MaskTransferFSS
 from napari_samrefine.judge.verdicts import accepted_labels
-from napari_samrefine.metrics import iou
 from napari_samrefine.sam.embedding import EmbeddingCache
 
 
@@ -231,9 +231,9 @@ def test_bad_input_gets_clear_errors(query):
         judge_refinement(image, coarse, truth, [image, image], [truth], **kw)
     with pytest.raises(ValueError, match="both as single arrays or both as lists"):
         judge_refinement(image, coarse, truth, [image], truth, **kw)
-    with pytest.raises(ValueError, match="integer label image"):
+    with pytest.raises(ValueError, match="must hold integers"):
         judge_refinement(image, coarse.astype(float), truth, image, truth, **kw)
-    with pytest.raises(ValueError, match="judge one plane at a time"):
+    with pytest.raises(ValueError, match="pass one plane of a stack"):
         judge_refinement(image, coarse[None], truth[None], image, truth, **kw)
     with pytest.raises(ValueError, match="not objects of the coarse labels"):
         judge_refinement(image, coarse, truth, image, truth, label_ids=[9999], **kw)

@@ -68,14 +68,18 @@ def test_fm_is_features_times_coverage(sam, nuclei):
 def test_im_reencodes_the_image_with_the_pixel_mean_outside_the_mask(sam, nuclei):
     rgb, mask = nuclei
     cache = EmbeddingCache()
-    im, _ = masked_features(sam, rgb, mask, "im", cache=cache)
+    im, cov = masked_features(sam, rgb, mask, "im", cache=cache)
     fill = pixel_fill(sam)
     np.testing.assert_array_equal(fill, [124, 116, 104])  # SAM's pixel mean, 8-bit
     masked = input_masked_image(rgb, mask, fill)
     assert (masked[~mask] == fill).all() and (masked[mask] == rgb[mask]).all()
-    np.testing.assert_allclose(im, embed_image(sam, masked).valid_features(), rtol=1e-5, atol=1e-6)
-    # a different input, so different features than the plain image's
-    assert not np.allclose(im, embed_image(sam, rgb).valid_features(), atol=1e-3)
+    # the masked image's features, taken under the mask once (times the coverage)
+    im_raw = embed_image(sam, masked).valid_features()
+    np.testing.assert_allclose(im, im_raw * cov[None], rtol=1e-5, atol=1e-6)
+    assert (im[:, cov == 0] == 0).all()
+    # a different input, so different features than the plain image's (FM's)
+    fm = embed_image(sam, rgb).valid_features() * cov[None]
+    assert not np.allclose(im, fm, atol=1e-3)
     # one encoder pass for the image, one for the masked image; repeats are cache hits
     assert cache.misses == 2
     masked_features(sam, rgb, mask, "im", cache=cache)
@@ -96,15 +100,48 @@ def test_hm_takes_fm_where_positive_and_im_elsewhere(sam, nuclei):
     assert cache.misses == 2  # HM reuses FM's and IM's embeddings
 
 
-def test_feature_masking_and_prototype_by_hand():
+def test_fm_prototype_weighs_coverage_once_by_hand():
+    """FM features built by hand: the prototype is the coverage-weighted mean of the features.
+
+    2 x 2 grid, two channels. Raw features f: channel 0 is 2 everywhere, channel 1
+    is [[0, 1], [2, 3]]; coverage c = [[1, 0.5], [0, 0]]. FM = c * f already
+    carries the coverage, so t = sum(FM) / sum(c) = ((2 + 1), (0 + 0.5)) / 1.5
+    = (2, 1/3), L2-normalised. Weighing FM by c again gives sum(c^2 f) / sum(c)
+    = (2.5, 0.25) / 1.5, direction (10, 1) instead of (6, 1).
+    """
     feats = np.stack([np.full((2, 2), 2.0), np.arange(4.0).reshape(2, 2)]).astype(np.float32)
     cov = np.array([[1.0, 0.5], [0.0, 0.0]], np.float32)
-    np.testing.assert_allclose(feature_masking(feats, cov)[1], [[0.0, 0.5], [0.0, 0.0]])
-    # coverage-weighted mean of (2, 0) and (2, 1) with weights 1 and 0.5: (2, 1/3), normalised
-    t = masked_prototype(feats, cov)
+    fm = feature_masking(feats, cov)
+    np.testing.assert_allclose(fm, [[[2.0, 1.0], [0.0, 0.0]], [[0.0, 0.5], [0.0, 0.0]]])
+    t = masked_prototype(fm, cov)
     np.testing.assert_allclose(t, np.array([2.0, 1 / 3]) / np.hypot(2.0, 1 / 3), rtol=1e-6)
     with pytest.raises(ValueError, match="covers no feature cell"):
-        masked_prototype(feats, np.zeros((2, 2)))
+        masked_prototype(fm, np.zeros((2, 2)))
+
+
+def test_im_and_hm_prototypes_weigh_coverage_once_by_hand():
+    """IM and HM on the 2 x 2 grid: each element counts once with its cell's coverage.
+
+    Image features f: channel 0 = [[1, -1], [5, 5]], channel 1 = [[-2, 4], [5, 5]];
+    masked-image (IM) features g: channel 0 = [[3, 6], [7, 7]], channel 1 =
+    [[1, -4], [7, 7]]; coverage c = [[1, 0.5], [0, 0]], sum 1.5.
+    IM: t = (1 * 3 + 0.5 * 6, 1 * 1 + 0.5 * (-4)) / 1.5 = (6, -1) / 1.5.
+    HM: f where c * f > 0, else g: channel 0 takes f (1) in cell (0, 0) and g (6)
+    in (0, 1); channel 1 takes g (1) in (0, 0) and f (4) in (0, 1); so
+    t = (1 * 1 + 0.5 * 6, 1 * 1 + 0.5 * 4) / 1.5 = (4, 3) / 1.5.
+    """
+    f = np.array([[[1, -1], [5, 5]], [[-2, 4], [5, 5]]], np.float32)
+    g = np.array([[[3, 6], [7, 7]], [[1, -4], [7, 7]]], np.float32)
+    cov = np.array([[1.0, 0.5], [0.0, 0.0]], np.float32)
+    fm, im = feature_masking(f, cov), feature_masking(g, cov)
+    hm = hybrid_masking(fm, im)
+    np.testing.assert_allclose(hm, [[[1.0, 3.0], [0.0, 0.0]], [[1.0, 2.0], [0.0, 0.0]]])
+    np.testing.assert_allclose(
+        masked_prototype(im, cov), np.array([6.0, -1.0]) / np.hypot(6, 1), rtol=1e-6
+    )
+    np.testing.assert_allclose(masked_prototype(hm, cov), [0.8, 0.6], rtol=1e-6)
+    with pytest.raises(ValueError, match="pass the coverage"):
+        masked_prototype(hm, cov[:1])
 
 
 def test_masking_rejects_bad_input(sam, nuclei):

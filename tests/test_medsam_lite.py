@@ -111,7 +111,7 @@ def test_full_samrefiner_prompts_on_real_weights_warn_and_run(medsam):
 
 
 def test_judge_and_adaption_end_to_end(medsam):
-    from napari_samrefine.defects import synthesize_coarse_labels
+    from napari_samrefine.evaluation.defects import synthesize_coarse_labels
 
     image, truth = dsb(IMAGES[0])
     support_image, support_labels = dsb(IMAGES[1])

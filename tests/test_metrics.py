@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_samrefine.metrics import (
+from napari_samrefine.evaluation.metrics import (
     boundary_iou,
     boundary_width,
     class_ious,
@@ -13,7 +13,7 @@ from napari_samrefine.metrics import (
     mean_iou,
     object_ious,
 )
-from napari_samrefine.metrics import (
+from napari_samrefine.evaluation.metrics import (
     iou as mask_iou,
 )
 
@@ -108,7 +108,7 @@ def test_class_ious_and_mean_iou_hand_computed():
 
 
 def test_labels_must_be_integers_and_non_negative():
-    with pytest.raises(TypeError, match="integer label image"):
+    with pytest.raises(ValueError, match="must hold integers"):
         mean_iou(np.zeros((2, 2), float), np.zeros((2, 2), int))
     with pytest.raises(ValueError, match="negative"):
         match_objects(np.full((2, 2), -1), np.zeros((2, 2), int))

@@ -13,7 +13,12 @@ from scipy import ndimage as ndi
 
 from _data import DSB2018
 from napari_samrefine.sam.frame import SamFrame
-from napari_samrefine.samrefiner.distance import inside_distance, object_crop
+from napari_samrefine.samrefiner.distance import (
+    inside_distance,
+    object_crop,
+    outside_distance,
+    outside_distance_squared,
+)
 from napari_samrefine.samrefiner.objects import ObjectMask, objects_from_labels
 from napari_samrefine.samrefiner.prompts import (
     excavate_object,
@@ -152,19 +157,27 @@ def test_mask_input_equals_full_image_torch(full, image_size, lowres, strength):
 
 
 @pytest.mark.parametrize("shape", [(300, 410), (2048, 1500), (50, 30)])
-def test_mask_prompt_band_equals_original_to_lowres(shape):
-    # the band-limited products equal SamFrame.original_to_lowres on the whole low-res frame
+def test_mask_prompt_on_a_crop_equals_the_whole_frame(shape):
+    # the band-limited resizes of the crop equal the full resize matrices applied to the
+    # whole low-res frame, and SPEC's full-image torch resizes
     frame = SamFrame(shape, image_size=1024, lowres_size=256, embedding_size=64)
     rng = np.random.default_rng(1)
     for (h, w) in [(1, 1), (3, 2), (17, 25), (40, 9)]:
         y0, x0 = rng.integers(0, shape[0] - h), rng.integers(0, shape[1] - w)
         mask = rng.random((h, w)) > 0.3
         g = np.where(mask, rng.random((h, w)), 0).astype(np.float32)
-        m_full = frame.original_to_lowres(mask.astype(np.float32), (y0, x0))
-        g_full = frame.original_to_lowres(g, (y0, x0))
+        rows = frame.to_lowres_rows[:, y0 : y0 + h]
+        cols = frame.to_lowres_cols[:, x0 : x0 + w].T
+        m_full = rows @ mask.astype(np.float32) @ cols
+        g_full = rows @ g @ cols
         expected = np.where(m_full > 0.5, 15.0, -15.0) * np.where(g_full > 0, g_full, 1.0)
         got = mask_prompt(frame, mask, g, (y0, x0), 15.0)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        full = np.zeros(shape, bool)
+        full[y0 : y0 + h, x0 : x0 + w] = mask
+        g_image = np.zeros(shape, np.float32)
+        g_image[y0 : y0 + h, x0 : x0 + w] = g
+        assert_mask_input_close(got, full, g_image, frame, 15.0)
 
 
 def test_mask_input_background_and_padding_hold_minus_w():
@@ -178,6 +191,18 @@ def test_mask_input_background_and_padding_hold_minus_w():
     assert np.all(p.mask_input[0] == -15.0)
     core = p.mask_input[6:10, 3:6]
     assert core.max() == pytest.approx(15.0, rel=0.2) and core.min() > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(full=masks)
+def test_distances_are_scipys_exactly(full):
+    """D+ and D- from the integer feature transform: scipy's float64 values bit for bit."""
+    if not full.all():
+        np.testing.assert_array_equal(inside_distance(full), ndi.distance_transform_edt(full))
+    np.testing.assert_array_equal(outside_distance(full), ndi.distance_transform_edt(~full))
+    squared = outside_distance_squared(full)
+    assert np.issubdtype(squared.dtype, np.integer)
+    np.testing.assert_array_equal(np.sqrt(squared), ndi.distance_transform_edt(~full))
 
 
 def test_object_covering_the_whole_image_uses_the_distance_to_the_border():

@@ -7,10 +7,16 @@ from segment_anything import SamPredictor
 
 import napari_samrefine as nsr
 from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
+from napari_samrefine.sam.frame import SamFrame
 from napari_samrefine.sam.preprocess import to_sam_rgb
-from napari_samrefine.samrefiner.cascade import ObjectState, PromptSettings, run_cascade
+from napari_samrefine.samrefiner.cascade import (
+    ChosenLogits,
+    ObjectState,
+    PromptSettings,
+    run_cascade,
+)
 from napari_samrefine.samrefiner.decode import PromptSwitches, decode_prompts, prompt_tensors
-from napari_samrefine.samrefiner.objects import ObjectMask, objects_from_labels
+from napari_samrefine.samrefiner.objects import objects_from_labels, trim
 from napari_samrefine.samrefiner.prompts import excavate_object
 from napari_samrefine.samrefiner.writeback import write_back
 
@@ -86,11 +92,14 @@ def test_decode_matches_segment_anything_predictor(sam, dsb_pair):
 
 
 def _state(label, logits, offset, shape):
+    """A refined object whose chosen logits are ``logits`` at ``offset`` (no resizing)."""
     h, w = logits.shape
-    coarse = ObjectMask(label, logits > 0, offset, shape)
-    s = ObjectState(coarse=coarse, mask=coarse)
-    s.logits, s.region = logits.astype(np.float32), (offset[0], offset[1], offset[0] + h, offset[1] + w)
-    return s
+    # a frame whose low-res frame is the image itself: upsampling is the identity
+    frame = SamFrame(shape, image_size=shape[0], lowres_size=shape[0], embedding_size=1)
+    region = (offset[0], offset[1], offset[0] + h, offset[1] + w)
+    chosen = ChosenLogits(frame, logits.astype(np.float32), offset, region)
+    mask = trim(logits > 0, offset, label, shape)
+    return ObjectState(coarse=mask, mask=mask, region=region, chosen=chosen)
 
 
 def test_write_back_highest_logit_wins_and_protects_others():
@@ -98,8 +107,9 @@ def test_write_back_highest_logit_wins_and_protects_others():
     coarse[0:2, 0:2] = 9  # an object that is not refined
     coarse[5:7, 5:7] = 1
     a = _state(1, np.full((6, 6), 1.0), (0, 0), (10, 10))
-    b = _state(2, np.full((6, 6), 2.0), (3, 3), (10, 10))
-    b.logits[0, 0] = -1  # b does not claim (3, 3)
+    logits_b = np.full((6, 6), 2.0)
+    logits_b[0, 0] = -1  # b does not claim (3, 3)
+    b = _state(2, logits_b, (3, 3), (10, 10))
     out = write_back(coarse, [a, b])
     assert (out[0:2, 0:2] == 9).all()  # untouched
     assert (out[3:6, 3:6][1:, 1:] == 2).all()  # overlap: higher logit

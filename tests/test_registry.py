@@ -12,16 +12,18 @@ import pooch
 import pytest
 import torch
 
-from napari_samrefine.sam.loading import load_sam
-from napari_samrefine.sam.registry import (
+from napari_samrefine.sam.download import (
     CACHE_ENV,
     ModelDownloadError,
     cached_checkpoint_path,
     fetch_checkpoint,
+    model_cache_dir,
+)
+from napari_samrefine.sam.loading import load_sam
+from napari_samrefine.sam.registry import (
     find_model_by_hash,
     get_model,
     list_models,
-    model_cache_dir,
     register_model,
     unregister_model,
 )
@@ -81,14 +83,6 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/gone.pt"
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(CACHE_ENV, str(folder))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    return folder
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def test_mobile_sam_file_loads_without_a_model_type(tmp_path):
     reference = build_sam_vit_t().eval()
     path = tmp_path / "weights"
     torch.save(reference.state_dict(), path)
-    sam = load_sam(str(path), device="cpu")
+    sam = load_sam(str(path), device="cpu", fast_encoder=False)  # stock, bit for bit
     assert sam.samrefine_info["arch"] == "vit_t"
     assert nsr.sam.profile.model_profile(sam) == SAM_PROFILE
     x = torch.rand(1, 3, 1024, 1024)
@@ -80,7 +80,7 @@ def test_micro_sam_tinyvit_format(lite, tmp_path):
     path = tmp_path / "vit_t.pt"
     state = {"sam." + k: v for k, v in lite.state_dict().items()}
     torch.save({"model_state": state, "config": argparse.Namespace(model_type="vit_t")}, path)
-    sam = load_sam(path, device="cpu", allow_unsafe_pickle=True)
+    sam = load_sam(path, device="cpu", allow_unsafe_pickle=True, fast_encoder=False)
     x = torch.rand(1, 3, 256, 256)
     with torch.no_grad():
         np.testing.assert_array_equal(sam.image_encoder(x), lite.image_encoder(x))

@@ -9,16 +9,11 @@ the package in milliseconds on a CPU.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from functools import partial
 
 import torch
-from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
+from segment_anything.modeling import Sam
+
+from .sam.architecture import SamConfig, build_sam
 
 __all__ = ["tiny_sam", "tiny_tinyvit_sam"]
 
@@ -66,41 +61,16 @@ def tiny_sam(
     """
     if image_size % patch_size:
         raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
-    grid = image_size // patch_size
+    config = SamConfig(
+        prompt_dim=prompt_dim, mask_in_chans=4, decoder_depth=2, decoder_mlp_dim=2 * prompt_dim,
+        decoder_heads=2, decoder_downsample_rate=2, num_multimask_outputs=3, iou_head_depth=3,
+        iou_head_hidden_dim=prompt_dim, image_size=image_size, patch_size=patch_size,
+        encoder_dim=encoder_dim, encoder_depth=encoder_depth, encoder_heads=encoder_heads,
+        encoder_mlp_dim=2 * encoder_dim, window_size=window_size,
+        global_attn_indexes=(encoder_depth - 1,), qkv_bias=True,
+    )
     with _seeded(seed):
-        sam = Sam(
-            image_encoder=ImageEncoderViT(
-                img_size=image_size,
-                patch_size=patch_size,
-                embed_dim=encoder_dim,
-                depth=encoder_depth,
-                num_heads=encoder_heads,
-                mlp_ratio=2.0,
-                out_chans=prompt_dim,
-                qkv_bias=True,
-                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                use_rel_pos=True,
-                window_size=window_size,
-                global_attn_indexes=(encoder_depth - 1,),
-            ),
-            prompt_encoder=PromptEncoder(
-                embed_dim=prompt_dim,
-                image_embedding_size=(grid, grid),
-                input_image_size=(image_size, image_size),
-                mask_in_chans=4,
-            ),
-            mask_decoder=MaskDecoder(
-                num_multimask_outputs=3,
-                transformer=TwoWayTransformer(
-                    depth=2, embedding_dim=prompt_dim, mlp_dim=2 * prompt_dim, num_heads=2
-                ),
-                transformer_dim=prompt_dim,
-                iou_head_depth=3,
-                iou_head_hidden_dim=prompt_dim,
-            ),
-            pixel_mean=[123.675, 116.28, 103.53],
-            pixel_std=[58.395, 57.12, 57.375],
-        )
+        sam = build_sam(config)  # the loader's builder: what a checkpoint of it loads into
         _randomise(sam, "rel_pos")
     return sam.eval()
 
@@ -151,7 +121,6 @@ def tiny_tinyvit_sam(seed: int = 0, *, layout: str = "mobile_sam") -> Sam:
     >>> sam.image_encoder.img_size, sam.prompt_encoder.image_embedding_size  # doctest: +SKIP
     (256, (64, 64))
     """
-    from .sam.architecture import build_sam
     from .sam.tinyvit import TinyViTConfig
 
     if layout not in ("mobile_sam", "lite_medsam"):

@@ -42,7 +42,7 @@ def _wait(qtbot, widget):
 
 
 def test_train_on_layer_pairs_and_save(widget_and_viewer, qtbot, tmp_path):
-    from napari_samrefine.samrefiner.adaption import adapt_iou_head, load_iou_adaptor
+    from napari_samrefine import adapt_iou_head, load_iou_adaptor
     from napari_samrefine.testing import tiny_sam
 
     widget, viewer = widget_and_viewer
@@ -74,7 +74,7 @@ def test_train_on_folders(widget_and_viewer, qtbot, tmp_path):
     import tifffile
     from PIL import Image
 
-    from napari_samrefine.samrefiner.adaption import load_iou_adaptor
+    from napari_samrefine import load_iou_adaptor
 
     widget, _ = widget_and_viewer
     images, labels = _load()
@@ -115,9 +115,9 @@ def test_missing_input_gives_a_clear_message(widget_and_viewer, tmp_path):
 
 
 def test_model_field_loads_a_checkpoint_and_reports_errors(make_napari_viewer, qtbot, tmp_path):
+    from napari_samrefine import load_iou_adaptor
     from napari_samrefine._napari.adaption_widget import AdaptionWidget
     from napari_samrefine._napari.model_choice import LOCAL_FILE
-    from napari_samrefine.samrefiner.adaption import load_iou_adaptor
     from napari_samrefine.testing import tiny_sam
 
     viewer = make_napari_viewer()

@@ -224,7 +224,7 @@ def test_cancel_at_every_stage_changes_nothing(viewer, qtbot, sam, stage):
     _, widget = refine_dock(viewer, sam, output="inplace")
     loads = []
     load = widget.model.load
-    widget.model.load = lambda: loads.append(1) or load()
+    widget.model.load = lambda progress=None: loads.append(1) or load(progress)
     gate = Gate(widget, stage)
     gate.start(qtbot, widget)
     widget._stop_button.native.click()

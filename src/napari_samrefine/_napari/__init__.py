@@ -1,6 +1,17 @@
 """napari faces of the library: the only package that imports napari, magicgui or Qt."""
 
-from ._triton import preload_triton
+try:
+    import magicgui  # noqa: F401
+    import napari  # noqa: F401
+    import qtpy  # noqa: F401
+except ImportError as err:  # a core-only install: one line that names the fix
+    raise ImportError(
+        f"The napari widgets of napari-samrefine need napari, magicgui, qtpy and a Qt binding "
+        f"({err.name or 'a Qt binding'} is missing): pip install 'napari-samrefine[qt]' (or "
+        "'[napari]' where a Qt binding is installed already)."
+    ) from None
+
+from ._triton import preload_triton  # noqa: E402
 
 # napari imports this package only after its OpenGL canvas exists; see _triton.py
 preload_triton()

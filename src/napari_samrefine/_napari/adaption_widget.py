@@ -14,12 +14,26 @@ import numpy as np
 from magicgui.widgets import FileEdit, SpinBox
 from napari.utils.notifications import show_info
 
+from ..sam.encoder_progress import reporting_encoder
 from .layers import layer_data
 from .model_choice import ModelPicker
 from .pairs import LayerPairs
 from .workers import TaskWidget
 
-__all__ = ["AdaptionWidget"]
+__all__ = ["AdaptionWidget", "adaption_summary"]
+
+
+def adaption_summary(path: Path, m: dict) -> str:
+    """The adaption widget's status line after training, in words."""
+    objects = "1 object" if m["n_objects"] == 1 else f"{m['n_objects']} objects"
+    epochs = "1 epoch" if m.get("epochs", 1) == 1 else f"{m['epochs']} epochs"
+    before, after = m["train_top1_before"], m["train_top1_after"]
+    change = "up from" if after > before else "down from" if after < before else "as before:"
+    return (
+        f"Saved {path.name}: trained on {objects} ({epochs}, {m['n_steps']} steps). SAM now "
+        f"picks the candidate mask closest to the coarse labels for {after:.0%} of them "
+        f"({change} {before:.0%}); ranking loss {m['loss_before']:.3f} -> {m['loss_after']:.3f}."
+    )
 
 
 class AdaptionWidget(TaskWidget):
@@ -113,18 +127,14 @@ class AdaptionWidget(TaskWidget):
 
         self._show_progress(0, 1, "loading the model")
         progress = self.progress_callback()
-        sam = self.model.load()
-        adaptor = adapt_iou_head(sam, images, labels, epochs=epochs, progress=progress)
+        sam = self.model.load(progress)  # a download moves the bar; Cancel stops it
+        with reporting_encoder(sam, progress):
+            adaptor = adapt_iou_head(sam, images, labels, epochs=epochs, progress=progress)
         output.parent.mkdir(parents=True, exist_ok=True)
         adaptor.save(output)
         return adaptor, output
 
     def _done(self, result) -> None:
         self.adaptor, path = result
-        m = self.adaptor.metadata
-        self.say(
-            f"Saved {path.name}: {m['n_objects']} objects, {m['n_steps']} steps, ranking loss "
-            f"{m['loss_before']:.3f} -> {m['loss_after']:.3f}, top-1 vs coarse "
-            f"{m['train_top1_before']:.2f} -> {m['train_top1_after']:.2f}."
-        )
+        self.say(adaption_summary(path, self.adaptor.metadata))
         show_info(f"IoU adaptor saved to {path}")

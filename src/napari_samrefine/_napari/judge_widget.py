@@ -30,6 +30,7 @@ from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 
 from .._progress import report
+from ..sam.encoder_progress import reporting_encoder
 from .layers import displayed_plane, geometry, layer_field, upsert_layer
 from .model_choice import ModelPicker, cached_model
 from .pairs import LayerPairs
@@ -151,12 +152,14 @@ class JudgeWidget(TaskWidget):
     def _work(self, kwargs: dict):
         from ..judge import judge_refinement
 
-        report(self.progress_callback(), 0, 1, "loading the model")
+        progress = self.progress_callback()
+        report(progress, 0, 1, "loading the model")
         if kwargs["backend"] == "sam":
-            kwargs["sam"] = self.model.load()
+            kwargs["sam"] = self.model.load(progress)
         else:
             kwargs["backend"] = _seggpt(kwargs.pop("seggpt_model"))
-        return judge_refinement(**kwargs, progress=self.progress_callback())
+        with reporting_encoder(kwargs.get("sam"), progress if "sam" in kwargs else None):
+            return judge_refinement(**kwargs, progress=progress)
 
     def _done(self, result, refined: Labels, pairs) -> None:
         self.result = result
@@ -180,6 +183,9 @@ class JudgeWidget(TaskWidget):
                     colormap=cmap, blending="additive", contrast_limits=(0, 1),
                     **geometry(img, ndim=2),
                 )  # fmt: skip
+        if table.empty:
+            self.say("No object was judged: the coarse and refined labels hold no object here.")
+            return
         counts = table["verdict"].value_counts()
         self.say(
             f"{len(table)} objects: {counts.get('improved', 0)} improved, "

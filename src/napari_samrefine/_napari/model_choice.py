@@ -2,22 +2,49 @@
 
 Loaded models are kept per (model, device) for the whole napari session, so
 every widget that uses the same choice shares one model in memory.
+
+Each registry entry's label says whether it works offline ("in cache",
+"installed") or needs a download and how big it is; the labels are computed
+from the files on disk (:func:`~napari_samrefine.sam.download.checkpoint_status`),
+never from the network. A download made by :meth:`ModelPicker.load` reports to
+the widget's progress bar and stops at its Cancel button; when it fails, the
+message says what to do in the widget.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 from magicgui.widgets import ComboBox, Container, FileEdit
 
-from ..sam.loading import available_devices, load_sam
+from .._progress import ProgressCallback, report
+from ..sam.device import available_devices
+from ..sam.download import (
+    CACHE_ENV,
+    ModelDownloadError,
+    availability_text,
+    cached_checkpoint_path,
+    checkpoint_status,
+    fetch_checkpoint,
+    format_size,
+)
+from ..sam.loading import load_sam
 from ..sam.profile import ModelProfile, model_profile
 from ..sam.registry import get_model as registry_entry
 from ..sam.registry import list_models
 
-__all__ = ["ModelPicker", "LOCAL_FILE", "get_model", "cached_model"]
+__all__ = [
+    "LOCAL_FILE",
+    "ModelPicker",
+    "cached_model",
+    "choice_label",
+    "get_model",
+    "offline_text",
+    "refresh_pickers",
+]
 
 LOCAL_FILE = "local file..."
 
@@ -38,9 +65,74 @@ def cached_model(key: tuple, load: Callable[[], object]):
         return _models[key]
 
 
+def _key(spec, device) -> tuple:
+    return ("sam", str(spec), str(device))
+
+
 def get_model(spec: str, device: str = "auto"):
     """Load (once per session) the SAM model for a registry name or checkpoint path."""
-    return cached_model(("sam", str(spec), str(device)), lambda: load_sam(spec, device=device))
+    return cached_model(_key(spec, device), lambda: load_sam(spec, device=device))
+
+
+def is_loaded(spec: str, device: str = "auto") -> bool:
+    """True when :func:`get_model` holds this model in memory (no file or network needed)."""
+    with _lock:
+        return _key(spec, device) in _models
+
+
+def choice_label(name: str) -> str:
+    """The model field's label of registry entry ``name``: "vit_b — in cache", "vit_h — download 2.5 GB"."""
+    return f"{name} \u2014 {availability_text(name)}"
+
+
+def _usable_offline() -> list[str]:
+    return [n for n in list_models() if checkpoint_status(n) in ("cached", "installed")]
+
+
+def offline_text(name: str, err: BaseException | None = None) -> str:
+    """What to do in the widget when registry model ``name`` could not be downloaded.
+
+    Short enough for a status line; the core's message (for Python and the
+    command line) is kept as the exception's cause.
+    """
+    why = f" ({type(err.__cause__ or err).__name__})" if err is not None else ""
+    usable = [n for n in _usable_offline() if n != name]
+    others = (
+        f" Or choose a model marked installed or in cache (e.g. {usable[0]})." if usable else ""
+    )
+    return (
+        f"Could not download {name!r}{why}: no network? "
+        f"Choose {LOCAL_FILE!r} in the model field and pick the checkpoint file, or copy it to "
+        f"{cached_checkpoint_path(name)} ({CACHE_ENV} moves that folder).{others}"
+    )
+
+
+def _download_tooltip(name: str) -> str:
+    entry = registry_entry(name)
+    return (
+        f"Not in the cache: downloaded ({format_size(entry.size)}) when you press Run,\n"
+        f"which needs network. Offline, choose {LOCAL_FILE!r} and pick the file,\n"
+        f"or copy it to {cached_checkpoint_path(name)}"
+    )
+
+
+_pickers: weakref.WeakSet = weakref.WeakSet()
+
+
+def refresh_pickers() -> None:
+    """Update the labels of every open model field (after a download, a file copied by hand)."""
+    for picker in list(_pickers):
+        try:
+            picker.refresh()
+        except RuntimeError:  # its Qt widget was deleted (widget closed)
+            _pickers.discard(picker)
+
+
+def _refresh_pickers_on_main_thread() -> None:
+    """:func:`refresh_pickers` now on the main thread, or queued there from a worker."""
+    from superqt.utils import ensure_main_thread
+
+    ensure_main_thread(refresh_pickers)()
 
 
 class ModelPicker(Container):
@@ -54,7 +146,7 @@ class ModelPicker(Container):
     """
 
     def __init__(self, sam=None):
-        self._model = ComboBox(label="model", choices=[*list_models(), LOCAL_FILE], value="vit_b_lm")
+        self._model = ComboBox(label="model", choices=self._choices(), value="vit_b_lm")
         self._file = FileEdit(label="checkpoint", mode="r", filter="*.pt *.pth", value="")
         self._device = ComboBox(label="device", choices=available_devices(), value="cpu")
         self._device.value = available_devices()[0]
@@ -63,6 +155,32 @@ class ModelPicker(Container):
         self._model.changed.connect(self._choice_changed)
         self._choice_changed(self._model.value)
         self.sam = sam
+        _pickers.add(self)
+
+    @staticmethod
+    def _choices() -> list[tuple[str, str]]:
+        return [*((choice_label(n), n) for n in list_models()), (LOCAL_FILE, LOCAL_FILE)]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The model field's label of each choice, by value (registry name or "local file...")."""
+        native = self._model.native
+        return {native.itemData(i): native.itemText(i) for i in range(native.count())}
+
+    def refresh(self) -> None:
+        """Recompute the labels from the cache folder and the registry; the choice is kept."""
+        value = self._model.value
+        choices = self._choices()
+        with self._model.changed.blocked():
+            # magicgui keys items by label: rebuild the list to keep the registry's order
+            self._model.choices = []
+            self._model.choices = choices
+            if value in [v for _, v in choices]:
+                self._model.value = value
+        if self._model.value != value:
+            self._model.changed.emit(self._model.value)
+        else:
+            self._choice_changed(value)
 
     def _choice_changed(self, choice: str) -> None:
         self._file.visible = choice == LOCAL_FILE
@@ -79,7 +197,8 @@ class ModelPicker(Container):
             needs = "; needs the tinyvit extra: pip install 'napari-samrefine[tinyvit]'"
         if entry.package:
             needs += f" and the package {entry.package}"
-        self._model.tooltip = f"{entry.description}{needs}\n{entry.profile.summary()}\n{general}"
+        first = f"{_download_tooltip(choice)}\n" if checkpoint_status(choice) == "download" else ""
+        self._model.tooltip = f"{first}{entry.description}{needs}\n{entry.profile.summary()}\n{general}"
 
     @property
     def sam(self):
@@ -124,8 +243,41 @@ class ModelPicker(Container):
         """The chosen device (only devices that work here are offered)."""
         return self._device.value
 
-    def load(self):
-        """The model to use: the caller's, or the chosen one (loaded once, then reused)."""
+    def load(self, progress: ProgressCallback | None = None):
+        """The model to use: the caller's, or the chosen one (loaded once, then reused).
+
+        Parameters
+        ----------
+        progress : callable, optional
+            ``progress(done, total, message)``: the download of a registry model
+            not in the cache reports its bytes there, and stops when it raises
+            :class:`~napari_samrefine._progress.Cancelled` (nothing is left in the
+            cache then). Called from the worker thread.
+
+        Raises
+        ------
+        ModelDownloadError
+            When the download fails; the message says what to do in the widget
+            (the core's message is the cause).
+        """
         if self._sam is not None:
             return self._sam
-        return get_model(self.spec, self.device)
+        spec, device = self.spec, self.device
+        registered = self._model.value != LOCAL_FILE
+        try:
+            if registered and not is_loaded(spec, device) and checkpoint_status(spec) == "download":
+                # downloaded here, not in load_sam, to report to the widget's bar and Cancel
+                fetch_checkpoint(spec, progress=progress, progressbar=False)
+                _refresh_pickers_on_main_thread()
+                report(progress, 0, 1, f"loading {spec}")
+            return get_model(spec, device)
+        except ModelDownloadError as err:
+            if registered and _is_network_error(err):
+                raise ModelDownloadError(offline_text(spec, err)) from err
+            raise
+
+
+def _is_network_error(err: ModelDownloadError) -> bool:
+    import requests  # pooch's dependency
+
+    return isinstance(err.__cause__, requests.exceptions.RequestException)

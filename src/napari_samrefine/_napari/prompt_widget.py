@@ -8,6 +8,7 @@ from napari.layers import Image, Labels
 
 from .._progress import report
 from ..sam.embedding import default_cache
+from ..sam.encoder_progress import reporting_encoder
 from ..sam.preprocess import to_sam_rgb
 from ..samrefiner.prompts import excavate_prompts
 from .layers import (
@@ -21,9 +22,10 @@ from .layers import (
     upsert_layer,
 )
 from .model_choice import ModelPicker
+from .scripting import missing_label_text
 from .workers import TaskWidget
 
-__all__ = ["PromptWidget", "show_prompts"]
+__all__ = ["PromptWidget", "show_prompts", "prompt_summary"]
 
 
 def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dict:
@@ -42,6 +44,9 @@ def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dic
         translate = list(geo["translate"])
         translate[0] += plane * geo["scale"][0]
         gauss_geo["translate"] = tuple(translate)
+    # napari fails on an empty colour array (no prompts): colours only when there are some
+    point_colors = {"face_color": point_colors} if len(coords) else {}
+    box_colors = {"edge_color": box_colors} if len(rects) else {}
     layers = {
         "gaussian": upsert_layer(
             viewer, labels_layer, "gaussian", "image", gauss, name=f"{name} Gaussian prompts",
@@ -49,15 +54,28 @@ def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dic
         ),
         "boxes": upsert_layer(
             viewer, labels_layer, "boxes", "shapes", rects, name=f"{name} boxes",
-            shape_type="rectangle", edge_color=box_colors, face_color="transparent",
+            shape_type="rectangle", face_color="transparent", **box_colors,
             features=box_features, edge_width=1, **geo,
         ),
         "points": upsert_layer(
             viewer, labels_layer, "points", "points", coords, name=f"{name} points",
-            features=point_features, face_color=point_colors, size=4, **geo,
+            features=point_features, size=4, **point_colors, **geo,
         ),
     }
     return layers
+
+
+def prompt_summary(prompts, labels_name: str, cebox: bool) -> str:
+    """The prompt widget's status line after a run, in words."""
+    if not prompts:
+        return f"No object in {labels_name!r}: no prompts to show."
+    n = len(prompts)
+    which = f"label {prompts[0].label_id}" if n == 1 else f"{n} objects"
+    text = f"Prompts of {which} shown"
+    if not cebox:
+        return f"{text} (tight boxes: tick CEBox to let them grow into the context)."
+    expanded = sum(p.expanded for p in prompts)
+    return f"{text}; boxes expanded by CEBox: {expanded} of {n}, the others kept tight."
 
 
 class PromptWidget(TaskWidget):
@@ -96,6 +114,10 @@ class PromptWidget(TaskWidget):
         # a copy: the user may paint while the prompts are excavated
         labels = np.array(labels_layer.data if plane is None else labels_layer.data[plane], copy=True)
         ids = [int(labels_layer.selected_label)] if self.scope.value == "selected label" else None
+        problem = ids and missing_label_text(labels, ids[0], labels_layer.name, "to excavate", plane)
+        if problem:
+            self.say(problem, error=True)
+            return
         image = None
         if self.use_cebox.value:
             if self.image_layer.value is None:
@@ -119,9 +141,10 @@ class PromptWidget(TaskWidget):
         embedding = None
         if image is not None:
             report(progress, 0, 2, "loading the model")
-            sam = self.model.load()
+            sam = self.model.load(progress)
             report(progress, 1, 2, "encoding the image")
-            embedding = default_cache.get(sam, to_sam_rgb(image))
+            with reporting_encoder(sam, progress):
+                embedding = default_cache.get(sam, to_sam_rgb(image))
         report(progress, 1, 2, "excavating prompts")
         prompts = excavate_prompts(
             labels, embedding, label_ids=ids,
@@ -133,5 +156,4 @@ class PromptWidget(TaskWidget):
 
     def _done(self, prompts, labels_layer, plane) -> None:
         show_prompts(self._viewer, labels_layer, prompts, plane)
-        expanded = sum(p.expanded for p in prompts)
-        self.say(f"{len(prompts)} objects, {expanded} boxes expanded by CEBox.")
+        self.say(prompt_summary(prompts, labels_layer.name, cebox=self.use_cebox.value))

@@ -9,11 +9,19 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 
 from .._progress import report
+from ..sam.encoder_progress import reporting_encoder
 from ..sam.profile import SAM_PROFILE, untrained_prompts
 from ..samrefiner.refiner import refine
 from .layers import layer_data, layer_field
 from .model_choice import ModelPicker
-from .scripting import SCOPES, check_pair, result_summary, scope_arguments, write_result
+from .scripting import (
+    SCOPES,
+    check_pair,
+    missing_label_text,
+    result_summary,
+    scope_arguments,
+    write_result,
+)
 from .workers import TaskWidget
 
 __all__ = ["RefineWidget"]
@@ -98,7 +106,7 @@ class RefineWidget(TaskWidget):
         kwargs.update(scope_arguments(self.scope.value, self._viewer, self.labels_layer.value))
         path = str(self.adaptor.value)
         if path not in ("", "."):
-            from ..samrefiner.adaption import load_iou_adaptor
+            from ..samrefiner.adaptor_file import load_iou_adaptor
 
             kwargs["iou_adaptor"] = load_iou_adaptor(Path(path))
         return kwargs
@@ -114,6 +122,11 @@ class RefineWidget(TaskWidget):
             return
         image = layer_data(image_layer)  # napari replaces image data, it never paints into it
         snapshot = np.array(labels_layer.data, copy=True)  # the user may paint during the run
+        for label_id in kwargs.get("label_ids", ()):  # "selected label": one that is there
+            problem = missing_label_text(snapshot, label_id, labels_layer.name)
+            if problem:
+                self.say(problem, error=True)
+                return
         output = self.output.value
         untrained = untrained_prompts(self.model.profile, kwargs)
         note = f" (the model was not trained with {' and '.join(untrained)} prompts)" if untrained else ""
@@ -127,12 +140,13 @@ class RefineWidget(TaskWidget):
     def _work(self, image, labels, kwargs):
         progress = self.progress_callback()
         report(progress, 0, 1, "loading the model")
-        sam = self.model.load()
+        sam = self.model.load(progress)
         if "iou_adaptor" in kwargs:
             kwargs["iou_adaptor"].check_model(sam)
-        return refine(image, labels, sam, progress=progress, **kwargs)
+        with reporting_encoder(sam, progress):  # the bar moves, Cancel acts, inside a pass
+            return refine(image, labels, sam, progress=progress, **kwargs)
 
     def _done(self, result, labels_layer, snapshot, output: str) -> None:
         layer, edit = write_result(self._viewer, labels_layer, result, output, snapshot)
         self.last_table = result.table()
-        self.say(result_summary(result, output, layer, edit))
+        self.say(result_summary(result, output, layer, edit, labels_name=labels_layer.name))

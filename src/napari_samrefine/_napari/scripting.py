@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from ..samrefiner.refiner import RefineResult, refine
+from ..samrefiner.summary import count_text, refine_summary, size_warnings
 from .inplace import InPlaceEdit, plan_in_place
 from .layers import current_plane, features_table, geometry, layer_data, upsert_layer
 
@@ -22,6 +23,7 @@ __all__ = [
     "write_result",
     "write_in_place",
     "result_summary",
+    "missing_label_text",
     "check_pair",
     "scope_arguments",
     "SCOPES",
@@ -163,35 +165,71 @@ def apply_result(
     return write_result(viewer, labels_layer, result, output, snapshot)[0]
 
 
-def _objects(n: int) -> str:
-    return f"{n} object" if n == 1 else f"{n} objects"
+def result_summary(
+    result: RefineResult, output: str, layer, edit: InPlaceEdit | None, labels_name: str | None = None,
+) -> str:  # fmt: skip
+    """The widget's status line after a refinement, in words.
 
-
-def result_summary(result: RefineResult, output: str, layer, edit: InPlaceEdit | None) -> str:
-    """The widget's status line after a refinement (plain words, counts of objects).
+    Parameters
+    ----------
+    result : RefineResult
+    output : {"new", "inplace"}
+    layer : napari.layers.Labels
+        The layer the result went to.
+    edit : InPlaceEdit or None
+        What an in-place write changed (None for a new layer).
+    labels_name : str, optional
+        The coarse labels' name (in place, default ``layer``'s name).
 
     Examples
     --------
-    "Refined 27 objects (27 ok) into 'nuclei coarse refined'." or, in place,
-    "25 objects changed in place (Ctrl+Z undoes it); 2 objects you edited during
-    the run were left as you painted them. Refined 27 objects (27 ok)."
+    "27 objects refined into 'nuclei coarse refined'.";
+    "27 objects refined into 'nuclei coarse refined'; 1 label id not found (999).";
+    "No object was refined: label 999 is not in 'nuclei coarse'."; followed by
+    warnings such as "2 objects grew more than 4x (ids 5, 9): check them.". In
+    place: "25 objects changed in place (Ctrl+Z undoes it); 2 objects you edited
+    during the run were left as you painted them. 27 objects refined."
     """
-    counts = result.table()["status"].value_counts()
-    statuses = ", ".join(f"{n} {status}" for status, n in counts.items())
-    refined = f"Refined {_objects(len(result.objects))} ({statuses})"
-    if output != "inplace":
-        return f"{refined} into {layer.name!r}."
-    if edit.changed:
-        text = f"{_objects(len(edit.changed))} changed in place (Ctrl+Z undoes it)"
+    table = result.table()
+    name = labels_name or (layer.name if output == "inplace" else None)
+    headline, notes = refine_summary(table, result.mode, name)
+    if output == "inplace":
+        if edit is not None and edit.changed:
+            text = f"{count_text(len(edit.changed), 'object')} changed in place (Ctrl+Z undoes it)"
+        else:
+            text = "Nothing changed in place"
+        if edit is not None and edit.kept:
+            one = len(edit.kept) == 1
+            text += (
+                f"; {count_text(len(edit.kept), 'object')} you edited during the run "
+                f"{'was' if one else 'were'} left as you painted {'it' if one else 'them'}"
+            )
+        text = f"{text}. " + "; ".join([headline, *notes]) + "."
     else:
-        text = "Nothing changed in place"
-    if edit.kept:
-        one = len(edit.kept) == 1
-        text += (
-            f"; {_objects(len(edit.kept))} you edited during the run "
-            f"{'was' if one else 'were'} left as you painted {'it' if one else 'them'}"
-        )
-    return f"{text}. {refined}."
+        if not headline.startswith("No "):
+            headline += f" into {layer.name!r}"
+        text = "; ".join([headline, *notes]) + "."
+    return " ".join([text, *size_warnings(table)])
+
+
+def missing_label_text(
+    labels: np.ndarray, label_id: int, name: str, what: str = "to refine", plane: int | None = None,
+) -> str | None:  # fmt: skip
+    """Why ``label_id`` cannot be used with ``labels`` (None when it is there).
+
+    A selected label that is not in the layer (napari's label field goes up to
+    any number) is said in words before any work starts. ``plane``: the plane
+    of a stack that ``labels`` is.
+    """
+    label_id = int(label_id)
+    where = f"{name!r}" if plane is None else f"plane {plane} of {name!r}"
+    if label_id == 0:
+        return (f"Nothing {what}: label 0 is the background of {where}. Select an object's "
+                "label (the label field of the layer controls, or the colour picker on an object).")
+    if not np.any(labels == label_id):
+        return (f"Nothing {what}: label {label_id} is not in {where}. Select a label that is "
+                "there (the label field of the layer controls, or the colour picker on an object).")
+    return None
 
 
 def refine_layers(

@@ -18,16 +18,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from magicgui.widgets import Container, Label, ProgressBar, PushButton
+from magicgui.widgets import Container, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, QSize
+from qtpy.QtWidgets import QBoxLayout, QFrame, QScrollArea, QVBoxLayout, QWidget
 from superqt.utils import ensure_main_thread
 
 from .._progress import Cancelled
+from .status import StatusLine
 
 __all__ = ["TaskWidget", "CANCELLED", "CLOSED_TEXT", "removed_text"]
 
 CANCELLED = object()  # what launch() turns a Cancelled into
+
+MAX_HINT = (600, 800)  # px: the most a widget asks of its dock; beyond that its fields scroll
 
 CLOSED_TEXT = "The widget was closed during the run: it was cancelled and no layer was changed."
 
@@ -58,6 +62,68 @@ class _CloseWatch(QObject):
         return False
 
 
+class _ScrollArea(QScrollArea):
+    """A scroll area that asks for the width its fields need (up to ``MAX_HINT``).
+
+    QScrollArea asks for at most 36 x 24 lines of text, narrower than the
+    fields, which then scroll sideways; it can still be made as small as the user
+    wants (its minimum size stays small), the fields scroll then.
+    """
+
+    def sizeHint(self) -> QSize:
+        body = self.widget()
+        if body is None:
+            return super().sizeHint()
+        hint = body.sizeHint().expandedTo(body.minimumSizeHint())
+        frame = 2 * self.frameWidth()
+        bar = self.verticalScrollBar().sizeHint().width()
+        return QSize(min(hint.width() + bar + frame, MAX_HINT[0]), min(hint.height() + frame, MAX_HINT[1]))
+
+
+def _scroll_body(container: Container) -> QScrollArea | None:
+    """Put the (still empty) ``container``'s fields in a scroll area inside its own widget.
+
+    napari docks ``container.native`` as it is (a magicgui ``scrollable=True``
+    container would be docked without its scroll area), so the scroll area goes
+    inside: ``native`` holds only the scroll area, and the fields magicgui adds go
+    into the scroll area's widget. The dock can then be made as small as the
+    screen needs; the fields scroll. Returns the scroll area (None if the
+    magicgui backend is not laid out as expected: the fields stay unscrolled).
+    """
+    backend = container._widget
+    outer = getattr(backend, "_layout", None)
+    if not isinstance(outer, QBoxLayout) or outer.count() or len(container):
+        return None
+    body = QWidget()
+    inner = QVBoxLayout(body)
+    inner.setContentsMargins(outer.contentsMargins())
+    inner.setSpacing(outer.spacing())
+    inner.addStretch(1)  # fields keep their height at the top; magicgui inserts before this
+    scroll = _ScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setWidget(body)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    backend._layout = inner
+    return scroll
+
+
+def _shrinkable_choices(widget: QWidget, chars: int = 12) -> None:
+    """Let the drop-downs under ``widget`` be narrower than their longest entry.
+
+    A QComboBox is at least as wide as its longest item (a long layer or model
+    name) by default, which forces the dock to scroll sideways; this way it
+    shrinks to ``chars`` characters where space is short, and fills the width
+    otherwise.
+    """
+    from qtpy.QtWidgets import QComboBox
+
+    for combo in widget.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(chars)
+
+
 class TaskWidget(Container):
     """Base of the dock widgets: a Run button, Cancel, a progress bar and a status line.
 
@@ -65,6 +131,10 @@ class TaskWidget(Container):
     :meth:`launch`. ``self.worker`` is the running (or last) worker. Layer choices
     follow the viewer's layers (added, removed, renamed). Closing the widget, or
     removing a layer the run writes to, cancels the run.
+
+    The fields scroll inside the widget instead of growing the dock (and the
+    window) beyond the screen, and the status line wraps and shows long messages
+    shortened (see :class:`~napari_samrefine._napari.status.StatusLine`).
     """
 
     failed_text = "Failed"  # status prefix when the work raised
@@ -72,6 +142,7 @@ class TaskWidget(Container):
 
     def __init__(self, napari_viewer, run_text: str):
         super().__init__(labels=True)
+        self._scroll = _scroll_body(self)
         self._viewer = napari_viewer
         self.worker = None
         self._busy = False  # from launch() until the worker finished
@@ -83,7 +154,7 @@ class TaskWidget(Container):
         self._run_button = PushButton(text=run_text)
         self._stop_button = PushButton(text="Cancel", enabled=False)
         self._bar = ProgressBar(label="progress", min=0, max=1, value=0)
-        self._status = Label(label="", value="")
+        self._status = StatusLine()
         self._run_button.changed.connect(self.run)
         self._stop_button.changed.connect(self.cancel)
         events = napari_viewer.layers.events
@@ -97,6 +168,8 @@ class TaskWidget(Container):
     def add_footer(self) -> None:
         """Append the Run/Cancel buttons, the progress bar and the status line."""
         self.extend([self._run_button, self._stop_button, self._bar, self._status])
+        _shrinkable_choices(self.native)
+
 
     def run(self, *_):  # pragma: no cover - overridden
         """Start the widget's work (the Run button)."""
@@ -104,7 +177,7 @@ class TaskWidget(Container):
 
     @property
     def status(self) -> str:
-        """The widget's status line (last message, error or result summary)."""
+        """The widget's status line, whole (last message, error or result summary)."""
         return self._status.value
 
     def progress_callback(self) -> Callable[[int, int, str], None]:
@@ -204,6 +277,53 @@ class TaskWidget(Container):
 
     def _widget_docked(self) -> None:
         self._closed = False
+        if self._scroll is not None:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, self._fit_dock)  # once the dock is in the window
+
+    def _fit_dock(self) -> None:
+        """Give a newly docked widget a usable share of its dock column.
+
+        Qt gives a dock added later the width of those already in its column
+        (often too narrow: the fields scroll sideways) and a few lines of height.
+        This widens the column to what the fields need, up to ``MAX_HINT`` and
+        never narrower than it was, and shares the column's height evenly
+        between its docks. The window does not grow: the canvas gives the room,
+        down to its own minimum.
+        """
+        if self._deleted or self._closed:
+            return
+        try:
+            self._fit_dock_now()
+        except RuntimeError:  # the Qt widget went away meanwhile
+            pass
+
+    def _fit_dock_now(self) -> None:
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+        dock = self.native.parent()
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parent()
+        window = dock.parent() if dock is not None else None
+        if not isinstance(window, QMainWindow) or dock.isFloating():
+            return
+        area = window.dockWidgetArea(dock)
+        if area not in (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea):
+            return
+        column = [
+            d for d in window.findChildren(QDockWidget)
+            if d is not dock and d.isVisible() and not d.isFloating()
+            and window.dockWidgetArea(d) == area
+        ]  # fmt: skip
+        hint = self._scroll.sizeHint()
+        width = max([hint.width(), *(d.width() for d in column)])
+        window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
+        if column:  # Qt leaves a dock added last a few lines: the column's docks share its height
+            docks = [*column, dock]
+            share = sum(d.height() for d in docks) // len(docks)
+            window.resizeDocks(docks, [share] * len(docks), Qt.Orientation.Vertical)
 
     def _widget_closed(self) -> None:
         self._closed = True

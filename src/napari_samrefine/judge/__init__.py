@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from .fss import FewShotSegmenter, MaskTransferFSS
 from .fss_sam import PerSamFSS
-from .jfs import BACKENDS, JudgeResult, ObjectJudgement, SupportPrediction, judge_refinement
+from .jfs import BACKENDS, judge_refinement
 from .masking import MASKING_MODES
+from .result import JudgeResult, ObjectJudgement, SupportPrediction
 from .verdicts import DEGRADED, IMPROVED, UNCERTAIN, VERDICT_CODES, SupportScore, Verdict
 
 __all__ = [

@@ -33,6 +33,7 @@ from scipy import ndimage as ndi
 
 from ..sam.embedding import EmbeddingCache, ImageEmbedding, default_cache
 from ..sam.profile import model_profile
+from ..samrefiner.decode import decode_batch, lean_decoder
 from .masking import MASKING_MODES, masked_features, masked_prototype
 
 __all__ = ["PerSamFSS", "location_map", "similar_region_box"]
@@ -129,15 +130,20 @@ class PerSamFSS:
         box = None if profile.trained_with("points") else similar_region_box(sim)
         use_mask = profile.trained_with("mask")
         multimask = profile.multimask
-        logits, _ = self._decode(support, points, box=box, multimask=False)
+        decoder = lean_decoder(self.sam, support) or "reference"  # once for the three calls
+        logits, _ = self._decode(support, points, box=box, multimask=False, decoder=decoder)
         if use_mask:
-            logits, _ = self._decode(support, points, box=box, mask_input=logits, multimask=multimask)
+            logits, _ = self._decode(
+                support, points, box=box, mask_input=logits, multimask=multimask, decoder=decoder
+            )
         full = support.frame.lowres_to_original(logits)
         ys, xs = np.nonzero(full > 0)
         if ys.size:
             box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
         mask_input = logits if use_mask else None
-        logits, _ = self._decode(support, points, box=box, mask_input=mask_input, multimask=multimask)
+        logits, _ = self._decode(
+            support, points, box=box, mask_input=mask_input, multimask=multimask, decoder=decoder
+        )
         return support.frame.lowres_to_original(logits)
 
     def _decode(
@@ -147,28 +153,21 @@ class PerSamFSS:
         box: np.ndarray | None = None,
         mask_input: torch.Tensor | None = None,
         multimask: bool = True,
+        decoder="lean",
     ) -> tuple[torch.Tensor, float]:
-        """One prompt-encoder + mask-decoder call; the best candidate's (L, L) low-res logits."""
-        sam, frame = self.sam, support.frame
-        sy, sx = frame.scale
-        scale = torch.tensor([sx, sy], dtype=torch.float32, device=sam.device)
-        point_prompt = None
-        if points is not None:
-            coords = torch.as_tensor(points[0], dtype=torch.float32, device=sam.device) * scale
-            labels = torch.as_tensor(points[1], dtype=torch.int64, device=sam.device)
-            point_prompt = (coords[None], labels[None])
-        boxes = None
-        if box is not None:
-            boxes = torch.as_tensor(box, dtype=torch.float32, device=sam.device).view(2, 2)
-            boxes = (boxes * scale).view(1, 4)
-        masks = None if mask_input is None else mask_input[None, None]
-        sparse, dense = sam.prompt_encoder(points=point_prompt, boxes=boxes, masks=masks)
-        low, iou = sam.mask_decoder(
-            image_embeddings=support.features,
-            image_pe=sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
+        """One prompt-encoder + mask-decoder call; the best candidate's (L, L) low-res logits.
+
+        Goes through :func:`~napari_samrefine.samrefiner.decode.decode_batch`, the
+        package's one prompt-to-decoder path (prompts scaled to SAM's frame there).
+        """
+        decoded = decode_batch(
+            self.sam,
+            support,
+            points=None if points is None else np.asarray(points[0])[None],
+            point_labels=None if points is None else np.asarray(points[1])[None],
+            boxes=None if box is None else np.asarray(box)[None],
+            masks=None if mask_input is None else mask_input[None],
+            multimask=multimask,
+            decoder=decoder,
         )
-        best = int(torch.argmax(iou[0]))
-        return low[0, best], float(iou[0, best])
+        return decoded.lowres[0], float(decoded.iou[0])

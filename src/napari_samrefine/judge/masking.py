@@ -8,13 +8,21 @@ features. The HM paper compares three ways:
   each cell's feature also saw the object's surroundings.
 * IM, input masking: the image with every pixel outside the mask set to the
   encoder's pixel mean (zero after normalisation), encoded again. The features
-  see only the object, at the cost of one encoder pass per mask.
+  see only the object, at the cost of one encoder pass per mask. They are taken
+  under the mask like FM's (times the cell coverage): the image was masked, its
+  features were not, and the features of cells outside the mask describe the
+  fill, not the object.
 * HM, hybrid masking: FM where FM is positive, IM elsewhere, element-wise; IM
   fills in what FM zeroed or suppressed. The HM paper's features are ReLU
   outputs, where "not positive" means "zeroed by the mask"; SAM's features are
   signed, so this rule also replaces the negative values inside the mask. (IM
-  only outside the mask would change nothing here: :func:`masked_prototype`
-  weighs cells by coverage, so cells outside the mask never count.)
+  only outside the mask would change nothing here: cells outside the mask
+  weigh 0 in every map, so they never count in :func:`masked_prototype`.)
+
+Every masked map therefore carries the mask's coverage exactly once, and the
+target prototype is the map's sum over cells divided by the total coverage:
+the coverage-weighted mean of the (FM: image's, IM: masked image's, HM:
+element-wise hybrid) features under the mask.
 
 For models normalised by min-max (LiteMedSAM), IM's masked-out pixels take the
 image's minimum, which the model's normalisation maps to zero.
@@ -140,7 +148,8 @@ def masked_features(
     Returns
     -------
     features : numpy.ndarray
-        float32 (C, gh, gw) masked feature map.
+        float32 (C, gh, gw) masked feature map; it carries the coverage once
+        (every mode: the features times the coverage, cell by cell).
     coverage : numpy.ndarray
         float32 (gh, gw) fraction of each cell covered by the mask.
     """
@@ -157,31 +166,44 @@ def masked_features(
         fm = feature_masking(image.valid_features(), coverage)
         if mode == "fm":
             return fm, coverage
-    im = cache.get(sam, input_masked_image(rgb, mask, pixel_fill(sam, rgb))).valid_features()
+    im_raw = cache.get(sam, input_masked_image(rgb, mask, pixel_fill(sam, rgb))).valid_features()
+    im = feature_masking(im_raw, coverage)
     if mode == "im":
         return im, coverage
     return hybrid_masking(fm, im), coverage
 
 
 def masked_prototype(features: np.ndarray, coverage: np.ndarray) -> np.ndarray:
-    """Target prototype t: the coverage-weighted mean of a masked map, L2-normalised.
+    """Target prototype t: the coverage-weighted mean of the features under the mask, L2-normalised.
+
+    The masked map already carries the coverage (FM: ``coverage * features``), so
+    t = sum over cells of the map / sum(coverage): each cell counts once with
+    its coverage, not with its coverage squared.
 
     Parameters
     ----------
     features : numpy.ndarray
-        (C, gh, gw) masked feature map (:func:`masked_features`).
+        (C, gh, gw) masked feature map (:func:`masked_features`), i.e. already
+        multiplied by ``coverage``; cells outside the mask are 0.
     coverage : numpy.ndarray
-        (gh, gw) weights; cells outside the mask weigh 0.
+        (gh, gw) coverage the map was masked with; its sum is the mean's
+        denominator.
 
     Returns
     -------
     numpy.ndarray
         float32 (C,) unit vector (all zeros if the weighted mean is zero).
     """
+    features = np.asarray(features, dtype=np.float64)
     w = np.asarray(coverage, dtype=np.float64)
+    if features.shape[1:] != w.shape:
+        raise ValueError(
+            f"The feature map has cells {features.shape[1:]} but the coverage {w.shape}: "
+            "pass the coverage the map was masked with."
+        )
     total = w.sum()
     if total <= 0:
         raise ValueError("The mask covers no feature cell: there is no object to describe.")
-    t = np.tensordot(np.asarray(features, dtype=np.float64), w, axes=([1, 2], [0, 1])) / total
+    t = features.sum(axis=(1, 2)) / total
     norm = np.linalg.norm(t)
     return (t / norm if norm > 0 else t).astype(np.float32)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..metrics import iou
+from ..labels import iou
 
 __all__ = [
     "IMPROVED",

@@ -12,6 +12,7 @@ import torch
 import xxhash
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from .fast_encoder import fast_encoder_key
 from .frame import SamFrame
 from .profile import model_profile
 
@@ -53,9 +54,9 @@ def _model_id(sam) -> str:
 
 
 def image_key(rgb: np.ndarray, sam) -> str:
-    """Cache key of a uint8 RGB image for a model: content hash, shape and model identity."""
+    """Cache key of a uint8 RGB image for a model: content hash, shape, model and encoder path."""
     h = xxhash.xxh3_128(np.ascontiguousarray(rgb).tobytes()).hexdigest()
-    return f"{h}-{rgb.shape}-{_model_id(sam)}"
+    return f"{h}-{rgb.shape}-{_model_id(sam)}-{fast_encoder_key(sam)}"
 
 
 @torch.no_grad()

@@ -9,6 +9,11 @@ columns. :class:`SamFrame` keeps those maps as small matrices so that any
 rectangle of the original frame can be mapped to or from the low-res frame
 without building a full-size array (the memory of a per-object computation
 then scales with the object's box, not with the image).
+
+Each output row or column of such a map draws on a few consecutive inputs
+only (2 for one bilinear resize, up to 4 for the chains above), so the maps
+are applied as :class:`Band` s: a gather of those inputs and a weighted sum,
+the same weights as the matrix product without its multiplications by zero.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SamFrame", "resize_longest_side_shape", "interpolation_matrix"]
+__all__ = ["SamFrame", "Band", "resize_longest_side_shape", "interpolation_matrix"]
 
 
 def resize_longest_side_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -63,6 +68,76 @@ def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
     eye = torch.eye(n_in, dtype=torch.float64)[None, None]
     mat = F.interpolate(eye, size=(n_out, n_in), mode="bilinear", align_corners=False)
     return mat[0, 0].to(torch.float32).numpy()
+
+
+@dataclass(frozen=True, eq=False)
+class Band:
+    """A resize matrix (n_out x n_in) stored as the few consecutive weights of each row.
+
+    Row ``i`` of the matrix is zero except on columns ``start[i]`` to
+    ``start[i] + k - 1``, where it holds ``weights[i]``.
+
+    Attributes
+    ----------
+    start : numpy.ndarray
+        int64 (n_out,) first column of each row's window.
+    weights : numpy.ndarray
+        float32 (n_out, k) the matrix's entries in the window (zeros included).
+    n_in : int
+        Number of columns of the matrix.
+    """
+
+    start: np.ndarray
+    weights: np.ndarray
+    n_in: int
+
+    @classmethod
+    def from_matrix(cls, mat: np.ndarray) -> Band:
+        """The band of a dense matrix whose rows have consecutive nonzeros (exactly its entries)."""
+        mat = np.asarray(mat, dtype=np.float32)
+        n_out, n_in = mat.shape
+        nz = mat != 0
+        has = nz.any(axis=1)
+        first = np.where(has, nz.argmax(axis=1), 0)
+        last = np.where(has, n_in - 1 - nz[:, ::-1].argmax(axis=1), 0)
+        k = int((last - first).max(initial=0)) + 1
+        start = np.minimum(first, n_in - k).astype(np.int64)
+        idx = start[:, None] + np.arange(k)
+        return cls(start, np.take_along_axis(mat, idx, axis=1), n_in)
+
+    def apply(self, x: np.ndarray, rows: tuple[int, int], offset: int = 0) -> np.ndarray:
+        """Rows ``rows[0]:rows[1]`` of ``matrix @ X`` where X is ``x`` at ``offset``, zero elsewhere.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            (n, ...) the rows ``offset`` to ``offset + n - 1`` of X (bool or float).
+        rows : (int, int)
+            Half-open range of output rows to compute.
+        offset : int
+            Index of ``x``'s first row among the matrix's columns.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 (rows[1] - rows[0], ...).
+        """
+        lo, hi = rows
+        n = x.shape[0]
+        idx = self.start[lo:hi, None] - offset + np.arange(self.weights.shape[1])
+        w = self.weights[lo:hi]
+        inside = (idx >= 0) & (idx < n)
+        if not inside.all():  # taps outside x read zeros
+            w = np.where(inside, w, np.float32(0))
+            idx = np.clip(idx, 0, n - 1)
+        shape = (hi - lo,) + (1,) * (x.ndim - 1)
+        out = np.take(x, idx[:, 0], axis=0).astype(np.float32, copy=False)
+        out *= w[:, 0].reshape(shape)
+        for j in range(1, idx.shape[1]):
+            tap = np.take(x, idx[:, j], axis=0).astype(np.float32, copy=False)
+            tap *= w[:, j].reshape(shape)
+            out += tap
+        return out
 
 
 @dataclass(frozen=True)
@@ -177,6 +252,21 @@ class SamFrame:
         """(W, gw) map of columns, valid embedding grid to original frame."""
         return self._matrix("from_embedding_cols")
 
+    def band(self, key: str) -> Band:
+        """One of the frame's maps as a :class:`Band` (cached).
+
+        Parameters
+        ----------
+        key : str
+            The map's property name: "to_lowres_rows", "to_lowres_cols",
+            "from_lowres_rows", "from_lowres_cols", "from_embedding_rows" or
+            "from_embedding_cols".
+        """
+        band_key = f"band_{key}"
+        if band_key not in self._cache:
+            self._cache[band_key] = Band.from_matrix(self._matrix(key))
+        return self._cache[band_key]
+
     def _support(self, axis: int) -> tuple[np.ndarray, np.ndarray]:
         key = f"support{axis}"
         if key not in self._cache:
@@ -186,6 +276,19 @@ class SamFrame:
             last = mat.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)
             self._cache[key] = (first, last)
         return self._cache[key]
+
+    def _reach(self, key: str, lo: int, hi: int) -> tuple[int, int] | None:
+        """Half-open range of low-res rows (or columns) that original rows lo:hi weigh in."""
+        reach_key = f"reach_{key}"
+        if reach_key not in self._cache:
+            band = self.band(key)
+            weights = band.weights != 0
+            first = band.start + weights.argmax(axis=1)
+            last = band.start + weights.shape[1] - 1 - weights[:, ::-1].argmax(axis=1)
+            self._cache[reach_key] = (weights.any(axis=1), first, last)
+        used, first, last = self._cache[reach_key]
+        hit = np.flatnonzero(used & (first < hi) & (last >= lo))
+        return None if hit.size == 0 else (int(hit[0]), int(hit[-1]) + 1)
 
     def lowres_extent(self, lowres_mask: np.ndarray) -> tuple[int, int, int, int] | None:
         """Half-open (y0, x0, y1, x1) of the original frame where logits can be positive.
@@ -238,9 +341,9 @@ class SamFrame:
             float32 logits of shape (y1 - y0, x1 - x0), equal (to float rounding)
             to segment-anything's ``postprocess_masks`` cropped to the box.
         """
-        y0, x0, y1, x1 = box if box is not None else (0, 0, *self.original_size)
+        box = box if box is not None else (0, 0, *self.original_size)
         low = lowres.detach().float().cpu().numpy() if torch.is_tensor(lowres) else lowres
-        return self.from_lowres_rows[y0:y1] @ low.astype(np.float32) @ self.from_lowres_cols[x0:x1].T
+        return self.lowres_crop_to_original(low, (0, 0), box)
 
     def lowres_support(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         """Half-open (r0, c0, r1, c1) of the low-res pixels that an original-frame box draws on.
@@ -278,42 +381,44 @@ class SamFrame:
         """
         y0, x0, y1, x1 = box
         r0, c0 = offset
-        h, w = crop.shape
-        rows = self.from_lowres_rows[y0:y1, r0 : r0 + h]
-        cols = self.from_lowres_cols[x0:x1, c0 : c0 + w]
-        return rows @ crop.astype(np.float32, copy=False) @ cols.T
+        crop = np.asarray(crop, dtype=np.float32)
+        # columns first, on the small crop; then whole rows are gathered (contiguous copies)
+        t = self.band("from_lowres_cols").apply(crop.T, (x0, x1), c0)
+        t = np.ascontiguousarray(t.T)
+        return self.band("from_lowres_rows").apply(t, (y0, y1), r0)
 
-    def original_to_lowres(
-        self, crop: np.ndarray, offset: tuple[int, int] = (0, 0), pad_value: float = 0.0
-    ) -> np.ndarray:
-        """Resize a crop of an original-frame map to the low-res frame.
+    def original_crop_to_lowres(
+        self, crop: np.ndarray, offset: tuple[int, int] = (0, 0)
+    ) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """Resize a crop of an original-frame map (zero outside the crop) to the low-res frame.
 
-        The crop stands for a full-frame array that is zero outside it. The
-        padding SAM adds around the resized image takes ``pad_value``; inside the
-        image, the result equals resizing the full-frame array to the resized
-        size, padding, and resizing to the low-res frame (to float rounding).
+        Only the low-res rows and columns the crop weighs in are computed: the
+        result equals resizing the full-frame array to the resized-image size,
+        zero-padding it to SAM's square frame and resizing to the low-res frame,
+        cropped to those rows and columns (to float rounding); everywhere else
+        that full result is 0. A thin crop may weigh in no low-res row or column
+        (SAM's resizes do not antialias).
 
         Parameters
         ----------
         crop : array (h, w)
-            Values of the map inside the crop.
+            Values of the map inside the crop (bool or float).
         offset : (y0, x0)
             Position of the crop's top-left pixel in the original frame.
-        pad_value : float
-            Value of SAM's bottom/right padding.
 
         Returns
         -------
-        numpy.ndarray
-            float32 array (lowres, lowres).
+        (values, (r0, c0)) or None
+            float32 ``values`` at low-res rows ``r0:r0 + values.shape[0]`` and
+            columns ``c0:c0 + values.shape[1]``; None when the crop reaches no
+            low-res pixel.
         """
         y0, x0 = offset
-        h, w = crop.shape
-        rows = self.to_lowres_rows[:, y0 : y0 + h]
-        cols = self.to_lowres_cols[:, x0 : x0 + w]
-        out = rows @ crop.astype(np.float32) @ cols.T
-        if pad_value:
-            # weight of the padding region at each low-res pixel
-            inside = np.outer(self.to_lowres_rows.sum(1), self.to_lowres_cols.sum(1))
-            out += pad_value * (1.0 - inside)
-        return out.astype(np.float32)
+        h, w = np.shape(crop)
+        rows = self._reach("to_lowres_rows", y0, y0 + h)
+        cols = self._reach("to_lowres_cols", x0, x0 + w)
+        if rows is None or cols is None:
+            return None
+        t = self.band("to_lowres_rows").apply(np.asarray(crop), rows, y0)
+        t = self.band("to_lowres_cols").apply(np.ascontiguousarray(t.T), cols, x0)
+        return t.T, (rows[0], cols[0])

@@ -7,7 +7,11 @@ and computes the masks of all four mask tokens. :class:`LeanMaskDecoder`
 computes the same function with the same weights, reorganised:
 
 - image-side projections of the positional encoding are computed once per
-  image; the per-prompt part of every token-to-image attention uses
+  image; in the first layer, where the image tokens are the image embedding
+  plus a dense prompt embedding of rank 16 (the mask encoder ends in a 1 x 1
+  convolution from 16 channels), the attention scores and the token-to-image
+  values are per-image projections plus rank-16 corrections; elsewhere the
+  per-prompt part of every token-to-image attention uses
   ``(q W_k) keys^T`` and ``(A keys) W_v^T`` (the projection moved to the few
   tokens), and every image-to-token attention uses ``keys (W_q^T k)`` and
   ``A (v W_o^T)``, so no per-prompt ``h * w x C`` projection is written;
@@ -16,7 +20,11 @@ computes the same function with the same weights, reorganised:
 - the mask prompt's downscaling convolutions (all of stride = kernel) run as
   matrix products on channels-last patches;
 - the candidate is chosen from the IoU head first, and only its mask goes
-  through the hypernetwork product.
+  through the hypernetwork product;
+- the token-side operations run once for all prompts of a call, the
+  image-side ones a chunk of prompts at a time (:meth:`LeanMaskDecoder.decode`'s
+  ``chunk``), so each chunk's image tokens and upscaling intermediates stay in
+  cache while few operations (each a synchronisation of torch's threads) run.
 
 Results equal segment-anything's decoder to float rounding (the tests compare
 them); the selection rule is ``argmax`` of the multimask IoU predictions, ties to
@@ -70,6 +78,21 @@ def _heads(weight: torch.Tensor, heads: int) -> torch.Tensor:
     return weight.reshape(heads, weight.shape[0] // heads, weight.shape[1])
 
 
+def _autocasting(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        if device_type == "cuda":
+            return torch.is_autocast_enabled()
+        return torch.is_autocast_cpu_enabled()
+
+
+def _per_head_t(x: torch.Tensor, attn) -> torch.Tensor:
+    """(HW, internal) projection as (H, d, HW)."""
+    h = attn.num_heads
+    return x.reshape(-1, h, attn.internal_dim // h).permute(1, 2, 0).contiguous()
+
+
 class LeanMaskDecoder:
     """segment-anything's mask decoder bound to one image embedding.
 
@@ -98,6 +121,9 @@ class LeanMaskDecoder:
             self.image = features[0].reshape(c, gh * gw).T.contiguous()  # (HW, C)
             pe = sam.prompt_encoder.get_dense_pe().to(features.dtype)
             pe = pe[0].reshape(c, gh * gw).T.contiguous()
+            self._pe = pe
+            self._first: dict = {}
+            self._workspace: dict[str, torch.Tensor] = {}
             # token-to-image attentions: pe @ W_k^T + b_k per head, as (H, d, HW)
             t2i = [layer.cross_attn_token_to_image for layer in tr.layers]
             t2i.append(tr.final_attn_token_to_image)
@@ -129,10 +155,20 @@ class LeanMaskDecoder:
         n : int
             Number of prompts.
         """
+        return self._dense(masks, n)[1]
+
+    def _dense(self, masks: torch.Tensor | None, n: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The mask prompt's features before the last 1 x 1 convolution, and :meth:`dense_keys`.
+
+        The dense prompt embedding is ``z @ W^T + b`` with ``z`` (n, HW, r) the
+        input of the mask encoder's last 1 x 1 convolution (r = 16 for SAM), so
+        it has rank r per prompt; ``z`` is None without a mask prompt (the
+        embedding is then one vector).
+        """
         pe = self.sam.prompt_encoder
         if masks is None:
             no_mask = pe.no_mask_embed.weight.reshape(1, 1, -1).to(self.image.dtype)
-            return (self.image[None] + no_mask).expand(n, -1, -1).contiguous()
+            return None, (self.image[None] + no_mask).expand(n, -1, -1).contiguous()
         down = pe.mask_downscaling
         gh, gw = self.grid
         hw = gh * gw
@@ -145,63 +181,170 @@ class LeanMaskDecoder:
         conv = down[3]
         w = conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
         x = F.linear(x.reshape(n * hw, -1), w, conv.bias)
-        x = down[5](F.layer_norm(x, (x.shape[-1],), down[4].weight, down[4].bias, down[4].eps))
+        z = down[5](F.layer_norm(x, (x.shape[-1],), down[4].weight, down[4].bias, down[4].eps))
         conv = down[6]
-        keys = F.linear(x, conv.weight[:, :, 0, 0], conv.bias).reshape(n, hw, -1)
-        return keys.add_(self.image)
+        keys = F.linear(z, conv.weight[:, :, 0, 0], conv.bias).reshape(n, hw, -1)
+        return z.reshape(n, hw, -1), keys.add_(self.image)
+
+    def _first_layer_terms(self, with_mask: bool) -> dict:
+        """Image-side projections of the first layer's attentions (computed once per image).
+
+        In the first layer the image tokens are ``base + z @ W^T`` for every
+        prompt, with ``base`` the image embedding plus the mask encoder's output
+        bias (or SAM's "no mask" embedding) and ``z`` of rank r (see
+        :meth:`_dense`). So the first token-to-image attention's keys and values
+        and the first image-to-token attention's queries are per-image
+        projections of ``base`` plus rank-r corrections: no per-prompt
+        ``HW x C`` product is needed until the first residual update.
+        """
+        key = "mask" if with_mask else "none"
+        if key not in self._first:
+            pe_enc = self.sam.prompt_encoder
+            layer = self.sam.mask_decoder.transformer.layers[0]
+            t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+            last = pe_enc.mask_downscaling[6]
+            if with_mask:
+                base = self.image + last.bias.to(self.image.dtype)
+            else:
+                base = self.image + pe_enc.no_mask_embed.weight[0].to(self.image.dtype)
+            with torch.no_grad():
+                terms = {
+                    # (H, d, HW): keys of the token-to-image attention, positional encoding included
+                    "k": _per_head_t(F.linear(base + self._pe, t2i.k_proj.weight, t2i.k_proj.bias), t2i),
+                    # (H, HW, d): its values without the bias (the weights of a softmax sum to 1)
+                    "v": _per_head_t(F.linear(base, t2i.v_proj.weight), t2i).transpose(1, 2).contiguous(),
+                    # (H, d, HW): queries of the image-to-token attention
+                    "q": _per_head_t(F.linear(base + self._pe, i2t.q_proj.weight, i2t.q_proj.bias), i2t),
+                }
+                if with_mask:
+                    w = last.weight[:, :, 0, 0].to(self.image.dtype)  # (C, r)
+                    h = t2i.num_heads
+                    terms["kz"] = _heads(t2i.k_proj.weight @ w, h)  # (H, d, r)
+                    terms["vz"] = _heads(t2i.v_proj.weight @ w, h)
+                    terms["qz"] = _heads(i2t.q_proj.weight @ w, i2t.num_heads)
+            self._first[key] = terms
+        return self._first[key]
 
     # --------------------------------------------------------------- attention
 
-    def _token_to_image(self, attn, q_in, keys, pe_t):
+    def _token_to_image(self, attn, q_in, keys, pe_t, spans):
+        """Token-to-image attention; ``keys`` holds one (m, HW, C) tensor per span of prompts."""
         n, t, _ = q_in.shape
         h = attn.num_heads
         d = attn.internal_dim // h
         q = attn.q_proj(q_in).mul_(1.0 / math.sqrt(d)).reshape(n, t, h, d)
         qb = torch.einsum("nthd,hdc->nhtc", q, _heads(attn.k_proj.weight, h)).reshape(n, h * t, -1)
-        scores = torch.bmm(qb, keys.transpose(1, 2))  # (n, H*T, HW)
-        pe_part = torch.bmm(q.permute(2, 0, 1, 3).reshape(h, n * t, d), pe_t)  # (H, n*T, HW)
-        scores.view(n, h, t, -1).add_(pe_part.view(h, n, t, -1).transpose(0, 1))
-        a = torch.softmax(scores, dim=-1)
-        ak = torch.bmm(a, keys).reshape(n, h, t, -1)  # (n, H, T, C)
+        q_heads = q.permute(2, 0, 1, 3)  # (H, n, T, d)
+        aks = []
+        for (a0, a1), k in zip(spans, keys, strict=True):
+            m = a1 - a0
+            scores = torch.bmm(qb[a0:a1], k.transpose(1, 2))  # (m, H*T, HW)
+            pe_part = torch.bmm(q_heads[:, a0:a1].reshape(h, m * t, d), pe_t)  # (H, m*T, HW)
+            scores.view(m, h, t, -1).add_(pe_part.view(h, m, t, -1).transpose(0, 1))
+            a = torch.softmax(scores, dim=-1)
+            aks.append(torch.bmm(a, k))  # (m, H*T, C)
+        ak = torch.cat(aks).view(n, h, t, -1)
         out = torch.einsum("nhtc,hdc->nthd", ak, _heads(attn.v_proj.weight, h))
         out = out.reshape(n, t, h * d) + attn.v_proj.bias
         return attn.out_proj(out)
 
-    def _image_to_token(self, attn, keys, k_in, v_in, pe_q, norm):
-        """Image-to-token attention, residual and norm; overwrites ``keys``."""
+    def _token_to_image_first(self, attn, q_in, zs, terms, spans):
+        """The first layer's token-to-image attention, from per-image terms (see
+        :meth:`_first_layer_terms`) and the rank-r mask features ``zs`` (one per span; None
+        without a mask prompt)."""
+        n, t, _ = q_in.shape
+        h = attn.num_heads
+        d = attn.internal_dim // h
+        q = attn.q_proj(q_in).mul_(1.0 / math.sqrt(d)).reshape(n, t, h, d)
+        q_heads = q.permute(2, 0, 1, 3)  # (H, n, T, d)
+        with_mask = zs[0] is not None
+        if with_mask:
+            qz = torch.einsum("nthd,hdr->nhtr", q, terms["kz"]).reshape(n, h * t, -1)
+        outs, azs = [], []
+        for (a0, a1), z in zip(spans, zs, strict=True):
+            m = a1 - a0
+            scores = torch.bmm(q_heads[:, a0:a1].reshape(h, m * t, d), terms["k"])  # (H, m*T, HW)
+            if with_mask:
+                low_rank = torch.bmm(qz[a0:a1], z.transpose(1, 2))  # (m, H*T, HW)
+                scores.view(h, m, t, -1).add_(low_rank.view(m, h, t, -1).transpose(0, 1))
+            a = torch.softmax(scores, dim=-1)
+            outs.append(torch.bmm(a, terms["v"]).view(h, m, t, d))
+            if with_mask:
+                an = a.view(h, m, t, -1).transpose(0, 1).reshape(m, h * t, -1)
+                azs.append(torch.bmm(an, z))  # (m, H*T, r)
+        out = torch.cat(outs, dim=1).permute(1, 2, 0, 3)  # (n, T, H, d)
+        if with_mask:
+            az = torch.cat(azs).view(n, h, t, -1)
+            out = out + torch.einsum("nhtr,hdr->nthd", az, terms["vz"])
+        out = out.reshape(n, t, h * d) + attn.v_proj.bias
+        return attn.out_proj(out)
+
+    def _image_to_token(self, attn, keys, k_in, v_in, pe_q, norm, spans, first=None):
+        """Image-to-token attention, residual and norm of each span's keys (overwritten).
+
+        ``first``: (zs, terms) of the first layer, whose scores come from per-image
+        terms (:meth:`_first_layer_terms`) instead of ``keys``.
+        """
         n, t, _ = k_in.shape
         h = attn.num_heads
         d = attn.internal_dim // h
         kt = attn.k_proj(k_in).mul_(1.0 / math.sqrt(d)).reshape(n, t, h, d)
-        kb = torch.einsum("nthd,hdc->nhtc", kt, _heads(attn.q_proj.weight, h)).reshape(n, h * t, -1)
-        # scores laid out (n, H, T, HW): the softmax over the few tokens then runs on
-        # long contiguous rows
-        scores = torch.bmm(kb, keys.transpose(1, 2))
-        pe_part = torch.bmm(kt.permute(2, 0, 1, 3).reshape(h, n * t, d), pe_q)  # (H, n*T, HW)
-        scores = scores.view(n, h, t, -1)
-        scores.add_(pe_part.view(h, n, t, -1).transpose(0, 1))
-        a = torch.softmax(scores, dim=2).view(n, h * t, -1)
+        kt_heads = kt.permute(2, 0, 1, 3)  # (H, n, T, d)
+        if first is None:
+            kb = torch.einsum("nthd,hdc->nhtc", kt, _heads(attn.q_proj.weight, h)).reshape(n, h * t, -1)
+            zs, image_terms = [None] * len(spans), pe_q
+        else:
+            zs, terms = first
+            image_terms = terms["q"]  # image and positional terms
+            if zs[0] is not None:
+                kb = torch.einsum("nthd,hdr->nhtr", kt, terms["qz"]).reshape(n, h * t, -1)
         vt = attn.v_proj(v_in).reshape(n, t, h, d)
         wo = attn.out_proj.weight.reshape(-1, h, d)  # (C, H, d)
         # each head's attention weights sum to 1, so the output bias is spread over the heads
-        vb = torch.einsum("nthd,chd->nhtc", vt, wo) + attn.out_proj.bias / h
-        a, vb = a.transpose(1, 2), vb.reshape(n, h * t, -1)
-        if a.dtype == vb.dtype == keys.dtype:
-            keys = keys.baddbmm_(a, vb)
-        else:  # mixed precision (autocast)
-            keys = torch.baddbmm(keys, a, vb)
-        return F.layer_norm(keys, (keys.shape[-1],), norm.weight, norm.bias, norm.eps)
+        vb = (torch.einsum("nthd,chd->nhtc", vt, wo) + attn.out_proj.bias / h).reshape(n, h * t, -1)
+        out = []
+        for (a0, a1), k, z in zip(spans, keys, zs, strict=True):
+            m = a1 - a0
+            image_part = torch.bmm(kt_heads[:, a0:a1].reshape(h, m * t, d), image_terms)
+            image_part = image_part.view(h, m, t, -1).transpose(0, 1)  # (m, H, T, HW)
+            # scores laid out (m, H, T, HW): the softmax over the few tokens then runs on
+            # long contiguous rows
+            if first is None:
+                scores = torch.bmm(kb[a0:a1], k.transpose(1, 2)).view(m, h, t, -1).add_(image_part)
+            elif z is None:
+                scores = image_part.contiguous()
+            else:
+                scores = torch.bmm(kb[a0:a1], z.transpose(1, 2)).view(m, h, t, -1).add_(image_part)
+            a = torch.softmax(scores, dim=2).view(m, h * t, -1).transpose(1, 2)
+            if a.dtype == vb.dtype == k.dtype:
+                k = k.baddbmm_(a, vb[a0:a1])
+            else:  # mixed precision (autocast)
+                k = torch.baddbmm(k, a, vb[a0:a1])
+            out.append(F.layer_norm(k, (k.shape[-1],), norm.weight, norm.bias, norm.eps))
+        return out
 
     # ------------------------------------------------------------------ decode
 
-    def transformer(self, sparse: torch.Tensor, keys: torch.Tensor):
-        """segment-anything's ``TwoWayTransformer`` on (n, T_sparse, C) prompts and (n, HW, C) keys.
+    def transformer(self, sparse: torch.Tensor, keys, spans=None, first=None):
+        """segment-anything's ``TwoWayTransformer`` on (n, T_sparse, C) prompts and their image tokens.
 
-        Returns the output tokens (n, 1 + M + T_sparse, C) and the image tokens (n, HW, C).
+        Token-side operations run on all n prompts at once; image-side ones span by
+        span of prompts (``keys`` holds one (m, HW, C) tensor per span of ``spans``,
+        half-open ranges of prompts; a single tensor and None: one span).
+        ``first``: (zs, terms) to compute the first layer's attention scores and
+        token-to-image values from per-image terms and each span's rank-r mask
+        features (:meth:`_first_layer_terms`); None computes them from ``keys``.
+
+        Returns the output tokens (n, 1 + M + T_sparse, C) and the image tokens, one
+        (m, HW, C) tensor per span (a tensor if ``keys`` was one).
         """
         dec = self.sam.mask_decoder
         tr = dec.transformer
         n = sparse.shape[0]
+        single = torch.is_tensor(keys)
+        if single:
+            keys, spans = [keys], [(0, n)]
+            first = None if first is None else ([first[0]], first[1])
         out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens[None].expand(n, -1, -1).to(sparse.dtype), sparse], dim=1)
         queries = tokens
@@ -212,36 +355,83 @@ class LeanMaskDecoder:
                 q = queries + tokens
                 queries = queries + layer.self_attn(q=q, k=q, v=queries)
             queries = layer.norm1(queries)
-            attn = self._token_to_image(
-                layer.cross_attn_token_to_image, queries + tokens, keys, self._t2i_pe[i]
-            )
+            shortcut = first if i == 0 else None
+            if shortcut is None:
+                attn = self._token_to_image(
+                    layer.cross_attn_token_to_image, queries + tokens, keys, self._t2i_pe[i], spans
+                )
+            else:
+                attn = self._token_to_image_first(
+                    layer.cross_attn_token_to_image, queries + tokens, *shortcut, spans
+                )
             queries = layer.norm2(queries + attn)
             queries = layer.norm3(queries + layer.mlp(queries))
             keys = self._image_to_token(
                 layer.cross_attn_image_to_token, keys, queries + tokens, queries,
-                self._i2t_pe[i], layer.norm4,
+                self._i2t_pe[i], layer.norm4, spans, first=shortcut,
             )
-        attn = self._token_to_image(tr.final_attn_token_to_image, queries + tokens, keys, self._t2i_pe[-1])
+        attn = self._token_to_image(
+            tr.final_attn_token_to_image, queries + tokens, keys, self._t2i_pe[-1], spans
+        )
         queries = tr.norm_final_attn(queries + attn)
-        return queries, keys
+        return queries, (keys[0] if single else keys)
+
+    def _buffer(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A reusable output tensor for the upscaling's largest intermediates.
+
+        They are tens of MB per chunk of prompts; allocating them afresh for every
+        chunk costs a page fault per 4 kB (the allocator returns such blocks to
+        the system), reusing them does not. Kept while this decoder (one image) is.
+        """
+        numel = math.prod(shape)
+        buf = self._workspace.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+            buf = torch.empty(numel, dtype=like.dtype, device=like.device)
+            self._workspace[name] = buf
+        return buf[:numel].view(shape)
+
+    def _addmm(self, name: str, bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``torch.addmm(bias, x, w)`` into a reused buffer (a fresh tensor under autocast)."""
+        if _autocasting(x.device.type) or not x.dtype == w.dtype == bias.dtype:
+            return torch.addmm(bias, x, w)
+        return torch.addmm(bias, x, w, out=self._buffer(name, (x.shape[0], w.shape[1]), x))
 
     def upscaled_mask(self, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
-        """Low-res mask logits (n, 4h, 4w) of one hypernetwork vector (n, C/8) per prompt."""
+        """Low-res mask logits of hypernetwork vectors.
+
+        Parameters
+        ----------
+        keys : torch.Tensor
+            (n, HW, C) image tokens from :meth:`transformer`.
+        hyper : torch.Tensor
+            (n, C/8): one hypernetwork vector per prompt, or (n, M, C/8): M per prompt.
+
+        Returns
+        -------
+        torch.Tensor
+            (n, 4h, 4w), or (n, M, 4h, 4w) for (n, M, C/8) vectors.
+        """
         up = self.sam.mask_decoder.output_upscaling
         n, hw, c = keys.shape
         gh, gw = self.grid
         conv = up[0]  # (C, C/4, 2, 2), stride 2: one (C -> 4 * C/4) map per grid cell
         w = conv.weight.permute(0, 2, 3, 1).reshape(c, -1)
-        x = torch.addmm(conv.bias.repeat(4), keys.reshape(n * hw, c), w)
+        x = self._addmm("upscale1", conv.bias.repeat(4), keys.reshape(n * hw, c), w)
         x = x.view(n * hw * 4, -1)
         x = _activate_(up[2], F.layer_norm(x, (x.shape[-1],), up[1].weight, up[1].bias, up[1].eps))
         conv = up[3]
         w = conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, -1)
-        x = _activate_(up[4], torch.addmm(conv.bias.repeat(4), x, w))
-        m = torch.bmm(x.view(n, hw * 16, -1), hyper[:, :, None])  # (n, HW*16, 1)
-        # rows (gy, gx, dy1, dx1, dy2, dx2) -> pixel (4 gy + 2 dy1 + dy2, 4 gx + 2 dx1 + dx2)
-        m = m.view(n, gh, gw, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
-        return m.reshape(n, 4 * gh, 4 * gw)
+        x = _activate_(up[4], self._addmm("upscale2", conv.bias.repeat(4), x, w))
+        x = x.view(n, hw * 16, -1)
+        if hyper.dim() == 2:
+            m = torch.bmm(x, hyper[:, :, None])  # (n, HW*16, 1)
+            # rows (gy, gx, dy1, dx1, dy2, dx2) -> pixel (4 gy + 2 dy1 + dy2, 4 gx + 2 dx1 + dx2)
+            m = m.view(n, gh, gw, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
+            return m.reshape(n, 4 * gh, 4 * gw)
+        k = hyper.shape[1]
+        m = torch.bmm(x, hyper.transpose(1, 2))  # (n, HW*16, M)
+        m = m.view(n, gh, gw, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return m.reshape(n, k, 4 * gh, 4 * gw)
 
     @torch.no_grad()
     def decode(
@@ -250,7 +440,8 @@ class LeanMaskDecoder:
         masks: torch.Tensor | None,
         *,
         multimask: bool = True,
-        upscale_chunk: int = 8,
+        chunk: int = 16,
+        all_candidates: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode n prompts and keep the best multimask candidate (or the single mask).
 
@@ -263,14 +454,24 @@ class LeanMaskDecoder:
         multimask : bool
             True: ``multimask_output=True`` and the candidate of the highest
             predicted IoU. False: ``multimask_output=False``, the single-mask output.
-        upscale_chunk : int
-            Prompts upscaled together (bounds the largest intermediate,
-            about 12 MB per prompt for ViT-B).
+        chunk : int
+            Prompts whose image-side operations run together. Each prompt is
+            computed on its own, so this changes no result. The token-side
+            operations (small) run once for all n prompts, the image-side ones
+            (4 MB of image tokens per prompt for ViT-B, about 12 MB while
+            upscaling) chunk by chunk: small chunks stay in cache, large ones
+            make fewer operations, each of which costs a synchronisation of
+            torch's threads (expensive on a machine whose cores are busy).
+        all_candidates : bool
+            Upscale every candidate's mask, not only the chosen one's (the
+            upscaling network runs once either way; only the last product is
+            per candidate).
 
         Returns
         -------
         lowres : torch.Tensor
-            (n, 4h, 4w) logits of the chosen candidate.
+            (n, 4h, 4w) logits of the chosen candidate; (n, M, 4h, 4w) of every
+            candidate with ``all_candidates``.
         iou : torch.Tensor
             (n, M) predicted IoUs of the M multimask candidates, or (n, 1) of the single mask.
         best : torch.Tensor
@@ -279,16 +480,21 @@ class LeanMaskDecoder:
         """
         dec = self.sam.mask_decoder
         n = sparse.shape[0]
-        keys = self.dense_keys(masks, n)
-        queries, keys = self.transformer(sparse, keys)
+        spans = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+        dense = [self._dense(None if masks is None else masks[a:b], b - a) for a, b in spans]
+        zs, keys = [z for z, _ in dense], [k for _, k in dense]
+        del dense
+        first = (zs, self._first_layer_terms(masks is not None))
+        queries, keys = self.transformer(sparse, keys, spans, first=first)
         tokens = range(1, dec.num_mask_tokens) if multimask else range(1)
         iou = dec.iou_prediction_head(queries[:, 0])[:, tokens.start : tokens.stop]
         best = torch.argmax(iou, dim=1)
         hyper = torch.stack(
             [dec.output_hypernetworks_mlps[j](queries[:, 1 + j]) for j in tokens], dim=1
-        )[torch.arange(n, device=best.device), best]
-        lows = [
-            self.upscaled_mask(keys[s : s + upscale_chunk], hyper[s : s + upscale_chunk])
-            for s in range(0, n, upscale_chunk)
-        ]
+        )
+        if not all_candidates:
+            hyper = hyper[torch.arange(n, device=best.device), best]
+        lows = []
+        for (a0, a1), k in zip(spans, keys, strict=True):
+            lows.append(self.upscaled_mask(k, hyper[a0:a1]))
         return torch.cat(lows), iou, best

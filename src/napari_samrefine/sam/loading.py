@@ -14,9 +14,6 @@ loaded model carries its :class:`~napari_samrefine.sam.profile.ModelProfile`.
 from __future__ import annotations
 
 import os
-import pickle
-import re
-from collections.abc import Mapping
 from pathlib import Path
 
 import pooch
@@ -24,186 +21,17 @@ import torch
 from segment_anything.modeling import Sam
 
 from .architecture import CheckpointError, build_sam, infer_sam_config
+from .checkpoint import CHECKPOINT_SUFFIXES, read_sam_state_dict
+from .device import resolve_device
+from .download import fetch_checkpoint
+from .fast_encoder import FAST_ENCODER_DEFAULTS, enable_fast_encoder
 from .profile import BOX_ONLY_MINMAX_PROFILE, SAM_PROFILE, ModelProfile
-from .registry import (
-    ModelEntry,
-    fetch_checkpoint,
-    find_model_by_hash,
-    get_model,
-    list_models,
-)
+from .registry import ModelEntry, find_model_by_hash, get_model, list_models
 
-__all__ = [
-    "CheckpointError",
-    "available_devices",
-    "load_sam",
-    "read_sam_state_dict",
-    "resolve_device",
-]
-
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar", ".pkl")
-# the first tensor of a ViT (SAM, micro-sam) and of a TinyViT (MobileSAM, LiteMedSAM) encoder
-_ENCODER_KEYS = ("image_encoder.patch_embed.proj.weight", "image_encoder.patch_embed.seq.0.c.weight")
-
-
-def _torch_load(path: Path, weights_only: bool):
-    return torch.load(path, map_location="cpu", weights_only=weights_only)
-
-
-def _unreadable(path: Path, err: BaseException) -> CheckpointError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return CheckpointError(
-        f"Cannot read {path} as a PyTorch checkpoint: the file is truncated, corrupted or "
-        f"not a checkpoint ({first[:200]}). Download or copy it again."
-    )
-
-
-def _extract_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, torch.nn.Module):
-        obj = obj.state_dict()
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a SAM state dict.")
-    for key in ("model_state", "state_dict", "model"):  # micro-sam, lightning, generic wrappers
-        inner = obj.get(key)
-        if isinstance(inner, torch.nn.Module):
-            inner = inner.state_dict()
-        if isinstance(inner, Mapping):
-            obj = inner
-            break
-    state = {}
-    for key, value in obj.items():
-        if not (isinstance(key, str) and isinstance(value, torch.Tensor)):
-            continue
-        for prefix in ("module.", "sam."):  # DistributedDataParallel, micro-sam's trainer
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        state[key] = value
-    if not any(key in state for key in _ENCODER_KEYS):
-        sample = ", ".join(list(state)[:4]) or "no tensors"
-        raise CheckpointError(
-            f"{path} is not a SAM checkpoint: it has no image encoder ({' or '.join(_ENCODER_KEYS)}; "
-            f"found {sample}). Pass a segment-anything, micro-sam, MobileSAM or LiteMedSAM checkpoint."
-        )
-    return state
-
-
-def read_sam_state_dict(
-    path: str | os.PathLike, *, trusted: bool = False, allow_unsafe_pickle: bool = False
-) -> dict[str, torch.Tensor]:
-    """Read the SAM weights of a checkpoint file, safely.
-
-    The file is read with ``torch.load(weights_only=True)``. Only if that refuses
-    the file because it holds other Python objects (a training config, ...) is it
-    unpickled without that guard, and only when the file is ``trusted`` (its hash
-    is in the registry) or the user opted in with ``allow_unsafe_pickle``.
-
-    Supported layouts: a plain ``Sam`` state dict (Meta); a dict with
-    ``model_state`` (micro-sam), ``state_dict`` or ``model``; keys may carry
-    ``module.`` and/or ``sam.`` prefixes, which are stripped; non-tensor entries
-    are ignored.
-
-    Parameters
-    ----------
-    path : path-like
-        The checkpoint.
-    trusted : bool
-        The file's hash matched a registry entry.
-    allow_unsafe_pickle : bool
-        Allow unpickling arbitrary objects from an untrusted file.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        On the CPU, keys as in ``Sam.state_dict()``.
-
-    Raises
-    ------
-    CheckpointError
-        For a truncated or corrupted file, an untrusted file that needs unsafe
-        unpickling, or a file without SAM weights.
-    """
-    path = Path(path)
-    try:
-        obj = _torch_load(path, weights_only=True)
-    except Exception as err:
-        message = str(err)
-        if not (isinstance(err, pickle.UnpicklingError) and "Unsupported global" in message):
-            raise _unreadable(path, err) from err
-        if not (trusted or allow_unsafe_pickle):
-            found = sorted(set(re.findall(r"GLOBAL (\S+) was not an allowed global", message)))
-            raise CheckpointError(
-                f"{path} holds Python objects besides tensors ({', '.join(found) or 'unknown'}), "
-                "which the safe loader torch.load(weights_only=True) refuses: unpickling them can "
-                "run arbitrary code. The file's hash matches no registered model. If you trust "
-                "its source, pass allow_unsafe_pickle=True (CLI: --allow-unsafe-pickle); or "
-                "re-save its weights as a plain state dict with torch.save."
-            ) from err
-        try:
-            obj = _torch_load(path, weights_only=False)
-        except Exception as err2:
-            raise _unreadable(path, err2) from err2
-    return _extract_state_dict(obj, path)
-
-
-def available_devices() -> list[str]:
-    """Torch devices usable here, in the order ``device="auto"`` prefers them.
-
-    Returns
-    -------
-    list of str
-        ``"cuda:0"``, ``"cuda:1"``, ... if CUDA is available, then ``"mps"`` if
-        Apple's Metal backend is, then ``"cpu"`` (always last).
-    """
-    devices = []
-    if torch.cuda.is_available():
-        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return [*devices, "cpu"]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Check a device request against the machine.
-
-    Parameters
-    ----------
-    device : str or torch.device
-        ``"auto"`` (the first of :func:`available_devices`), or e.g. ``"cpu"``,
-        ``"cuda"``, ``"cuda:1"``, ``"mps"``.
-
-    Returns
-    -------
-    torch.device
-
-    Raises
-    ------
-    ValueError
-        If the device is malformed or not available; the message lists those available.
-    """
-    available = available_devices()
-    if isinstance(device, str) and device == "auto":
-        return torch.device(available[0])
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"{device!r} is not a device name. Use 'auto' or one of: {', '.join(available)}."
-        ) from err
-    if dev.type == "cuda":
-        ok = torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
-    else:
-        ok = dev.type in ("cpu", "mps") and dev.type in available or str(dev) in available
-    if not ok:
-        raise ValueError(
-            f"Device {str(dev)!r} is not available on this machine. Available: "
-            f"{', '.join(available)} (or 'auto')."
-        )
-    return dev
-
+__all__ = ["CheckpointError", "load_sam", "resolve_sam"]
 
 def _looks_like_path(model: str) -> bool:
-    return "/" in model or "\\" in model or model.lower().endswith(_CHECKPOINT_SUFFIXES)
+    return "/" in model or "\\" in model or model.lower().endswith(CHECKPOINT_SUFFIXES)
 
 
 def _existing_file(path: str | os.PathLike) -> Path:
@@ -224,6 +52,7 @@ def load_sam(
     allow_unsafe_pickle: bool = False,
     progressbar: bool = True,
     profile: ModelProfile | None = None,
+    fast_encoder: bool = True,
 ) -> Sam:
     """Load a SAM model from the registry or from a local checkpoint.
 
@@ -252,6 +81,12 @@ def load_sam(
         Default: the registry entry's for a registered model or a file whose
         hash is registered; LiteMedSAM's for an unregistered LiteMedSAM-layout
         file; SAM's otherwise.
+    fast_encoder : bool
+        Run the image encoder through the fast path with the same weights
+        (:data:`~napari_samrefine.sam.fast_encoder.FAST_ENCODER_DEFAULTS`:
+        fused attention, equal to the stock encoder to float rounding); False
+        keeps segment-anything's stock encoder. See
+        :func:`~napari_samrefine.sam.fast_encoder.enable_fast_encoder`.
 
     Returns
     -------
@@ -272,7 +107,7 @@ def load_sam(
         (the message names the ``tinyvit`` extra).
     FileNotFoundError
         For a checkpoint path that does not exist.
-    ~napari_samrefine.sam.registry.ModelDownloadError
+    ~napari_samrefine.sam.download.ModelDownloadError
         When the download fails or does not match the registry's hash.
     CheckpointError
         For a truncated, corrupted, non-SAM or unsafe file, or a file whose
@@ -326,6 +161,8 @@ def load_sam(
             f"Pass the right file, or pass the file alone to load it as it is."
         )
     sam = build_sam(config, state).to(dev).eval()
+    if fast_encoder:
+        enable_fast_encoder(sam, **FAST_ENCODER_DEFAULTS)
     if profile is None:
         if expected is not None:
             profile = expected.profile
@@ -339,4 +176,25 @@ def load_sam(
         "checkpoint": str(path),
         "xxh128": digest,
     }
+    return sam
+
+
+def resolve_sam(sam, device: str = "auto") -> Sam:
+    """A ``Sam`` model: ``sam`` itself, or the model a registry name or checkpoint path loads.
+
+    Every public function that takes a model (refine, the judge, adaption)
+    accepts a loaded model, a registry name or a checkpoint path through this.
+
+    Raises
+    ------
+    TypeError
+        For anything else, naming what was given.
+    """
+    if isinstance(sam, (str, os.PathLike)):
+        return load_sam(sam, device=device)
+    if sam is None or not hasattr(sam, "mask_decoder"):
+        raise TypeError(
+            f"sam must be a segment_anything Sam model, a registry name or a checkpoint path; "
+            f"got {type(sam).__name__}."
+        )
     return sam

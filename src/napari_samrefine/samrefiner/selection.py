@@ -191,8 +191,8 @@ def evaluate_selection(
         ``summary()`` gives ``top1_coarse_before/after`` and
         ``top1_ground_truth_before/after``; ``table()`` the per-object rows.
     """
+    from ..sam.loading import resolve_sam
     from .cascade import PromptSettings
-    from .refiner import resolve_sam
 
     sam = resolve_sam(sam, device)
     if iou_adaptor is not None:

@@ -11,6 +11,26 @@ from .cascade import REFINED_STATUSES, ObjectState
 __all__ = ["write_back"]
 
 
+def _overlapping(boxes: np.ndarray) -> np.ndarray:
+    """Which of several half-open (y0, x0, y1, x1) boxes intersect at least one other."""
+    n = len(boxes)
+    out = np.zeros(n, dtype=bool)
+    if n < 2:
+        return out
+    y0, x0, y1, x1 = boxes.T
+    # sweep along y: each box is compared with the boxes that start before it ends
+    order = np.argsort(y0, kind="stable")
+    for k, i in enumerate(order):
+        j = order[k + 1 :]
+        j = j[y0[j] < y1[i]]
+        if j.size:
+            hit = j[(x0[j] < x1[i]) & (x0[i] < x1[j])]
+            if hit.size:
+                out[i] = True
+                out[hit] = True
+    return out
+
+
 def write_back(coarse: np.ndarray, states: Sequence[ObjectState]) -> np.ndarray:
     """Paste refined objects into a copy of a 2D label plane.
 
@@ -20,9 +40,12 @@ def write_back(coarse: np.ndarray, states: Sequence[ObjectState]) -> np.ndarray:
     whose output came out empty at a later iteration, its previous iteration's
     logits). Objects whose first refinement came out empty keep their coarse
     pixels, and pixels of objects that were not refined (other ids) are never
-    overwritten. Each object's logits
-    are upsampled inside its region only, one object at a time, so memory is one
-    plane plus one object's box.
+    overwritten.
+
+    Only an object's mask pixels (its logit is positive there) can be claimed.
+    An object whose mask's box meets no other refined object's is pasted from
+    its mask; the others compare logits, upsampled inside their mask's box, one
+    object at a time, so memory is one plane plus one object's box.
 
     Parameters
     ----------
@@ -47,15 +70,19 @@ def write_back(coarse: np.ndarray, states: Sequence[ObjectState]) -> np.ndarray:
         if s.status == "empty-output":
             y0, x0, y1, x1 = s.coarse.bbox
             out[y0:y1, x0:x1][s.coarse.mask] = s.coarse.label_id
-    protected = out != 0
-    best = np.zeros(out.shape, dtype=np.float32)
-    for s in states:
-        if s.status not in REFINED_STATUSES:
-            continue
-        y0, x0, y1, x1 = s.region
-        logits = s.region_logits()
-        cur = best[y0:y1, x0:x1]
-        claim = (logits > cur) & ~protected[y0:y1, x0:x1]
-        out[y0:y1, x0:x1][claim] = s.coarse.label_id
-        cur[claim] = logits[claim]
+    free = out == 0  # pixels of objects that were not refined are never overwritten
+    refined = [s for s in states if s.status in REFINED_STATUSES]
+    boxes = np.array([s.mask.bbox for s in refined], dtype=np.int64).reshape(-1, 4)
+    overlapping = _overlapping(boxes)
+    best = np.zeros(out.shape, dtype=np.float32) if overlapping.any() else None
+    for s, box, shared in zip(refined, boxes, overlapping, strict=True):
+        y0, x0, y1, x1 = (int(v) for v in box)
+        claim = s.mask.mask & free[y0:y1, x0:x1]
+        if shared:
+            # the highest logit wins where boxes meet (the mask is where the logit is > 0)
+            logits = s.region_logits((y0, x0, y1, x1))
+            cur = best[y0:y1, x0:x1]
+            claim &= logits > cur
+            np.copyto(cur, logits, where=claim)
+        np.copyto(out[y0:y1, x0:x1], out.dtype.type(s.coarse.label_id), where=claim)
     return out

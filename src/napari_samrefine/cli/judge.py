@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_model_arguments, load_model_from_args, parse_channel, parse_ids
+
 __all__ = ["add_judge_parser", "run_judge_cli", "summary"]
 
 _LABEL_SUFFIXES = (".tif", ".tiff", ".png")
@@ -32,8 +34,6 @@ def add_judge_parser(subparsers) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The ``judge`` parser.
     """
-    from .cli import add_model_arguments
-
     p = subparsers.add_parser(
         "judge",
         help="judge a refinement object by object (JFS) and keep only the improved objects",
@@ -63,7 +63,7 @@ def add_judge_parser(subparsers) -> argparse.ArgumentParser:
 
 def _add_judge_options(p: argparse.ArgumentParser) -> None:
     """The JFS options: backend, masking, k, tau, objects and channel."""
-    from .judge.jfs import BACKENDS
+    from ..judge.jfs import BACKENDS
 
     g = p.add_argument_group("judge")
     g.add_argument("--backend", choices=BACKENDS, default="sam",
@@ -100,7 +100,7 @@ def summary(table, name: str, output: Path) -> str:
     -------
     str
     """
-    from .judge.verdicts import DEGRADED, IMPROVED, UNCERTAIN
+    from ..judge.verdicts import DEGRADED, IMPROVED, UNCERTAIN
 
     counts = table["verdict"].value_counts().to_dict()
     words = ", ".join(f"{counts.get(v, 0)} {v}" for v in (IMPROVED, DEGRADED, UNCERTAIN))
@@ -110,7 +110,7 @@ def summary(table, name: str, output: Path) -> str:
 
 def _check_paths(args: argparse.Namespace) -> None:
     """Refuse, before any work, unpaired supports and outputs that are unsafe."""
-    from .io import check_outputs
+    from ..io import check_outputs
 
     if len(args.support_image) != len(args.support_labels):
         raise ValueError(
@@ -132,8 +132,6 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 def _judge_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`judge_refinement` that the options give."""
-    from .adaption_cli import _channel
-    from .cli import parse_ids
 
     return dict(
         backend=args.backend,
@@ -141,17 +139,16 @@ def _judge_kwargs(args: argparse.Namespace) -> dict:
         k=args.k,
         tau=args.tau,
         label_ids=parse_ids(args.labels, "--labels"),
-        channel=_channel(args.channel),
+        channel=parse_channel(args.channel),
         seggpt_model=args.seggpt_model,
     )
 
 
 def run_judge_cli(args: argparse.Namespace) -> int:
     """Run ``napari-samrefine judge``: judge, write the accepted labels (and table); returns 0."""
-    from ._progress import tqdm_progress
-    from .cli import load_model_from_args
-    from .io import read_image, write_labels, write_table
-    from .judge.jfs import judge_refinement
+    from .._progress import tqdm_progress
+    from ..io import read_image, write_labels, write_table
+    from ..judge.jfs import judge_refinement
 
     if args.k < 1:
         raise ValueError(f"--k must be a whole number >= 1, got {args.k}")

@@ -24,8 +24,9 @@ from scipy import ndimage as ndi
 from skimage.color import rgb2gray
 from skimage.segmentation import morphological_chan_vese, random_walker
 
-from ._progress import ProgressCallback, report
-from .sam.preprocess import percentile_stretch
+from .._progress import ProgressCallback, report
+from ..labels import label_plane
+from ..sam.preprocess import percentile_stretch
 
 __all__ = ["CLASSICAL_METHODS", "refine_classical"]
 
@@ -125,12 +126,7 @@ def refine_classical(
     """
     if method not in CLASSICAL_METHODS:
         raise ValueError(f"Unknown method {method!r}: choose one of {', '.join(CLASSICAL_METHODS)}.")
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"labels must be a 2D integer label image, got {labels.dtype} {labels.shape}: "
-            "pick one plane of a stack first."
-        )
+    labels = label_plane(labels, "labels")
     img, axis = _float_image(image, labels.shape)
     if method == "identity":
         return labels.copy()

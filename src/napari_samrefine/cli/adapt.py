@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_model_arguments, load_model_from_args, parse_channel
+
 __all__ = ["add_adapt_parser", "run_adapt_cli", "resolve_pairs"]
 
 
 def add_adapt_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``adapt`` subcommand to the ``napari-samrefine`` parser's subparsers."""
-    from .cli import add_model_arguments
-
     p = subparsers.add_parser(
         "adapt",
         help="train a SAMRefiner++ IoU adaptor on your images and coarse labels",
@@ -66,7 +66,7 @@ def resolve_pairs(images: list[Path], labels: list[Path], what: str = "") -> lis
     ValueError
         For a folder mixed with files, or different numbers of images and labels.
     """
-    from .io import find_pairs
+    from ..io import find_pairs
 
     images, labels = [Path(p) for p in images], [Path(p) for p in labels]
     if len(images) == 1 and len(labels) == 1 and images[0].is_dir() and labels[0].is_dir():
@@ -83,21 +83,12 @@ def resolve_pairs(images: list[Path], labels: list[Path], what: str = "") -> lis
     return list(zip(images, labels, strict=True))
 
 
-def _channel(value):
-    if value is None or value == "mean":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"--channel must be an integer or 'mean', got {value!r}") from None
-
-
 def run_adapt_cli(args: argparse.Namespace) -> int:
     """Run ``napari-samrefine adapt``: train, save, optionally evaluate; returns 0."""
-    from ._progress import tqdm_progress
-    from .cli import load_model_from_args
-    from .io import check_outputs, read_image
-    from .samrefiner.adaption import adapt_iou_head, evaluate_selection
+    from .._progress import tqdm_progress
+    from ..io import check_outputs, read_image
+    from ..samrefiner.adaption import adapt_iou_head
+    from ..samrefiner.selection import evaluate_selection
 
     pairs = resolve_pairs(args.images, args.labels)
     eval_pairs, eval_gt = [], None
@@ -113,7 +104,7 @@ def run_adapt_cli(args: argparse.Namespace) -> int:
             eval_gt = [read_image(gt_of[i]) for i, _ in eval_pairs]
     elif args.eval_ground_truth is not None:
         raise ValueError("--eval-ground-truth needs --eval-images and --eval-labels.")
-    channel = _channel(args.channel)
+    channel = parse_channel(args.channel)
     output = Path(args.output)
     if output.is_dir():
         raise ValueError(f"--output {output} is a folder: give a file name such as adaptor.pt.")

@@ -1,116 +1,18 @@
-"""Command line: ``napari-samrefine refine IMAGE LABELS -o OUT`` and friends."""
+"""``napari-samrefine refine``: SAMRefiner on image/label files or folders."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-import warnings
 from pathlib import Path
 
-from ._progress import tqdm_progress
+from .common import add_model_arguments, load_model_from_args, parse_channel, parse_ids
 
-__all__ = ["main", "build_parser", "HelpFormatter", "Parser", "parse_ids"]
-
-# subcommands contributed by other modules: (module, add-parser function)
-_PLUGINS = (
-    ("napari_samrefine.adaption_cli", "add_adapt_parser"),
-    ("napari_samrefine.benchmark", "add_benchmark_parser"),
-    ("napari_samrefine.judge_cli", "add_judge_parser"),
-)
+__all__ = ["add_refine_parser", "run_refine"]
 
 
-def _shown(default) -> str:
-    """A default as ``--help`` shows it: lists as space-separated words."""
-    if isinstance(default, (list, tuple)):
-        return " ".join(str(v) for v in default)
-    return str(default)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default, unless its help already says it or it means nothing.
-
-    Not shown: a ``None`` default (the help text says what happens instead), the
-    ``False`` of an on/off flag, the default of a required option, and a help
-    text that already contains "default".
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        default = action.default
-        if (
-            "default" in text.lower()
-            or default is None
-            or default is argparse.SUPPRESS
-            or action.required
-            or not action.option_strings
-            or (action.nargs == 0 and default is False)
-        ):
-            return text
-        return f"{text} (default: {_shown(default).replace('%', '%%')})".strip()
-
-
-class Parser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` with :class:`HelpFormatter`; subcommands inherit it."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-
-def parse_ids(text: str | None, what: str) -> list[int] | None:
-    """``"0,3,5"`` -> ``[0, 3, 5]``; ``None`` or ``"all"`` -> ``None`` (all).
-
-    Raises
-    ------
-    ValueError
-        Naming the option ``what`` and the text, for anything but non-negative integers.
-    """
-    if text is None or text.strip().lower() == "all":
-        return None
-    try:
-        ids = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        ids = []
-    if not ids or min(ids) < 0:
-        raise ValueError(
-            f"{what} must be 'all' or comma-separated whole numbers >= 0 such as 0,3,5, got {text!r}"
-        )
-    return ids
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Model and device options shared by every subcommand that runs SAM."""
-    g = parser.add_argument_group("model")
-    g.add_argument(
-        "--model", default="vit_b_lm",
-        help="registry name (see `napari-samrefine models`)",
-    )
-    g.add_argument(
-        "--checkpoint", type=Path, default=None,
-        help="local SAM checkpoint file (any name); overrides --model, needs no download "
-        "(default: the --model file, downloaded once)",
-    )
-    g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
-    g.add_argument(
-        "--allow-unsafe-pickle", action="store_true",
-        help="allow a checkpoint of your own that a safe (weights-only) load refuses; "
-        "only for files you trust",
-    )
-
-
-def load_model_from_args(args):
-    """Load the SAM model that ``--model``/``--checkpoint``/``--device`` describe."""
-    from .sam.loading import load_sam
-
-    return load_sam(
-        args.checkpoint if args.checkpoint is not None else args.model,
-        device=args.device,
-        allow_unsafe_pickle=args.allow_unsafe_pickle,
-    )
-
-
-def _add_refine_parser(sub) -> None:
+def add_refine_parser(sub) -> argparse.ArgumentParser:
+    """Add the ``refine`` subcommand to the parser's subparsers; returns its parser."""
     p = sub.add_parser(
         "refine",
         help="refine coarse labels with SAM",
@@ -153,7 +55,9 @@ def _add_refine_parser(sub) -> None:
                    help="SAMRefiner++ IoU adaptor file (default: none, SAM's own IoU head)")
     g.add_argument("--table", action="store_true", help="also write <output>.csv with per-object results")
     _add_image_arguments(p)
-    p.set_defaults(func=_run_refine)
+    _add_batch_arguments(p)
+    p.set_defaults(func=run_refine)
+    return p
 
 
 def _add_image_arguments(p: argparse.ArgumentParser) -> None:
@@ -177,6 +81,28 @@ def _add_image_arguments(p: argparse.ArgumentParser) -> None:
                    help="contrast-stretch percentiles for images that are not uint8")
 
 
+def _add_batch_arguments(p: argparse.ArgumentParser) -> None:
+    """Folder input on dask.distributed: ``--workers``, ``--scheduler``."""
+    g = p.add_argument_group(
+        "many files (folder input)",
+        "Outputs that exist already are skipped (restart an interrupted run with the same "
+        "command); --overwrite refines them again. Workers need the distributed extra: "
+        'pip install "napari-samrefine[distributed]".',
+    )
+    g.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="processes of a local dask cluster, one thread each; 0 or 1: this process "
+        "(default: one per CPU core, at most one per 4 GiB of memory and one per file; this "
+        "process for one file, on a GPU, or without the distributed extra)",
+    )
+    g.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="address of a running dask scheduler, e.g. tcp://10.0.0.5:8786, whose workers "
+        "refine the files; they must see the same paths and have napari-samrefine installed "
+        "(default: none, see --workers)",
+    )
+
+
 def _tile(text: str) -> int | str | None:
     """``--tile``: a whole number of pixels, ``auto`` or ``none``."""
     if text.strip().lower() in ("auto", "none"):
@@ -196,9 +122,7 @@ def _percentiles(values) -> tuple[float, float]:
 
 
 def _refine_kwargs(args) -> dict:
-    channel = args.channel
-    if channel is not None and channel != "mean":
-        channel = int(channel)
+    channel = parse_channel(args.channel)
     return dict(
         mode=args.mode,
         iterations=args.iterations,
@@ -227,8 +151,12 @@ _CHECKED = (
 
 
 def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """Input pairs and output files of ``refine``, refused before any work if unsafe."""
-    from .io import check_outputs, check_png_labels, find_pairs, read_image
+    """Input pairs and output files of ``refine``, refused before any work if unsafe.
+
+    For folder input, outputs that exist already are not refused: they are
+    skipped (see :func:`~napari_samrefine.samrefiner.batch.refine_many`).
+    """
+    from ..io import check_outputs, check_png_labels, find_pairs, read_image
 
     for given in (args.image, args.labels):
         if not given.exists():
@@ -237,6 +165,14 @@ def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
         raise ValueError("IMAGE and LABELS must both be files or both be folders.")
     if args.image.is_dir() and args.output.exists() and not args.output.is_dir():
         raise ValueError(f"-o {args.output} is a file: give a folder for folder input.")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {args.workers}")
+    if args.scheduler is not None and args.workers is not None:
+        raise ValueError("Give --scheduler or --workers, not both: --scheduler uses that "
+                         "cluster's workers.")
+    if not args.image.is_dir() and (args.scheduler is not None or (args.workers or 0) > 1):
+        raise ValueError("--scheduler and --workers are for folder input; a single file is "
+                         "refined in this process.")
     if args.image.is_dir():
         pairs = find_pairs(args.image, args.labels)
         outputs = [args.output / (lab.stem + ".tif") for _, lab in pairs]
@@ -250,7 +186,8 @@ def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
     check_outputs(
         written, [p for pair in pairs for p in pair] + models,
         output_dir=args.output if args.image.is_dir() else None,
-        input_dirs=[args.image, args.labels], overwrite=args.overwrite,
+        input_dirs=[args.image, args.labels],
+        overwrite=args.overwrite or args.image.is_dir(),  # folders: existing outputs are skipped
     )
     if args.output.suffix.lower() == ".png" and not args.image.is_dir():
         labels = read_image(args.labels)  # the output keeps the labels' dtype
@@ -258,90 +195,85 @@ def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
     return pairs, outputs
 
 
-def _run_refine(args) -> int:
-    from .io import read_image, write_labels, write_table
-    from .samrefiner.inputs import check_refine_options
-    from .samrefiner.refiner import refine
+def run_refine(args: argparse.Namespace) -> int:
+    """Run ``napari-samrefine refine``; returns 0, or 1 when a file of a folder failed."""
+    from ..samrefiner.inputs import check_refine_options
 
     kwargs = _refine_kwargs(args)
     check_refine_options(**{k: kwargs[k] for k in _CHECKED})
     pairs, outputs = _plan_refine(args)
+    if args.image.is_dir():
+        return _run_folder(args, kwargs, pairs)
+    return _run_file(args, kwargs, pairs[0], outputs[0])
+
+
+def _run_file(args, kwargs: dict, pair: tuple[Path, Path], out: Path) -> int:
+    """One image: in this process, with a progress bar over the cascade."""
+    from .._progress import tqdm_progress
+    from ..samrefiner.batch_file import refine_file
+
     sam = load_model_from_args(args)
+    adaptor = None
     if args.adaptor is not None:
-        from .samrefiner.adaption import load_iou_adaptor
+        from ..samrefiner.adaptor_file import load_iou_adaptor
 
-        kwargs["iou_adaptor"] = load_iou_adaptor(args.adaptor)
-    for (image_path, labels_path), out in zip(pairs, outputs, strict=True):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = refine(
-                read_image(image_path), read_image(labels_path), sam, **kwargs,
-                progress=tqdm_progress(desc=image_path.name, unit="step", leave=False),
-            )
-        for w in caught:
-            if issubclass(w.category, UserWarning):
-                print(f"{image_path.name}: note: {w.message}", file=sys.stderr)
-            else:
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        write_labels(out, result.labels)
-        table = result.table()
-        if args.table:
-            write_table(out.with_suffix(".csv"), table)
-        counts = table["status"].value_counts().to_dict()
-        print(f"{image_path.name}: {len(table)} objects {counts} -> {out}")
+        adaptor = load_iou_adaptor(args.adaptor)
+    image_path, labels_path = pair
+    row = refine_file(
+        image_path, labels_path, out, sam, table=args.table, iou_adaptor=adaptor, **kwargs,
+        progress=tqdm_progress(desc=image_path.name, unit="step", leave=False),
+    )
+    for note in filter(None, row["notes"].split("\n")):
+        print(f"{image_path.name}: note: {note}", file=sys.stderr)
+    print(f"{image_path.name}: {row['summary']} -> {out}")
     return 0
 
 
-def _add_models_parser(sub) -> None:
-    p = sub.add_parser(
-        "models", help="list the registered SAM checkpoints and the cache folder",
-        description="List the registered SAM checkpoints (with each one's prompt profile) and "
-        "the cache folder (NAPARI_SAMREFINE_CACHE).",
-    )
-    p.set_defaults(func=_run_models)
+def _run_folder(args, kwargs: dict, pairs: list[tuple[Path, Path]]) -> int:
+    """Folder input: :func:`~napari_samrefine.samrefiner.batch.refine_many`, a bar over files."""
+    from tqdm.auto import tqdm
 
+    from ..samrefiner.batch import batch_summary, refine_many
+    from ..samrefiner.cluster import DISTRIBUTED_HINT, distributed_available
 
-def _run_models(args) -> int:
-    from .sam import registry
+    if (args.scheduler is not None or (args.workers or 0) > 1) and not distributed_available():
+        asked = "--scheduler" if args.scheduler is not None else f"--workers {args.workers}"
+        raise ValueError(
+            f"{asked} needs dask.distributed, which is not installed: {DISTRIBUTED_HINT} "
+            "(or leave out the option to refine in this process)."
+        )
+    done = [out for out in (args.output / (lab.stem + ".tif") for _, lab in pairs) if out.exists()]
+    if done and not args.overwrite:
+        print(f"{len(done)} of {len(pairs)} outputs exist in {args.output} already: skipped "
+              "(--overwrite refines them again).", file=sys.stderr)
+    bar = tqdm(desc="refine", unit="file", total=len(pairs) - (0 if args.overwrite else len(done)))
 
-    for name in registry.list_models():
-        entry = registry.get_model(name)
-        print(f"{name:22s} {entry.description}")
-        print(f"{'':22s}   {entry.profile.summary()}")
-    print(f"cache folder: {registry.model_cache_dir()}")
-    return 0
+    def progress(n: int, total: int, message: str) -> None:
+        if message:
+            bar.write(message, file=sys.stdout)
+        bar.total, bar.n = total, n
+        bar.refresh()
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``napari-samrefine`` argument parser with every subcommand."""
-    parser = Parser(
-        prog="napari-samrefine",
-        description="Refine coarse segmentations with the Segment Anything Model (SAMRefiner).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_refine_parser(sub)
-    _add_models_parser(sub)
-    for module, func in _PLUGINS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        getattr(mod, func)(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``napari-samrefine`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
-        print(f"napari-samrefine {args.command}: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+        result = refine_many(
+            pairs, args.output, args.checkpoint if args.checkpoint is not None else args.model,
+            client=args.scheduler, workers=args.workers, device=args.device,
+            allow_unsafe_pickle=args.allow_unsafe_pickle, iou_adaptor=args.adaptor,
+            overwrite=args.overwrite, table=args.table, progress=progress, **kwargs,
+        )
+    except ModuleNotFoundError as err:  # e.g. a TinyViT model without its extra
+        raise ValueError(str(err)) from err
+    finally:
+        bar.close()
+    notes: dict[str, list[str]] = {}
+    for row in result.itertuples():
+        for note in filter(None, row.notes.split("\n")):
+            notes.setdefault(note, []).append(Path(row.image).name)
+    for note, names in notes.items():
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        print(f"note ({shown}): {note}", file=sys.stderr)
+    failed = result[result["status"].str.startswith("failed")]
+    for row in failed.itertuples():
+        print(f"{Path(row.image).name}: {row.status}", file=sys.stderr)
+    print(batch_summary(result) + (": see the lines above." if len(failed) else "."))
+    return 1 if len(failed) else 0

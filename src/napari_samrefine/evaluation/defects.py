@@ -38,7 +38,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import slic
 
-from .sam.preprocess import percentile_stretch
+from ..labels import iou, label_plane
+from ..sam.preprocess import percentile_stretch
 
 __all__ = [
     "CoarseLabels",
@@ -108,11 +109,6 @@ def _window_distance(value: float, lo: float, hi: float) -> float:
     return max(lo - value, value - hi, 0.0)
 
 
-def _crop_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
-
-
 def _corrupt(
     slic_img: np.ndarray,
     channel_axis: int | None,
@@ -170,7 +166,7 @@ def _corrupt(
                 mask &= ~sp
             else:
                 mask |= sp & allowed
-            value = _crop_iou(mask, truth)
+            value = iou(mask, truth)
             dist = _window_distance(value, lo, hi)
             if dist < best_dist:
                 best, best_iou, best_dist = mask.copy(), value, dist
@@ -253,12 +249,7 @@ def synthesize_coarse_labels(
     >>> coarse.ious.min() >= 0.75  # doctest: +SKIP
     """
     lo, hi = _check_window(iou_range)
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"labels must be a 2D integer label image, got {labels.dtype} {labels.shape}: "
-            "pick one plane of a stack first."
-        )
+    labels = label_plane(labels, "labels")
     if len(zone_probabilities) != 3 or min(zone_probabilities) < 0 or sum(zone_probabilities) <= 0:
         raise ValueError(f"zone_probabilities must be three non-negative numbers, got {zone_probabilities}.")
     slic_img, axis = _slic_image(image, labels.shape)

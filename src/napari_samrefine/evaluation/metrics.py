@@ -18,6 +18,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
+from ..labels import _as_pair, _ratio, check_label_values, iou
+
 __all__ = [
     "iou",
     "boundary_iou",
@@ -30,45 +32,6 @@ __all__ = [
     "object_ious",
     "ObjectScores",
 ]
-
-
-def _as_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(a)
-    b = np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(
-            f"The two masks have different shapes {a.shape} and {b.shape}: compare "
-            "masks of the same image (crop or resize one of them first)."
-        )
-    return a, b
-
-
-def _ratio(inter: int, union: int) -> float:
-    return 1.0 if union == 0 else inter / union
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two masks (non-zero = foreground).
-
-    Parameters
-    ----------
-    a, b : numpy.ndarray
-        Masks of the same shape (any dimension); non-zero pixels are foreground.
-
-    Returns
-    -------
-    float
-        |a & b| / |a | b|; 1.0 when both masks are empty.
-
-    Examples
-    --------
-    >>> iou(np.array([1, 1, 0, 0]), np.array([0, 1, 1, 0]))
-    0.3333333333333333
-    """
-    a, b = _as_pair(a, b)
-    a = a.astype(bool, copy=False)
-    b = b.astype(bool, copy=False)
-    return _ratio(int(np.count_nonzero(a & b)), int(np.count_nonzero(a | b)))
 
 
 def boundary_width(shape: tuple[int, ...], dilation_ratio: float = 0.02) -> int:
@@ -146,17 +109,6 @@ def boundary_iou(a: np.ndarray, b: np.ndarray, dilation_ratio: float = 0.02) -> 
     return _ratio(int(np.count_nonzero(ba & bb)), int(np.count_nonzero(ba | bb)))
 
 
-def _check_labels(x: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype == np.bool_:
-        return x.astype(np.int64)
-    if not np.issubdtype(x.dtype, np.integer):
-        raise TypeError(f"{name} must be an integer label image, got dtype {x.dtype}.")
-    if x.size and x.min() < 0:
-        raise ValueError(f"{name} holds negative labels: labels must be >= 0 (0 = background).")
-    return x
-
-
 def class_ious(
     pred_labels: np.ndarray, true_labels: np.ndarray, *, include_background: bool = False
 ) -> dict[int, float]:
@@ -174,7 +126,7 @@ def class_ious(
     dict of int to float
         Class id -> IoU, for every class present in either image.
     """
-    pred, true = _as_pair(_check_labels(pred_labels, "pred_labels"), _check_labels(true_labels, "true_labels"))
+    pred, true = _as_pair(check_label_values(pred_labels, "pred_labels"), check_label_values(true_labels, "true_labels"))
     classes = np.union1d(np.unique(pred), np.unique(true))
     if not include_background:
         classes = classes[classes != 0]
@@ -272,7 +224,7 @@ def match_objects(
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
-    pred, true = _as_pair(_check_labels(pred_labels, "pred_labels"), _check_labels(true_labels, "true_labels"))
+    pred, true = _as_pair(check_label_values(pred_labels, "pred_labels"), check_label_values(true_labels, "true_labels"))
     mat, t_ids, p_ids = _iou_matrix(pred, true)
     rows, cols = linear_sum_assignment(mat, maximize=True) if mat.size else ([], [])
     rows = np.asarray(rows, dtype=np.int64)
@@ -336,7 +288,7 @@ def object_ious(
     ObjectScores
         One entry per true object; a true object whose partner is missing scores 0.
     """
-    pred, true = _as_pair(_check_labels(pred_labels, "pred_labels"), _check_labels(true_labels, "true_labels"))
+    pred, true = _as_pair(check_label_values(pred_labels, "pred_labels"), check_label_values(true_labels, "true_labels"))
     if true.ndim != 2:
         raise ValueError(f"object_ious expects 2D label images, got shape {true.shape}.")
     t_ids = np.unique(true)

@@ -1,0 +1,54 @@
+# The public API. lazy_loader reads these imports at run time (each submodule is
+# imported on first use, so `import napari_samrefine` stays cheap and never
+# imports torch, napari or Qt); type checkers and IDEs read them as they are.
+from ._napari.scripting import refine_layers
+from ._progress import Cancelled
+from .judge.jfs import judge_refinement
+from .judge.result import JudgeResult
+from .sam.embedding import EmbeddingCache, ImageEmbedding, embed_image
+from .sam.loading import load_sam
+from .sam.preprocess import to_sam_rgb
+from .sam.profile import ModelProfile, model_profile
+from .sam.registry import list_models, register_model
+from .samrefiner.adaption import adapt_iou_head
+from .samrefiner.adaptor import AdaptorMismatchError, IoUAdaptor
+from .samrefiner.adaptor_file import load_iou_adaptor
+from .samrefiner.batch import batch_summary, refine_many
+from .samrefiner.prompts import ObjectPrompts, excavate_prompts
+from .samrefiner.refiner import RefineResult, refine
+from .samrefiner.selection import SelectionReport, evaluate_selection
+from .samrefiner.stm import split_then_merge
+from .testing import tiny_sam
+
+__version__: str
+
+__all__ = [
+    "AdaptorMismatchError",
+    "Cancelled",
+    "EmbeddingCache",
+    "ImageEmbedding",
+    "IoUAdaptor",
+    "JudgeResult",
+    "ModelProfile",
+    "ObjectPrompts",
+    "RefineResult",
+    "SelectionReport",
+    "__version__",
+    "adapt_iou_head",
+    "batch_summary",
+    "embed_image",
+    "evaluate_selection",
+    "excavate_prompts",
+    "judge_refinement",
+    "list_models",
+    "load_iou_adaptor",
+    "load_sam",
+    "model_profile",
+    "refine",
+    "refine_layers",
+    "refine_many",
+    "register_model",
+    "split_then_merge",
+    "tiny_sam",
+    "to_sam_rgb",
+]
