@@ -31,7 +31,7 @@ cascade and in write-back, the rest of write-back, and everything else).
 
     python benchmarks/refine_speed.py                 # ViT-B, 2 threads
     python benchmarks/refine_speed.py --profile       # + where refine T=1's time goes
-    python benchmarks/refine_speed.py --profile 5 --repeats 1 --t5-repeats 0
+    python benchmarks/refine_speed.py --profile 5 --repeats 0  # only the T=5 profile
     python benchmarks/refine_speed.py --model tiny    # plumbing, seconds
 """
 
