@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pooch
 import pytest
 import torch
 
+from _http import FileServer, closed_port_url, xxh128
 from napari_samrefine.sam.download import (
     CACHE_ENV,
     ModelDownloadError,
@@ -41,50 +39,6 @@ MODELS_MD = [
 PAYLOAD = b"napari-samrefine test checkpoint\n" * 4000  # ~130 kB, content does not matter here
 
 
-class FileServer:
-    """Serves ``files`` (name -> bytes) on 127.0.0.1; names in ``truncate`` stop halfway."""
-
-    def __init__(self, files: dict[str, bytes], truncate: tuple[str, ...] = ()):
-        self.files, self.truncate, self.requests = files, truncate, []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                name = self.path.lstrip("/")
-                server.requests.append(name)
-                if name not in server.files:
-                    self.send_error(404)
-                    return
-                data = server.files[name]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                # an interrupted transfer: the promised length never arrives
-                self.wfile.write(data[: len(data) // 2] if name in server.truncate else data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/gone.pt"
-
-
 @pytest.fixture
 def test_entry():
     """Registers 'test_model' and removes it afterwards; call with url and hash."""
@@ -97,12 +51,6 @@ def test_entry():
     yield add
     for name in names:
         unregister_model(name)
-
-
-def xxh128(data: bytes, tmp_path: Path) -> str:
-    f = tmp_path / "hash-me"
-    f.write_bytes(data)
-    return pooch.file_hash(str(f), alg="xxh128")
 
 
 def test_registry_has_the_models_of_models_md_with_valid_entries():
