@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from _widgets import open_widget, refine_widget
 
 from napari_samrefine._napari.adaption_widget import adaption_summary
 from napari_samrefine._napari.prompt_widget import prompt_summary
@@ -27,28 +28,6 @@ from napari_samrefine.samrefiner.summary import GROWTH_WARNING, SHRINK_WARNING, 
 pytestmark = pytest.mark.gui
 
 TIMEOUT = 60_000
-
-
-@pytest.fixture()
-def viewer(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-samrefine", "nuclei")
-    return viewer
-
-
-def docked(viewer, name):
-    return viewer.window.add_plugin_dock_widget("napari-samrefine", name)[1]
-
-
-def refine_widget(viewer, sam, **values):
-    widget = docked(viewer, "SAM refine")
-    widget.model.sam = sam
-    widget.image_layer.value = viewer.layers["nuclei"]
-    widget.labels_layer.value = viewer.layers["nuclei coarse"]
-    widget.iterations.value = 2
-    for key, value in values.items():
-        getattr(widget, key).value = value
-    return widget
 
 
 def click_run(qtbot, widget, launches: bool = True) -> None:
@@ -93,7 +72,7 @@ def test_missing_label_in_refine_says_so_and_changes_nothing(viewer, qtbot, sam)
 def test_missing_label_in_prompt_excavation_says_so_without_colour_warnings(viewer, qtbot):
     coarse = viewer.layers["nuclei coarse"]
     coarse.selected_label = 999
-    widget = docked(viewer, "Prompt excavation")
+    widget = open_widget(viewer, "Prompt excavation")
     widget.labels_layer.value = coarse
     widget.scope.value = "selected label"
     with warnings.catch_warnings(record=True) as records:
@@ -115,7 +94,7 @@ def test_missing_label_on_the_plane_of_a_stack_names_the_plane(make_napari_viewe
     elsewhere = [int(i) for i in np.unique(labels) if i and not (labels[2] == i).any()]
     assert elsewhere, "every object of the stack is on plane 2: choose another plane"
     layer.selected_label = elsewhere[0]
-    widget = docked(viewer, "Prompt excavation")
+    widget = open_widget(viewer, "Prompt excavation")
     widget.labels_layer.value = layer
     widget.scope.value = "selected label"
     click_run(qtbot, widget, launches=False)
@@ -126,7 +105,7 @@ def test_missing_label_on_the_plane_of_a_stack_names_the_plane(make_napari_viewe
 
 def test_prompts_of_an_empty_layer_say_so(viewer, qtbot):
     empty = viewer.add_labels(np.zeros((64, 64), np.uint16), name="empty")
-    widget = docked(viewer, "Prompt excavation")
+    widget = open_widget(viewer, "Prompt excavation")
     widget.labels_layer.value = empty
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
@@ -136,7 +115,7 @@ def test_prompts_of_an_empty_layer_say_so(viewer, qtbot):
 
 
 def test_prompt_summary_in_words(viewer, qtbot):
-    widget = docked(viewer, "Prompt excavation")
+    widget = open_widget(viewer, "Prompt excavation")
     widget.labels_layer.value = viewer.layers["nuclei coarse"]
     click_run(qtbot, widget)
     assert widget.status.startswith("Prompts of 27 objects shown (tight boxes"), widget.status

@@ -24,13 +24,6 @@ pytestmark = pytest.mark.gui
 TIMEOUT = 60_000
 
 
-@pytest.fixture()
-def viewer(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-samrefine", "nuclei")
-    return viewer
-
-
 def refine_dock(viewer, sam, **values):
     """The docked "SAM refine" widget set up on the nuclei sample; returns (dock, widget)."""
     dock, widget = viewer.window.add_plugin_dock_widget("napari-samrefine", "SAM refine")

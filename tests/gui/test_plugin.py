@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from _widgets import open_widget, refine_widget
 
 import napari_samrefine as nsr
 from napari_samrefine._napari.layers import find_linked
@@ -17,18 +18,6 @@ from napari_samrefine.testing import tiny_tinyvit_sam
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDGETS = ["Prompt excavation", "SAM refine", "JFS judge", "IoU adaption"]
-
-
-@pytest.fixture()
-def viewer(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-samrefine", "nuclei")
-    return viewer
-
-
-def open_widget(viewer, name):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-samrefine", name)
-    return widget
 
 
 def wait_done(qtbot, widget, timeout=60_000):
@@ -106,17 +95,6 @@ def test_prompt_widget_on_current_plane_of_a_stack(make_napari_viewer, qtbot, st
     assert points.data.shape[1] == 3 and (points.data[:, 0] == 2).all()
     expected = nsr.excavate_prompts(labels[2], cebox=None)
     assert len(points.data) == sum(len(p.points) for p in expected)
-
-
-def refine_widget(viewer, sam, **values):
-    widget = open_widget(viewer, "SAM refine")
-    widget.model.sam = sam
-    widget.image_layer.value = viewer.layers["nuclei"]
-    widget.labels_layer.value = viewer.layers["nuclei coarse"]
-    widget.iterations.value = 2
-    for key, value in values.items():
-        getattr(widget, key).value = value
-    return widget
 
 
 def test_refine_new_layer_through_worker(viewer, qtbot, sam):
