@@ -158,7 +158,7 @@ class JudgeWidget(TaskWidget):
             kwargs["sam"] = self.model.load(progress)
         else:
             kwargs["backend"] = _seggpt(kwargs.pop("seggpt_model"))
-        with reporting_encoder(kwargs.get("sam"), progress if "sam" in kwargs else None):
+        with reporting_encoder(kwargs.get("sam"), progress):  # SegGPT: no SAM, nothing to hook
             return judge_refinement(**kwargs, progress=progress)
 
     def _done(self, result, refined: Labels, pairs) -> None:

@@ -35,8 +35,9 @@ def reporting_encoder(
 
     Parameters
     ----------
-    sam : segment_anything.modeling.Sam
-        The model whose ``image_encoder`` passes are reported.
+    sam : segment_anything.modeling.Sam or None
+        The model whose ``image_encoder`` passes are reported (None: a run
+        without SAM, nothing to report).
     progress : callable or None
         ``progress(done, total, message)``, called at most every
         :data:`REPORT_INTERVAL` seconds during a pass with the layers done so
@@ -55,7 +56,7 @@ def reporting_encoder(
     >>> with reporting_encoder(sam, progress):  # doctest: +SKIP
     ...     result = refine(image, labels, sam, progress=progress)
     """
-    if progress is None:
+    if progress is None or sam is None:
         yield
         return
     layers = [
