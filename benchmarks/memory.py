@@ -13,17 +13,34 @@ Two cases (random weights; synthetic discs as in decoder_speed.py):
   take 25 x 13 s on 2 CPU cores). Prints the peak next to what one N x H x W
   mask stack or one H x W x 256 feature map would need.
 
+- ``--case sides``: ``excavate_prompts`` (no embedding: SAM's 1024 px frame
+  and 256 px low-res frame) on label images of side 2000 to 50 000 px with a
+  fixed density (a disc of radius 10 px every 500 px, uint16 ids); each side
+  runs in its own process. Prints the peak above the memory held before (the
+  labels included) next to what the prompts themselves hold (a 256 x 256
+  float32 mask prompt per object) and the labels' size.
+- ``--case ids``: the same discs (every 200 px) with ids 1..N and with ids near
+  2**40 (and near 2**64 - 1 for uint64): ``objects_from_labels``,
+  ``excavate_prompts`` on an 8000 px side and ``refine`` with the tiny random
+  SAM (``napari_samrefine.testing.tiny_sam``, 1 iteration) on a 2000 px side,
+  each in its own process.
+
 Peak resident memory is read from /proc/self/status (VmHWM), reset with
 /proc/self/clear_refs before the measured step (Linux).
 
     python benchmarks/memory.py --case 300
     python benchmarks/memory.py --case 4096 --iterations 1
+    python benchmarks/memory.py --case sides --sides 2000 8000 16000 32000 50000
+    python benchmarks/memory.py --case ids
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -128,18 +145,126 @@ def case_4096(args) -> None:
           f"weights give tile-sized masks; per-object state scales with the object's box)")
 
 
+def disc_labels(side: int, spacing: int, dtype, first_id: int = 1, radius: int = 10) -> np.ndarray:
+    """A (side, side) label image: a disc of ``radius`` px in the centre of each spacing-px cell.
+
+    Ids increase in raster order from ``first_id`` by 1 (built in place: no
+    temporary of the image's size).
+    """
+    n = side // spacing
+    yy, xx = np.mgrid[:spacing, :spacing] - spacing // 2
+    disc = (yy**2 + xx**2 <= radius**2).astype(dtype)
+    ids = (np.arange(n * n, dtype=np.uint64) + np.uint64(first_id)).astype(dtype).reshape(n, n)
+    labels = np.empty((n * spacing, n * spacing), dtype)
+    view = labels.reshape(n, spacing, n, spacing)
+    np.multiply(disc[None, :, None, :], ids[:, None, :, None], out=view)
+    return labels
+
+
+def _child(args, payload: dict) -> dict:
+    """Run one measurement in a fresh process (peak memory of that step alone)."""
+    cmd = [sys.executable, __file__, "--threads", str(args.threads), "--child", json.dumps(payload)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _measure(step) -> dict:
+    """Time and peak resident memory of ``step()`` above the memory held before it."""
+    before = memory()["VmRSS"]
+    reset_peak()
+    t0 = time.perf_counter()
+    result = step()
+    seconds = time.perf_counter() - t0
+    after = memory()
+    return {"s": seconds, "before": before, "peak": after["VmHWM"] - before,
+            "kept": after["VmRSS"] - before, "result": result}  # fmt: skip
+
+
+def run_child(payload: dict) -> dict:
+    """One measurement of ``--case sides`` or ``--case ids`` (in a child process)."""
+    from napari_samrefine.samrefiner.objects import objects_from_labels
+    from napari_samrefine.samrefiner.prompts import excavate_prompts
+
+    dtype = np.dtype(payload["dtype"])
+    labels = disc_labels(payload["side"], payload["spacing"], dtype, payload["first_id"])
+    info = {"labels_gb": labels.nbytes / GB}
+    if payload["what"] == "objects":
+        m = _measure(lambda: len(objects_from_labels(labels)))
+    elif payload["what"] == "excavate":
+        def step():
+            prompts = excavate_prompts(labels)
+            held = sum(p.mask_input.nbytes + p.gaussian.nbytes for p in prompts)
+            return [len(prompts), held / GB]
+        m = _measure(step)
+    else:  # refine with the tiny random SAM
+        from napari_samrefine.testing import tiny_sam
+
+        sam = tiny_sam()
+        image = np.where(labels > 0, 200, 40).astype(np.uint8)
+        m = _measure(lambda: len(nsr.refine(image, labels, sam, iterations=1).objects))
+    info.update(m)
+    return info
+
+
+def case_sides(args) -> None:
+    print(f"excavate_prompts, no embedding (1024 px SAM frame, 256 px low-res), a disc of radius 10 "
+          f"px every 500 px, uint16 ids, one process per side, {args.threads} threads")
+    print()
+    print("| side px | objects | labels GB | time s | peak above before GB | prompts' arrays GB |")
+    print("|---|---|---|---|---|---|")
+    for side in args.sides:
+        r = _child(args, {"what": "excavate", "side": side, "spacing": 500, "dtype": "uint16",
+                          "first_id": 1})  # fmt: skip
+        n, held = r["result"]
+        print(f"| {side} | {n} | {r['labels_gb']:.3f} | {r['s']:.1f} | {r['peak']:.3f} | "
+              f"{held:.3f} |", flush=True)  # fmt: skip
+    print()
+    print("prompts' arrays: nbytes of the mask prompts (256 x 256 float32 each) and Gaussian maps; "
+          "the mask prompts' zero pages are not all resident")
+
+
+def case_ids(args) -> None:
+    runs = [
+        ("objects_from_labels", "objects", 8000),
+        ("excavate_prompts", "excavate", 8000),
+        ("refine, tiny SAM, 1 iteration", "refine", 2000),
+    ]
+    ids = [("1..N", "uint16", 1), ("1..N", "int64", 1), ("2**40 + 1..N", "int64", 2**40 + 1),
+           ("2**64 - N..2**64 - 1", "uint64", None)]  # fmt: skip
+    print(f"discs of radius 10 px every 200 px (1600 objects at 8000 px, 100 at 2000 px), "
+          f"one process per row, {args.threads} threads")
+    print()
+    print("| step | side px | ids | dtype | labels GB | time s | peak above before GB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, what, side in runs:
+        for label, dtype, first in ids:
+            if what == "refine" and dtype == "uint64":
+                continue
+            first_id = first if first is not None else 2**64 - (side // 200) ** 2
+            r = _child(args, {"what": what, "side": side, "spacing": 200, "dtype": dtype,
+                              "first_id": first_id})  # fmt: skip
+            print(f"| {name} | {side} | {label} | {dtype} | {r['labels_gb']:.3f} | {r['s']:.2f} | "
+                  f"{r['peak']:.3f} |", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=["300", "4096"], default="300")
+    parser.add_argument("--case", choices=["300", "4096", "sides", "ids"], default="300")
+    parser.add_argument("--sides", type=int, nargs="+", default=[2000, 8000, 16000, 32000, 50000])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--iterations", type=int, default=None,
                         help="cascade iterations (default 5 for 300, 1 for 4096)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(run_child(json.loads(args.child))))
+        return
     if args.iterations is None:
         args.iterations = 5 if args.case == "300" else 1
-    (case_300 if args.case == "300" else case_4096)(args)
+    cases = {"300": case_300, "4096": case_4096, "sides": case_sides, "ids": case_ids}
+    cases[args.case](args)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ encoder is in neither path's time. Paths, interleaved, minimum over
 - predict_torch: the prompts refine gives SAM at its first iteration (box,
   points, mask prompt; computed before timing, so prompt excavation is NOT in
   this path's time), decoded by ``SamPredictor.predict_torch`` in batches of
-  ``--batch-size`` with all 3 candidates at full resolution, then the best
+  ``--batch-size`` with all 3 candidates at full resolution (the single-mask
+  output for a model whose profile says so: LiteMedSAM), then the best
   candidate picked (as benchmarks/decoder_speed.py's stock path), per object.
 
 Masks are compared: each object's mask after refine's first iteration
@@ -32,6 +33,7 @@ cascade and in write-back, the rest of write-back, and everything else).
     python benchmarks/refine_speed.py                 # ViT-B, 2 threads
     python benchmarks/refine_speed.py --profile       # + where refine T=1's time goes
     python benchmarks/refine_speed.py --profile 5 --repeats 0  # only the T=5 profile
+    python benchmarks/refine_speed.py --model medsam_lite --t5-repeats 3  # real weights
     python benchmarks/refine_speed.py --model tiny    # plumbing, seconds
 """
 
@@ -144,6 +146,10 @@ def build_model(name: str):
 
     from napari_samrefine.testing import tiny_sam
 
+    if name == "medsam_lite":  # real weights (the medsam extra), box prompts only
+        from napari_samrefine import load_sam
+
+        return load_sam("medsam_lite", device="cpu").eval()
     torch.manual_seed(0)
     sam = build_sam_vit_b() if name == "vit_b" else tiny_sam()
     return sam.eval()
@@ -159,7 +165,9 @@ def best_of(fn, results: dict, key: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["vit_b", "tiny"], default="vit_b")
+    parser.add_argument("--model", choices=["vit_b", "medsam_lite", "tiny"], default="vit_b",
+                        help="random ViT-B, LiteMedSAM's real weights (box prompts only: its "
+                             "profile), or a tiny random model for a plumbing run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -197,6 +205,9 @@ def main() -> None:
     grid = FeatureGrid.from_embedding(emb)
     prompts = [settings.excavate(o, emb, grid) for o in objects]
     points, boxes, masks = prompt_tensors(prompts, emb, settings.switches, torch.device("cpu"))
+    # the model's profile says whether to choose among 3 candidates (SAM) or take the
+    # single-mask output (LiteMedSAM), as refine does
+    multimask = nsr.model_profile(sam).multimask
     predictor = SamPredictor(sam)
     predictor.features, predictor.is_image_set = emb.features, True
     predictor.original_size, predictor.input_size = frame.original_size, frame.input_size
@@ -207,7 +218,10 @@ def main() -> None:
             for s in range(0, n, bs):
                 sl = slice(s, s + bs)
                 m, iou, _ = predictor.predict_torch(
-                    points[0][sl], points[1][sl], boxes[sl], masks[sl], multimask_output=True
+                    *((None, None) if points is None else (points[0][sl], points[1][sl])),
+                    None if boxes is None else boxes[sl],
+                    None if masks is None else masks[sl],
+                    multimask_output=multimask,
                 )
                 best = iou.argmax(1)
                 out.append(m[torch.arange(len(best)), best].cpu())

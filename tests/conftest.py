@@ -11,6 +11,24 @@ from _data import DSB2018, STARDIST
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_folder(tmp_path_factory):
+    """Every test, and every process it starts, caches in a temporary folder, never the user's.
+
+    ``NAPARI_SAMREFINE_CACHE`` holds downloaded checkpoints and the disk tier of
+    the embedding cache (``default_cache``, which reads it at each use); the
+    ``cache`` fixture moves it again for one test. The user's size limit of the
+    disk tier is ignored (the default applies).
+    """
+    from napari_samrefine.sam.disk_cache import LIMIT_ENV
+    from napari_samrefine.sam.download import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("napari-samrefine-cache")))
+        mp.delenv(LIMIT_ENV, raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def sam():
     from napari_samrefine.testing import tiny_sam

@@ -32,3 +32,23 @@ def test_cache_encodes_once_per_image_and_model(sam, dsb_pair):
     cache.get(sam, changed)
     assert cache.misses == 3 and len(cache) == 2  # bounded: the oldest entry was dropped
     assert np.array_equal(rgb, to_sam_rgb(dsb_pair[0]))
+
+
+def test_model_key_follows_the_weights_not_the_object(sam):
+    from napari_samrefine.sam.embedding import model_key
+    from napari_samrefine.sam.profile import BOX_ONLY_MINMAX_PROFILE
+    from napari_samrefine.testing import tiny_sam
+
+    twin = tiny_sam(seed=0)
+    assert model_key(twin) == model_key(sam) != model_key(tiny_sam(seed=1))
+    with torch.no_grad():
+        twin.image_encoder.neck[0].weight.mul_(2)  # in place: same tensor, new values
+    assert model_key(twin) != model_key(sam)
+    twin.load_state_dict(sam.state_dict())
+    assert model_key(twin) == model_key(sam)
+    twin.samrefine_profile = BOX_ONLY_MINMAX_PROFILE  # another normalisation, another embedding
+    assert model_key(twin) != model_key(sam)
+    decoder_only = tiny_sam(seed=0)
+    with torch.no_grad():
+        decoder_only.mask_decoder.iou_prediction_head.layers[0].weight.add_(1)
+    assert model_key(decoder_only) == model_key(sam)  # the decoder does not change embeddings

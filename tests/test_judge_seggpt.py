@@ -121,3 +121,23 @@ def test_missing_models_get_clear_errors(tmp_path, monkeypatch):
         load_seggpt("napari-samrefine-tests/no-such-seggpt")
     with pytest.raises(OSError, match="not a SegGPT model folder"):
         load_seggpt(tmp_path)
+
+
+def test_an_uncached_hub_id_fails_at_once_in_one_sentence(monkeypatch):
+    import time
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    start = time.monotonic()
+    with pytest.raises(OSError) as info:  # no network here: one short request, no retries
+        SegGptFSS("napari-samrefine-tests/not-downloaded-seggpt")
+    assert time.monotonic() - start < 15
+    text = str(info.value)
+    assert text.startswith("SegGPT model 'napari-samrefine-tests/not-downloaded-seggpt' is not in ")
+    assert "save_pretrained" in text and ("network" in text or "check the path or id" in text)
+    assert "\n" not in text and text.count(". ") == 0 and text.endswith(".")
+    with pytest.raises(OSError, match="neither a folder here nor a valid hub id"):
+        load_seggpt("no/such/folder/here")

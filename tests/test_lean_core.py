@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -83,3 +84,33 @@ def test_widgets_without_napari_name_the_extra_in_one_line(tmp_path, module):
     assert done.returncode == 0 and "MESSAGE:" in done.stdout, done.stdout + done.stderr
     assert "\n" not in message
     assert "pip install 'napari-samrefine[qt]'" in message and "napari" in message
+
+
+LEAN_ENV = "NAPARI_SAMREFINE_LEAN_PYTHON"
+
+
+@pytest.mark.skipif(
+    LEAN_ENV not in os.environ,
+    reason=f"needs a venv made by `pip install .` without extras; .ci/run makes one and sets {LEAN_ENV}",
+)
+def test_plain_pip_install_refines_without_napari(tmp_path, checkpoint):
+    """`pip install .` (no extras) into an empty venv, then the command line, as a cluster node has it."""
+    python = Path(os.environ[LEAN_ENV])
+    find = f"import importlib.util as u; print([p for p in {GUI_PACKAGES!r} if u.find_spec(p)])"
+    probe = subprocess.run(
+        [str(python), "-c", find],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "[]", f"the plain install pulled in GUI packages: {probe.stdout}"
+    out = tmp_path / "refined.tif"
+    command = python.parent / "napari-samrefine"
+    done = subprocess.run(
+        [str(command), "refine", str(SAMPLE / "nuclei.png"), str(SAMPLE / "nuclei_coarse.tif"),
+         "-o", str(out), "--checkpoint", str(checkpoint), "--iterations", "1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    import tifffile
+
+    assert tifffile.imread(out).shape == tifffile.imread(SAMPLE / "nuclei_coarse.tif").shape

@@ -5,6 +5,7 @@ from ._napari.scripting import refine_layers
 from ._progress import Cancelled
 from .judge.jfs import judge_refinement
 from .judge.result import JudgeResult
+from .sam.disk_cache import clear_embedding_cache
 from .sam.embedding import EmbeddingCache, ImageEmbedding, embed_image
 from .sam.loading import load_sam
 from .sam.preprocess import to_sam_rgb
@@ -36,6 +37,7 @@ __all__ = [
     "__version__",
     "adapt_iou_head",
     "batch_summary",
+    "clear_embedding_cache",
     "embed_image",
     "evaluate_selection",
     "excavate_prompts",

@@ -53,7 +53,7 @@ def colour_warnings(records) -> list[str]:
 def test_missing_label_in_refine_says_so_and_changes_nothing(viewer, qtbot, sam):
     coarse = viewer.layers["nuclei coarse"]
     coarse.selected_label = 999
-    widget = refine_widget(viewer, sam, scope="selected label")
+    widget = refine_widget(viewer, sam, objects="selected label")
     names = [layer.name for layer in viewer.layers]
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
@@ -74,7 +74,7 @@ def test_missing_label_in_prompt_excavation_says_so_without_colour_warnings(view
     coarse.selected_label = 999
     widget = open_widget(viewer, "Prompt excavation")
     widget.labels_layer.value = coarse
-    widget.scope.value = "selected label"
+    widget.objects.value = "selected label"
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         click_run(qtbot, widget, launches=False)
@@ -96,7 +96,7 @@ def test_missing_label_on_the_plane_of_a_stack_names_the_plane(make_napari_viewe
     layer.selected_label = elsewhere[0]
     widget = open_widget(viewer, "Prompt excavation")
     widget.labels_layer.value = layer
-    widget.scope.value = "selected label"
+    widget.objects.value = "selected label"
     click_run(qtbot, widget, launches=False)
     assert widget.status.startswith(
         f"Nothing to excavate: label {elsewhere[0]} is not in plane 2 of 'stack'."
@@ -120,7 +120,7 @@ def test_prompt_summary_in_words(viewer, qtbot):
     click_run(qtbot, widget)
     assert widget.status.startswith("Prompts of 27 objects shown (tight boxes"), widget.status
     viewer.layers["nuclei coarse"].selected_label = 5
-    widget.scope.value = "selected label"
+    widget.objects.value = "selected label"
     click_run(qtbot, widget)
     assert widget.status.startswith("Prompts of label 5 shown"), widget.status
 
@@ -143,7 +143,7 @@ def test_refine_summary_in_words_with_growth_warning(viewer, qtbot, sam):
 
 def test_refine_one_selected_label(viewer, qtbot, sam):
     viewer.layers["nuclei coarse"].selected_label = 5
-    widget = refine_widget(viewer, sam, scope="selected label")
+    widget = refine_widget(viewer, sam, objects="selected label")
     click_run(qtbot, widget)
     status = widget.status
     assert status.startswith(

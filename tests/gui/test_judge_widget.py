@@ -186,3 +186,224 @@ def test_stacks_are_judged_on_the_displayed_plane(make_napari_viewer):
     np.testing.assert_array_equal(displayed_plane(viewer, labels), stack[2])
     np.testing.assert_array_equal(displayed_plane(viewer, image), rgb[2])
     np.testing.assert_array_equal(displayed_plane(viewer, flat), rgb[0, ..., 0])
+
+
+def _fields(container):
+    """The widget's fields (leaves of its containers; a file field is one field)."""
+    from magicgui.widgets import Container, FileEdit, ProgressBar
+
+    from napari_samrefine._napari.status import StatusLine
+
+    for w in container:
+        if isinstance(w, ProgressBar | StatusLine):  # the run's feedback, not fields
+            continue
+        if isinstance(w, Container) and not isinstance(w, FileEdit):
+            yield from _fields(w)
+        else:
+            yield w
+
+
+def _docs_judge_section() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "napari.md").read_text(encoding="utf-8")
+    start = text.index("### The JFS judge widget")
+    end = text.find("\n## ", start)
+    return " ".join(text[start : end if end >= 0 else None].split())
+
+
+def test_every_field_has_a_tooltip_and_the_docs_say_the_same(scene):
+    from napari_samrefine._napari.field_help import JUDGE_HELP
+
+    widget, _, _ = scene
+    fields = list(_fields(widget))
+    assert len(fields) >= 20
+    missing = [f"{type(w).__name__} {w.label!r}" for w in fields if not (w.tooltip or "").strip()]
+    assert not missing, missing
+    # the masking tooltip explains HM, FM and IM in words; k's says the CPU default deviates
+    assert all(word in widget._masking.tooltip for word in ("hybrid", "feature", "input"))
+    assert "1 on a CPU" in widget._k.tooltip and "3 (JFS's k)" in widget._k.tooltip
+    docs = _docs_judge_section()
+    for key, tip in JUDGE_HELP.items():
+        assert " ".join(tip.split()) in docs, key
+
+
+def test_k_defaults_by_device(scene):
+    from napari_samrefine.judge.estimate import default_k
+
+    widget, _, _ = scene
+    assert default_k("cpu") == 1 and default_k("cuda:0") == default_k("mps") == 3
+    assert widget._device() == "cpu" and widget._k.value == 1  # the tiny SAM runs on the CPU
+    widget._k.value = 2  # the user's k is kept when the device or backend changes
+    widget._backend.value = "seggpt"
+    widget._backend.value = "sam"
+    assert widget._k.value == 2
+
+
+def test_verdicts_have_a_legend_and_names_on_hover(scene, qtbot):
+    from napari_samrefine._napari.judge_layers import VERDICT_NAME_COLORS
+    from napari_samrefine.judge import VERDICT_CODES
+
+    widget, viewer, layers = scene
+    legend = widget._legend.value
+    for name, color in VERDICT_NAME_COLORS.items():
+        assert name in legend and color in legend
+    widget._masking.value = "fm"
+    widget._run_button.native.click()
+    _wait(qtbot, widget)
+    verdicts = viewer.layers["refined JFS verdicts"]
+    # the legend's colours are the layer's
+    for name, color in VERDICT_NAME_COLORS.items():
+        from napari.utils.colormaps.standardize_color import transform_color
+
+        np.testing.assert_allclose(
+            verdicts.colormap.map(VERDICT_CODES[name])[:3], transform_color(color)[0][:3], atol=1e-6
+        )
+    assert dict(zip(verdicts.features["index"], verdicts.features["verdict"], strict=True)) == {
+        code: name for name, code in VERDICT_CODES.items()
+    }
+    accepted = viewer.layers["refined accepted"].data
+    for lid, verdict in zip(widget.last_table["label_id"], widget.last_table["verdict"], strict=True):
+        y, x = np.argwhere(accepted == lid)[0]
+        status = verdicts.get_status((y, x), world=True)
+        assert f"verdict: {verdict}" in status["coordinates"], (lid, status)
+
+
+def _stack_scene(viewer, z=3):
+    """3D query, coarse, refined and support stacks (plane ``p`` of each is the 2D scene)."""
+    image, truth = _load("35ca5f142a7d", 64)
+    coarse = truth.copy()
+    coarse[(truth == 11) & ~ndi.binary_erosion(truth == 11, iterations=2)] = 0
+    s1, l1 = _load("98c5ead89cd0", 64)
+    geo = {"scale": (2.0, 1.0, 1.0), "translate": (10.0, 0.0, 0.0)}
+    stack = lambda a: np.stack([a] * z)  # noqa: E731
+    return {
+        "image": viewer.add_image(stack(image), name="query", **geo),
+        "coarse": viewer.add_labels(stack(coarse), name="coarse", **geo),
+        "refined": viewer.add_labels(stack(truth), name="refined", **geo),
+        "s1": viewer.add_image(stack(s1), name="support", **geo),
+        "l1": viewer.add_labels(stack(l1), name="support labels", **geo),
+    }
+
+
+def test_stack_results_are_drawn_on_the_judged_plane_only(make_napari_viewer, qtbot):
+    from napari_samrefine._napari.judge_widget import JudgeWidget
+    from napari_samrefine.testing import tiny_sam
+
+    viewer = make_napari_viewer()
+    layers = _stack_scene(viewer)
+    widget = JudgeWidget(viewer, sam=tiny_sam())
+    viewer.window.add_dock_widget(widget)
+    widget._image.value, widget._coarse.value = layers["image"], layers["coarse"]
+    widget._refined.value = layers["refined"]
+    widget.add_support_pair(layers["s1"], layers["l1"])
+    widget._masking.value, widget._show_smp.value = "fm", True
+    names = {layer.name for layer in viewer.layers}
+    for plane in (1, 2):  # judge plane 1, then plane 2: the same layers move there
+        viewer.dims.set_point(0, 10 + 2 * plane)  # world z of the plane (scale 2, translate 10)
+        widget._run_button.native.click()
+        _wait(qtbot, widget)
+        assert "objects:" in widget.status, widget.status
+        added = {layer.name for layer in viewer.layers} - names
+        assert added == {"refined JFS verdicts", "refined accepted", "SMP1 on support",
+                         "SMP2 on support"}  # fmt: skip
+        accepted = viewer.layers["refined accepted"]
+        np.testing.assert_array_equal(accepted.data[0], widget.result.accepted)
+        y, x = np.argwhere(widget.result.accepted > 0)[0]
+        assert accepted.get_value((10 + 2 * plane, y, x), world=True) == widget.result.accepted[y, x]
+        for name in added:  # one plane deep, at the judged plane
+            layer = viewer.layers[name]
+            assert layer.data.shape[0] == 1 and layer.data.ndim == 3
+            assert layer.get_value((10 + 2 * plane, y, x), world=True) is not None, name
+            assert np.round(layer.world_to_data((10 + 2 * plane, y, x))[0]) == 0
+        for other in {0, 1, 2} - {plane}:  # the viewer on another plane: nothing shown there
+            viewer.dims.set_point(0, 10 + 2 * other)
+            assert layers["refined"].get_value((10 + 2 * other, y, x), world=True) > 0
+            for name in added:
+                layer = viewer.layers[name]
+                assert layer.get_value((10 + 2 * other, y, x), world=True) is None, (name, other)
+                assert np.round(layer.world_to_data((10 + 2 * other, y, x))[0]) != 0
+
+
+def test_selected_label_scope(scene, qtbot):
+    widget, viewer, layers = scene
+    widget._scope.value = "selected label"
+    layers["refined"].selected_label = 999
+    widget._run_button.native.click()
+    assert widget.worker is None
+    assert "label 999" in widget.status and "neither 'coarse' nor 'refined'" in widget.status
+    layers["refined"].selected_label = 0
+    widget._run_button.native.click()
+    assert widget.worker is None and "background" in widget.status
+    layers["refined"].selected_label = 11
+    widget._masking.value = "fm"
+    widget._run_button.native.click()
+    _wait(qtbot, widget)
+    assert list(widget.last_table["label_id"]) == [11]
+    assert list(viewer.layers["refined accepted"].features["label_id"]) == [11]
+
+
+def test_time_estimate_before_the_run_counts_the_passes_it_makes(scene, qtbot):
+    from napari_samrefine.testing import tiny_sam
+
+    widget, viewer, layers = scene
+    # a model of its own size: no pass of it was timed or cached in this session yet
+    sam = tiny_sam(seed=11, encoder_depth=3)
+    widget.model.sam = sam
+    n = len(np.unique(layers["coarse"].data)) - 1
+    widget._k.value = 2
+    qtbot.waitUntil(lambda: f"Judging {n} objects with k=2: " in widget.status, timeout=5000)
+    assert "guessed from the model's size" in widget.status
+    first = widget.estimate
+    passes = []
+    handle = sam.image_encoder.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        widget._run_button.native.click()
+        _wait(qtbot, widget)
+    finally:
+        handle.remove()
+    assert "objects:" in widget.status and "judged in" in widget.status
+    assert len(passes) == first.work.passes  # the estimate counted the encoder passes exactly
+    # the run's passes were timed: the next estimate says so
+    widget._k.value = 1
+    qtbot.waitUntil(lambda: "timed in this session" in widget.status, timeout=5000)
+    assert widget.estimate.measured and widget.estimate.work.k == 1
+
+
+def test_long_estimates_say_how_to_shorten_them(scene):
+    from napari_samrefine._napari.judge_estimate import TimeLeft, estimate_text
+    from napari_samrefine.judge.estimate import JudgeEstimate, JudgeWork
+
+    work = JudgeWork(objects=27, k=3, query_passes=81, support_passes=40, predictions=162,
+                     backend="sam")  # fmt: skip
+    text = estimate_text(JudgeEstimate(work, pass_seconds=25.0, measured=False, device="cpu"))
+    assert text.startswith("Judging 27 objects with k=3: about 50 min on this CPU (121 encoder")
+    assert "That is long: lower k, objects 'selected label', masking FM or a GPU" in text
+    short = estimate_text(JudgeEstimate(work, pass_seconds=0.05, measured=True, device="cuda:0"))
+    assert ": under 10 s on the GPU (121 encoder passes of about 0.05 s" in short
+    assert "long" not in short
+    clock = TimeLeft(JudgeEstimate(work, pass_seconds=25.0, measured=True, device="cpu"))
+    assert clock(0, 1, "loading the model") == "loading the model (about 50 min in all)"
+    clock(0, 81, "JFS: judging objects")
+    assert "left)" in clock(40, 81, "JFS: object 3")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None,
+    reason="the SegGPT backend needs the optional 'transformers' package (extra 'seggpt')",
+)
+def test_seggpt_without_the_model_fails_at_once_in_one_sentence(scene, qtbot):
+    import time
+
+    widget, viewer, layers = scene
+    names = [layer.name for layer in viewer.layers]
+    widget._backend.value = "seggpt"
+    widget._seggpt.value = "napari-samrefine-tests/not-downloaded-seggpt"
+    start = time.monotonic()
+    widget._run_button.native.click()
+    _wait(qtbot, widget)
+    assert time.monotonic() - start < 15
+    status = widget.status
+    assert "not in the local Hugging Face cache" in status and "save_pretrained" in status
+    assert "\n" not in status and status.count(". ") == 0 and status.endswith(".")
+    assert [layer.name for layer in viewer.layers] == names

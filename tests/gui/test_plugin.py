@@ -61,7 +61,7 @@ def test_prompt_layers_match_excavate_prompts(viewer, qtbot):
     assert gauss.blending == "additive"
     # re-running updates the linked layers instead of stacking copies
     n_layers = len(viewer.layers)
-    widget.scope.value = "selected label"
+    widget.objects.value = "selected label"
     coarse.selected_label = int(expected[3].label_id)
     widget.run()
     wait_done(qtbot, widget)
@@ -219,7 +219,7 @@ def test_refine_layers_scripting(viewer, sam):
     target = int(np.unique(coarse.data)[5])
     coarse.selected_label = target
     before = coarse.data.copy()
-    nsr.refine_layers(viewer, "nuclei", "nuclei coarse", sam, output="inplace", scope="selected label")
+    nsr.refine_layers(viewer, "nuclei", "nuclei coarse", sam, output="inplace", objects="selected label")
     untouched = (before != target) & (before != 0)
     np.testing.assert_array_equal(coarse.data[untouched], before[untouched])
 

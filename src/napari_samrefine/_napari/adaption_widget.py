@@ -15,7 +15,8 @@ from magicgui.widgets import FileEdit, SpinBox
 from napari.utils.notifications import show_info
 
 from ..sam.encoder_progress import reporting_encoder
-from .layers import layer_data
+from .field_help import set_help
+from .layers import in_memory, layer_data
 from .model_choice import ModelPicker
 from .pairs import LayerPairs
 from .workers import TaskWidget
@@ -65,6 +66,13 @@ class AdaptionWidget(TaskWidget):
         self.model = ModelPicker(sam)
         self._epochs = SpinBox(label="epochs", value=1, min=1, max=100)
         self._output = FileEdit(label="save adaptor to", mode="w", filter="*.pt", value="")
+        for field, key in (
+            (self.pairs.image_layer, "training image"), (self.pairs.labels_layer, "training labels"),
+            (self.pairs.pair_list, "pairs"), (self._image_dir, "image folder"),
+            (self._labels_dir, "label folder"), (self._epochs, "epochs"),
+            (self._output, "save adaptor to"),
+        ):  # fmt: skip
+            set_help(field, key)
         self.extend([
             self.pairs, self._image_dir, self._labels_dir, self.model, self._epochs, self._output,
         ])  # fmt: skip
@@ -79,7 +87,7 @@ class AdaptionWidget(TaskWidget):
 
         folders = self._folders()
         pairs = self.pairs.chosen(fallback=folders is None)
-        images = [layer_data(img) for img, _ in pairs]
+        images = [in_memory(layer_data(img, like=layer_data(lab).shape)) for img, lab in pairs]
         # copies: the user may paint on the labels while the training runs
         labels = [np.array(layer_data(lab), copy=True) for _, lab in pairs]
         names = [lab.name for _, lab in pairs]

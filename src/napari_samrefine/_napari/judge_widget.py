@@ -3,13 +3,17 @@
 A thin face over :func:`napari_samrefine.judge_refinement`: choose the query
 image, its coarse and refined Labels layers and one or more support
 Image + Labels pairs; the judging runs in a worker thread with a progress bar
-and a cancel button. Results: a verdict overlay (improved green, degraded red,
-uncertain yellow), an "accepted" Labels layer (refined where improved, coarse
+and a cancel button. Before a run the status line says how long it will take
+(:mod:`.judge_estimate`); during it, the time left. Results
+(:mod:`.judge_layers`): a verdict layer (improved green, degraded red,
+uncertain yellow, as the legend under the form says; hovering shows the
+verdict's name), an "accepted" Labels layer (refined where improved, coarse
 elsewhere) whose ``features`` hold the per-object table (also
 ``widget.last_table``, and a CSV on request) and, when asked, the support mask
-predictions SMP1 / SMP2 over each support image. The chosen layers themselves
-are never changed (their ``features`` included); the judge works on copies of
-the planes taken when Judge is pressed.
+predictions SMP1 / SMP2 over each support image. On stacks the displayed
+plane is judged and the results are drawn on that plane only. The chosen
+layers themselves are never changed (their ``features`` included); the judge
+works on copies of the planes taken when Judge is pressed.
 """
 
 from __future__ import annotations
@@ -22,29 +26,44 @@ from magicgui.widgets import (
     ComboBox,
     FileEdit,
     FloatSpinBox,
+    Label,
     LineEdit,
     PushButton,
     SpinBox,
-)
+)  # fmt: skip
 from napari.layers import Image, Labels
-from napari.utils.colormaps import DirectLabelColormap
+from qtpy.QtCore import Qt
 
 from .._progress import report
+from ..judge.estimate import count_work, encoder_name, estimate_judge, timing_passes
+from ..judge.fss_seggpt import DEFAULT_MODEL
 from ..sam.encoder_progress import reporting_encoder
-from .layers import displayed_plane, geometry, layer_field, upsert_layer
+from .field_help import JUDGE_HELP
+from .judge_estimate import (
+    DefaultK,
+    EstimateTrigger,
+    TimeLeft,
+    estimate_text,
+    format_duration,
+    remember_encoder,
+    run_encoder,
+)
+from .judge_layers import VERDICT_COLORS, legend_html, on_plane, show_judge_result
+from .layers import displayed_plane, is_refined_layer, layer_field
 from .model_choice import ModelPicker, cached_model
 from .pairs import LayerPairs
+from .scripting import OBJECTS
 from .workers import TaskWidget
 
-__all__ = ["JudgeWidget"]
+__all__ = ["JudgeWidget", "VERDICT_COLORS"]
 
-VERDICT_COLORS = {None: "transparent", 0: "transparent", 1: "limegreen", 2: "red", 3: "yellow"}
 
 
 class JudgeWidget(TaskWidget):
     """Judge a refinement with few-shot segmentation (JFS) on the viewer's layers.
 
-    On stacks, the plane the viewer shows is judged.
+    On stacks, the plane the viewer shows is judged, and the results are
+    drawn on that plane.
 
     Parameters
     ----------
@@ -60,41 +79,53 @@ class JudgeWidget(TaskWidget):
         The last result.
     last_table : pandas.DataFrame or None
         Its per-object table (also the ``features`` of the "accepted" layer).
+    estimate : JudgeEstimate or None
+        The last time estimate (shown in the status line before a run).
     """
 
     failed_text = "Judging failed"
 
     def __init__(self, napari_viewer, sam=None):
         super().__init__(napari_viewer, run_text="Judge")
-        self.result = None
-        self.last_table = None
+        self.result = self.last_table = self.estimate = None
         self._image = layer_field(napari_viewer, Image, "query image")
         self._coarse = layer_field(napari_viewer, Labels, "coarse labels")
-        self._refined = layer_field(napari_viewer, Labels, "refined labels")
+        self._refined = layer_field(napari_viewer, Labels, "refined labels", prefer=is_refined_layer)
+        self._scope = ComboBox(label="objects", choices=list(OBJECTS), value=OBJECTS[0])
         self.supports = LayerPairs(
             napari_viewer, self.say, image_label="support image", labels_label="support labels",
             list_label="support pairs", add_text="Add support pair",
         )  # fmt: skip
         self._backend = ComboBox(label="backend", choices=["sam", "seggpt"], value="sam")
         self.model = ModelPicker(sam)
-        self._seggpt = LineEdit(label="SegGPT model", value="BAAI/seggpt-vit-large")
-        self._seggpt.tooltip = "folder written by save_pretrained, or a Hugging Face hub id"
+        self._seggpt = LineEdit(label="SegGPT model", value=DEFAULT_MODEL)
         self._masking = ComboBox(label="masking", choices=["hm", "fm", "im"], value="hm")
-        self._masking.tooltip = "hybrid (HM), feature (FM) or input (IM) masking of the query"
         self._tau = FloatSpinBox(label="tau", value=0.02, min=0.0, max=1.0, step=0.01)
         self._k = SpinBox(label="k (supports per object)", value=3, min=1, max=50)
         self._show_smp = CheckBox(text="show support mask predictions (SMP1, SMP2)", value=False)
+        self._legend = Label(label="verdicts", value=legend_html())
+        self._legend.native.setTextFormat(Qt.TextFormat.RichText)
         self._csv = FileEdit(label="table CSV", mode="w", filter="*.csv", value="")
         self._save = PushButton(text="Save table")
         self.extend([
-            self._image, self._coarse, self._refined, self.supports, self._backend, self.model,
-            self._seggpt, self._masking, self._tau, self._k, self._show_smp,
+            self._image, self._coarse, self._refined, self._scope, self.supports, self._backend,
+            self.model, self._seggpt, self._masking, self._tau, self._k, self._show_smp,
         ])  # fmt: skip
         self.add_footer()
-        self.extend([self._csv, self._save])
+        self.extend([self._legend, self._csv, self._save])
+        _set_tooltips(self)
+        self._k_default = DefaultK(self._k, self._device)  # k follows the device until set
         self._backend_changed()
         self._backend.changed.connect(self._backend_changed)
         self._save.changed.connect(self.save_table)
+        self._trigger = EstimateTrigger(
+            napari_viewer, lambda: self._refined.value, self.show_estimate,
+            busy=lambda: self.busy or self.closed,
+        )  # fmt: skip
+        for w in (self._image, self._coarse, self._refined, self._scope, self._backend,
+                  self._masking, self._k, self.model, self._seggpt, self.supports):  # fmt: skip
+            w.changed.connect(self._trigger.changed)
+        self.model.changed.connect(self._k_default.update)
 
     def add_support_pair(self, image: Image, labels: Labels) -> None:
         """Add a support (image, labels) layer pair (scripting and tests)."""
@@ -104,6 +135,40 @@ class JudgeWidget(TaskWidget):
         sam = self._backend.value == "sam"
         self._masking.enabled = sam
         self.model.visible, self._seggpt.visible = sam, not sam
+        self._k_default.update()
+
+    def _device(self) -> str:
+        """The device of the run: the given model's, the device field's; SegGPT runs on the CPU."""
+        if self._backend.value == "seggpt":
+            return "cpu"
+        if self.model.sam is not None:
+            return str(next(self.model.sam.parameters()).device)
+        return self.model.device
+
+    def show_estimate(self) -> None:
+        """Show in the status line how long judging the current choices takes (no model is run)."""
+        if self.busy or self.closed:
+            return
+        try:
+            kwargs, *_ = self._inputs()
+        except ValueError as err:  # nothing to say until the choices are complete
+            if "Nothing to judge" in str(err):
+                self.say(str(err))
+            return
+        self.estimate = self._estimate(kwargs)
+        if self.estimate is not None:
+            self.say(estimate_text(self.estimate))
+
+    def _estimate(self, kwargs: dict):
+        work = count_work(
+            kwargs["coarse_labels"], kwargs["refined_labels"], kwargs["support_labels"],
+            k=kwargs["k"], masking=kwargs["masking"], backend=kwargs["backend"],
+            label_ids=kwargs["label_ids"],
+        )  # fmt: skip
+        try:
+            return estimate_judge(work, *run_encoder(self.model, self._backend.value, self._device()))
+        except (RuntimeError, ValueError):  # the device cannot be measured: no time to say
+            return None
 
     def _inputs(self) -> tuple[dict, Labels, list[tuple[Image, Labels]]]:
         image, coarse, refined = self._image.value, self._coarse.value, self._refined.value
@@ -131,65 +196,88 @@ class JudgeWidget(TaskWidget):
             "k": int(self._k.value),
             "seggpt_model": self._seggpt.value,
             "return_predictions": bool(self._show_smp.value),
+            "label_ids": None,
         }
+        if self._scope.value == "selected label":
+            kwargs["label_ids"] = [self._selected(kwargs, coarse, refined)]
         return kwargs, refined, pairs
+
+    def _selected(self, kwargs: dict, coarse: Labels, refined: Labels) -> int:
+        """The refined layer's selected label, checked against the displayed planes."""
+        lid = int(refined.selected_label)
+        plane = on_plane(self._viewer, refined)[0]
+        where = "" if plane is None else f" on plane {', '.join(map(str, plane))}"
+        fix = ("Select an object's label (the label field of the layer controls, or the colour "
+               "picker on an object), or choose objects 'all objects'.")  # fmt: skip
+        if lid == 0:
+            raise ValueError(f"Nothing to judge: the selected label of {refined.name!r} is 0, "
+                             f"the background. {fix}")  # fmt: skip
+        if not np.any(kwargs["coarse_labels"] == lid):
+            where_else = "only in the refined labels" if np.any(kwargs["refined_labels"] == lid) else (
+                f"in neither {coarse.name!r} nor {refined.name!r}")  # fmt: skip
+            raise ValueError(f"Nothing to judge: label {lid} (selected in {refined.name!r}) is "
+                             f"{where_else}{where}. {fix}")  # fmt: skip
+        return lid
 
     def run(self, *_):
         """Judge in a worker thread (the "Judge" button)."""
+        self._trigger.timer.stop()
         try:
             kwargs, refined, pairs = self._inputs()
         except ValueError as err:
             self.say(str(err), error=True)
             return
-        self.say("Judging ...")
+        self.estimate = estimate = self._estimate(kwargs)
+        self.say(estimate_text(estimate) if estimate is not None else "Judging ...")
         # the result layers are linked to the refined layer (and the SMPs to the support images)
         targets = [refined, *(img for img, _ in pairs)] if kwargs["return_predictions"] else [refined]
+        clock = TimeLeft(estimate)
+        try:  # which model the run loads (its encoder is noted for the next estimates)
+            choice = None if self.model.sam is not None else (self.model.spec, self._device())
+        except (ValueError, OSError):
+            choice = None  # no checkpoint chosen: the run says so
         self.launch(
-            self._work, kwargs,
-            on_done=lambda result: self._done(result, refined, pairs), targets=targets,
-        )
+            self._work, kwargs, clock, choice,
+            on_done=lambda result: self._done(result, refined, pairs, clock), targets=targets,
+        )  # fmt: skip
 
-    def _work(self, kwargs: dict):
+    def _work(self, kwargs: dict, clock: TimeLeft, choice: tuple[str, str] | None):
         from ..judge import judge_refinement
 
-        progress = self.progress_callback()
+        bar = self.progress_callback()
+
+        def progress(done: int, total: int, message: str = "") -> None:
+            bar(done, total, clock(done, total, message))
+
         report(progress, 0, 1, "loading the model")
         if kwargs["backend"] == "sam":
-            kwargs["sam"] = self.model.load(progress)
+            model = kwargs["sam"] = self.model.load(progress)
+            timed = model.image_encoder
+            if choice is not None:
+                remember_encoder(*choice, model)
         else:
-            kwargs["backend"] = _seggpt(kwargs.pop("seggpt_model"))
-        with reporting_encoder(kwargs.get("sam"), progress):  # SegGPT: no SAM, nothing to hook
+            kwargs["backend"] = fss = _seggpt(kwargs.pop("seggpt_model"))
+            model = timed = fss.model
+        device = str(next(timed.parameters()).device)
+        with (
+            reporting_encoder(kwargs.get("sam"), progress),  # SegGPT: no SAM, nothing to hook
+            timing_passes(timed, encoder_name(model), device),  # for the next estimates
+        ):
             return judge_refinement(**kwargs, progress=progress)
 
-    def _done(self, result, refined: Labels, pairs) -> None:
+    def _done(self, result, refined: Labels, pairs, clock: TimeLeft) -> None:
         self.result = result
         self.last_table = table = result.table()
-        v, geo = self._viewer, geometry(refined, ndim=2)
-        upsert_layer(
-            v, refined, "jfs verdicts", "labels", result.verdict_image(),
-            name=f"{refined.name} JFS verdicts", opacity=0.5,
-            colormap=DirectLabelColormap(color_dict=VERDICT_COLORS), **geo,
-        )  # fmt: skip
-        accepted = f"{refined.name} accepted"
-        upsert_layer(
-            v, refined, "jfs accepted", "labels", result.accepted, name=accepted,
-            features=table, **geo,  # the table's "index" column is the label id
-        )  # fmt: skip
-        for n, (img, _) in enumerate(pairs if result.predictions else []):
-            smp = result.support_mask_predictions(n)
-            for name, data, cmap in zip(("SMP1", "SMP2"), smp, ("magenta", "green"), strict=True):
-                upsert_layer(
-                    v, img, f"jfs {name}", "image", data, name=f"{name} on {img.name}",
-                    colormap=cmap, blending="additive", contrast_limits=(0, 1),
-                    **geometry(img, ndim=2),
-                )  # fmt: skip
+        show_judge_result(self._viewer, result, refined, pairs, table)
         if table.empty:
             self.say("No object was judged: the coarse and refined labels hold no object here.")
             return
         counts = table["verdict"].value_counts()
+        took = clock.elapsed()
         self.say(
             f"{len(table)} objects: {counts.get('improved', 0)} improved, "
-            f"{counts.get('degraded', 0)} degraded, {counts.get('uncertain', 0)} uncertain."
+            f"{counts.get('degraded', 0)} degraded, {counts.get('uncertain', 0)} uncertain"
+            + (f" (judged in {format_duration(took)})." if took is not None else ".")
         )
 
     def save_table(self, *_) -> Path | None:
@@ -213,3 +301,21 @@ def _seggpt(spec: str):
     from ..judge.fss_seggpt import SegGptFSS
 
     return cached_model(("seggpt", spec), lambda: SegGptFSS(spec))
+
+
+def _set_tooltips(widget) -> None:
+    """Give every field of the judge widget its tooltip (the model picker has its own)."""
+    pairs = widget.supports
+    fields = {
+        "query image": widget._image, "coarse labels": widget._coarse,
+        "refined labels": widget._refined, "objects": widget._scope,
+        "support image": pairs.image_layer, "support labels": pairs.labels_layer,
+        "add support pair": pairs.add_button, "support pairs": pairs.pair_list,
+        "remove support pairs": pairs.remove_button, "backend": widget._backend,
+        "SegGPT model": widget._seggpt, "masking": widget._masking, "tau": widget._tau,
+        "k (supports per object)": widget._k, "show SMP": widget._show_smp,
+        "table CSV": widget._csv, "save table": widget._save, "verdicts": widget._legend,
+        "judge": widget._run_button, "cancel": widget._stop_button,
+    }  # fmt: skip
+    for key, field in fields.items():
+        field.tooltip = JUDGE_HELP[key]

@@ -35,6 +35,7 @@ from ..sam.loading import load_sam
 from ..sam.profile import ModelProfile, model_profile
 from ..sam.registry import get_model as registry_entry
 from ..sam.registry import list_models
+from .field_help import HELP, set_help
 
 __all__ = [
     "LOCAL_FILE",
@@ -150,6 +151,8 @@ class ModelPicker(Container):
         self._file = FileEdit(label="checkpoint", mode="r", filter="*.pt *.pth", value="")
         self._device = ComboBox(label="device", choices=available_devices(), value="cpu")
         self._device.value = available_devices()[0]
+        set_help(self._file, "checkpoint")
+        set_help(self._device, "device")
         super().__init__(widgets=[self._model, self._file, self._device], labels=True)
         self._file.visible = False
         self._model.changed.connect(self._choice_changed)
@@ -184,10 +187,7 @@ class ModelPicker(Container):
 
     def _choice_changed(self, choice: str) -> None:
         self._file.visible = choice == LOCAL_FILE
-        general = (
-            "SAM checkpoint: downloaded into the cache on first use, or 'local file...' "
-            "for a file you copied by hand"
-        )
+        general = HELP["model"]
         if choice == LOCAL_FILE:
             self._model.tooltip = general
             return

@@ -11,21 +11,28 @@ from ..sam.embedding import default_cache
 from ..sam.encoder_progress import reporting_encoder
 from ..sam.preprocess import to_sam_rgb
 from ..samrefiner.prompts import excavate_prompts
+from .field_help import set_help
 from .layers import (
     boxes_data,
     current_plane,
     gaussian_data,
     geometry,
+    in_memory,
     layer_data,
     layer_field,
+    plane_index,
+    point_sizes,
     points_data,
     upsert_layer,
 )
 from .model_choice import ModelPicker
-from .scripting import missing_label_text
+from .scripting import OBJECTS, missing_label_text
 from .workers import TaskWidget
 
-__all__ = ["PromptWidget", "show_prompts", "prompt_summary"]
+__all__ = ["PromptWidget", "show_prompts", "prompt_summary", "GAUSSIAN_OPACITY"]
+
+GAUSSIAN_OPACITY = 0.4
+"""Opacity of the Gaussian mask prompt layer (added over the image, which stays visible)."""
 
 
 def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dict:
@@ -37,20 +44,26 @@ def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dic
     geo = geometry(labels_layer)
     coords, point_features, point_colors = points_data(prompts, plane)
     rects, box_features, box_colors = boxes_data(prompts, plane)
-    shape = labels_layer.data.shape[-2:]
+    shape = layer_data(labels_layer).shape[-2:]
     gauss = gaussian_data(prompts, shape, plane)
     gauss_geo = dict(geo)
-    if plane is not None:  # a one-plane image placed at its plane
+    lead = plane_index(plane)
+    if lead:  # a one-plane image placed at its plane
         translate = list(geo["translate"])
-        translate[0] += plane * geo["scale"][0]
+        for axis, index in enumerate(lead):
+            translate[axis] += index * geo["scale"][axis]
         gauss_geo["translate"] = tuple(translate)
     # napari fails on an empty colour array (no prompts): colours only when there are some
     point_colors = {"face_color": point_colors} if len(coords) else {}
     box_colors = {"edge_color": box_colors} if len(rects) else {}
+    # the mask prompt as a translucent glow over image and labels, points no bigger than
+    # a quarter of their object
+    sizes = {"size": point_sizes(prompts)} if len(coords) else {}
     layers = {
         "gaussian": upsert_layer(
             viewer, labels_layer, "gaussian", "image", gauss, name=f"{name} Gaussian prompts",
-            colormap="inferno", blending="additive", contrast_limits=(0.0, 1.0), **gauss_geo,
+            colormap="inferno", blending="additive", opacity=GAUSSIAN_OPACITY,
+            contrast_limits=(0.0, 1.0), **gauss_geo,
         ),
         "boxes": upsert_layer(
             viewer, labels_layer, "boxes", "shapes", rects, name=f"{name} boxes",
@@ -59,7 +72,7 @@ def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dic
         ),
         "points": upsert_layer(
             viewer, labels_layer, "points", "points", coords, name=f"{name} points",
-            features=point_features, size=4, **point_colors, **geo,
+            features=point_features, **sizes, **point_colors, **geo,
         ),
     }
     return layers
@@ -73,7 +86,7 @@ def prompt_summary(prompts, labels_name: str, cebox: bool) -> str:
     which = f"label {prompts[0].label_id}" if n == 1 else f"{n} objects"
     text = f"Prompts of {which} shown"
     if not cebox:
-        return f"{text} (tight boxes: tick CEBox to let them grow into the context)."
+        return f"{text} (tight boxes: tick 'grow boxes' to let them grow into the context)."
     expanded = sum(p.expanded for p in prompts)
     return f"{text}; boxes expanded by CEBox: {expanded} of {n}, the others kept tight."
 
@@ -88,13 +101,19 @@ class PromptWidget(TaskWidget):
     def __init__(self, napari_viewer, sam=None):
         super().__init__(napari_viewer, run_text="Excavate prompts")
         self.labels_layer = layer_field(napari_viewer, Labels, "labels")
-        self.scope = ComboBox(label="objects", choices=["all objects", "selected label"])
+        self.objects = ComboBox(label="objects", choices=list(OBJECTS), value="all objects")
         self.use_negative_point = CheckBox(text="negative point", value=True)
-        self.use_cebox = CheckBox(text="CEBox (needs image + model)", value=False)
+        self.use_cebox = CheckBox(text="grow boxes (CEBox: needs image + model)", value=False)
         self.image_layer = layer_field(napari_viewer, Image, "image")
         self.model = ModelPicker(sam)
-        self.cebox = FloatSpinBox(label="CEBox lambda", value=0.1, min=0.01, max=1.0, step=0.05)
-        self.extend([self.labels_layer, self.scope, self.use_negative_point, self.use_cebox,
+        self.cebox = FloatSpinBox(label="box growth (CEBox)", value=0.1, min=0.01, max=1.0, step=0.05)
+        for field, key in (
+            (self.labels_layer, "prompt labels"), (self.objects, "objects"),
+            (self.use_negative_point, "negative point"), (self.use_cebox, "grow boxes"),
+            (self.image_layer, "box image"), (self.cebox, "box growth"),
+        ):  # fmt: skip
+            set_help(field, key)
+        self.extend([self.labels_layer, self.objects, self.use_negative_point, self.use_cebox,
                      self.image_layer, self.model, self.cebox])
         self.add_footer()
         self.use_cebox.changed.connect(self._cebox_toggled)
@@ -112,8 +131,9 @@ class PromptWidget(TaskWidget):
             return
         plane = current_plane(self._viewer, labels_layer)
         # a copy: the user may paint while the prompts are excavated
-        labels = np.array(labels_layer.data if plane is None else labels_layer.data[plane], copy=True)
-        ids = [int(labels_layer.selected_label)] if self.scope.value == "selected label" else None
+        data = layer_data(labels_layer)
+        labels = np.array(data if plane is None else data[plane], copy=True)
+        ids = [int(labels_layer.selected_label)] if self.objects.value == "selected label" else None
         problem = ids and missing_label_text(labels, ids[0], labels_layer.name, "to excavate", plane)
         if problem:
             self.say(problem, error=True)
@@ -123,8 +143,8 @@ class PromptWidget(TaskWidget):
             if self.image_layer.value is None:
                 self.say("CEBox needs an image layer (and a model): choose one.", error=True)
                 return
-            data = layer_data(self.image_layer.value)
-            image = data if plane is None else data[plane]
+            data = layer_data(self.image_layer.value, like=layer_data(labels_layer).shape)
+            image = in_memory(data if plane is None else data[plane])
             if image.shape[:2] != labels.shape:
                 self.say(
                     f"Image {self.image_layer.value.name!r} {data.shape} and labels "

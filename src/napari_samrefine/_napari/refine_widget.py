@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 
@@ -12,10 +11,13 @@ from .._progress import report
 from ..sam.encoder_progress import reporting_encoder
 from ..sam.profile import SAM_PROFILE, untrained_prompts
 from ..samrefiner.refiner import refine
-from .layers import layer_data, layer_field
+from .field_help import HELP, set_help
+from .layers import in_memory, layer_field
+from .lazy_layers import refine_inputs
 from .model_choice import ModelPicker
 from .scripting import (
-    SCOPES,
+    OBJECTS,
+    PLANES,
     check_pair,
     missing_label_text,
     result_summary,
@@ -56,29 +58,45 @@ class RefineWidget(TaskWidget):
         self.image_layer = layer_field(napari_viewer, Image, "image")
         self.labels_layer = layer_field(napari_viewer, Labels, "coarse labels")
         self.model = ModelPicker(sam)
-        self.mode = ComboBox(label="mode", choices=["instance", "semantic"], value="instance")
+        self.mode = ComboBox(
+            label="masks are", value="instance",
+            choices=[("instances", "instance"), ("semantic classes", "semantic")],
+        )
         self.use_points = CheckBox(text="points", value=True)
         self.use_negative_point = CheckBox(text="negative point", value=True)
         self.use_box = CheckBox(text="box", value=True)
         self.use_mask = CheckBox(text="Gaussian mask prompt", value=True)
-        self.cebox = FloatSpinBox(label="CEBox lambda", value=0.1, min=0.0, max=1.0, step=0.05)
-        self.cebox.tooltip = "fraction of similar pixels that moves a box side out; 0 = tight box"
+        self.cebox = FloatSpinBox(label="box growth (CEBox)", value=0.1, min=0.0, max=1.0, step=0.05)
         self.iterations = SpinBox(label="iterations", value=5, min=1, max=20)
-        self.scope = ComboBox(label="scope", choices=list(SCOPES), value="all objects")
+        self.objects = ComboBox(label="objects", choices=list(OBJECTS), value="all objects")
+        self.planes = ComboBox(label="planes", choices=list(PLANES), value="current plane")
         self.output = ComboBox(
             label="output", choices=[("new layer", "new"), ("in place (undoable)", "inplace")],
             value="new",
         )
         self.adaptor = FileEdit(label="IoU adaptor", mode="r", filter="*.pt", value="")
-        self.adaptor.tooltip = "optional SAMRefiner++ adaptor trained with the IoU adaption widget"
+        for field, key in (
+            (self.image_layer, "image"), (self.labels_layer, "coarse labels"), (self.mode, "mode"),
+            (self.use_points, "points"), (self.use_negative_point, "negative point"),
+            (self.use_box, "box"), (self.use_mask, "mask prompt"), (self.cebox, "box growth"),
+            (self.iterations, "iterations"), (self.objects, "objects"), (self.planes, "planes"),
+            (self.output, "output"), (self.adaptor, "IoU adaptor"),
+        ):  # fmt: skip
+            set_help(field, key)
         self.extend([
             self.image_layer, self.labels_layer, self.model, self.mode, self.use_points,
             self.use_negative_point, self.use_box, self.use_mask, self.cebox, self.iterations,
-            self.scope, self.output, self.adaptor,
+            self.objects, self.planes, self.output, self.adaptor,
         ])
         self.add_footer()
         self.mode.changed.connect(self._mode_changed)
         self.model.on_choice(self._profile_changed)
+        self.labels_layer.changed.connect(self._labels_changed)
+        self._labels_changed(self.labels_layer.value)
+
+    def _labels_changed(self, layer) -> None:
+        # the planes choice only means something for a stack
+        self.planes.visible = layer is not None and layer.ndim > 2
 
     def _mode_changed(self, mode: str) -> None:
         # CEBox is an instance-mode prompt (SPEC section 2)
@@ -90,7 +108,9 @@ class RefineWidget(TaskWidget):
         for box, kind in ((self.use_points, "points"), (self.use_negative_point, "points"),
                           (self.use_box, "box"), (self.use_mask, "mask")):
             box.value = profile.trained_with(kind)
-            box.tooltip = "" if box.value else "this model was not trained with this prompt"
+            key = "mask prompt" if box is self.use_mask else box.text
+            untrained = "" if box.value else " This model was not trained with this prompt."
+            box.tooltip = HELP[key] + untrained
 
     def refine_kwargs(self) -> dict:
         """The :func:`refine` options the form describes (without model and data)."""
@@ -103,7 +123,9 @@ class RefineWidget(TaskWidget):
             use_mask=self.use_mask.value,
             cebox=float(self.cebox.value) or None,
         )
-        kwargs.update(scope_arguments(self.scope.value, self._viewer, self.labels_layer.value))
+        kwargs.update(scope_arguments(
+            self.objects.value, self.planes.value, self._viewer, self.labels_layer.value
+        ))
         path = str(self.adaptor.value)
         if path not in ("", "."):
             from ..samrefiner.adaptor_file import load_iou_adaptor
@@ -120,20 +142,32 @@ class RefineWidget(TaskWidget):
         except (ValueError, FileNotFoundError) as err:
             self.say(str(err), error=True)
             return
-        image = layer_data(image_layer)  # napari replaces image data, it never paints into it
-        snapshot = np.array(labels_layer.data, copy=True)  # the user may paint during the run
+        output = self.output.value
+        try:
+            inputs = refine_inputs(image_layer, labels_layer, output)
+        except ValueError as err:
+            self.say(str(err), error=True)
+            return
+        planes = kwargs.get("planes")
+        plane = planes[0] if planes else None
         for label_id in kwargs.get("label_ids", ()):  # "selected label": one that is there
-            problem = missing_label_text(snapshot, label_id, labels_layer.name)
+            if inputs.lazy and plane is None:
+                break  # a whole slide is not read here: refine reports an id it does not find
+            problem = missing_label_text(
+                in_memory(inputs.labels[plane] if plane is not None else inputs.labels),
+                label_id, labels_layer.name, plane=plane,
+            )  # fmt: skip
             if problem:
                 self.say(problem, error=True)
                 return
-        output = self.output.value
+        if inputs.out is not None:
+            kwargs["out"] = inputs.out
         untrained = untrained_prompts(self.model.profile, kwargs)
         note = f" (the model was not trained with {' and '.join(untrained)} prompts)" if untrained else ""
         self.say(f"Refining {labels_layer.name!r}{note} ...")
         self.launch(
-            self._work, image, snapshot, kwargs,
-            on_done=lambda result: self._done(result, labels_layer, snapshot, output),
+            self._work, inputs.image, inputs.labels, kwargs,
+            on_done=lambda result: self._done(result, labels_layer, inputs.snapshot, output),
             targets=(labels_layer,),
         )
 

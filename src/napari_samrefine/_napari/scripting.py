@@ -16,6 +16,7 @@ from ..samrefiner.refiner import RefineResult, refine
 from ..samrefiner.summary import count_text, refine_summary, size_warnings
 from .inplace import InPlaceEdit, plan_in_place
 from .layers import current_plane, features_table, geometry, layer_data, upsert_layer
+from .lazy_layers import refine_inputs, result_layer_data
 
 __all__ = [
     "refine_layers",
@@ -26,10 +27,14 @@ __all__ = [
     "missing_label_text",
     "check_pair",
     "scope_arguments",
-    "SCOPES",
+    "OBJECTS",
+    "PLANES",
 ]
 
-SCOPES = ("all objects", "selected label", "current plane", "all planes")
+OBJECTS = ("all objects", "selected label")
+"""Which objects a run refines: every label, or the labels layer's selected label."""
+PLANES = ("current plane", "all planes")
+"""Which planes of a stack a run refines (2D layers have one plane)."""
 
 
 def _layer(viewer, layer, kind: str):
@@ -52,8 +57,8 @@ def check_pair(image_layer, labels_layer) -> None:
         raise ValueError("Choose an image layer: SAM needs the image, not only the labels.")
     if labels_layer is None:
         raise ValueError("Choose a Labels layer with the coarse masks to refine.")
-    lab_shape = labels_layer.data.shape
-    img_shape = layer_data(image_layer).shape
+    lab_shape = layer_data(labels_layer).shape
+    img_shape = layer_data(image_layer, like=lab_shape).shape
     spatial = img_shape[:-1] if getattr(image_layer, "rgb", False) else img_shape
     if tuple(spatial) != tuple(lab_shape):
         raise ValueError(
@@ -62,16 +67,29 @@ def check_pair(image_layer, labels_layer) -> None:
         )
 
 
-def scope_arguments(scope: str, viewer, labels_layer) -> dict:
-    """``refine`` keyword arguments (label_ids, planes) for a widget scope."""
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    if scope == "selected label":
-        return {"label_ids": [int(labels_layer.selected_label)]}
-    if scope == "current plane":
+def scope_arguments(objects: str, planes: str, viewer, labels_layer) -> dict:
+    """``refine`` keyword arguments (label_ids, planes) for a widget's objects and planes choices.
+
+    Parameters
+    ----------
+    objects : {"all objects", "selected label"}
+    planes : {"current plane", "all planes"}
+        Ignored for 2D layers.
+    viewer : napari.Viewer
+    labels_layer : napari.layers.Labels
+    """
+    if objects not in OBJECTS:
+        raise ValueError(f"objects must be one of {OBJECTS}, got {objects!r}")
+    if planes not in PLANES:
+        raise ValueError(f"planes must be one of {PLANES}, got {planes!r}")
+    kwargs = {}
+    if objects == "selected label":
+        kwargs["label_ids"] = [int(labels_layer.selected_label)]
+    if planes == "current plane":
         plane = current_plane(viewer, labels_layer)
-        return {} if plane is None else {"planes": [plane]}
-    return {}
+        if plane is not None:
+            kwargs["planes"] = [plane]
+    return kwargs
 
 
 def write_in_place(labels_layer, result: RefineResult, snapshot=None) -> InPlaceEdit:
@@ -123,12 +141,10 @@ def write_result(
         layer = labels_layer  # its features stay the user's: the table goes to metadata only
     else:
         layer = upsert_layer(
-            viewer, labels_layer, "refined", "labels", result.labels,
+            viewer, labels_layer, "refined", "labels", result_layer_data(result.labels, labels_layer),
             name=f"{labels_layer.name} refined", **geometry(labels_layer),
         )
-        features = features_table(table)
-        if features is not None:
-            layer.features = features
+        layer.features = features_table(table)  # every run's, stacks included
     layer.metadata["samrefine_table"] = table
     return layer, edit
 
@@ -239,7 +255,8 @@ def refine_layers(
     sam="vit_b_lm",
     *,
     output: Literal["new", "inplace"] = "new",
-    scope: str = "all objects",
+    objects: str = "all objects",
+    planes: str = "all planes",
     **refine_kwargs,
 ):
     """Refine a Labels layer of a viewer with SAM, as the "SAM refine" widget does.
@@ -256,8 +273,10 @@ def refine_layers(
     output : {"new", "inplace"}
         A new layer "<labels> refined" (default), or the labels layer itself
         through napari's undoable path.
-    scope : str
-        "all objects", "selected label", "current plane" or "all planes".
+    objects : {"all objects", "selected label"}
+        Every object, or only the labels layer's selected label.
+    planes : {"all planes", "current plane"}
+        For a stack: every plane (default), or only the plane the viewer shows.
     **refine_kwargs
         Passed to :func:`napari_samrefine.refine` (mode, iterations, prompt switches, ...).
 
@@ -271,7 +290,9 @@ def refine_layers(
     image_layer = _layer(viewer, image, "image")
     labels_layer = _layer(viewer, labels, "labels")
     check_pair(image_layer, labels_layer)
-    kwargs = {**scope_arguments(scope, viewer, labels_layer), **refine_kwargs}
-    snapshot = np.array(labels_layer.data, copy=True)
-    result = refine(layer_data(image_layer), snapshot, sam, **kwargs)
-    return apply_result(viewer, labels_layer, result, output, snapshot)
+    kwargs = {**scope_arguments(objects, planes, viewer, labels_layer), **refine_kwargs}
+    inputs = refine_inputs(image_layer, labels_layer, output)
+    if inputs.out is not None:
+        kwargs.setdefault("out", inputs.out)
+    result = refine(inputs.image, inputs.labels, sam, **kwargs)
+    return apply_result(viewer, labels_layer, result, output, inputs.snapshot)

@@ -5,6 +5,7 @@
     napari-samrefine adapt IMAGES --labels ... -o F  # SAMRefiner++ (cli/adapt.py)
     napari-samrefine benchmark --data DIR            # quality tables (cli/benchmark.py)
     napari-samrefine models                          # the registry (cli/models.py)
+    napari-samrefine cache info|clear                # embeddings on disk (cli/cache.py)
 
 Options shared by the subcommands that run SAM (``--model``, ``--checkpoint``,
 ``--device``) are defined once, in :mod:`napari_samrefine.cli.common`.
@@ -17,6 +18,7 @@ import sys
 
 from .adapt import add_adapt_parser
 from .benchmark import add_benchmark_parser
+from .cache import add_cache_parser
 from .common import HelpFormatter, Parser, parse_ids
 from .judge import add_judge_parser
 from .models import add_models_parser
@@ -26,6 +28,7 @@ __all__ = ["main", "build_parser", "HelpFormatter", "Parser", "parse_ids"]
 
 _SUBCOMMANDS = (
     add_refine_parser, add_judge_parser, add_adapt_parser, add_benchmark_parser, add_models_parser,
+    add_cache_parser,
 )
 
 

@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
 from ..labels import _as_pair, _ratio, check_label_values, iou
+from ..samrefiner.objects import object_slices
 
 __all__ = [
     "iou",
@@ -303,15 +304,15 @@ def object_ious(
     d = boundary_width(true.shape, dilation_ratio)
     ious = np.zeros(len(t_ids))
     bious = np.zeros(len(t_ids))
-    t_boxes = ndi.find_objects(true)
-    p_boxes = ndi.find_objects(pred)
+    t_boxes = object_slices(true)  # by id: no list as long as the largest id
+    p_boxes = object_slices(pred)
     h, w = true.shape
     for k, tid in enumerate(t_ids.tolist()):
         pid = partner.get(tid)
-        pbox = p_boxes[pid - 1] if pid is not None and pid <= len(p_boxes) else None
+        pbox = p_boxes.get(pid) if pid is not None else None
         if pbox is None:
             continue
-        tbox = t_boxes[tid - 1]
+        tbox = t_boxes[tid]
         m = d + 1
         sl = (
             slice(max(min(tbox[0].start, pbox[0].start) - m, 0), min(max(tbox[0].stop, pbox[0].stop) + m, h)),

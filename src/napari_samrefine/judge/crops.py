@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
+
+from ..samrefiner.objects import object_slices
 
 __all__ = [
     "context_window",
@@ -99,13 +100,12 @@ def support_candidates(support_labels: list[np.ndarray]) -> list[SupportCandidat
     """Every object of every support label image, in (pair, label id) order."""
     out = []
     for pair, labels in enumerate(support_labels):
-        slices = ndi.find_objects(labels)
-        areas = np.bincount(labels.ravel(), minlength=len(slices) + 1)
-        for index, sl in enumerate(slices):
-            if sl is None:
-                continue
+        labels = np.asarray(labels)
+        # per object, its box only: no id-sized array (ids may be up to the dtype's maximum)
+        for lid, sl in object_slices(labels).items():
+            area = int(np.count_nonzero(labels[sl] == labels.dtype.type(lid)))
             box = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
-            out.append(SupportCandidate(pair, index + 1, int(areas[index + 1]), box))
+            out.append(SupportCandidate(pair, lid, area, box))
     return out
 
 

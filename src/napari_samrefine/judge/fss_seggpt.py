@@ -18,6 +18,7 @@ its mask are SegGPT's *prompt* and the support image is SegGPT's *input*:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -42,8 +43,44 @@ def _offline() -> bool:
     return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
 
 
+def _in_cache(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds the model's config (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id: not in the cache
+        return False
+
+
+def _hub_problem(repo_id: str, timeout: float) -> str | None:
+    """Why ``repo_id`` cannot be downloaded now (unreachable hub, no such model), else None.
+
+    One request with a short timeout and no retries, so that an offline machine
+    fails in seconds instead of retrying for half a minute.
+    """
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.utils import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(repo_id, timeout=timeout)
+    except HFValidationError:
+        return "it is neither a folder here nor a valid hub id"
+    except RepositoryNotFoundError:
+        return f"the Hugging Face hub has no model {repo_id!r} (or it is private)"
+    except HfHubHTTPError:  # reachable (e.g. gated, needs a token): the download says more
+        return None
+    except Exception as err:  # network errors of requests or httpx, timeouts, invalid ids
+        return f"the Hugging Face hub ({constants.ENDPOINT}) cannot be reached ({type(err).__name__})"
+    return None
+
+
 def load_seggpt(
-    model: str | os.PathLike = DEFAULT_MODEL, *, device: str = "cpu", local_files_only=None
+    model: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    device: str = "cpu",
+    local_files_only: bool | None = None,
+    timeout: float = 5.0,
 ):
     """Load a SegGPT model and its image processor, offline-safe.
 
@@ -57,7 +94,9 @@ def load_seggpt(
     local_files_only : bool, optional
         For a hub id: only use the local Hugging Face cache. By default the cache
         is tried first and a download is attempted only when the hub is not
-        declared offline (``HF_HUB_OFFLINE=1``).
+        declared offline (``HF_HUB_OFFLINE=1``) and answers within ``timeout``.
+    timeout : float
+        Seconds to wait for the hub before a download (default 5).
 
     Returns
     -------
@@ -69,50 +108,55 @@ def load_seggpt(
     ImportError
         When transformers is missing (install ``napari-samrefine[seggpt]``).
     OSError
-        When a hub id is neither cached nor downloadable, with the way out.
+        When a hub id is neither cached nor downloadable: at once (within
+        ``timeout``), in one sentence that names the way out.
     """
-    try:
-        from transformers import SegGptForImageSegmentation, SegGptImageProcessor
-    except ImportError as err:
-        raise ImportError(
-            "The SegGPT backend needs transformers: pip install 'napari-samrefine[seggpt]' "
-            "(or pip install 'transformers>=4.40')."
-        ) from err
+    need = (
+        "The SegGPT backend needs transformers: pip install 'napari-samrefine[seggpt]' "
+        "(or pip install 'transformers>=4.40')."
+    )
+    if importlib.util.find_spec("transformers") is None:  # before the (slow) model checks
+        raise ImportError(need)
     path = Path(os.fspath(model)).expanduser()
+    source, local_only = str(model), True
     if path.exists():
         if not (path / "config.json").is_file():
             raise OSError(
                 f"{path} is not a SegGPT model folder (no config.json): pass the folder "
                 "written by save_pretrained, or a Hugging Face hub id."
             )
-        source, tries = str(path), [True]
-    else:
-        source = str(model)
-        if local_files_only is None:
-            tries = [True] if _offline() else [True, False]
+        source = str(path)
+    elif not _in_cache(source):
+        offline = _offline() if local_files_only is None else bool(local_files_only)
+        if offline:
+            problem = "downloads are off (HF_HUB_OFFLINE=1 or local_files_only=True)"
+            fix = "turn downloads on"
         else:
-            tries = [bool(local_files_only)]
-    error = None
-    for local_only in tries:
-        try:
-            net = SegGptForImageSegmentation.from_pretrained(source, local_files_only=local_only)
-            processor = SegGptImageProcessor.from_pretrained(source, local_files_only=local_only)
-            return net.to(device).eval(), processor
-        except OSError as err:
-            error = err
-    how = (
-        "could not be downloaded"
-        if False in tries
-        else "downloads are off (HF_HUB_OFFLINE=1 or local_files_only=True)"
-    )
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    raise OSError(
-        f"SegGPT model {source!r} is not in the local Hugging Face cache and {how} "
-        f"({first_line}). Pass the path of a folder written by save_pretrained instead: on a "
-        f"machine with internet run SegGptForImageSegmentation.from_pretrained({source!r})"
-        f".save_pretrained(FOLDER) and SegGptImageProcessor.from_pretrained({source!r})"
-        ".save_pretrained(FOLDER), then copy FOLDER here."
-    ) from error
+            problem = _hub_problem(source, timeout)
+            unreachable = problem is not None and "cannot be reached" in problem
+            fix = "connect to the network" if unreachable else "check the path or id"
+        if problem:
+            raise OSError(
+                f"SegGPT model {source!r} is not in the local Hugging Face cache and {problem}: "
+                "pass the path of a folder written by save_pretrained (on a machine with "
+                "internet, SegGptForImageSegmentation and SegGptImageProcessor"
+                f".from_pretrained({source!r}).save_pretrained(FOLDER)), or {fix}."
+            )
+        local_only = False
+    try:  # imported only now: transformers takes seconds to import
+        from transformers import SegGptForImageSegmentation, SegGptImageProcessor
+    except ImportError as err:
+        raise ImportError(need) from err
+    try:
+        net = SegGptForImageSegmentation.from_pretrained(source, local_files_only=local_only)
+        processor = SegGptImageProcessor.from_pretrained(source, local_files_only=local_only)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OSError(
+            f"SegGPT model {source!r} could not be loaded ({first}): pass a folder written by "
+            "save_pretrained, or a Hugging Face hub id of a SegGPT model."
+        ) from err
+    return net.to(device).eval(), processor
 
 
 class SegGptFSS:
@@ -128,7 +172,9 @@ class SegGptFSS:
         See :func:`load_seggpt`.
     """
 
-    def __init__(self, model=DEFAULT_MODEL, *, device: str = "cpu", local_files_only=None):
+    def __init__(
+        self, model=DEFAULT_MODEL, *, device: str = "cpu", local_files_only: bool | None = None
+    ):
         if isinstance(model, tuple):
             self.model, self.processor = model
         else:

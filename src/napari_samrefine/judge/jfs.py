@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .._progress import ProgressCallback, report
 from ..labels import iou, label_plane
 from ..sam.embedding import EmbeddingCache
 from ..sam.preprocess import to_sam_rgb
+from ..samrefiner.objects import object_slices
 from .crops import SupportCrop, context_window, pick_supports, support_candidates
 from .fss import FewShotSegmenter, MaskTransferFSS, check_prediction
 from .masking import MASKING_MODES
@@ -67,8 +67,8 @@ def _pairs(support_image, support_labels) -> tuple[list, list]:
     return images, labels
 
 
-def _present(slices) -> set[int]:
-    return {i + 1 for i, sl in enumerate(slices) if sl is not None}
+def _present(slices: dict) -> set[int]:
+    return set(slices)
 
 
 def _resolve_backend(backend, sam, masking, cache, seggpt_model) -> FewShotSegmenter:
@@ -227,8 +227,9 @@ def judge_refinement(
             "The support labels hold no object: label at least one object of the same kind "
             "in a support image (0 is background)."
         )
-    coarse_slices = ndi.find_objects(coarse)
-    refined_slices = ndi.find_objects(refined)
+    # boxes by id: memory grows with the objects, not with the largest id
+    coarse_slices = object_slices(coarse)
+    refined_slices = object_slices(refined)
     coarse_ids, refined_ids = _present(coarse_slices), _present(refined_slices)
     extra = sorted(refined_ids - coarse_ids)
     if extra:
@@ -270,9 +271,9 @@ def judge_refinement(
     objects, predictions = [], []
     # objects of similar size share support crops: visiting them by area keeps those
     # crops' embeddings in the (LRU) cache; results are reported by id
-    areas = {lid: int((coarse[coarse_slices[lid - 1]] == lid).sum()) for lid in ids}
+    areas = {lid: int((coarse[coarse_slices[lid]] == lid).sum()) for lid in ids}
     for lid in sorted(ids, key=lambda i: (areas[i], i)):
-        cs, rs = coarse_slices[lid - 1], refined_slices[lid - 1] if lid in refined_ids else None
+        cs, rs = coarse_slices[lid], refined_slices.get(lid)
         box = [cs[0].start, cs[1].start, cs[0].stop, cs[1].stop]
         if rs is not None:
             box = [min(box[0], rs[0].start), min(box[1], rs[1].start),

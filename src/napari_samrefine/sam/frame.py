@@ -11,9 +11,11 @@ without building a full-size array (the memory of a per-object computation
 then scales with the object's box, not with the image).
 
 Each output row or column of such a map draws on a few consecutive inputs
-only (2 for one bilinear resize, up to 4 for the chains above), so the maps
-are applied as :class:`Band` s: a gather of those inputs and a weighted sum,
-the same weights as the matrix product without its multiplications by zero.
+only (2 for one bilinear resize, a few more for the chains above), so the maps
+are built and applied as :class:`~napari_samrefine.sam.resize.Band` s: the
+weights of each resize are computed directly and the chains are composed band
+by band, so memory is O(H + W) whatever the image size (a 50 000 px side
+included); a map is applied as a gather of its inputs and a weighted sum.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from functools import cached_property
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-__all__ = ["SamFrame", "Band", "resize_longest_side_shape", "interpolation_matrix"]
+from .resize import Band, bilinear_band
+
+__all__ = ["SamFrame", "Band", "resize_longest_side_shape"]
 
 
 def resize_longest_side_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -45,99 +48,6 @@ def resize_longest_side_shape(height: int, width: int, long_side: int) -> tuple[
     """
     scale = long_side / max(height, width)
     return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
-def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """Matrix ``A`` (n_out x n_in) with ``A @ x == interpolate(x)`` along one axis.
-
-    The interpolation is torch's bilinear resize with ``align_corners=False``
-    and no antialiasing, i.e. exactly what segment-anything uses. The matrix is
-    obtained by resizing an identity matrix, so it cannot drift from torch's
-    definition.
-
-    Parameters
-    ----------
-    n_in, n_out : int
-        Input and output lengths.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 array of shape (n_out, n_in); rows sum to 1.
-    """
-    eye = torch.eye(n_in, dtype=torch.float64)[None, None]
-    mat = F.interpolate(eye, size=(n_out, n_in), mode="bilinear", align_corners=False)
-    return mat[0, 0].to(torch.float32).numpy()
-
-
-@dataclass(frozen=True, eq=False)
-class Band:
-    """A resize matrix (n_out x n_in) stored as the few consecutive weights of each row.
-
-    Row ``i`` of the matrix is zero except on columns ``start[i]`` to
-    ``start[i] + k - 1``, where it holds ``weights[i]``.
-
-    Attributes
-    ----------
-    start : numpy.ndarray
-        int64 (n_out,) first column of each row's window.
-    weights : numpy.ndarray
-        float32 (n_out, k) the matrix's entries in the window (zeros included).
-    n_in : int
-        Number of columns of the matrix.
-    """
-
-    start: np.ndarray
-    weights: np.ndarray
-    n_in: int
-
-    @classmethod
-    def from_matrix(cls, mat: np.ndarray) -> Band:
-        """The band of a dense matrix whose rows have consecutive nonzeros (exactly its entries)."""
-        mat = np.asarray(mat, dtype=np.float32)
-        n_out, n_in = mat.shape
-        nz = mat != 0
-        has = nz.any(axis=1)
-        first = np.where(has, nz.argmax(axis=1), 0)
-        last = np.where(has, n_in - 1 - nz[:, ::-1].argmax(axis=1), 0)
-        k = int((last - first).max(initial=0)) + 1
-        start = np.minimum(first, n_in - k).astype(np.int64)
-        idx = start[:, None] + np.arange(k)
-        return cls(start, np.take_along_axis(mat, idx, axis=1), n_in)
-
-    def apply(self, x: np.ndarray, rows: tuple[int, int], offset: int = 0) -> np.ndarray:
-        """Rows ``rows[0]:rows[1]`` of ``matrix @ X`` where X is ``x`` at ``offset``, zero elsewhere.
-
-        Parameters
-        ----------
-        x : numpy.ndarray
-            (n, ...) the rows ``offset`` to ``offset + n - 1`` of X (bool or float).
-        rows : (int, int)
-            Half-open range of output rows to compute.
-        offset : int
-            Index of ``x``'s first row among the matrix's columns.
-
-        Returns
-        -------
-        numpy.ndarray
-            float32 (rows[1] - rows[0], ...).
-        """
-        lo, hi = rows
-        n = x.shape[0]
-        idx = self.start[lo:hi, None] - offset + np.arange(self.weights.shape[1])
-        w = self.weights[lo:hi]
-        inside = (idx >= 0) & (idx < n)
-        if not inside.all():  # taps outside x read zeros
-            w = np.where(inside, w, np.float32(0))
-            idx = np.clip(idx, 0, n - 1)
-        shape = (hi - lo,) + (1,) * (x.ndim - 1)
-        out = np.take(x, idx[:, 0], axis=0).astype(np.float32, copy=False)
-        out *= w[:, 0].reshape(shape)
-        for j in range(1, idx.shape[1]):
-            tap = np.take(x, idx[:, j], axis=0).astype(np.float32, copy=False)
-            tap *= w[:, j].reshape(shape)
-            out += tap
-        return out
 
 
 @dataclass(frozen=True)
@@ -162,6 +72,10 @@ class SamFrame:
     Row maps are named ``*_rows`` and act on the first axis, column maps
     ``*_cols`` on the second; each is a (n_out, n_in) matrix, so a crop
     ``[y0:y1, x0:x1]`` of a mapped array is ``rows[y0:y1] @ X @ cols[x0:x1].T``.
+    The maps are kept as bands (:meth:`band`, a few kB per 1000 px); the dense
+    properties are built from them on first use and cached (``from_lowres_rows``
+    of a 50 000 px image is 50 000 x 256 float32, 51 MB), so code that works per
+    object uses the bands.
     """
 
     original_size: tuple[int, int]
@@ -199,28 +113,28 @@ class SamFrame:
         g, s = self.embedding_size, self.image_size
         return int(np.ceil(nh * g / s)), int(np.ceil(nw * g / s))
 
-    def _matrix(self, key: str) -> np.ndarray:
-        if key not in self._cache:
-            self._cache[key] = self._build(key)
-        return self._cache[key]
-
-    def _build(self, key: str) -> np.ndarray:
+    def _band(self, key: str) -> Band:
         axis = 0 if key.endswith("rows") else 1
         n_orig, n_in = self.original_size[axis], self.input_size[axis]
         s, low = self.image_size, self.lowres_size
         if key.startswith("to_lowres"):
-            # original -> resized (n_in) -> pad to s -> low-res
-            down = interpolation_matrix(n_orig, n_in)
-            pad = interpolation_matrix(s, low)[:, :n_in]
-            return pad @ down
+            # original -> resized (n_in) -> pad to s (zeros) -> low-res
+            pad = bilinear_band(s, low).take_cols(n_in)
+            return pad @ bilinear_band(n_orig, n_in)
         if key.startswith("from_lowres"):
             # low-res -> s (SAM frame) -> crop n_in -> original
-            up = interpolation_matrix(low, s)[:n_in]
-            return interpolation_matrix(n_in, n_orig) @ up
+            up = bilinear_band(low, s).take_rows(n_in)
+            return bilinear_band(n_in, n_orig) @ up
         if key.startswith("from_embedding"):
             gh, gw = self.valid_embedding_size
-            return interpolation_matrix((gh, gw)[axis], n_orig)
+            return bilinear_band((gh, gw)[axis], n_orig)
         raise KeyError(key)
+
+    def _matrix(self, key: str) -> np.ndarray:
+        dense_key = f"dense_{key}"
+        if dense_key not in self._cache:
+            self._cache[dense_key] = self.band(key).to_dense()
+        return self._cache[dense_key]
 
     @property
     def to_lowres_rows(self) -> np.ndarray:
@@ -253,7 +167,7 @@ class SamFrame:
         return self._matrix("from_embedding_cols")
 
     def band(self, key: str) -> Band:
-        """One of the frame's maps as a :class:`Band` (cached).
+        """One of the frame's maps as a :class:`~napari_samrefine.sam.resize.Band` (cached).
 
         Parameters
         ----------
@@ -264,29 +178,24 @@ class SamFrame:
         """
         band_key = f"band_{key}"
         if band_key not in self._cache:
-            self._cache[band_key] = Band.from_matrix(self._matrix(key))
+            self._cache[band_key] = self._band(key)
         return self._cache[band_key]
 
+    def _nonzero(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cached :meth:`Band.nonzero_range` of a map: rows used, first and last column."""
+        nz_key = f"nonzero_{key}"
+        if nz_key not in self._cache:
+            self._cache[nz_key] = self.band(key).nonzero_range()
+        return self._cache[nz_key]
+
     def _support(self, axis: int) -> tuple[np.ndarray, np.ndarray]:
-        key = f"support{axis}"
-        if key not in self._cache:
-            mat = self.from_lowres_rows if axis == 0 else self.from_lowres_cols
-            nz = mat != 0
-            first = nz.argmax(axis=1)
-            last = mat.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)
-            self._cache[key] = (first, last)
-        return self._cache[key]
+        """First and last low-res row (axis 0) or column each original row or column draws on."""
+        _, first, last = self._nonzero("from_lowres_rows" if axis == 0 else "from_lowres_cols")
+        return first, last
 
     def _reach(self, key: str, lo: int, hi: int) -> tuple[int, int] | None:
         """Half-open range of low-res rows (or columns) that original rows lo:hi weigh in."""
-        reach_key = f"reach_{key}"
-        if reach_key not in self._cache:
-            band = self.band(key)
-            weights = band.weights != 0
-            first = band.start + weights.argmax(axis=1)
-            last = band.start + weights.shape[1] - 1 - weights[:, ::-1].argmax(axis=1)
-            self._cache[reach_key] = (weights.any(axis=1), first, last)
-        used, first, last = self._cache[reach_key]
+        used, first, last = self._nonzero(key)
         hit = np.flatnonzero(used & (first < hi) & (last >= lo))
         return None if hit.size == 0 else (int(hit[0]), int(hit[-1]) + 1)
 

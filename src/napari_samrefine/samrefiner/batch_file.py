@@ -8,6 +8,7 @@ worker loads the model once (:func:`cached_model`), refines the pair with
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import threading
@@ -32,6 +33,14 @@ RESULT_COLUMNS = (
 DONE, SKIPPED, FAILED = "done", "skipped (already done)", "failed"
 
 # -- the model, once per process --------------------------------------------------------------
+
+
+@functools.cache
+def _disk_only_cache():
+    """The embedding cache of batch runs: the disk tier only (see sam/disk_cache.py)."""
+    from ..sam.embedding import EmbeddingCache
+
+    return EmbeddingCache(max_items=0, disk=True)
 
 
 @dataclass(frozen=True)
@@ -195,7 +204,9 @@ def refine_file(
 
     start = time.perf_counter()
     image, labels, output = Path(image), Path(labels), Path(output)
-    refine_kwargs.setdefault("embedding_cache", None)  # every image is new: nothing to reuse
+    # nothing held in memory (every file is a new image), but a file refined again (a rerun
+    # with other options, another worker after a failure) reuses its embeddings from disk
+    refine_kwargs.setdefault("embedding_cache", _disk_only_cache())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = refine(read_image(image), read_image(labels), sam, iou_adaptor=iou_adaptor,

@@ -17,10 +17,12 @@ from typing import Literal
 import numpy as np
 
 from ..labels import check_label_values, label_plane
+from .lazy_arrays import ChannelLast, is_lazy
 from .objects import label_components
 
 __all__ = [
     "check_labels",
+    "check_lazy_labels",
     "check_label_values",
     "check_refine_options",
     "label_plane",
@@ -181,10 +183,12 @@ def binary_objects(
     if fg is None:
         return labels, None
     if mode == "instance" and binary == "components":
-        components, counts = label_components(labels != 0)
+        mask = labels != 0
+        flat = mask.reshape(-1, *mask.shape[-2:]) if mask.ndim > 3 else mask
+        components, counts = label_components(flat)
         if max(counts) > 1:
             _announce_components(fg, counts, stacklevel + 1)
-            return components, fg
+            return components.reshape(mask.shape), fg
     return (labels.view(np.uint8) if labels.dtype == np.bool_ else labels), fg
 
 
@@ -199,13 +203,32 @@ def restore_binary(refined: np.ndarray, labels: np.ndarray, foreground) -> np.nd
     return np.where(refined != 0, value, labels.dtype.type(0)).astype(labels.dtype, copy=False)
 
 
-def check_labels(labels: np.ndarray) -> np.ndarray:
-    """Validate a label image (2D, or a 3D stack refined plane by plane).
+def _shape_problem(shape: tuple[int, ...], max_ndim: int) -> str | None:
+    if len(shape) not in range(2, max_ndim + 1):
+        kinds = "2D (Y, X) or a 3D stack (Z/T, Y, X)"
+        if max_ndim >= 4:
+            kinds = "2D (Y, X), a 3D stack (Z/T, Y, X) or a 4D stack (T, Z, Y, X)"
+        return f"Labels must be {kinds}, got shape {shape}."
+    if min(shape[-2:]) < 2:
+        return f"Labels of shape {shape} are too small to refine."
+    return None
+
+
+EMPTY_LABELS = (
+    "The label image is empty (every pixel is 0): there is no coarse mask to refine. "
+    "Check that the right Labels layer or file is selected."
+)
+
+
+def check_labels(labels: np.ndarray, max_ndim: int = 3) -> np.ndarray:
+    """Validate a label image (2D, or a stack refined plane by plane).
 
     Parameters
     ----------
     labels : numpy.ndarray
         Non-negative integer (or boolean) labels; 0 is background.
+    max_ndim : int
+        3 (default) accepts (Y, X) and (Z, Y, X); 4 also (T, Z, Y, X).
 
     Returns
     -------
@@ -219,17 +242,39 @@ def check_labels(labels: np.ndarray) -> np.ndarray:
     """
     labels = np.asarray(labels)
     check_label_values(labels)
-    if labels.ndim not in (2, 3):
-        raise ValueError(
-            f"Labels must be 2D (Y, X) or a 3D stack (Z/T, Y, X), got shape {labels.shape}."
-        )
-    if min(labels.shape[-2:]) < 2:
-        raise ValueError(f"Labels of shape {labels.shape} are too small to refine.")
+    problem = _shape_problem(labels.shape, max_ndim)
+    if problem:
+        raise ValueError(problem)
     if not labels.any():
-        raise ValueError(
-            "The label image is empty (every pixel is 0): there is no coarse mask to refine. "
-            "Check that the right Labels layer or file is selected."
+        raise ValueError(EMPTY_LABELS)
+    return labels
+
+
+def check_lazy_labels(labels, max_ndim: int = 4):
+    """Check what can be checked of lazy labels without reading them: dtype and shape.
+
+    Negative and empty labels are found by the block-by-block object pass
+    (:func:`~napari_samrefine.samrefiner.slide_objects.scan_objects`).
+
+    Raises
+    ------
+    ValueError
+        For non-integer or wrongly shaped labels, with the fix.
+    """
+    dtype = np.dtype(labels.dtype)
+    if dtype != np.bool_ and not np.issubdtype(dtype, np.integer):
+        fix = (
+            "convert whole numbers with labels.astype(np.int32), or threshold a probability "
+            "map with labels > 0.5"
+            if np.issubdtype(dtype, np.floating)
+            else "convert them to integers: labels.astype(np.int32)"
         )
+        raise ValueError(
+            f"Labels must hold integers (object or class ids), got dtype {dtype}: {fix}."
+        )
+    problem = _shape_problem(tuple(labels.shape), max_ndim)
+    if problem:
+        raise ValueError(problem)
     return labels
 
 
@@ -240,11 +285,12 @@ def arrange_image(
 
     Parameters
     ----------
-    image : numpy.ndarray
+    image : numpy.ndarray or lazy array
         (..., Y, X) grey or (..., Y, X, C) with channels last, or any layout with
-        ``channel_axis`` naming the channel axis.
+        ``channel_axis`` naming the channel axis. A lazy array (dask, zarr,
+        memmap) stays lazy: nothing is read.
     labels_shape : tuple of int
-        Shape of the labels ((Y, X) or (Z, Y, X)).
+        Shape of the labels ((Y, X), (Z, Y, X) or (T, Z, Y, X)).
     channel_axis : int, optional
         Axis of the channels in ``image`` when it is not the last one.
 
@@ -253,15 +299,29 @@ def arrange_image(
     ValueError
         When the image's spatial shape differs from the labels'.
     """
-    img = np.asarray(image)
+    lazy = is_lazy(image)
+    img = image if lazy else np.asarray(image)
     if channel_axis is not None:
-        img = np.moveaxis(img, channel_axis, -1)
-    if img.shape == tuple(labels_shape):
+        if not -img.ndim <= channel_axis < img.ndim:
+            raise ValueError(
+                f"channel_axis={channel_axis} does not exist: the image has {img.ndim} axes."
+            )
+        if lazy:
+            if channel_axis % img.ndim != img.ndim - 1:
+                img = ChannelLast(img, channel_axis)
+        else:
+            img = np.moveaxis(img, channel_axis, -1)
+    shape = tuple(img.shape)
+    if shape == tuple(labels_shape):
         return img
-    if img.ndim == len(labels_shape) + 1 and img.shape[:-1] == tuple(labels_shape):
+    if len(shape) == len(labels_shape) + 1 and shape[:-1] == tuple(labels_shape):
         return img
+    dims = ""
+    if len(shape) not in (len(labels_shape), len(labels_shape) + 1):
+        dims = f" (a {len(image.shape)}D image for {len(labels_shape)}D labels)"
     raise ValueError(
-        f"Image shape {np.asarray(image).shape} does not match labels shape {tuple(labels_shape)}: "
+        f"Image shape {tuple(image.shape)} does not match labels shape {tuple(labels_shape)}"
+        f"{dims}: "
         "the image must have the labels' shape, optionally with a channel axis (last, or "
         "named with channel_axis=...). Check that image and labels belong together "
         "(same crop, same scale)."

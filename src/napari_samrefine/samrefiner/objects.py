@@ -1,20 +1,34 @@
-"""Objects of a label image as small crops (memory scales with the objects' boxes)."""
+"""Objects of a label image as small crops (memory scales with the objects' boxes).
+
+Ids may be anything the dtype holds (up to 2**63 - 1, or 2**64 - 1 for uint64):
+listing the objects and selecting pixels by id cost memory and time that grow
+with the image and the number of objects, never with the largest id.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["ObjectMask", "objects_from_labels", "label_components", "crop_iou", "trim"]
+__all__ = [
+    "ObjectMask",
+    "objects_from_labels",
+    "object_slices",
+    "isin_ids",
+    "label_components",
+    "crop_iou",
+    "trim",
+]
 
 EIGHT = np.ones((3, 3), dtype=bool)
 
-# find_objects returns a list as long as the largest id: above this, ids are first
-# mapped to 1..n (label images with hashed or very large ids, e.g. uint64)
-_DENSE_MAX_ID = 1 << 22
+# find_objects' list (and its work) is as long as the largest id: above this, the
+# ids of each block of rows are first mapped to 1..n (hashed or very large ids)
+_DENSE_MAX_ID = 1 << 20
+_BLOCK_PIXELS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -75,14 +89,132 @@ class ObjectMask:
         return cls(label_id, mask[ys, xs].copy(), (ys.start, xs.start), mask.shape)
 
 
-def _dense_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Labels that ``find_objects`` can index, and the ids they stand for (None: the same)."""
+def _rows(labels: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Blocks of about ``_BLOCK_PIXELS`` pixels: (first row, rows) of a 2D array."""
+    step = max(1, _BLOCK_PIXELS // max(labels.shape[1], 1))
+    for y in range(0, labels.shape[0], step):
+        yield y, labels[y : y + step]
+
+
+def _runs(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values and lengths of the runs of equal values of a block in raster order.
+
+    Label images are mostly runs (an object's row, the background between
+    objects), so sorting or searching the run values instead of the pixels is
+    cheap whatever the ids are.
+    """
+    flat = np.ravel(block)
+    change = np.empty(flat.size, dtype=bool)
+    change[:1] = True
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    heads = np.flatnonzero(change)
+    return flat[heads], np.diff(heads, append=flat.size)
+
+
+def _block_boxes(block: np.ndarray, y: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted non-zero ids of a block and their half-open (y0, x0, y1, x1) boxes in the image."""
+    values, lengths = _runs(block)
+    ids, inverse = np.unique(values, return_inverse=True)
+    zero = int(ids[0] == 0)  # ids are sorted and non-negative
+    local = np.repeat((inverse.ravel() + (1 - zero)).astype(np.int32), lengths)
+    found = ndi.find_objects(local.reshape(block.shape))
+    boxes = np.array(
+        [(sl[0].start + y, sl[1].start, sl[0].stop + y, sl[1].stop) for sl in found[: ids.size - zero]],
+        dtype=np.int64,
+    ).reshape(-1, 4)
+    return ids[zero:], boxes
+
+
+def object_slices(labels: np.ndarray) -> dict[int, tuple[slice, slice]]:
+    """The tight box of every object of a 2D label image, by id.
+
+    Like :func:`scipy.ndimage.find_objects`, whose list is as long as the
+    largest id, but keyed by id: above 2**20 the ids of each block of rows are
+    mapped to 1..n first, so memory and time grow with the image and the number
+    of objects whatever the ids (any integer dtype, ids up to its maximum).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        2D non-negative integer or bool label image; 0 is background.
+
+    Returns
+    -------
+    dict of int to (slice, slice)
+        Present ids (Python ints), in increasing order, to their half-open
+        (rows, columns) box.
+
+    Examples
+    --------
+    >>> labels = np.zeros((4, 5), np.uint64); labels[1:3, 2:4] = 2**64 - 1
+    >>> object_slices(labels)
+    {18446744073709551615: (slice(1, 3, None), slice(2, 4, None))}
+    """
+    labels = np.asarray(labels)
     if labels.dtype == np.bool_:
-        return labels.view(np.uint8), None
-    if labels.size == 0 or int(labels.max()) <= _DENSE_MAX_ID:
-        return labels, None
-    ids = np.union1d(np.zeros(1, labels.dtype), labels)
-    return np.searchsorted(ids, labels), ids
+        labels = labels.view(np.uint8)
+    if labels.size == 0:
+        return {}
+    if int(labels.max()) <= _DENSE_MAX_ID:
+        found = ndi.find_objects(labels)
+        return {i + 1: sl for i, sl in enumerate(found) if sl is not None}
+    parts = [_block_boxes(block, y) for y, block in _rows(labels)]
+    ids = np.concatenate([p[0] for p in parts])
+    boxes = np.concatenate([p[1] for p in parts])
+    if ids.size == 0:
+        return {}
+    order = np.argsort(ids, kind="stable")
+    ids, boxes = ids[order], boxes[order]
+    start = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    low = np.minimum.reduceat(boxes[:, :2], start, axis=0)
+    high = np.maximum.reduceat(boxes[:, 2:], start, axis=0)
+    return {
+        int(i): (slice(int(y0), int(y1)), slice(int(x0), int(x1)))
+        for i, (y0, x0), (y1, x1) in zip(ids[start].tolist(), low, high, strict=True)
+    }
+
+
+def isin_ids(labels: np.ndarray, ids: Iterable[int]) -> np.ndarray:
+    """Where a label image holds one of ``ids`` (``np.isin`` without its id-sized table).
+
+    ``np.isin`` on integers may build a lookup table as long as the range of
+    ``ids`` (up to six times the image's size) and temporaries of 8 bytes per
+    pixel; this works on blocks of rows and on runs of equal values, so beyond
+    the result its memory is a block's.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        2D integer or bool label image.
+    ids : iterable of int
+        Ids to select (any Python ints; those the dtype cannot hold match nothing).
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, the shape of ``labels``.
+
+    Examples
+    --------
+    >>> isin_ids(np.array([[0, 5, 2**40]], np.int64), [2**40, 7]).tolist()
+    [[False, False, True]]
+    """
+    labels = np.asarray(labels)
+    if labels.dtype == np.bool_:
+        labels = labels.view(np.uint8)
+    out = np.zeros(labels.shape, dtype=bool)
+    info = np.iinfo(labels.dtype)
+    wanted = np.unique(
+        np.array([int(i) for i in ids if info.min <= int(i) <= info.max], dtype=labels.dtype)
+    )
+    if wanted.size == 0 or labels.size == 0:
+        return out
+    for y, block in _rows(labels):
+        values, lengths = _runs(block)
+        at = np.minimum(np.searchsorted(wanted, values), wanted.size - 1)
+        hit = wanted[at] == values
+        out[y : y + block.shape[0]] = np.repeat(hit, lengths).reshape(block.shape)
+    return out
 
 
 def objects_from_labels(
@@ -103,15 +235,14 @@ def objects_from_labels(
     list of ObjectMask
     """
     labels = np.asarray(labels)
+    if labels.dtype == np.bool_:
+        labels = labels.view(np.uint8)
     wanted = None if label_ids is None else {int(i) for i in label_ids}
-    indexed, ids = _dense_ids(labels)
     out = []
-    # find_objects indexes by label value; its list is as long as the largest id
-    for index, sl in enumerate(ndi.find_objects(indexed)):
-        lid = index + 1 if ids is None else int(ids[index + 1])
-        if sl is None or (wanted is not None and lid not in wanted):
+    for lid, sl in object_slices(labels).items():
+        if wanted is not None and lid not in wanted:
             continue
-        crop = indexed[sl] == index + 1
+        crop = labels[sl] == labels.dtype.type(lid)
         out.append(ObjectMask(lid, crop, (sl[0].start, sl[1].start), labels.shape))
     return out
 

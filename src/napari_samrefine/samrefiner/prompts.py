@@ -30,7 +30,9 @@ from ..sam.frame import SamFrame
 from .cebox import FeatureGrid, elastic_box
 from .distance import first_argmax, inside_distance, object_crop, outside_distance_squared
 from .inputs import BinaryMode, binary_objects, label_plane
+from .lazy_arrays import is_lazy
 from .objects import ObjectMask, objects_from_labels
+from .slide_objects import lazy_plane_objects
 
 __all__ = [
     "ObjectPrompts",
@@ -319,10 +321,12 @@ def excavate_prompts(
 
     Parameters
     ----------
-    labels : numpy.ndarray
+    labels : numpy.ndarray or lazy array
         2D label image of non-negative integers (0 = background), one object per id.
         A bool image, or one with exactly two values one of which is 0 (0/1,
-        0/255 ...), is a binary mask: see ``binary``.
+        0/255 ...), is a binary mask: see ``binary``. A lazy array (dask, zarr,
+        memmap) is read block by block to find the objects, then one object's
+        box at a time (:mod:`~napari_samrefine.samrefiner.slide_objects`).
     embedding : ImageEmbedding, optional
         The image's SAM embedding (:func:`~napari_samrefine.sam.embedding.embed_image`);
         its frame gives SAM's sizes and it enables CEBox. Without it the frame is
@@ -354,15 +358,19 @@ def excavate_prompts(
     >>> [p.label_id for p in prompts], prompts[1].mask_input.shape
     ([1, 2], (16, 16))
     """
-    labels = label_plane(labels)
     _check_options(cebox, strength, gamma)
-    labels, _ = binary_objects(labels, binary, stacklevel=2)
+    if is_lazy(labels):
+        objects, shape = lazy_plane_objects(labels, binary, label_ids, stacklevel=3)
+    else:
+        labels = label_plane(labels)
+        labels, _ = binary_objects(labels, binary, stacklevel=2)
+        objects, shape = objects_from_labels(labels, label_ids), labels.shape
     if embedding is None:
-        frame = SamFrame(tuple(labels.shape), image_size, lowres_size, image_size // 16)
+        frame = SamFrame(tuple(shape), image_size, lowres_size, image_size // 16)
     else:
         frame = embedding.frame
-    frame, grid = _resolve(frame, embedding, labels.shape)
+    frame, grid = _resolve(frame, embedding, shape)
     return [
         _excavate(obj, frame, grid, cebox, strength, gamma, use_negative_point)
-        for obj in objects_from_labels(labels, label_ids)
+        for obj in objects
     ]

@@ -1,9 +1,13 @@
-"""The public refinement entry point: images and coarse labels in, refined labels out."""
+"""The public refinement entry point: images and coarse labels in, refined labels out.
+
+numpy arrays are refined in memory, plane by plane; lazy arrays (dask, zarr,
+memmaps) and any call with ``out=`` take the bounded-memory path of
+:mod:`.slide`, which gives the same labels.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
@@ -11,8 +15,7 @@ import numpy as np
 from .._progress import ProgressCallback, report
 from ..sam.embedding import EmbeddingCache, default_cache
 from ..sam.loading import resolve_sam
-from ..sam.preprocess import to_sam_rgb
-from .cascade import REFINED_STATUSES, ObjectState, PromptSettings
+from .cascade import PromptSettings
 from .inputs import (
     BinaryMode,
     arrange_image,
@@ -21,139 +24,12 @@ from .inputs import (
     check_refine_options,
     restore_binary,
 )
-from .objects import objects_from_labels
-from .prompts import ObjectPrompts
-from .tiling import refine_plane, resolve_tiling
-from .writeback import write_back
+from .lazy_arrays import is_lazy
+from .plane import PlaneJob, plane_indices, refine_loaded_plane
+from .plane import records as _records  # noqa: F401  (the name tests and older code import)
+from .result import ObjectResult, RefineResult
 
 __all__ = ["refine", "RefineResult", "ObjectResult"]
-
-
-@dataclass(frozen=True)
-class ObjectResult:
-    """What happened to one object (or one STM group in semantic mode).
-
-    Attributes
-    ----------
-    label_id : int
-        Object id (instance mode) or class id (semantic mode).
-    plane : int or None
-        Index of the plane in a stack; None for 2D input.
-    status : str
-        "ok"; "kept-previous" (SAM's mask came out empty at a later cascade
-        iteration: the previous iteration's mask is kept); "empty-input" (the
-        requested id is not in the labels); "empty-output" (SAM's mask came out
-        empty at the first iteration: the coarse mask is kept); "skipped"
-        (present in the labels but not selected with ``label_ids``; kept as is);
-        "specks" (semantic mode: every component of the class is under STM's
-        minimum size, so there is nothing to refine; kept as is).
-    predicted_iou : float
-        SAM's predicted IoU of the chosen candidate in the last iteration.
-    iterations : int
-        Decoder passes the object went through.
-    coarse_area, refined_area : int
-        Pixels before and after (refined_area before overlap resolution).
-    group : int
-        Index of the STM group within its class (semantic mode), else 0.
-    """
-
-    label_id: int
-    plane: int | None
-    status: str
-    predicted_iou: float
-    iterations: int
-    coarse_area: int
-    refined_area: int
-    group: int = 0
-
-
-@dataclass
-class RefineResult:
-    """Result of :func:`refine`.
-
-    Attributes
-    ----------
-    labels : numpy.ndarray
-        Refined labels, same shape and dtype as the input, ids preserved.
-    objects : list of ObjectResult
-        One record per object (per group in semantic mode).
-    prompts : list of ObjectPrompts or None
-        The prompts of each object's last iteration, aligned with ``objects``
-        (None for objects that were not refined). ``mask_input`` is dropped to
-        save memory (256 kB per object for the published models);
-        :func:`~napari_samrefine.excavate_prompts` recomputes it.
-    mode : str
-        "instance" or "semantic".
-    """
-
-    labels: np.ndarray
-    objects: list[ObjectResult] = field(default_factory=list)
-    prompts: list[ObjectPrompts | None] = field(default_factory=list)
-    mode: str = "instance"
-
-    def table(self):
-        """Per-object records as a pandas DataFrame (one row per object)."""
-        import pandas as pd
-
-        columns = list(ObjectResult.__dataclass_fields__)
-        return pd.DataFrame([asdict(o) for o in self.objects], columns=columns)
-
-
-def _plane_indices(labels: np.ndarray, planes) -> list[int | None]:
-    if labels.ndim == 2:
-        if planes not in (None, 0, [0]):
-            raise ValueError("planes=... applies to 3D stacks; these labels are 2D.")
-        return [None]
-    n = labels.shape[0]
-    if planes is None:
-        return list(range(n))
-    chosen = [planes] if np.isscalar(planes) else list(planes)
-    bad = [p for p in chosen if not -n <= int(p) < n]
-    if bad:
-        raise ValueError(f"planes {bad} do not exist: the stack has {n} planes (0..{n - 1}).")
-    return sorted({int(p) % n for p in chosen})
-
-
-def _split(plane_labels: np.ndarray, mode: str, label_ids):
-    """Objects (instance) or STM groups (semantic) of one plane to refine.
-
-    Returns the targets, the requested ids that are missing, and the objects
-    kept as they are with their status: present but not requested ("skipped"),
-    or, in semantic mode, classes made of specks only ("specks").
-    """
-    present = objects_from_labels(plane_labels)
-    wanted = None if label_ids is None else set(label_ids)
-    chosen = [o for o in present if wanted is None or o.label_id in wanted]
-    kept = [(o, "skipped") for o in present if wanted is not None and o.label_id not in wanted]
-    missing = [] if wanted is None else sorted(wanted - {o.label_id for o in present})
-    if mode == "semantic":
-        from .stm import split_then_merge
-
-        classes = {o.label_id: o for o in chosen}
-        chosen = [g for g in split_then_merge(plane_labels) if g.label_id in classes]
-        grouped = {g.label_id for g in chosen}
-        kept += [(o, "specks") for lid, o in classes.items() if lid not in grouped]
-    return chosen, missing, kept
-
-
-def _records(states: Sequence[ObjectState], plane, mode) -> list[ObjectResult]:
-    out, group_count = [], {}
-    for s in states:
-        g = group_count.get(s.coarse.label_id, 0)
-        group_count[s.coarse.label_id] = g + 1
-        out.append(
-            ObjectResult(
-                label_id=int(s.coarse.label_id),
-                plane=plane,
-                status=s.status,
-                predicted_iou=s.predicted_iou,
-                iterations=s.iterations,
-                coarse_area=s.coarse.area,
-                refined_area=s.mask.area if s.status in REFINED_STATUSES else 0,
-                group=g if mode == "semantic" else 0,
-            )
-        )
-    return out
 
 
 def refine(
@@ -171,7 +47,7 @@ def refine(
     strength: float = 15.0,
     gamma: float = 4.0,
     label_ids: Iterable[int] | None = None,
-    planes: int | Iterable[int] | None = None,
+    planes: int | tuple[int, int] | Iterable | None = None,
     channel: int | str | None = None,
     channel_axis: int | None = None,
     percentiles: tuple[float, float] = (1.0, 99.8),
@@ -184,6 +60,7 @@ def refine(
     tile: int | Literal["auto"] | None = "auto",
     halo: int | None = None,
     binary: BinaryMode = "components",
+    out=None,
 ) -> RefineResult:
     """Refine coarse masks with SAM using SAMRefiner's noise-tolerant prompts.
 
@@ -193,13 +70,25 @@ def refine(
     object's current mask and all objects are decoded in batched calls. The
     candidate with the highest predicted IoU is kept.
 
+    Images and labels may be numpy arrays, or lazy arrays read a window at a
+    time: dask and zarr arrays, numpy memmaps, anything with ``shape``,
+    ``dtype``, ``ndim`` and numpy-style slicing. When either is lazy, or
+    ``out`` is given, the slide path runs (:mod:`napari_samrefine.samrefiner.slide`):
+    objects are found in one block-by-block pass over the labels, contrast
+    limits come from an exact histogram of the image, and each tile reads only
+    its window of image and labels, so memory grows with the objects, the tile
+    and the plane's width (one row of tiles is held), not with the image's
+    area; the labels are the ones the in-memory path gives.
+
     Parameters
     ----------
-    image : numpy.ndarray
-        (Y, X) grey, (Y, X, C) with channels last, or a stack (Z, Y, X[, C]).
-        uint8 grey/RGB is used as is; other dtypes are contrast-stretched.
-    labels : numpy.ndarray
-        Coarse labels, (Y, X) or (Z, Y, X), non-negative integers of any width or
+    image : numpy.ndarray or lazy array
+        (Y, X) grey, (Y, X, C) with channels last, a stack (Z, Y, X[, C]) or
+        (T, Z, Y, X[, C]). uint8 grey/RGB is used as is; other dtypes are
+        contrast-stretched.
+    labels : numpy.ndarray or lazy array
+        Coarse labels, (Y, X), (Z, Y, X) or (T, Z, Y, X), refined plane by plane;
+        non-negative integers of any width (ids up to the dtype's maximum) or
         bool (0 = background). Instance ids in instance mode, class ids in
         semantic mode. A bool image, or one with exactly two values one of which
         is 0 (0/1, 0/255, ...), is a binary mask: see ``binary``. Float labels
@@ -227,8 +116,11 @@ def refine(
         Spread of the Gaussian mask prompt (reference code: 4).
     label_ids : iterable of int, optional
         Only refine these ids (classes in semantic mode); others are kept.
-    planes : int or iterable of int, optional
-        Planes of a stack to refine (default all); others are kept.
+    planes : int, (t, z) or iterable, optional
+        Planes of a stack to refine (default all); others are kept. For a 3D
+        stack, an index or a list of them. For a 4D (T, Z, Y, X) stack, a (t, z)
+        pair, a time point t (all its z planes), or a list of pairs and time
+        points; ``ObjectResult.plane`` is then the (t, z) pair.
     channel : int or "mean", optional
         Channel to use for multichannel images that are not RGB.
     channel_axis : int, optional
@@ -270,18 +162,50 @@ def refine(
         the result is a binary mask again: the input's dtype, and its foreground
         value (e.g. 255) on every refined object. In semantic mode a binary mask
         is one class, which split-then-merge splits.
+    out : zarr array, writable array, path or None
+        Where to write the refined labels (see Notes); giving it takes the slide
+        path even for numpy input. The labels are never written into.
 
     Returns
     -------
     RefineResult
         ``.labels`` (same shape and dtype as ``labels``; for a binary mask, the
-        same two values), ``.objects``, ``.table()``, ``.prompts``.
+        same two values), ``.objects``, ``.table()``, ``.prompts``. With
+        ``out``, ``.labels`` is that array.
 
     Raises
     ------
     ValueError
         Before any work, for labels that cannot be refined (float, negative,
         empty, wrongly shaped) or a parameter out of range, naming the fix.
+        On the slide path also for a result too large to return in memory
+        without ``out``, and, in semantic mode or for a binary mask split into
+        components, for a plane too large to load (see Notes).
+
+    Notes
+    -----
+    The slide path (lazy input or ``out``):
+
+    - The result is written tile row by tile row into ``out`` (a zarr array or
+      any writable array of the labels' shape and dtype, or a path where a zarr
+      store chunked like the labels is created; an existing path is refused).
+      Without ``out``, the result is a numpy array when it fits
+      :data:`~napari_samrefine.samrefiner.lazy_arrays.MEMORY_BUDGET` (2 GiB), else a
+      ValueError asks for ``out=``.
+    - Objects that fit no tile are refined, as in memory, on the whole plane
+      downscaled when its RGB fits the budget; otherwise they keep their coarse
+      mask with status "too-large-for-tile" and a warning names ``tile=``.
+      Untiled planes (``tile=None``, or a plane that fits one tile) are loaded
+      whole, and refused with a ValueError naming ``tile=`` when they exceed it.
+    - Overlaps between refined objects are resolved as in memory (the highest
+      logit wins; ties go to the lower id), also across tiles: each row of
+      tiles is written back into a strip of rows with a float32 best-logit
+      buffer before the rows are written out.
+    - Contrast limits are exact: one histogram pass for 8/16-bit images, 2 to 5
+      radix-selection passes for wider integers and floats.
+    - Semantic mode, and binary masks split into components, need whole
+      planes (split-then-merge, connected components): each plane is loaded when
+      it fits the budget, else a ValueError names the fix.
 
     Examples
     --------
@@ -300,9 +224,15 @@ def refine(
         iterations=iterations, batch_size=batch_size, convergence=convergence, tile=tile,
         halo=halo, cebox=cebox, strength=strength, gamma=gamma, binary=binary,
     )
-    user_labels = check_labels(labels)
-    image = arrange_image(image, user_labels.shape, channel_axis)
-    labels, foreground = binary_objects(user_labels, binary, mode, stacklevel=2)
+    lazy = out is not None or is_lazy(image) or is_lazy(labels)
+    if lazy:
+        from .slide import check_slide_inputs
+
+        image, labels, store = check_slide_inputs(image, labels, channel_axis, out)
+    else:
+        user_labels = check_labels(labels, max_ndim=4)
+        image = arrange_image(image, user_labels.shape, channel_axis)
+    plane_ids = plane_indices(tuple(labels.shape), planes)
     ids = None if label_ids is None else sorted({int(i) for i in label_ids})
     if cebox == "auto":
         cebox = 0.1 if mode == "instance" else None
@@ -311,49 +241,39 @@ def refine(
         sam, use_points=use_points, use_box=use_box, use_mask=use_mask,
         use_negative_point=use_negative_point, cebox=cebox, strength=strength, gamma=gamma,
     )
-    plane_ids = _plane_indices(labels, planes)
+    job = PlaneJob(
+        sam=sam, settings=settings, mode=mode, ids=ids, channel=channel, percentiles=percentiles,
+        tile=tile, halo=halo, embedding_cache=embedding_cache, iterations=iterations,
+        convergence=convergence, batch_size=batch_size, iou_adaptor=iou_adaptor,
+    )
+    if lazy:
+        from .slide import refine_slide
+
+        return refine_slide(job, image, labels, store, plane_ids, binary, progress, stacklevel=3)
+
+    labels, foreground = binary_objects(user_labels, binary, mode, stacklevel=2)
     total = len(plane_ids) * (iterations + 1)
     done = 0
     report(progress, done, total, "starting")
-
-    out = labels.copy()
+    out_labels = labels.copy()
     objects: list[ObjectResult] = []
-    prompts: list[ObjectPrompts | None] = []
+    prompts: list = []
     for p in plane_ids:
-        plane_labels = labels if p is None else labels[p]
-        plane_image = image if p is None else image[p]
-        targets, missing, kept = _split(plane_labels, mode, ids)
-        for lid in missing:
-            objects.append(ObjectResult(lid, p, "empty-input", float("nan"), 0, 0, 0))
-            prompts.append(None)
-        for o, status in kept:
-            objects.append(ObjectResult(o.label_id, p, status, float("nan"), 0, o.area, o.area))
-            prompts.append(None)
-        if not targets:
-            done += iterations + 1
-            report(progress, done, total, f"plane {p}: nothing to refine")
-            continue
-        rgb = to_sam_rgb(plane_image, channel=channel, percentiles=percentiles)
         where = "" if p is None else f"plane {p}: "
 
         def step(units: int, message: str, _where=where, _done=done) -> None:
             report(progress, _done + units, total, _where + message)
 
-        states = refine_plane(
-            sam, rgb, targets, settings,
-            tiling=resolve_tiling(tile, halo, sam, rgb.shape[:2]),
-            embedding_cache=embedding_cache,
-            iterations=iterations, convergence=convergence, batch_size=batch_size,
-            iou_adaptor=iou_adaptor, step=step,
-        )
-        refined = write_back(plane_labels, states)
-        if p is None:
-            out = refined
-        else:
-            out[p] = refined
-        objects.extend(_records(states, p, mode))
-        prompts.extend(s.prompts for s in states)
+        key = () if p is None else p
+        refined, objs, prm = refine_loaded_plane(job, image[key], labels[key], p, step)
+        objects.extend(objs)
+        prompts.extend(prm)
+        if refined is not None:
+            if p is None:
+                out_labels = refined
+            else:
+                out_labels[key] = refined
         done += iterations + 1
-        report(progress, done, total, f"{where}done")
-    out = restore_binary(out, user_labels, foreground)
-    return RefineResult(labels=out, objects=objects, prompts=prompts, mode=mode)
+        report(progress, done, total, f"{where}done" if refined is not None else f"{where}nothing to refine")
+    out_labels = restore_binary(out_labels, user_labels, foreground)
+    return RefineResult(labels=out_labels, objects=objects, prompts=prompts, mode=mode)

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .inputs import label_plane
-from .objects import ObjectMask
+from .objects import ObjectMask, object_slices
 
 __all__ = ["split_then_merge", "should_merge"]
 
@@ -131,12 +131,9 @@ def split_then_merge(mask: np.ndarray, min_size: int = 5, mu: float = 0.5) -> li
     """
     mask = label_plane(mask, "The semantic mask")
     out: list[ObjectMask] = []
-    for index, sl in enumerate(ndi.find_objects(mask)):
-        if sl is None:
-            continue
-        class_id = index + 1
+    for class_id, sl in object_slices(mask).items():
         oy, ox = sl[0].start, sl[1].start
-        components, n = ndi.label(mask[sl] == class_id, structure=_EIGHT)
+        components, n = ndi.label(mask[sl] == mask.dtype.type(class_id), structure=_EIGHT)
         sizes = np.bincount(components.ravel(), minlength=n + 1)
         groups = []
         for k, csl in enumerate(ndi.find_objects(components), start=1):

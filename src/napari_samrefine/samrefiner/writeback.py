@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .cascade import REFINED_STATUSES, ObjectState
+from .objects import isin_ids
 
 __all__ = ["write_back"]
 
@@ -65,7 +66,7 @@ def write_back(coarse: np.ndarray, states: Sequence[ObjectState]) -> np.ndarray:
     }
     if not refined_values:
         return out
-    out[np.isin(out, list(refined_values))] = 0
+    out[isin_ids(out, refined_values)] = 0  # no id-sized table (ids may be up to 2**64 - 1)
     for s in states:
         if s.status == "empty-output":
             y0, x0, y1, x1 = s.coarse.bbox

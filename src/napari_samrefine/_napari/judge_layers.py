@@ -1,0 +1,121 @@
+"""The judge widget's result layers: verdicts with their names, accepted labels, SMPs, on their plane.
+
+The judge works on 2D planes (the plane of each layer the viewer shows). Its
+results are drawn on that plane only: on a stack, a result layer holds one
+plane, ``(1, H, W)`` (one leading axis of length 1 per leading axis of the
+source layer), translated to the judged plane. The layers stay linked to their
+source (:func:`~napari_samrefine._napari.layers.upsert_layer`): judging
+another plane moves them there with the new result, so the layers and the
+table always describe the last judged plane.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from napari.utils.colormaps import DirectLabelColormap
+
+from ..judge.verdicts import VERDICT_CODES
+from .layers import geometry, layer_data, upsert_layer
+
+__all__ = [
+    "VERDICT_NAME_COLORS",
+    "VERDICT_COLORS",
+    "legend_html",
+    "verdict_features",
+    "on_plane",
+    "show_judge_result",
+]
+
+VERDICT_NAME_COLORS = {"improved": "limegreen", "degraded": "red", "uncertain": "yellow"}
+"""Colour of each verdict in the verdict layer and the widget's legend."""
+
+VERDICT_COLORS = {
+    None: "transparent",
+    0: "transparent",
+    **{VERDICT_CODES[name]: color for name, color in VERDICT_NAME_COLORS.items()},
+}
+"""The verdict layer's colormap: label value (:data:`~napari_samrefine.judge.VERDICT_CODES`) to colour."""
+
+
+def legend_html() -> str:
+    """The widget's legend: a coloured square and the name of each verdict (Qt rich text)."""
+    items = (
+        f'<span style="color:{color}">&#9632;</span>&nbsp;{name}'
+        for name, color in VERDICT_NAME_COLORS.items()
+    )
+    return "&nbsp;&nbsp; ".join(items)
+
+
+def verdict_features() -> pd.DataFrame:
+    """The verdict layer's ``features``: napari shows the hovered label's ``verdict`` by name."""
+    names = sorted(VERDICT_CODES, key=VERDICT_CODES.get)
+    return pd.DataFrame(
+        {"index": np.array([VERDICT_CODES[n] for n in names], np.int64), "verdict": names}
+    )
+
+
+def on_plane(viewer, layer) -> tuple[tuple[int, ...] | None, Callable, dict]:
+    """Where a 2D result computed on ``layer``'s displayed plane goes.
+
+    Returns
+    -------
+    plane : tuple of int or None
+        The displayed plane's index along the leading axes (None for a 2D layer).
+    lift : callable
+        ``lift(data)`` gives a 2D result the layer's leading axes, of length 1.
+    geo : dict
+        ``scale`` and ``translate`` placing the lifted result over that plane.
+    """
+    lead = layer.ndim - 2
+    geo = geometry(layer)
+    if lead <= 0:
+        return None, lambda data: data, geo
+    shape = np.array(layer_data(layer).shape[:lead])
+    position = np.round(layer.world_to_data(viewer.dims.point)[:lead]).astype(int)
+    plane = tuple(int(p) for p in np.clip(position, 0, shape - 1))
+    translate = np.array(geo["translate"], float)
+    translate[:lead] += np.array(plane) * np.array(geo["scale"][:lead], float)
+    geo["translate"] = tuple(translate)
+    return plane, lambda data: np.asarray(data)[(None,) * lead], geo
+
+
+def show_judge_result(viewer, result, refined, pairs, table: pd.DataFrame) -> dict:
+    """Add or update the verdict, accepted and SMP layers of ``result`` (returns them by name).
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    result : JudgeResult
+        What :func:`~napari_samrefine.judge_refinement` returned for the
+        displayed plane of ``refined``.
+    refined : napari.layers.Labels
+        The refined labels layer (the verdict and accepted layers are linked to it).
+    pairs : list of (Image, Labels)
+        The support pairs, in the run's order (the SMPs go over their images).
+    table : pandas.DataFrame
+        ``result.table()``, the accepted layer's ``features``.
+    """
+    _, lift, geo = on_plane(viewer, refined)
+    layers = {}
+    layers["verdicts"] = upsert_layer(
+        viewer, refined, "jfs verdicts", "labels", lift(result.verdict_image()),
+        name=f"{refined.name} JFS verdicts", opacity=0.5,
+        colormap=DirectLabelColormap(color_dict=VERDICT_COLORS), features=verdict_features(),
+        **geo,
+    )  # fmt: skip
+    layers["accepted"] = upsert_layer(
+        viewer, refined, "jfs accepted", "labels", lift(result.accepted),
+        name=f"{refined.name} accepted", features=table, **geo,  # "index" is the label id
+    )  # fmt: skip
+    for n, (img, _) in enumerate(pairs if result.predictions else []):
+        _, lift_smp, smp_geo = on_plane(viewer, img)
+        smp = result.support_mask_predictions(n)
+        for name, data, cmap in zip(("SMP1", "SMP2"), smp, ("magenta", "green"), strict=True):
+            layers[f"{name} {n}"] = upsert_layer(
+                viewer, img, f"jfs {name}", "image", lift_smp(data), name=f"{name} on {img.name}",
+                colormap=cmap, blending="additive", contrast_limits=(0, 1), **smp_geo,
+            )  # fmt: skip
+    return layers

@@ -1,0 +1,88 @@
+"""What :func:`~napari_samrefine.refine` returns: refined labels and one record per object."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .prompts import ObjectPrompts
+
+__all__ = ["ObjectResult", "RefineResult", "Plane"]
+
+Plane = int | tuple[int, ...] | None
+"""A plane of the labels: None for 2D, the index for a 3D stack, (t, z) for 4D."""
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    """What happened to one object (or one STM group in semantic mode).
+
+    Attributes
+    ----------
+    label_id : int
+        Object id (instance mode) or class id (semantic mode).
+    plane : int, tuple or None
+        The plane: None for 2D labels, its index in a 3D stack, (t, z) in a 4D one.
+    status : str
+        "ok"; "kept-previous" (SAM's mask came out empty at a later cascade
+        iteration: the previous iteration's mask is kept); "empty-input" (the
+        requested id is not in the labels); "empty-output" (SAM's mask came out
+        empty at the first iteration: the coarse mask is kept); "skipped"
+        (present in the labels but not selected with ``label_ids``; kept as is);
+        "specks" (semantic mode: every component of the class is under STM's
+        minimum size, so there is nothing to refine; kept as is);
+        "too-large-for-tile" (lazy input only: the object fits no tile and the
+        whole plane is too large to refine downscaled; kept as is).
+    predicted_iou : float
+        SAM's predicted IoU of the chosen candidate in the last iteration.
+    iterations : int
+        Decoder passes the object went through.
+    coarse_area, refined_area : int
+        Pixels before and after (refined_area before overlap resolution).
+    group : int
+        Index of the STM group within its class (semantic mode), else 0.
+    """
+
+    label_id: int
+    plane: Plane
+    status: str
+    predicted_iou: float
+    iterations: int
+    coarse_area: int
+    refined_area: int
+    group: int = 0
+
+
+@dataclass
+class RefineResult:
+    """Result of :func:`~napari_samrefine.refine`.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray or array
+        Refined labels, same shape and dtype as the input, ids preserved: a
+        numpy array, or the ``out=`` array (e.g. a zarr array) when one was given.
+    objects : list of ObjectResult
+        One record per object (per group in semantic mode).
+    prompts : list of ObjectPrompts or None
+        The prompts of each object's last iteration, aligned with ``objects``
+        (None for objects that were not refined). ``mask_input`` is dropped to
+        save memory (256 kB per object for the published models);
+        :func:`~napari_samrefine.excavate_prompts` recomputes it. Each holds
+        arrays the size of its object's box (the Gaussian map), never of the image.
+    mode : str
+        "instance" or "semantic".
+    """
+
+    labels: np.ndarray
+    objects: list[ObjectResult] = field(default_factory=list)
+    prompts: list[ObjectPrompts | None] = field(default_factory=list)
+    mode: str = "instance"
+
+    def table(self):
+        """Per-object records as a pandas DataFrame (one row per object)."""
+        import pandas as pd
+
+        columns = list(ObjectResult.__dataclass_fields__)
+        return pd.DataFrame([asdict(o) for o in self.objects], columns=columns)
