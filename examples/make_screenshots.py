@@ -10,6 +10,7 @@ Writes docs/images/widget-<name>.png and docs/images/screenshot.png (README).
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -21,6 +22,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 from qtpy.QtWidgets import QApplication
+
+from napari_samrefine.sam.download import CACHE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
@@ -71,6 +74,9 @@ def support_pair() -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     warnings.simplefilter("ignore")  # deprecation toasts out of the pictures
+    # an empty cache folder, so that the times in the status lines are those of a first run
+    # (LiteMedSAM ships in its package; nothing is downloaded)
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="samrefine-screenshots-")
     IMAGES.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1500, 950)
@@ -90,6 +96,7 @@ def main() -> None:
     _, prompts = dock("napari-samrefine", "Prompt excavation", tabify=True)
     prompts.labels_layer.value = viewer.layers["nuclei coarse"]
     press(prompts)
+    viewer.reset_view()
     shoot(viewer, "widget-prompts")
     for role in ("points", "boxes", "Gaussian prompts"):
         viewer.layers[f"nuclei coarse {role}"].visible = False
@@ -105,6 +112,9 @@ def main() -> None:
     judge.add_support_pair(viewer.layers["support"], viewer.layers["support labels"])
     judge.model._model.value = MODEL
     press(judge)
+    for name in ("nuclei coarse refined", "nuclei coarse refined accepted"):
+        viewer.layers[name].visible = False  # the verdicts over the image
+    viewer.reset_view()
     shoot(viewer, "widget-judge")
 
     _, adaption = dock("napari-samrefine", "IoU adaption", tabify=True)
@@ -113,6 +123,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         adaption._output.value = str(Path(tmp) / "adaptor.pt")
         press(adaption)
+        viewer.layers["nuclei coarse refined"].visible = True
+        viewer.reset_view()
         shoot(viewer, "widget-adaption")
     viewer.close()
 

@@ -131,7 +131,7 @@ def test_empty_output_at_a_later_iteration_keeps_the_previous_mask(sam, dsb_pair
     from copy import deepcopy
 
     from napari_samrefine.samrefiner.cascade import _update
-    from napari_samrefine.samrefiner.refiner import _records
+    from napari_samrefine.samrefiner.plane import records
 
     image, labels = dsb_pair
     embedding = embed_image(sam, to_sam_rgb(image))
@@ -145,7 +145,7 @@ def test_empty_output_at_a_later_iteration_keeps_the_previous_mask(sam, dsb_pair
     assert states[1].status == "kept-previous" and not states[1].active
     np.testing.assert_array_equal(states[1].mask.mask, after_t0.mask.mask)
     np.testing.assert_array_equal(write_back(labels, states), before)  # t-1 pixels, same claims
-    table = _records(states, None, "instance")
+    table = records(states, None, "instance")
     assert table[1].status == "kept-previous" and table[1].refined_area == after_t0.mask.area
     # at t = 0 the coarse mask stays
     fresh = ObjectState(coarse=objects[0], mask=objects[0])

@@ -56,3 +56,38 @@ def test_cancel_during_encoding_acts_within_seconds(make_napari_viewer, qtbot, v
     assert widget.status.startswith("Cancelled")
     # the hooks are gone: the model encodes as before, without reporting
     assert all(not m._forward_pre_hooks for m in vit_b.image_encoder.modules())
+
+
+def test_cancel_during_decoding_acts_within_seconds(make_napari_viewer, qtbot, vit_b):
+    """The image already encoded, the run goes straight to the cascade; Cancel stops it there.
+
+    With random weights every mask grows to most of the image after the first
+    iteration, so each iteration's prompt excavation works on megapixel masks:
+    the slowest case for the checks between objects.
+    """
+    from napari_samrefine.sam.embedding import default_cache
+    from napari_samrefine.sam.preprocess import to_sam_rgb
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-samrefine", "nuclei")
+    widget = viewer.window.add_plugin_dock_widget("napari-samrefine", "SAM refine")[1]
+    widget.model.sam = vit_b
+    widget.iterations.value = 20
+    default_cache.get(vit_b, to_sam_rgb(viewer.layers["nuclei"].data))  # what refine will ask for
+    layers_before = [layer.name for layer in viewer.layers]
+    passes = []
+    handle = vit_b.image_encoder.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        widget._run_button.native.click()
+        qtbot.waitUntil(lambda: "iteration 2/" in widget.status, timeout=TIMEOUT)
+        start = time.monotonic()
+        widget._stop_button.native.click()
+        qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+        latency = time.monotonic() - start
+    finally:
+        handle.remove()
+    print(f"cancel latency while decoding: {latency:.2f} s")
+    assert passes == []  # the embedding came from the cache: only decoding ran
+    assert latency < BOUND_S, f"Cancel took {latency:.1f} s during the cascade"
+    assert [layer.name for layer in viewer.layers] == layers_before
+    assert widget.status.startswith("Cancelled")

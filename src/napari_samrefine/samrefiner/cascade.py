@@ -219,8 +219,8 @@ def run_cascade(
     iou_adaptor : optional
         SAMRefiner++ adaptor used to select candidates.
     step : callable, optional
-        Called as ``step(iteration, message)`` after every decoder call (progress
-        and cancellation; it may raise to stop).
+        Called as ``step(iteration, message)`` after every decoder call and every
+        few prompt excavations (progress and cancellation; it may raise to stop).
     decoder : {"lean", "reference"}
         "lean" (default) decodes with
         :class:`~napari_samrefine.sam.lean_decoder.LeanMaskDecoder`, built once for
@@ -248,7 +248,11 @@ def run_cascade(
             break
         for start in range(0, len(active), batch_size):
             chunk = active[start : start + batch_size]
-            prompts = [settings.excavate(s.mask, embedding, grid) for s in chunk]
+            prompts = []
+            for k, s in enumerate(chunk):
+                prompts.append(settings.excavate(s.mask, embedding, grid))
+                if step is not None and k % 4 == 3:  # progress (and Cancel) between objects too
+                    step(t, f"iteration {t + 1}/{iterations}: prompts of {start + k + 1}/{len(active)} objects")
             decoded = decode_prompts(
                 sam, embedding, prompts, settings.switches,
                 batch_size=batch_size, iou_adaptor=iou_adaptor, decoder=decoder,

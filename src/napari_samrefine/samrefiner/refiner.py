@@ -26,7 +26,6 @@ from .inputs import (
 )
 from .lazy_arrays import is_lazy
 from .plane import PlaneJob, plane_indices, refine_loaded_plane
-from .plane import records as _records  # noqa: F401  (the name tests and older code import)
 from .result import ObjectResult, RefineResult
 
 __all__ = ["refine", "RefineResult", "ObjectResult"]
