@@ -55,6 +55,12 @@ def test_zarr_layers_refine_into_a_new_zarr_layer(make_napari_viewer, qtbot, sam
     np.testing.assert_array_equal(np.asarray(source.data), coarse)  # the coarse store untouched
     assert widget.status.startswith("27 objects refined"), widget.status
 
+    run_and_wait(qtbot, widget)  # a layer on disk cannot be checked for edits: kept, a new one added
+    results = [lay for lay in viewer.layers if lay.metadata.get("samrefine", {}).get("source")]
+    assert len(results) == 2 and results[0] is layer
+    assert layer.metadata["samrefine"]["role"] == "refined (on disk)"
+    np.testing.assert_array_equal(np.asarray(results[1].data), want)
+
 
 def test_multiscale_image_uses_the_level_that_matches_the_labels(make_napari_viewer, qtbot, sam):
     image, coarse = load_nuclei()

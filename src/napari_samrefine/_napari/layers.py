@@ -219,7 +219,8 @@ def upsert_layer(viewer, source, role: str, kind: str, data, name: str, **kwargs
     layer = find_linked(viewer, source, role)
     written = None if layer is None else _link(layer).get("written")
     if layer is not None and kind == "labels" and (written is None or _digest(layer.data) != written):
-        _link(layer)["role"] = f"{role} (edited by the user)"  # keep it, never update it again
+        why = "on disk" if written is None else "edited by the user"
+        _link(layer)["role"] = f"{role} ({why})"  # keep it, never update it again
         layer = None
     if layer is None:
         add = getattr(viewer, f"add_{kind}")
