@@ -113,3 +113,32 @@ def test_4d_stack_refines_the_plane_shown(make_napari_viewer, qtbot, sam, stardi
     np.testing.assert_array_equal(got, want)
     for t, z in ((0, 0), (0, 1), (1, 1)):
         np.testing.assert_array_equal(got[t, z], labels4[t, z])
+
+
+def test_4d_stack_current_time_point(make_napari_viewer, qtbot, sam, stardist_stack):
+    image, labels = stardist_stack
+    image4, labels4 = image.reshape(2, 2, *image.shape[1:]), labels.reshape(2, 2, *labels.shape[1:])
+    viewer = make_napari_viewer()
+    viewer.add_image(image4, name="tzyx")
+    viewer.add_labels(labels4, name="tzyx labels")
+    viewer.dims.set_point(0, 1)
+    widget = open_widget(viewer, "SAM refine")
+    widget.model.sam = sam
+    widget.iterations.value = 1
+    assert "current time point" in widget.planes.choices
+    widget.planes.value = "current time point"
+    run_and_wait(qtbot, widget)
+    table = viewer.layers["tzyx labels refined"].metadata["samrefine_table"]
+    assert set(table["plane"]) == {(1, 0), (1, 1)}
+    got = np.asarray(viewer.layers["tzyx labels refined"].data)
+    np.testing.assert_array_equal(got, refine(image4, labels4, sam, iterations=1, planes=1).labels)
+    np.testing.assert_array_equal(got[0], labels4[0])
+
+
+def test_time_points_are_offered_for_4d_layers_only(make_napari_viewer, stardist_stack):
+    image, labels = stardist_stack
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="zyx")
+    viewer.add_labels(labels, name="zyx labels")
+    widget = open_widget(viewer, "SAM refine")
+    assert "current time point" not in widget.planes.choices

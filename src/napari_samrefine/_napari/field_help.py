@@ -26,8 +26,8 @@ HELP = {
     ),
     "objects": "All objects, or only the label selected in the labels layer (the label the brush paints with).",
     "planes": (
-        "On a stack: only the plane the viewer shows, or every plane. Each plane is refined on "
-        "its own; 2D layers have one plane."
+        "On a stack: only the plane the viewer shows, every plane of the time point it shows "
+        "(4D stacks), or every plane. Each plane is refined on its own; 2D layers have one plane."
     ),
     # prompts
     "points": "Give SAM a point inside each object, where the object is thickest.",

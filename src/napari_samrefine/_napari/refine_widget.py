@@ -69,7 +69,7 @@ class RefineWidget(TaskWidget):
         self.cebox = FloatSpinBox(label="box growth (CEBox)", value=0.1, min=0.0, max=1.0, step=0.05)
         self.iterations = SpinBox(label="iterations", value=5, min=1, max=20)
         self.objects = ComboBox(label="objects", choices=list(OBJECTS), value="all objects")
-        self.planes = ComboBox(label="planes", choices=list(PLANES), value="current plane")
+        self.planes = ComboBox(label="planes", choices=self._plane_choices, value="current plane")
         self.output = ComboBox(
             label="output", choices=[("new layer", "new"), ("in place (undoable)", "inplace")],
             value="new",
@@ -95,8 +95,14 @@ class RefineWidget(TaskWidget):
         self._labels_changed(self.labels_layer.value)
 
     def _labels_changed(self, layer) -> None:
-        # the planes choice only means something for a stack
+        # the planes choice only means something for a stack; time points for 4D ones
         self.planes.visible = layer is not None and layer.ndim > 2
+        self.planes.reset_choices()
+
+    def _plane_choices(self, _widget=None) -> list[str]:
+        layer = getattr(self, "labels_layer", None)
+        ndim = 0 if layer is None or layer.value is None else layer.value.ndim
+        return [p for p in PLANES if ndim == 4 or p != "current time point"]
 
     def _mode_changed(self, mode: str) -> None:
         # CEBox is an instance-mode prompt (SPEC section 2)

@@ -33,8 +33,9 @@ __all__ = [
 
 OBJECTS = ("all objects", "selected label")
 """Which objects a run refines: every label, or the labels layer's selected label."""
-PLANES = ("current plane", "all planes")
-"""Which planes of a stack a run refines (2D layers have one plane)."""
+PLANES = ("current plane", "current time point", "all planes")
+"""Which planes of a stack a run refines: the one shown, every plane of the time point shown
+(4D stacks), or all (2D layers have one plane)."""
 
 
 def _layer(viewer, layer, kind: str):
@@ -73,8 +74,8 @@ def scope_arguments(objects: str, planes: str, viewer, labels_layer) -> dict:
     Parameters
     ----------
     objects : {"all objects", "selected label"}
-    planes : {"current plane", "all planes"}
-        Ignored for 2D layers.
+    planes : {"current plane", "current time point", "all planes"}
+        Ignored for 2D layers; "current time point" is for 4D (T, Z, Y, X) layers.
     viewer : napari.Viewer
     labels_layer : napari.layers.Labels
     """
@@ -85,10 +86,16 @@ def scope_arguments(objects: str, planes: str, viewer, labels_layer) -> dict:
     kwargs = {}
     if objects == "selected label":
         kwargs["label_ids"] = [int(labels_layer.selected_label)]
-    if planes == "current plane":
-        plane = current_plane(viewer, labels_layer)
-        if plane is not None:
-            kwargs["planes"] = [plane]
+    plane = current_plane(viewer, labels_layer)
+    if planes == "current time point" and not isinstance(plane, tuple):
+        raise ValueError(
+            f"'current time point' is for 4D (T, Z, Y, X) layers; {labels_layer.name!r} has "
+            f"{labels_layer.ndim} dimensions: choose 'current plane' or 'all planes'."
+        )
+    if planes == "current plane" and plane is not None:
+        kwargs["planes"] = [plane]
+    elif planes == "current time point":
+        kwargs["planes"] = [plane[0]]  # an int t: every z of that time point
     return kwargs
 
 
@@ -275,8 +282,9 @@ def refine_layers(
         through napari's undoable path.
     objects : {"all objects", "selected label"}
         Every object, or only the labels layer's selected label.
-    planes : {"all planes", "current plane"}
-        For a stack: every plane (default), or only the plane the viewer shows.
+    planes : {"all planes", "current plane", "current time point"}
+        For a stack: every plane (default), only the plane the viewer shows, or
+        (4D) every plane of the time point it shows.
     **refine_kwargs
         Passed to :func:`napari_samrefine.refine` (mode, iterations, prompt switches, ...).
 
