@@ -92,17 +92,23 @@ def test_multiscale_labels_give_a_multiscale_result(make_napari_viewer, qtbot, s
     np.testing.assert_array_equal(np.asarray(layer.data[1]), want[::2, ::2])
 
 
-def test_4d_stack_refines_the_plane_shown(make_napari_viewer, qtbot, sam, stardist_stack):
-    image, labels = stardist_stack
+def four_d(make_napari_viewer, stack, sam, t: int, z: int):
+    """A viewer showing plane (t, z) of a (2, 2, Y, X) stack, and a SAM refine widget on it."""
+    image, labels = stack
     image4, labels4 = image.reshape(2, 2, *image.shape[1:]), labels.reshape(2, 2, *labels.shape[1:])
     viewer = make_napari_viewer()
     viewer.add_image(image4, name="tzyx")
     viewer.add_labels(labels4, name="tzyx labels")
-    viewer.dims.set_point(0, 1)
-    viewer.dims.set_point(1, 0)
+    viewer.dims.set_point(0, t)
+    viewer.dims.set_point(1, z)
     widget = open_widget(viewer, "SAM refine")
     widget.model.sam = sam
     widget.iterations.value = 1
+    return viewer, widget, image4, labels4
+
+
+def test_4d_stack_refines_the_plane_shown(make_napari_viewer, qtbot, sam, stardist_stack):
+    viewer, widget, image4, labels4 = four_d(make_napari_viewer, stardist_stack, sam, 1, 0)
     assert widget.planes.value == "current plane"
     run_and_wait(qtbot, widget)
     layer = viewer.layers["tzyx labels refined"]
@@ -116,15 +122,7 @@ def test_4d_stack_refines_the_plane_shown(make_napari_viewer, qtbot, sam, stardi
 
 
 def test_4d_stack_current_time_point(make_napari_viewer, qtbot, sam, stardist_stack):
-    image, labels = stardist_stack
-    image4, labels4 = image.reshape(2, 2, *image.shape[1:]), labels.reshape(2, 2, *labels.shape[1:])
-    viewer = make_napari_viewer()
-    viewer.add_image(image4, name="tzyx")
-    viewer.add_labels(labels4, name="tzyx labels")
-    viewer.dims.set_point(0, 1)
-    widget = open_widget(viewer, "SAM refine")
-    widget.model.sam = sam
-    widget.iterations.value = 1
+    viewer, widget, image4, labels4 = four_d(make_napari_viewer, stardist_stack, sam, 1, 0)
     assert "current time point" in widget.planes.choices
     widget.planes.value = "current time point"
     run_and_wait(qtbot, widget)
