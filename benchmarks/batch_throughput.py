@@ -5,7 +5,7 @@ A folder of ``--files`` (200) small images of real nuclei with their labels:
 images in tests/data, in the 8 orientations of the square (rotations and
 flips), each with its ground-truth labels as the coarse labels (relabelled
 1..n). Every configuration refines the whole folder into a folder of its own
-with ``napari_samrefine.samrefiner.batch.refine_many`` (default options,
+with ``napari_samrefine.batch.many.refine_many`` (default options,
 ``iterations=5``), from the checkpoint file (paths travel, each worker loads
 the model once); the time is the wall clock of the whole call: cluster
 start-up, model loads, reading, refining, writing.
@@ -103,8 +103,8 @@ def _run(args, tmp: Path) -> int:
     import torch
     from distributed import Client, LocalCluster
 
+    from napari_samrefine.batch.many import batch_summary, refine_many
     from napari_samrefine.io import find_pairs
-    from napari_samrefine.samrefiner.batch import batch_summary, refine_many
 
     images, labels = make_folder(tmp, args.files, args.size)
     pairs = find_pairs(images, labels)

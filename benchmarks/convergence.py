@@ -26,8 +26,8 @@ import tifffile
 from PIL import Image
 
 import napari_samrefine as nsr
+from napari_samrefine.engine.embedding import EmbeddingCache
 from napari_samrefine.evaluation.defects import synthesize_coarse_labels
-from napari_samrefine.sam.embedding import EmbeddingCache
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

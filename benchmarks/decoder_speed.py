@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor, build_sam_vit_b
 
-from napari_samrefine.sam.embedding import embed_image
+from napari_samrefine.engine.embedding import embed_image
+from napari_samrefine.labels.objects import objects_from_labels
 from napari_samrefine.samrefiner.decode import (
     PromptSwitches,
     decode_prompts,
     lean_decoder,
     prompt_tensors,
 )
-from napari_samrefine.samrefiner.objects import objects_from_labels
 from napari_samrefine.samrefiner.prompts import excavate_object
 from napari_samrefine.testing import tiny_sam
 

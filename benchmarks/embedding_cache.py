@@ -37,7 +37,7 @@ def build(name: str):
     """A random-weight SAM (seeded, so both processes build the same model)."""
     import torch
 
-    from napari_samrefine.sam.fast_encoder import FAST_ENCODER_DEFAULTS, enable_fast_encoder
+    from napari_samrefine.engine.fast_encoder import FAST_ENCODER_DEFAULTS, enable_fast_encoder
 
     sam_build = importlib.import_module("segment_anything.build_sam")
     torch.manual_seed(0)
@@ -60,7 +60,7 @@ def child(args) -> None:
     from decoder_speed import synthetic_scene
 
     import napari_samrefine as nsr
-    from napari_samrefine.sam.embedding import default_cache
+    from napari_samrefine.engine.embedding import default_cache
 
     sam = build(args.model)
     passes = []

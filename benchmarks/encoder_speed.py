@@ -42,9 +42,9 @@ import torch
 from PIL import Image
 
 from napari_samrefine import load_sam, refine
-from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
-from napari_samrefine.sam.fast_encoder import disable_fast_encoder, enable_fast_encoder
-from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.engine.embedding import EmbeddingCache, embed_image
+from napari_samrefine.engine.fast_encoder import disable_fast_encoder, enable_fast_encoder
+from napari_samrefine.engine.preprocess import to_sam_rgb
 
 DSB = Path(__file__).resolve().parents[1] / "tests" / "data" / "dsb2018"
 
@@ -94,7 +94,7 @@ def build_model(name: str):
             warnings.simplefilter("ignore")
             from mobile_sam import build_sam_vit_t
 
-            from napari_samrefine.sam.architecture import build_sam, infer_sam_config
+            from napari_samrefine.models.architecture import build_sam, infer_sam_config
 
             torch.manual_seed(0)
             state = build_sam_vit_t().state_dict()

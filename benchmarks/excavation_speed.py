@@ -24,8 +24,8 @@ import torch
 from decoder_speed import synthetic_scene
 from scipy import ndimage as ndi
 
-from napari_samrefine.sam.embedding import ImageEmbedding
-from napari_samrefine.sam.frame import SamFrame
+from napari_samrefine.engine.embedding import ImageEmbedding
+from napari_samrefine.engine.frame import SamFrame
 from napari_samrefine.samrefiner.prompts import excavate_prompts
 
 

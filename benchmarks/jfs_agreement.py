@@ -173,9 +173,9 @@ def main(argv=None) -> int:
     import torch
 
     import napari_samrefine as nsr
+    from napari_samrefine.engine.embedding import EmbeddingCache
     from napari_samrefine.evaluation.benchmark import load_pairs
     from napari_samrefine.evaluation.defects import synthesize_coarse_labels
-    from napari_samrefine.sam.embedding import EmbeddingCache
 
     torch.set_num_threads(1)
     start = time.perf_counter()

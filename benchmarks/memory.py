@@ -48,7 +48,7 @@ import torch
 from decoder_speed import build_model, synthetic_scene
 
 import napari_samrefine as nsr
-from napari_samrefine.sam.embedding import EmbeddingCache
+from napari_samrefine.engine.embedding import EmbeddingCache
 
 GB = 1024**3
 
@@ -182,7 +182,7 @@ def _measure(step) -> dict:
 
 def run_child(payload: dict) -> dict:
     """One measurement of ``--case sides`` or ``--case ids`` (in a child process)."""
-    from napari_samrefine.samrefiner.objects import objects_from_labels
+    from napari_samrefine.labels.objects import objects_from_labels
     from napari_samrefine.samrefiner.prompts import excavate_prompts
 
     dtype = np.dtype(payload["dtype"])

@@ -88,7 +88,7 @@ WRAPPED = [
     ("napari_samrefine.samrefiner.prompts", "elastic_box", "CEBox"),
     ("napari_samrefine.samrefiner.cascade", "decode_prompts", "decoder"),
     ("napari_samrefine.samrefiner.cascade", "ChosenLogits.upsample", "upsampling"),
-    ("napari_samrefine.samrefiner.refiner", "write_back", "write-back"),
+    ("napari_samrefine.pipeline.refiner", "write_back", "write-back"),
 ]
 
 
@@ -182,12 +182,12 @@ def main() -> None:
     from segment_anything import SamPredictor
 
     import napari_samrefine as nsr
-    from napari_samrefine.sam.embedding import EmbeddingCache
-    from napari_samrefine.sam.preprocess import to_sam_rgb
+    from napari_samrefine.engine.embedding import EmbeddingCache
+    from napari_samrefine.engine.preprocess import to_sam_rgb
+    from napari_samrefine.labels.objects import objects_from_labels
     from napari_samrefine.samrefiner.cascade import PromptSettings, run_cascade
     from napari_samrefine.samrefiner.cebox import FeatureGrid
     from napari_samrefine.samrefiner.decode import prompt_tensors
-    from napari_samrefine.samrefiner.objects import objects_from_labels
 
     sam = build_model(args.model)
     image, labels = nuclei_scene()

@@ -23,7 +23,7 @@ import tifffile
 from PIL import Image
 from qtpy.QtWidgets import QApplication
 
-from napari_samrefine.sam.download import CACHE_ENV
+from napari_samrefine.models.download import CACHE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"

@@ -20,8 +20,8 @@ def _private_cache_folder(tmp_path_factory):
     ``cache`` fixture moves it again for one test. The user's size limit of the
     disk tier is ignored (the default applies).
     """
-    from napari_samrefine.sam.disk_cache import LIMIT_ENV
-    from napari_samrefine.sam.download import CACHE_ENV
+    from napari_samrefine.engine.disk_cache import LIMIT_ENV
+    from napari_samrefine.models.download import CACHE_ENV
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("napari-samrefine-cache")))
@@ -108,7 +108,7 @@ def stardist_stack():
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """An empty model cache folder (NAPARI_SAMREFINE_CACHE) and no proxy for 127.0.0.1."""
-    from napari_samrefine.sam.download import CACHE_ENV
+    from napari_samrefine.models.download import CACHE_ENV
 
     folder = tmp_path / "cache"
     monkeypatch.setenv(CACHE_ENV, str(folder))

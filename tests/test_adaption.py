@@ -18,12 +18,12 @@ from napari_samrefine import (
     evaluate_selection,
     load_iou_adaptor,
 )
-from napari_samrefine.sam.embedding import embed_image
-from napari_samrefine.sam.preprocess import to_sam_rgb
-from napari_samrefine.samrefiner.adaption import ranking_loss
-from napari_samrefine.samrefiner.candidates import collect_candidates, plan_planes
-from napari_samrefine.samrefiner.lora import LoRALinear
-from napari_samrefine.samrefiner.selection import top1_correct
+from napari_samrefine.adaption.candidates import collect_candidates, plan_planes
+from napari_samrefine.adaption.lora import LoRALinear
+from napari_samrefine.adaption.selection import top1_correct
+from napari_samrefine.adaption.training import ranking_loss
+from napari_samrefine.engine.embedding import embed_image
+from napari_samrefine.engine.preprocess import to_sam_rgb
 from napari_samrefine.testing import tiny_sam
 
 TRAIN_IDS = ["00071198d059", "1db1cddf28e3", "35ca5f142a7d", "b560dba92fbf"]
@@ -179,7 +179,7 @@ def test_training_gradient_equals_backprop_through_the_decoder(train_set):
 
     down = adaptor.down.clone().requires_grad_(True)
     up = adaptor.up.clone().requires_grad_(True)
-    from napari_samrefine.samrefiner.lora import lora_delta
+    from napari_samrefine.adaption.lora import lora_delta
 
     scores = torch.as_tensor(cands.scores) + lora_delta(cands.hidden, down, up)[:, 1:]
     loss = ranking_loss(scores, targets).sum()
@@ -459,8 +459,8 @@ def test_evaluation_with_refine_prompts_reports_before_and_after(trained):
 
 def test_refine_selects_candidates_with_the_adapted_head(tmp_path, train_set, trained):
     from napari_samrefine import refine
+    from napari_samrefine.labels.objects import objects_from_labels
     from napari_samrefine.samrefiner.decode import decode_prompts
-    from napari_samrefine.samrefiner.objects import objects_from_labels
     from napari_samrefine.samrefiner.prompts import excavate_object
 
     sam = tiny_sam()

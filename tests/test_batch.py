@@ -22,11 +22,12 @@ from PIL import Image
 
 from _data import DSB2018
 from napari_samrefine._progress import Cancelled
+from napari_samrefine.batch import cluster
+from napari_samrefine.batch import one_file as batch_file
+from napari_samrefine.batch.many import batch_summary, refine_many
+from napari_samrefine.batch.one_file import ModelSpec
 from napari_samrefine.cli import main
 from napari_samrefine.io import find_pairs
-from napari_samrefine.samrefiner import batch_file, cluster
-from napari_samrefine.samrefiner.batch import batch_summary, refine_many
-from napari_samrefine.samrefiner.batch_file import ModelSpec
 
 distributed = pytest.importorskip("distributed")
 

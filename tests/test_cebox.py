@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from _data import DSB2018
-from napari_samrefine.sam.embedding import ImageEmbedding, embed_image
-from napari_samrefine.sam.frame import SamFrame
-from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.engine.embedding import ImageEmbedding, embed_image
+from napari_samrefine.engine.frame import SamFrame
+from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
 from napari_samrefine.samrefiner.cebox import FeatureGrid, cebox_strips, elastic_box
-from napari_samrefine.samrefiner.objects import ObjectMask, objects_from_labels
 from napari_samrefine.samrefiner.prompts import excavate_object, excavate_prompts
 from napari_samrefine.testing import tiny_sam
 

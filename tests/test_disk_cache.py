@@ -17,16 +17,16 @@ import torch
 
 import napari_samrefine as nsr
 from napari_samrefine.cli import main
-from napari_samrefine.sam.disk_cache import (
+from napari_samrefine.engine.disk_cache import (
     LIMIT_ENV,
     DiskEmbeddingCache,
     clear_embedding_cache,
     embedding_cache_info,
     embedding_cache_limit,
 )
-from napari_samrefine.sam.embedding import EmbeddingCache, default_cache, embed_image, image_key
-from napari_samrefine.sam.preprocess import to_sam_rgb
-from napari_samrefine.sam.registry import get_model
+from napari_samrefine.engine.embedding import EmbeddingCache, default_cache, embed_image, image_key
+from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.models.registry import get_model
 from napari_samrefine.testing import tiny_sam
 
 
@@ -113,7 +113,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np, torch, xxhash
-    from napari_samrefine.sam.embedding import default_cache
+    from napari_samrefine.engine.embedding import default_cache
     from napari_samrefine.testing import tiny_sam
 
     torch.set_num_threads(1)

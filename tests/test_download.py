@@ -12,14 +12,14 @@ import pytest
 
 from _http import FileServer, closed_port_url, xxh128
 from napari_samrefine._progress import Cancelled
-from napari_samrefine.sam.download import (
+from napari_samrefine.models.download import (
     ModelDownloadError,
     availability_text,
     checkpoint_status,
     fetch_checkpoint,
     format_size,
 )
-from napari_samrefine.sam.registry import get_model, register_model, unregister_model
+from napari_samrefine.models.registry import get_model, register_model, unregister_model
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

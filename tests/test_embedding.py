@@ -2,8 +2,8 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
-from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
-from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.engine.embedding import EmbeddingCache, embed_image
+from napari_samrefine.engine.preprocess import to_sam_rgb
 
 
 def test_embedding_equals_sam_predictor(sam, dsb_pair):
@@ -35,8 +35,8 @@ def test_cache_encodes_once_per_image_and_model(sam, dsb_pair):
 
 
 def test_model_key_follows_the_weights_not_the_object(sam):
-    from napari_samrefine.sam.embedding import model_key
-    from napari_samrefine.sam.profile import BOX_ONLY_MINMAX_PROFILE
+    from napari_samrefine.engine.embedding import model_key
+    from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE
     from napari_samrefine.testing import tiny_sam
 
     twin = tiny_sam(seed=0)

@@ -11,16 +11,16 @@ import pytest
 import torch
 from segment_anything.modeling.image_encoder import Attention
 
-from napari_samrefine.sam import fast_encoder
-from napari_samrefine.sam.embedding import EmbeddingCache, image_key
-from napari_samrefine.sam.fast_encoder import (
+from napari_samrefine.engine import fast_encoder
+from napari_samrefine.engine.embedding import EmbeddingCache, image_key
+from napari_samrefine.engine.fast_encoder import (
     FAST_ENCODER_DEFAULTS,
     disable_fast_encoder,
     enable_fast_encoder,
     fast_encoder_key,
     fast_encoder_state,
 )
-from napari_samrefine.sam.loading import load_sam
+from napari_samrefine.models.loading import load_sam
 from napari_samrefine.testing import tiny_sam, tiny_tinyvit_sam
 
 ATOL = 1e-4  # embeddings of magnitude ~4; float32 rounding differences are ~1e-6

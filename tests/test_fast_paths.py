@@ -6,9 +6,10 @@ import torch
 
 import napari_samrefine as nsr
 from napari_samrefine import IoUAdaptor
-from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
-from napari_samrefine.sam.lean_decoder import LeanMaskDecoder, supports_lean_decoder
-from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.engine.embedding import EmbeddingCache, embed_image
+from napari_samrefine.engine.lean_decoder import LeanMaskDecoder, supports_lean_decoder
+from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.labels.objects import objects_from_labels
 from napari_samrefine.samrefiner.cascade import PromptSettings, run_cascade
 from napari_samrefine.samrefiner.decode import (
     PromptSwitches,
@@ -16,7 +17,6 @@ from napari_samrefine.samrefiner.decode import (
     decode_prompts,
     prompt_tensors,
 )
-from napari_samrefine.samrefiner.objects import objects_from_labels
 from napari_samrefine.samrefiner.prompts import excavate_object, excavate_prompts
 from napari_samrefine.testing import tiny_sam
 
@@ -156,8 +156,8 @@ def test_cebox_cosine_equals_upsampling_every_channel(shape):
     all channels, then normalising."""
     import torch.nn.functional as F
 
-    from napari_samrefine.sam.embedding import ImageEmbedding
-    from napari_samrefine.sam.frame import SamFrame
+    from napari_samrefine.engine.embedding import ImageEmbedding
+    from napari_samrefine.engine.frame import SamFrame
     from napari_samrefine.samrefiner.cebox import FeatureGrid
 
     g = torch.Generator().manual_seed(0)
@@ -182,7 +182,7 @@ def test_cebox_cosine_equals_upsampling_every_channel(shape):
 
 
 def test_chosen_logits_crop_upsamples_like_the_full_low_res_map():
-    from napari_samrefine.sam.frame import SamFrame
+    from napari_samrefine.engine.frame import SamFrame
     from napari_samrefine.samrefiner.cascade import ChosenLogits
 
     rng = np.random.default_rng(0)

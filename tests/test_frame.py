@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_samrefine.sam.frame import SamFrame, resize_longest_side_shape
-from napari_samrefine.sam.resize import Band, bilinear_band
+from napari_samrefine.engine.frame import SamFrame, resize_longest_side_shape
+from napari_samrefine.engine.resize import Band, bilinear_band
 
 
 def torch_matrix(n_in: int, n_out: int) -> np.ndarray:

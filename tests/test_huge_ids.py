@@ -16,7 +16,7 @@ import pytest
 from napari_samrefine import judge_refinement, refine
 from napari_samrefine.evaluation.metrics import object_ious
 from napari_samrefine.judge.crops import support_candidates
-from napari_samrefine.samrefiner.objects import isin_ids, object_slices, objects_from_labels
+from napari_samrefine.labels.objects import isin_ids, object_slices, objects_from_labels
 from napari_samrefine.samrefiner.prompts import excavate_prompts
 from napari_samrefine.samrefiner.stm import split_then_merge
 
@@ -91,8 +91,7 @@ def test_objects_and_slices_equal_those_of_small_ids(crop, kind):
 
 def test_object_slices_across_row_blocks(monkeypatch):
     """Objects that span several blocks of rows get one box, the union of their parts."""
-    from napari_samrefine.samrefiner import objects
-
+    from napari_samrefine.labels import objects
     monkeypatch.setattr(objects, "_BLOCK_PIXELS", 64)  # 2 rows of 32 px per block
     labels = np.zeros((9, 32), np.uint64)
     labels[1:8, 3:5] = U64

@@ -7,11 +7,11 @@ import pytest
 from segment_anything import SamPredictor
 
 from _data import DSB2018
+from napari_samrefine.engine.embedding import EmbeddingCache
+from napari_samrefine.engine.preprocess import to_sam_rgb
 from napari_samrefine.judge import FewShotSegmenter, MaskTransferFSS, PerSamFSS
 from napari_samrefine.judge.fss_sam import location_map
 from napari_samrefine.judge.masking import masked_features, masked_prototype
-from napari_samrefine.sam.embedding import EmbeddingCache
-from napari_samrefine.sam.preprocess import to_sam_rgb
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from scipy import ndimage as ndi
 
 from _data import DSB2018
 from napari_samrefine import Cancelled, judge_refinement
+from napari_samrefine.engine.embedding import EmbeddingCache
 from napari_samrefine.evaluation.metrics import iou
 from napari_samrefine.judge import MaskTransferFSS
 from napari_samrefine.judge.verdicts import accepted_labels
-from napari_samrefine.sam.embedding import EmbeddingCache
 
 
 def load(name: str, size: int = 128) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from _data import DSB2018
+from napari_samrefine.engine.embedding import EmbeddingCache, embed_image
+from napari_samrefine.engine.preprocess import to_sam_rgb
 from napari_samrefine.judge.masking import (
     feature_masking,
     hybrid_masking,
@@ -15,8 +17,6 @@ from napari_samrefine.judge.masking import (
     masked_prototype,
     pixel_fill,
 )
-from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
-from napari_samrefine.sam.preprocess import to_sam_rgb
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,16 @@ import pytest
 import zarr
 
 import napari_samrefine as nsr
-from napari_samrefine.sam.embedding import EmbeddingCache
-from napari_samrefine.sam.preprocess import stretch_limits, to_sam_rgb
-from napari_samrefine.samrefiner import lazy_arrays, slide_contrast
+from napari_samrefine.engine.embedding import EmbeddingCache
+from napari_samrefine.engine.preprocess import stretch_limits, to_sam_rgb
+from napari_samrefine.labels.objects import objects_from_labels
+from napari_samrefine.labels.scan import lazy_objects, scan_objects
+from napari_samrefine.pipeline import lazy_arrays, slide_contrast
+from napari_samrefine.pipeline.inputs import arrange_image
+from napari_samrefine.pipeline.slide_contrast import plane_limits
+from napari_samrefine.pipeline.slide_writeback import StripWriter
+from napari_samrefine.pipeline.tiling import TileSpec, assign_to_tiles, refine_plane, tile_windows
 from napari_samrefine.samrefiner.cascade import PromptSettings
-from napari_samrefine.samrefiner.inputs import arrange_image
-from napari_samrefine.samrefiner.objects import objects_from_labels
-from napari_samrefine.samrefiner.slide_contrast import plane_limits
-from napari_samrefine.samrefiner.slide_objects import lazy_objects, scan_objects
-from napari_samrefine.samrefiner.slide_writeback import StripWriter
-from napari_samrefine.samrefiner.tiling import TileSpec, assign_to_tiles, refine_plane, tile_windows
 from napari_samrefine.samrefiner.writeback import write_back
 
 TILE = dict(tile=256, halo=32)

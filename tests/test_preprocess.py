@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_samrefine.sam.preprocess import percentile_stretch, to_sam_rgb
+from napari_samrefine.engine.preprocess import percentile_stretch, to_sam_rgb
 
 
 def test_uint8_grey_and_rgb_pass_unchanged(dsb_pair, stained_pair):

@@ -12,14 +12,14 @@ from hypothesis.extra import numpy as hnp
 from scipy import ndimage as ndi
 
 from _data import DSB2018
-from napari_samrefine.sam.frame import SamFrame
+from napari_samrefine.engine.frame import SamFrame
+from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
 from napari_samrefine.samrefiner.distance import (
     inside_distance,
     object_crop,
     outside_distance,
     outside_distance_squared,
 )
-from napari_samrefine.samrefiner.objects import ObjectMask, objects_from_labels
 from napari_samrefine.samrefiner.prompts import (
     excavate_object,
     excavate_prompts,

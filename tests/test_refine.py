@@ -6,9 +6,10 @@ import torch
 from segment_anything import SamPredictor
 
 import napari_samrefine as nsr
-from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
-from napari_samrefine.sam.frame import SamFrame
-from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.engine.embedding import EmbeddingCache, embed_image
+from napari_samrefine.engine.frame import SamFrame
+from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.labels.objects import objects_from_labels, trim
 from napari_samrefine.samrefiner.cascade import (
     ChosenLogits,
     ObjectState,
@@ -16,7 +17,6 @@ from napari_samrefine.samrefiner.cascade import (
     run_cascade,
 )
 from napari_samrefine.samrefiner.decode import PromptSwitches, decode_prompts, prompt_tensors
-from napari_samrefine.samrefiner.objects import objects_from_labels, trim
 from napari_samrefine.samrefiner.prompts import excavate_object
 from napari_samrefine.samrefiner.writeback import write_back
 
@@ -130,8 +130,8 @@ def test_empty_output_at_a_later_iteration_keeps_the_previous_mask(sam, dsb_pair
     """SPEC 1 / issue 12: an empty output at t > 0 keeps the t-1 result, not the coarse mask."""
     from copy import deepcopy
 
+    from napari_samrefine.pipeline.plane import records
     from napari_samrefine.samrefiner.cascade import _update
-    from napari_samrefine.samrefiner.plane import records
 
     image, labels = dsb_pair
     embedding = embed_image(sam, to_sam_rgb(image))

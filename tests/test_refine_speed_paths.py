@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from segment_anything import SamPredictor
 
 import napari_samrefine as nsr
-from napari_samrefine.sam.embedding import embed_image
-from napari_samrefine.sam.frame import SamFrame
-from napari_samrefine.sam.preprocess import to_sam_rgb
+from napari_samrefine.engine.embedding import embed_image
+from napari_samrefine.engine.frame import SamFrame
+from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.labels.objects import objects_from_labels
 from napari_samrefine.samrefiner.cascade import PromptSettings, run_cascade
-from napari_samrefine.samrefiner.objects import objects_from_labels
 from napari_samrefine.samrefiner.writeback import write_back
 from napari_samrefine.testing import tiny_sam
 from test_prompts import torch_mask_input, whole_image_prompts
@@ -182,9 +182,9 @@ def test_reference_decoder_path_gives_the_same_labels(dsb_pair):
 def test_write_back_from_masks_equals_comparing_logits():
     """Objects whose boxes meet no other box are pasted from their masks; the others compare
     logits. Pasting every object by comparing logits gives the same labels."""
+    from napari_samrefine.labels.objects import trim
     from napari_samrefine.samrefiner import writeback
     from napari_samrefine.samrefiner.cascade import ChosenLogits, ObjectState
-    from napari_samrefine.samrefiner.objects import trim
 
     shape = (64, 64)
     frame = SamFrame(shape, image_size=64, lowres_size=64, embedding_size=4)  # no resizing

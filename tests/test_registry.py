@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from _http import FileServer, closed_port_url, xxh128
-from napari_samrefine.sam.download import (
+from napari_samrefine.models.download import (
     CACHE_ENV,
     ModelDownloadError,
     cached_checkpoint_path,
     fetch_checkpoint,
     model_cache_dir,
 )
-from napari_samrefine.sam.loading import load_sam
-from napari_samrefine.sam.registry import (
+from napari_samrefine.models.loading import load_sam
+from napari_samrefine.models.registry import (
     find_model_by_hash,
     get_model,
     list_models,

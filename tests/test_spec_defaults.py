@@ -18,11 +18,11 @@ import torch
 from scipy import ndimage
 
 import napari_samrefine as nsr
+from napari_samrefine.adaption.training import ranking_loss
 from napari_samrefine.cli import build_parser
 from napari_samrefine.evaluation.defects import synthesize_coarse_labels, synthesize_coarse_mask
 from napari_samrefine.evaluation.metrics import boundary_iou, object_ious
 from napari_samrefine.judge.fss_sam import PerSamFSS
-from napari_samrefine.samrefiner.adaption import ranking_loss
 from napari_samrefine.samrefiner.cebox import SIMILARITY_THRESHOLD
 
 # ---------------------------------------------------------------------------

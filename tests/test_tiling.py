@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import napari_samrefine as nsr
-from napari_samrefine.sam.embedding import EmbeddingCache
-from napari_samrefine.samrefiner.objects import ObjectMask, objects_from_labels
-from napari_samrefine.samrefiner.tiling import (
+from napari_samrefine.engine.embedding import EmbeddingCache
+from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
+from napari_samrefine.pipeline.tiling import (
     TileSpec,
     assign_to_tiles,
     context_box,

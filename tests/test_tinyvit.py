@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import napari_samrefine as nsr
-from napari_samrefine.sam.architecture import infer_sam_config
-from napari_samrefine.sam.embedding import EmbeddingCache, embed_image
-from napari_samrefine.sam.frame import SamFrame
-from napari_samrefine.sam.loading import load_sam
-from napari_samrefine.sam.profile import BOX_ONLY_MINMAX_PROFILE, SAM_PROFILE
-from napari_samrefine.sam.tinyvit import TinyViTConfig
+from napari_samrefine.engine.embedding import EmbeddingCache, embed_image
+from napari_samrefine.engine.frame import SamFrame
+from napari_samrefine.models.architecture import infer_sam_config
+from napari_samrefine.models.loading import load_sam
+from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE, SAM_PROFILE
+from napari_samrefine.models.tinyvit import TinyViTConfig
 from napari_samrefine.testing import tiny_tinyvit_sam
 
 pytest.importorskip("mobile_sam", reason="TinyViT needs the tinyvit extra (mobilesam-mirror)")
@@ -69,7 +69,7 @@ def test_mobile_sam_file_loads_without_a_model_type(tmp_path):
     torch.save(reference.state_dict(), path)
     sam = load_sam(str(path), device="cpu", fast_encoder=False)  # stock, bit for bit
     assert sam.samrefine_info["arch"] == "vit_t"
-    assert nsr.sam.profile.model_profile(sam) == SAM_PROFILE
+    assert nsr.models.profile.model_profile(sam) == SAM_PROFILE
     x = torch.rand(1, 3, 1024, 1024)
     with torch.no_grad():
         np.testing.assert_array_equal(sam.image_encoder(x), reference.image_encoder(x))
@@ -98,9 +98,9 @@ def test_missing_tinyvit_code_names_the_extra(lite, tmp_path, monkeypatch):
 
 def test_registry_lists_the_tinyvit_models():
     for name in ("vit_t", "vit_t_lm", "vit_t_em_organelles"):
-        entry = nsr.sam.registry.get_model(name)
+        entry = nsr.models.registry.get_model(name)
         assert entry.arch == "vit_t" and entry.needs_download and entry.profile == SAM_PROFILE
-    assert nsr.sam.registry.get_model("vit_t").filename == "vit_t_mobile_sam.pt"
+    assert nsr.models.registry.get_model("vit_t").filename == "vit_t_mobile_sam.pt"
 
 
 def test_embedding_grid_and_frame_of_a_stride_four_model(lite):
@@ -169,7 +169,7 @@ def test_box_only_profile_decodes_the_single_mask(lite):
         image, coarse = blobs()
         rgb = np.dstack([image] * 3)
         emb = embed_image(lite, rgb)
-        prompts = [settings.excavate(o, emb) for o in nsr.samrefiner.objects.objects_from_labels(coarse)]
+        prompts = [settings.excavate(o, emb) for o in nsr.labels.objects.objects_from_labels(coarse)]
         from napari_samrefine.samrefiner.decode import decode_prompts
 
         single = decode_prompts(lite, emb, prompts, settings.switches)

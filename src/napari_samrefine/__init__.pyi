@@ -3,21 +3,21 @@
 # imports torch, napari or Qt); type checkers and IDEs read them as they are.
 from ._napari.scripting import refine_layers
 from ._progress import Cancelled
+from .adaption.adaptor import AdaptorMismatchError, IoUAdaptor
+from .adaption.adaptor_file import load_iou_adaptor
+from .adaption.selection import SelectionReport, evaluate_selection
+from .adaption.training import adapt_iou_head
+from .batch.many import batch_summary, refine_many
+from .engine.disk_cache import clear_embedding_cache
+from .engine.embedding import EmbeddingCache, ImageEmbedding, embed_image
+from .engine.preprocess import to_sam_rgb
 from .judge.jfs import judge_refinement
 from .judge.result import JudgeResult
-from .sam.disk_cache import clear_embedding_cache
-from .sam.embedding import EmbeddingCache, ImageEmbedding, embed_image
-from .sam.loading import load_sam
-from .sam.preprocess import to_sam_rgb
-from .sam.profile import ModelProfile, model_profile
-from .sam.registry import list_models, register_model
-from .samrefiner.adaption import adapt_iou_head
-from .samrefiner.adaptor import AdaptorMismatchError, IoUAdaptor
-from .samrefiner.adaptor_file import load_iou_adaptor
-from .samrefiner.batch import batch_summary, refine_many
+from .models.loading import load_sam
+from .models.profile import ModelProfile, model_profile
+from .models.registry import list_models, register_model
+from .pipeline.refiner import RefineResult, refine
 from .samrefiner.prompts import ObjectPrompts, excavate_prompts
-from .samrefiner.refiner import RefineResult, refine
-from .samrefiner.selection import SelectionReport, evaluate_selection
 from .samrefiner.stm import split_then_merge
 from .testing import tiny_sam
 

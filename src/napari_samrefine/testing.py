@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from segment_anything.modeling import Sam
 
-from .sam.architecture import SamConfig, build_sam
+from napari_samrefine.models.architecture import SamConfig, build_sam
 
 __all__ = ["tiny_sam", "tiny_tinyvit_sam"]
 
@@ -121,7 +121,7 @@ def tiny_tinyvit_sam(seed: int = 0, *, layout: str = "mobile_sam") -> Sam:
     >>> sam.image_encoder.img_size, sam.prompt_encoder.image_embedding_size  # doctest: +SKIP
     (256, (64, 64))
     """
-    from .sam.tinyvit import TinyViTConfig
+    from napari_samrefine.models.tinyvit import TinyViTConfig
 
     if layout not in ("mobile_sam", "lite_medsam"):
         raise ValueError(f"layout must be 'mobile_sam' or 'lite_medsam', got {layout!r}")

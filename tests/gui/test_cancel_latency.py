@@ -65,8 +65,8 @@ def test_cancel_during_decoding_acts_within_seconds(make_napari_viewer, qtbot, v
     iteration, so each iteration's prompt excavation works on megapixel masks:
     the slowest case for the checks between objects.
     """
-    from napari_samrefine.sam.embedding import default_cache
-    from napari_samrefine.sam.preprocess import to_sam_rgb
+    from napari_samrefine.engine.embedding import default_cache
+    from napari_samrefine.engine.preprocess import to_sam_rgb
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-samrefine", "nuclei")

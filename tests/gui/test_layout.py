@@ -21,7 +21,7 @@ MIN_CANVAS = (400, 300)
 MAX_DOCK_WIDTH = 700
 MIN_DOCK_HEIGHT = 150  # the four docks share the column: none is squeezed to its title
 
-# the message an offline user gets from the default model (sam/download.py), 909 characters
+# the message an offline user gets from the default model (models/download.py), 909 characters
 URL = "https://owncloud.gwdg.de/index.php/s/TuDzuwVDHd1ZDnQ/download"
 # a deep cache folder: one 140-character word that does not wrap at spaces
 CACHE = (

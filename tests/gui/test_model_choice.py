@@ -16,8 +16,8 @@ from _http import FileServer, closed_port_url, xxh128
 from napari_samrefine._napari import model_choice
 from napari_samrefine._napari.model_choice import LOCAL_FILE, ModelPicker
 from napari_samrefine._progress import Cancelled
-from napari_samrefine.sam.download import CACHE_ENV, ModelDownloadError, availability_text
-from napari_samrefine.sam.registry import list_models, register_model, unregister_model
+from napari_samrefine.models.download import CACHE_ENV, ModelDownloadError, availability_text
+from napari_samrefine.models.registry import list_models, register_model, unregister_model
 
 PAYLOAD = b"not a checkpoint, only bytes\n" * 40_000  # ~1.2 MB
 

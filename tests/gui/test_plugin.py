@@ -12,8 +12,8 @@ from _widgets import open_widget, refine_widget
 import napari_samrefine as nsr
 from napari_samrefine._napari.layers import find_linked
 from napari_samrefine._napari.workers import TaskWidget
-from napari_samrefine.sam.embedding import default_cache
-from napari_samrefine.sam.profile import BOX_ONLY_MINMAX_PROFILE
+from napari_samrefine.engine.embedding import default_cache
+from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE
 from napari_samrefine.testing import tiny_tinyvit_sam
 
 ROOT = Path(__file__).resolve().parents[2]

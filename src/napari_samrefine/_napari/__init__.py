@@ -11,7 +11,7 @@ except ImportError as err:  # a core-only install: one line that names the fix
         "'[napari]' where a Qt binding is installed already)."
     ) from None
 
-from ._triton import preload_triton  # noqa: E402
+from napari_samrefine._napari._triton import preload_triton  # noqa: E402
 
 # napari imports this package only after its OpenGL canvas exists; see _triton.py
 preload_triton()

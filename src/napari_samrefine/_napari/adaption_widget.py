@@ -14,12 +14,12 @@ import numpy as np
 from magicgui.widgets import FileEdit, SpinBox
 from napari.utils.notifications import show_info
 
-from ..sam.encoder_progress import reporting_encoder
-from .field_help import set_help
-from .layers import in_memory, layer_data
-from .model_choice import ModelPicker
-from .pairs import LayerPairs
-from .workers import TaskWidget
+from napari_samrefine._napari.field_help import set_help
+from napari_samrefine._napari.layers import in_memory, layer_data
+from napari_samrefine._napari.model_choice import ModelPicker
+from napari_samrefine._napari.pairs import LayerPairs
+from napari_samrefine._napari.workers import TaskWidget
+from napari_samrefine.engine.encoder_progress import reporting_encoder
 
 __all__ = ["AdaptionWidget", "adaption_summary"]
 
@@ -83,7 +83,7 @@ class AdaptionWidget(TaskWidget):
         self.pairs.add(image, labels)
 
     def _training_data(self) -> tuple[list, list, str]:
-        from ..io import find_pairs, read_image
+        from napari_samrefine.io import find_pairs, read_image
 
         folders = self._folders()
         pairs = self.pairs.chosen(fallback=folders is None)
@@ -131,7 +131,7 @@ class AdaptionWidget(TaskWidget):
         self.launch(self._work, images, labels, output, int(self._epochs.value), on_done=self._done)
 
     def _work(self, images, labels, output: Path, epochs: int):
-        from ..samrefiner.adaption import adapt_iou_head
+        from napari_samrefine.adaption.training import adapt_iou_head
 
         self._show_progress(0, 1, "loading the model")
         progress = self.progress_callback()

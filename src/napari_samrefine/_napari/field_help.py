@@ -6,7 +6,7 @@ checks that each tooltip appears there word for word), so change both together.
 
 from __future__ import annotations
 
-from ..judge.fss_seggpt import DEFAULT_MODEL
+from napari_samrefine.judge.fss_seggpt import DEFAULT_MODEL
 
 __all__ = ["HELP", "JUDGE_HELP", "set_help"]
 

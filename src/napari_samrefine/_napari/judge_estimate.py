@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..judge.estimate import LONG_SECONDS, JudgeEstimate, default_k, encoder_name
-from ..sam.registry import get_model as registry_entry
-from ..sam.registry import list_models
-from .judge_layers import on_plane
+from napari_samrefine._napari.judge_layers import on_plane
+from napari_samrefine.judge.estimate import LONG_SECONDS, JudgeEstimate, default_k, encoder_name
+from napari_samrefine.models.registry import get_model as registry_entry
+from napari_samrefine.models.registry import list_models
 
 __all__ = [
     "format_duration", "estimate_text", "TimeLeft", "remember_encoder", "run_encoder",

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from napari.utils.colormaps import DirectLabelColormap
 
-from ..judge.verdicts import VERDICT_CODES
-from .layers import geometry, layer_data, upsert_layer
+from napari_samrefine._napari.layers import geometry, layer_data, upsert_layer
+from napari_samrefine.judge.verdicts import VERDICT_CODES
 
 __all__ = [
     "VERDICT_NAME_COLORS",

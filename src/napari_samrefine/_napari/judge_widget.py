@@ -34,12 +34,8 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from qtpy.QtCore import Qt
 
-from .._progress import report
-from ..judge.estimate import count_work, encoder_name, estimate_judge, timing_passes
-from ..judge.fss_seggpt import DEFAULT_MODEL
-from ..sam.encoder_progress import reporting_encoder
-from .field_help import JUDGE_HELP
-from .judge_estimate import (
+from napari_samrefine._napari.field_help import JUDGE_HELP
+from napari_samrefine._napari.judge_estimate import (
     DefaultK,
     EstimateTrigger,
     TimeLeft,
@@ -48,12 +44,21 @@ from .judge_estimate import (
     remember_encoder,
     run_encoder,
 )
-from .judge_layers import VERDICT_COLORS, legend_html, on_plane, show_judge_result
-from .layers import displayed_plane, is_refined_layer, layer_field
-from .model_choice import ModelPicker, cached_model
-from .pairs import LayerPairs
-from .scripting import OBJECTS
-from .workers import TaskWidget
+from napari_samrefine._napari.judge_layers import (
+    VERDICT_COLORS,
+    legend_html,
+    on_plane,
+    show_judge_result,
+)
+from napari_samrefine._napari.layers import displayed_plane, is_refined_layer, layer_field
+from napari_samrefine._napari.model_choice import ModelPicker, cached_model
+from napari_samrefine._napari.pairs import LayerPairs
+from napari_samrefine._napari.scripting import OBJECTS
+from napari_samrefine._napari.workers import TaskWidget
+from napari_samrefine._progress import report
+from napari_samrefine.engine.encoder_progress import reporting_encoder
+from napari_samrefine.judge.estimate import count_work, encoder_name, estimate_judge, timing_passes
+from napari_samrefine.judge.fss_seggpt import DEFAULT_MODEL
 
 __all__ = ["JudgeWidget", "VERDICT_COLORS"]
 
@@ -242,7 +247,7 @@ class JudgeWidget(TaskWidget):
         )  # fmt: skip
 
     def _work(self, kwargs: dict, clock: TimeLeft, choice: tuple[str, str] | None):
-        from ..judge import judge_refinement
+        from napari_samrefine.judge import judge_refinement
 
         bar = self.progress_callback()
 
@@ -298,7 +303,7 @@ class JudgeWidget(TaskWidget):
 
 def _seggpt(spec: str):
     """The SegGPT few-shot segmenter for a folder or hub id (kept like the SAM models)."""
-    from ..judge.fss_seggpt import SegGptFSS
+    from napari_samrefine.judge.fss_seggpt import SegGptFSS
 
     return cached_model(("seggpt", spec), lambda: SegGptFSS(spec))
 

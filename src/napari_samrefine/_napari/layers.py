@@ -15,8 +15,8 @@ import pandas as pd
 import xxhash
 from magicgui.widgets import ComboBox
 
-from ..samrefiner.lazy_arrays import is_lazy
-from ..samrefiner.prompts import ObjectPrompts
+from napari_samrefine.pipeline.lazy_arrays import is_lazy
+from napari_samrefine.samrefiner.prompts import ObjectPrompts
 
 __all__ = [
     "layer_choices",

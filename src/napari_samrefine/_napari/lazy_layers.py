@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..samrefiner.lazy_arrays import is_lazy
-from .layers import layer_data
+from napari_samrefine._napari.layers import layer_data
+from napari_samrefine.pipeline.lazy_arrays import is_lazy
 
 __all__ = ["RefineInputs", "refine_inputs", "result_layer_data", "is_lazy_layer"]
 

@@ -5,7 +5,7 @@ every widget that uses the same choice shares one model in memory.
 
 Each registry entry's label says whether it works offline ("in cache",
 "installed") or needs a download and how big it is; the labels are computed
-from the files on disk (:func:`~napari_samrefine.sam.download.checkpoint_status`),
+from the files on disk (:func:`~napari_samrefine.models.download.checkpoint_status`),
 never from the network. A download made by :meth:`ModelPicker.load` reports to
 the widget's progress bar and stops at its Cancel button; when it fails, the
 message says what to do in the widget.
@@ -20,9 +20,10 @@ from pathlib import Path
 
 from magicgui.widgets import ComboBox, Container, FileEdit
 
-from .._progress import ProgressCallback, report
-from ..sam.device import available_devices
-from ..sam.download import (
+from napari_samrefine._napari.field_help import HELP, set_help
+from napari_samrefine._progress import ProgressCallback, report
+from napari_samrefine.models.device import available_devices
+from napari_samrefine.models.download import (
     CACHE_ENV,
     ModelDownloadError,
     availability_text,
@@ -31,11 +32,10 @@ from ..sam.download import (
     fetch_checkpoint,
     format_size,
 )
-from ..sam.loading import load_sam
-from ..sam.profile import ModelProfile, model_profile
-from ..sam.registry import get_model as registry_entry
-from ..sam.registry import list_models
-from .field_help import HELP, set_help
+from napari_samrefine.models.loading import load_sam
+from napari_samrefine.models.profile import ModelProfile, model_profile
+from napari_samrefine.models.registry import get_model as registry_entry
+from napari_samrefine.models.registry import list_models
 
 __all__ = [
     "LOCAL_FILE",

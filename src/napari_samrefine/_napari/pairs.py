@@ -7,7 +7,7 @@ from collections.abc import Callable
 from magicgui.widgets import Container, PushButton, Select
 from napari.layers import Image, Labels
 
-from .layers import layer_field
+from napari_samrefine._napari.layers import layer_field
 
 __all__ = ["LayerPairs"]
 

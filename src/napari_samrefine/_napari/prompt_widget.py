@@ -6,13 +6,8 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 from napari.layers import Image, Labels
 
-from .._progress import report
-from ..sam.embedding import default_cache
-from ..sam.encoder_progress import reporting_encoder
-from ..sam.preprocess import to_sam_rgb
-from ..samrefiner.prompts import excavate_prompts
-from .field_help import set_help
-from .layers import (
+from napari_samrefine._napari.field_help import set_help
+from napari_samrefine._napari.layers import (
     boxes_data,
     current_plane,
     gaussian_data,
@@ -25,9 +20,14 @@ from .layers import (
     points_data,
     upsert_layer,
 )
-from .model_choice import ModelPicker
-from .scripting import OBJECTS, missing_label_text
-from .workers import TaskWidget
+from napari_samrefine._napari.model_choice import ModelPicker
+from napari_samrefine._napari.scripting import OBJECTS, missing_label_text
+from napari_samrefine._napari.workers import TaskWidget
+from napari_samrefine._progress import report
+from napari_samrefine.engine.embedding import default_cache
+from napari_samrefine.engine.encoder_progress import reporting_encoder
+from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.samrefiner.prompts import excavate_prompts
 
 __all__ = ["PromptWidget", "show_prompts", "prompt_summary", "GAUSSIAN_OPACITY"]
 

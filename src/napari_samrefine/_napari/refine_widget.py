@@ -7,15 +7,11 @@ from pathlib import Path
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 
-from .._progress import report
-from ..sam.encoder_progress import reporting_encoder
-from ..sam.profile import SAM_PROFILE, untrained_prompts
-from ..samrefiner.refiner import refine
-from .field_help import HELP, set_help
-from .layers import in_memory, layer_field
-from .lazy_layers import refine_inputs
-from .model_choice import ModelPicker
-from .scripting import (
+from napari_samrefine._napari.field_help import HELP, set_help
+from napari_samrefine._napari.layers import in_memory, layer_field
+from napari_samrefine._napari.lazy_layers import refine_inputs
+from napari_samrefine._napari.model_choice import ModelPicker
+from napari_samrefine._napari.scripting import (
     OBJECTS,
     PLANES,
     check_pair,
@@ -24,7 +20,11 @@ from .scripting import (
     scope_arguments,
     write_result,
 )
-from .workers import TaskWidget
+from napari_samrefine._napari.workers import TaskWidget
+from napari_samrefine._progress import report
+from napari_samrefine.engine.encoder_progress import reporting_encoder
+from napari_samrefine.models.profile import SAM_PROFILE, untrained_prompts
+from napari_samrefine.pipeline.refiner import refine
 
 __all__ = ["RefineWidget"]
 
@@ -134,7 +134,7 @@ class RefineWidget(TaskWidget):
         ))
         path = str(self.adaptor.value)
         if path not in ("", "."):
-            from ..samrefiner.adaptor_file import load_iou_adaptor
+            from napari_samrefine.adaption.adaptor_file import load_iou_adaptor
 
             kwargs["iou_adaptor"] = load_iou_adaptor(Path(path))
         return kwargs

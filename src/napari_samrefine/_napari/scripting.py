@@ -12,11 +12,17 @@ from typing import Literal
 
 import numpy as np
 
-from ..samrefiner.refiner import RefineResult, refine
-from ..samrefiner.summary import count_text, refine_summary, size_warnings
-from .inplace import InPlaceEdit, plan_in_place
-from .layers import current_plane, features_table, geometry, layer_data, upsert_layer
-from .lazy_layers import refine_inputs, result_layer_data
+from napari_samrefine._napari.inplace import InPlaceEdit, plan_in_place
+from napari_samrefine._napari.layers import (
+    current_plane,
+    features_table,
+    geometry,
+    layer_data,
+    upsert_layer,
+)
+from napari_samrefine._napari.lazy_layers import refine_inputs, result_layer_data
+from napari_samrefine.pipeline.refiner import RefineResult, refine
+from napari_samrefine.samrefiner.summary import count_text, refine_summary, size_warnings
 
 __all__ = [
     "refine_layers",

@@ -24,8 +24,8 @@ from qtpy.QtCore import QEvent, QObject, QSize
 from qtpy.QtWidgets import QBoxLayout, QFrame, QScrollArea, QVBoxLayout, QWidget
 from superqt.utils import ensure_main_thread
 
-from .._progress import Cancelled
-from .status import StatusLine
+from napari_samrefine._napari.status import StatusLine
+from napari_samrefine._progress import Cancelled
 
 __all__ = ["TaskWidget", "CANCELLED", "CLOSED_TEXT", "removed_text"]
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .adapt import add_adapt_parser
-from .benchmark import add_benchmark_parser
-from .cache import add_cache_parser
-from .common import HelpFormatter, Parser, parse_ids
-from .judge import add_judge_parser
-from .models import add_models_parser
-from .refine import add_refine_parser
+from napari_samrefine.cli.adapt import add_adapt_parser
+from napari_samrefine.cli.benchmark import add_benchmark_parser
+from napari_samrefine.cli.cache import add_cache_parser
+from napari_samrefine.cli.common import HelpFormatter, Parser, parse_ids
+from napari_samrefine.cli.judge import add_judge_parser
+from napari_samrefine.cli.models import add_models_parser
+from napari_samrefine.cli.refine import add_refine_parser
 
 __all__ = ["main", "build_parser", "HelpFormatter", "Parser", "parse_ids"]
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from . import main
+from napari_samrefine.cli import main
 
 sys.exit(main())

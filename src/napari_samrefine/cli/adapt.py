@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_arguments, load_model_from_args, parse_channel
+from napari_samrefine.cli.common import add_model_arguments, load_model_from_args, parse_channel
 
 __all__ = ["add_adapt_parser", "run_adapt_cli", "resolve_pairs"]
 
@@ -66,7 +66,7 @@ def resolve_pairs(images: list[Path], labels: list[Path], what: str = "") -> lis
     ValueError
         For a folder mixed with files, or different numbers of images and labels.
     """
-    from ..io import find_pairs
+    from napari_samrefine.io import find_pairs
 
     images, labels = [Path(p) for p in images], [Path(p) for p in labels]
     if len(images) == 1 and len(labels) == 1 and images[0].is_dir() and labels[0].is_dir():
@@ -85,10 +85,10 @@ def resolve_pairs(images: list[Path], labels: list[Path], what: str = "") -> lis
 
 def run_adapt_cli(args: argparse.Namespace) -> int:
     """Run ``napari-samrefine adapt``: train, save, optionally evaluate; returns 0."""
-    from .._progress import tqdm_progress
-    from ..io import check_outputs, read_image
-    from ..samrefiner.adaption import adapt_iou_head
-    from ..samrefiner.selection import evaluate_selection
+    from napari_samrefine._progress import tqdm_progress
+    from napari_samrefine.adaption.selection import evaluate_selection
+    from napari_samrefine.adaption.training import adapt_iou_head
+    from napari_samrefine.io import check_outputs, read_image
 
     pairs = resolve_pairs(args.images, args.labels)
     eval_pairs, eval_gt = [], None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..evaluation.baselines import CLASSICAL_METHODS
-from ..evaluation.benchmark import (
+from napari_samrefine.cli.common import add_model_arguments, load_model_from_args
+from napari_samrefine.evaluation.baselines import CLASSICAL_METHODS
+from napari_samrefine.evaluation.benchmark import (
     CONFIGURATIONS,
     DEFAULT_BASELINES,
     DEFAULT_CONFIGURATIONS,
@@ -15,7 +16,6 @@ from ..evaluation.benchmark import (
     summarize,
     to_markdown,
 )
-from .common import add_model_arguments, load_model_from_args
 
 __all__ = ["add_benchmark_parser", "run_benchmark_cli"]
 
@@ -54,7 +54,7 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
 
 def _check_csv_output(output: Path, data: Path, overwrite: bool) -> None:
     """Refuse a CSV output inside the data folder, or an existing one without ``--overwrite``."""
-    from ..io import check_outputs
+    from napari_samrefine.io import check_outputs
 
     if output.resolve().is_relative_to(data.resolve()):
         raise ValueError(
@@ -66,7 +66,7 @@ def _check_csv_output(output: Path, data: Path, overwrite: bool) -> None:
 
 def run_benchmark_cli(args: argparse.Namespace) -> int:
     """Run the ``benchmark`` subcommand; prints the summary as a markdown table."""
-    from .._progress import tqdm_progress
+    from napari_samrefine._progress import tqdm_progress
 
     if args.output is not None:  # refused before any work rather than after it
         _check_csv_output(args.output, args.data, args.overwrite)
@@ -79,7 +79,7 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
         progress=tqdm_progress(desc="benchmark", unit="run", leave=False),
     )
     if args.output is not None:
-        from ..io import write_table
+        from napari_samrefine.io import write_table
 
         write_table(args.output, df)  # atomic; creates the folder
     print(to_markdown(summarize(df)))

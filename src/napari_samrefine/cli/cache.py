@@ -34,8 +34,12 @@ def add_cache_parser(sub):
 
 def run_cache(args) -> int:
     """Print what the cache holds, or empty it; returns 0."""
-    from ..sam.disk_cache import clear_embedding_cache, embedding_cache_dir, embedding_cache_info
-    from ..sam.download import format_size
+    from napari_samrefine.engine.disk_cache import (
+        clear_embedding_cache,
+        embedding_cache_dir,
+        embedding_cache_info,
+    )
+    from napari_samrefine.models.download import format_size
 
     if args.action == "info":
         print(embedding_cache_info().summary())
@@ -60,8 +64,8 @@ def _checkpoints() -> list:
     Models that ship inside a Python package are never listed: their file
     belongs to that package.
     """
-    from ..sam import registry
-    from ..sam.download import model_cache_dir
+    from napari_samrefine.models import registry
+    from napari_samrefine.models.download import model_cache_dir
 
     folder = model_cache_dir()
     out = []

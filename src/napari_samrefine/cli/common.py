@@ -92,7 +92,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_model_from_args(args):
     """Load the SAM model that ``--model``/``--checkpoint``/``--device`` describe."""
-    from ..sam.loading import load_sam
+    from napari_samrefine.models.loading import load_sam
 
     return load_sam(
         args.checkpoint if args.checkpoint is not None else args.model,

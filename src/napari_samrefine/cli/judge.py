@@ -14,7 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_arguments, load_model_from_args, parse_channel, parse_ids
+from napari_samrefine.cli.common import (
+    add_model_arguments,
+    load_model_from_args,
+    parse_channel,
+    parse_ids,
+)
 
 __all__ = ["add_judge_parser", "run_judge_cli", "summary"]
 
@@ -63,7 +68,7 @@ def add_judge_parser(subparsers) -> argparse.ArgumentParser:
 
 def _add_judge_options(p: argparse.ArgumentParser) -> None:
     """The JFS options: backend, masking, k, tau, objects and channel."""
-    from ..judge.jfs import BACKENDS
+    from napari_samrefine.judge.jfs import BACKENDS
 
     g = p.add_argument_group("judge")
     g.add_argument("--backend", choices=BACKENDS, default="sam",
@@ -100,7 +105,7 @@ def summary(table, name: str, output: Path) -> str:
     -------
     str
     """
-    from ..judge.verdicts import DEGRADED, IMPROVED, UNCERTAIN
+    from napari_samrefine.judge.verdicts import DEGRADED, IMPROVED, UNCERTAIN
 
     counts = table["verdict"].value_counts().to_dict()
     words = ", ".join(f"{counts.get(v, 0)} {v}" for v in (IMPROVED, DEGRADED, UNCERTAIN))
@@ -110,7 +115,7 @@ def summary(table, name: str, output: Path) -> str:
 
 def _check_paths(args: argparse.Namespace) -> None:
     """Refuse, before any work, unpaired supports and outputs that are unsafe."""
-    from ..io import check_outputs
+    from napari_samrefine.io import check_outputs
 
     if len(args.support_image) != len(args.support_labels):
         raise ValueError(
@@ -146,9 +151,9 @@ def _judge_kwargs(args: argparse.Namespace) -> dict:
 
 def run_judge_cli(args: argparse.Namespace) -> int:
     """Run ``napari-samrefine judge``: judge, write the accepted labels (and table); returns 0."""
-    from .._progress import tqdm_progress
-    from ..io import read_image, write_labels, write_table
-    from ..judge.jfs import judge_refinement
+    from napari_samrefine._progress import tqdm_progress
+    from napari_samrefine.io import read_image, write_labels, write_table
+    from napari_samrefine.judge.jfs import judge_refinement
 
     if args.k < 1:
         raise ValueError(f"--k must be a whole number >= 1, got {args.k}")

@@ -18,8 +18,8 @@ def add_models_parser(sub):
 
 def run_models(args) -> int:
     """Print the registry; returns 0."""
-    from ..sam import registry
-    from ..sam.download import model_cache_dir
+    from napari_samrefine.models import registry
+    from napari_samrefine.models.download import model_cache_dir
 
     for name in registry.list_models():
         entry = registry.get_model(name)

@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_model_arguments, load_model_from_args, parse_channel, parse_ids
+from napari_samrefine.cli.common import (
+    add_model_arguments,
+    load_model_from_args,
+    parse_channel,
+    parse_ids,
+)
 
 __all__ = ["add_refine_parser", "run_refine"]
 
@@ -154,9 +159,9 @@ def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """Input pairs and output files of ``refine``, refused before any work if unsafe.
 
     For folder input, outputs that exist already are not refused: they are
-    skipped (see :func:`~napari_samrefine.samrefiner.batch.refine_many`).
+    skipped (see :func:`~napari_samrefine.batch.many.refine_many`).
     """
-    from ..io import check_outputs, check_png_labels, find_pairs, read_image
+    from napari_samrefine.io import check_outputs, check_png_labels, find_pairs, read_image
 
     for given in (args.image, args.labels):
         if not given.exists():
@@ -197,7 +202,7 @@ def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
 
 def run_refine(args: argparse.Namespace) -> int:
     """Run ``napari-samrefine refine``; returns 0, or 1 when a file of a folder failed."""
-    from ..samrefiner.inputs import check_refine_options
+    from napari_samrefine.pipeline.inputs import check_refine_options
 
     kwargs = _refine_kwargs(args)
     check_refine_options(**{k: kwargs[k] for k in _CHECKED})
@@ -209,13 +214,13 @@ def run_refine(args: argparse.Namespace) -> int:
 
 def _run_file(args, kwargs: dict, pair: tuple[Path, Path], out: Path) -> int:
     """One image: in this process, with a progress bar over the cascade."""
-    from .._progress import tqdm_progress
-    from ..samrefiner.batch_file import refine_file
+    from napari_samrefine._progress import tqdm_progress
+    from napari_samrefine.batch.one_file import refine_file
 
     sam = load_model_from_args(args)
     adaptor = None
     if args.adaptor is not None:
-        from ..samrefiner.adaptor_file import load_iou_adaptor
+        from napari_samrefine.adaption.adaptor_file import load_iou_adaptor
 
         adaptor = load_iou_adaptor(args.adaptor)
     image_path, labels_path = pair
@@ -230,11 +235,11 @@ def _run_file(args, kwargs: dict, pair: tuple[Path, Path], out: Path) -> int:
 
 
 def _run_folder(args, kwargs: dict, pairs: list[tuple[Path, Path]]) -> int:
-    """Folder input: :func:`~napari_samrefine.samrefiner.batch.refine_many`, a bar over files."""
+    """Folder input: :func:`~napari_samrefine.batch.many.refine_many`, a bar over files."""
     from tqdm.auto import tqdm
 
-    from ..samrefiner.batch import batch_summary, refine_many
-    from ..samrefiner.cluster import DISTRIBUTED_HINT, distributed_available
+    from napari_samrefine.batch.cluster import DISTRIBUTED_HINT, distributed_available
+    from napari_samrefine.batch.many import batch_summary, refine_many
 
     if (args.scheduler is not None or (args.workers or 0) > 1) and not distributed_available():
         asked = "--scheduler" if args.scheduler is not None else f"--workers {args.workers}"

@@ -24,9 +24,9 @@ from scipy import ndimage as ndi
 from skimage.color import rgb2gray
 from skimage.segmentation import morphological_chan_vese, random_walker
 
-from .._progress import ProgressCallback, report
-from ..labels import label_plane
-from ..sam.preprocess import percentile_stretch
+from napari_samrefine._progress import ProgressCallback, report
+from napari_samrefine.engine.preprocess import percentile_stretch
+from napari_samrefine.labels.values import label_plane
 
 __all__ = ["CLASSICAL_METHODS", "refine_classical"]
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._progress import ProgressCallback, report
-from .baselines import CLASSICAL_METHODS, refine_classical
-from .defects import synthesize_coarse_labels
-from .metrics import boundary_iou, iou, object_ious
+from napari_samrefine._progress import ProgressCallback, report
+from napari_samrefine.evaluation.baselines import CLASSICAL_METHODS, refine_classical
+from napari_samrefine.evaluation.defects import synthesize_coarse_labels
+from napari_samrefine.evaluation.metrics import boundary_iou, iou, object_ious
 
 __all__ = [
     "BenchmarkPair",
@@ -231,8 +231,8 @@ def run_benchmark(
     if configs:
         if sam is None:
             raise ValueError("SAMRefiner configurations need a model: pass sam=... (or configurations=None).")
-        from ..sam.loading import resolve_sam
-        from ..samrefiner.refiner import refine
+        from napari_samrefine.models.loading import resolve_sam
+        from napari_samrefine.pipeline.refiner import refine
 
         sam = resolve_sam(sam)
     pairs = [p if isinstance(p, BenchmarkPair) else BenchmarkPair(p[0], str(i), p[1], p[2])

@@ -38,8 +38,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import slic
 
-from ..labels import iou, label_plane
-from ..sam.preprocess import percentile_stretch
+from napari_samrefine.engine.preprocess import percentile_stretch
+from napari_samrefine.labels.values import iou, label_plane
 
 __all__ = [
     "CoarseLabels",

@@ -18,8 +18,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
-from ..labels import _as_pair, _ratio, check_label_values, iou
-from ..samrefiner.objects import object_slices
+from napari_samrefine.labels.objects import object_slices
+from napari_samrefine.labels.values import _as_pair, _ratio, check_label_values, iou
 
 __all__ = [
     "iou",

@@ -8,12 +8,19 @@
 
 from __future__ import annotations
 
-from .fss import FewShotSegmenter, MaskTransferFSS
-from .fss_sam import PerSamFSS
-from .jfs import BACKENDS, judge_refinement
-from .masking import MASKING_MODES
-from .result import JudgeResult, ObjectJudgement, SupportPrediction
-from .verdicts import DEGRADED, IMPROVED, UNCERTAIN, VERDICT_CODES, SupportScore, Verdict
+from napari_samrefine.judge.fss import FewShotSegmenter, MaskTransferFSS
+from napari_samrefine.judge.fss_sam import PerSamFSS
+from napari_samrefine.judge.jfs import BACKENDS, judge_refinement
+from napari_samrefine.judge.masking import MASKING_MODES
+from napari_samrefine.judge.result import JudgeResult, ObjectJudgement, SupportPrediction
+from napari_samrefine.judge.verdicts import (
+    DEGRADED,
+    IMPROVED,
+    UNCERTAIN,
+    VERDICT_CODES,
+    SupportScore,
+    Verdict,
+)
 
 __all__ = [
     "judge_refinement",
@@ -38,7 +45,7 @@ __all__ = [
 def __getattr__(name: str):
     # SegGPT needs the optional transformers only when used
     if name == "SegGptFSS":
-        from .fss_seggpt import SegGptFSS
+        from napari_samrefine.judge.fss_seggpt import SegGptFSS
 
         return SegGptFSS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..samrefiner.objects import object_slices
+from napari_samrefine.labels.objects import object_slices
 
 __all__ = [
     "context_window",

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..samrefiner.objects import object_slices
-from .crops import context_window, pick_supports, support_candidates
+from napari_samrefine.judge.crops import context_window, pick_supports, support_candidates
+from napari_samrefine.labels.objects import object_slices
 
 __all__ = [
     "ENCODER_GFLOPS", "ENCODER_EFFICIENCY", "LONG_SECONDS", "JudgeWork", "JudgeEstimate",

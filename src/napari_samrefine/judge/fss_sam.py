@@ -14,7 +14,7 @@ Steps for one (query image, query mask) -> support image prediction:
    the one with the highest predicted IoU (lowest index on ties).
 
 Models trained without points or mask prompts (their profile,
-:func:`~napari_samrefine.sam.profile.model_profile`; LiteMedSAM takes boxes
+:func:`~napari_samrefine.models.profile.model_profile`; LiteMedSAM takes boxes
 only) get only the prompts they know: the first box is that of the connected
 region around the location map's maximum where the similarity exceeds the
 midpoint between its maximum and its mean, the refinement uses the box of
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from ..sam.embedding import EmbeddingCache, ImageEmbedding, default_cache
-from ..sam.profile import model_profile
-from ..samrefiner.decode import decode_batch, lean_decoder
-from .masking import MASKING_MODES, masked_features, masked_prototype
+from napari_samrefine.engine.embedding import EmbeddingCache, ImageEmbedding, default_cache
+from napari_samrefine.judge.masking import MASKING_MODES, masked_features, masked_prototype
+from napari_samrefine.models.profile import model_profile
+from napari_samrefine.samrefiner.decode import decode_batch, lean_decoder
 
 __all__ = ["PerSamFSS", "location_map", "similar_region_box"]
 

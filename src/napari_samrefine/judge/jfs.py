@@ -17,21 +17,26 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .._progress import ProgressCallback, report
-from ..labels import iou, label_plane
-from ..sam.embedding import EmbeddingCache
-from ..sam.preprocess import to_sam_rgb
-from ..samrefiner.objects import object_slices
-from .crops import SupportCrop, context_window, pick_supports, support_candidates
-from .fss import FewShotSegmenter, MaskTransferFSS, check_prediction
-from .masking import MASKING_MODES
-from .result import JudgeResult, ObjectJudgement, SupportPrediction
-from .verdicts import (
+from napari_samrefine._progress import ProgressCallback, report
+from napari_samrefine.engine.embedding import EmbeddingCache
+from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.judge.crops import (
+    SupportCrop,
+    context_window,
+    pick_supports,
+    support_candidates,
+)
+from napari_samrefine.judge.fss import FewShotSegmenter, MaskTransferFSS, check_prediction
+from napari_samrefine.judge.masking import MASKING_MODES
+from napari_samrefine.judge.result import JudgeResult, ObjectJudgement, SupportPrediction
+from napari_samrefine.judge.verdicts import (
     IMPROVED,
     accepted_labels,
     decide,
     score_support,
 )
+from napari_samrefine.labels.objects import object_slices
+from napari_samrefine.labels.values import iou, label_plane
 
 __all__ = ["judge_refinement", "BACKENDS"]
 
@@ -81,15 +86,15 @@ def _resolve_backend(backend, sam, masking, cache, seggpt_model) -> FewShotSegme
         return backend
     name = backend.lower()
     if name == "sam":
-        from .fss_sam import PerSamFSS
+        from napari_samrefine.judge.fss_sam import PerSamFSS
 
         if sam is None:
-            from .. import load_sam
+            from napari_samrefine import load_sam
 
             sam = load_sam()
         return PerSamFSS(sam, masking=masking, cache=cache)
     if name == "seggpt":
-        from .fss_seggpt import SegGptFSS
+        from napari_samrefine.judge.fss_seggpt import SegGptFSS
 
         return SegGptFSS(seggpt_model, device=str(sam.device) if sam is not None else "cpu")
     if name == "mask-transfer":

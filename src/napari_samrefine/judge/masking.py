@@ -36,9 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..sam.embedding import EmbeddingCache, default_cache
-from ..sam.frame import SamFrame
-from ..sam.profile import model_profile
+from napari_samrefine.engine.embedding import EmbeddingCache, default_cache
+from napari_samrefine.engine.frame import SamFrame
+from napari_samrefine.models.profile import model_profile
 
 __all__ = [
     "MASKING_MODES",

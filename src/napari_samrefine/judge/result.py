@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .verdicts import IMPROVED, SupportScore, Verdict, verdict_image
+from napari_samrefine.judge.verdicts import IMPROVED, SupportScore, Verdict, verdict_image
 
 __all__ = ["JudgeResult", "ObjectJudgement", "SupportPrediction"]
 

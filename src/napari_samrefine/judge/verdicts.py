@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..labels import iou
+from napari_samrefine.labels.values import iou
 
 __all__ = [
     "IMPROVED",

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..sam.embedding import ImageEmbedding
-from ..sam.frame import SamFrame
-from ..sam.profile import resolve_prompt_use
-from .cebox import FeatureGrid
-from .decode import PromptSwitches, decode_prompts, lean_decoder
-from .objects import ObjectMask, crop_iou, trim
-from .prompts import ObjectPrompts, excavate_object
+from napari_samrefine.engine.embedding import ImageEmbedding
+from napari_samrefine.engine.frame import SamFrame
+from napari_samrefine.labels.objects import ObjectMask, crop_iou, trim
+from napari_samrefine.models.profile import resolve_prompt_use
+from napari_samrefine.samrefiner.cebox import FeatureGrid
+from napari_samrefine.samrefiner.decode import PromptSwitches, decode_prompts, lean_decoder
+from napari_samrefine.samrefiner.prompts import ObjectPrompts, excavate_object
 
 __all__ = ["ObjectState", "ChosenLogits", "PromptSettings", "run_cascade", "REFINED_STATUSES"]
 
@@ -46,7 +46,7 @@ class PromptSettings:
     ) -> PromptSettings:
         """Settings whose unset prompt switches come from ``sam``'s profile.
 
-        See :func:`~napari_samrefine.sam.profile.resolve_prompt_use` (it warns
+        See :func:`~napari_samrefine.models.profile.resolve_prompt_use` (it warns
         about forced prompt kinds the model was not trained with).
         """
         use = resolve_prompt_use(
@@ -223,7 +223,7 @@ def run_cascade(
         few prompt excavations (progress and cancellation; it may raise to stop).
     decoder : {"lean", "reference"}
         "lean" (default) decodes with
-        :class:`~napari_samrefine.sam.lean_decoder.LeanMaskDecoder`, built once for
+        :class:`~napari_samrefine.engine.lean_decoder.LeanMaskDecoder`, built once for
         the image; "reference" with segment-anything's modules (same masks to
         float rounding, slower).
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..sam.embedding import ImageEmbedding
-from ..sam.frame import SamFrame
-from .objects import ObjectMask
+from napari_samrefine.engine.embedding import ImageEmbedding
+from napari_samrefine.engine.frame import SamFrame
+from napari_samrefine.labels.objects import ObjectMask
 
 __all__ = [
     "SIMILARITY_THRESHOLD",
@@ -127,7 +127,7 @@ class FeatureGrid:
         Notes
         -----
         Each pixel's feature is a bilinear blend of a few consecutive grid rows
-        and columns (:class:`~napari_samrefine.sam.frame.Band`), so the features
+        and columns (:class:`~napari_samrefine.engine.frame.Band`), so the features
         are blended along one axis first (``T``, over the grid lines in use on
         the other axis) and the dot product and squared norm of the second blend
         come from ``q . T`` and the inner products of neighbouring lines of
@@ -244,9 +244,9 @@ def elastic_box(
     Examples
     --------
     >>> import numpy as np, torch
-    >>> from napari_samrefine.sam.embedding import ImageEmbedding
-    >>> from napari_samrefine.sam.frame import SamFrame
-    >>> from napari_samrefine.samrefiner.objects import ObjectMask
+    >>> from napari_samrefine.engine.embedding import ImageEmbedding
+    >>> from napari_samrefine.engine.frame import SamFrame
+    >>> from napari_samrefine.labels.objects import ObjectMask
     >>> frame = SamFrame((64, 64), image_size=64, lowres_size=16, embedding_size=4)
     >>> emb = ImageEmbedding(torch.ones(1, 8, 4, 4), frame, "uniform")
     >>> mask = np.zeros((64, 64), bool); mask[20:40, 20:40] = True

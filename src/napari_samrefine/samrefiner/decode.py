@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..sam.embedding import ImageEmbedding
-from ..sam.lean_decoder import LeanMaskDecoder, supports_lean_decoder
-from ..sam.profile import model_profile
-from .prompts import ObjectPrompts
+from napari_samrefine.engine.embedding import ImageEmbedding
+from napari_samrefine.engine.lean_decoder import LeanMaskDecoder, supports_lean_decoder
+from napari_samrefine.models.profile import model_profile
+from napari_samrefine.samrefiner.prompts import ObjectPrompts
 
 __all__ = [
     "PromptSwitches",
@@ -177,7 +177,7 @@ def prompt_tensors(
 
 
 def lean_decoder(sam, embedding: ImageEmbedding) -> LeanMaskDecoder | None:
-    """A :class:`~napari_samrefine.sam.lean_decoder.LeanMaskDecoder` for this image, or None.
+    """A :class:`~napari_samrefine.engine.lean_decoder.LeanMaskDecoder` for this image, or None.
 
     None when the model's decoder is not segment-anything's layout (then
     :func:`decode_prompts` uses the model's own decoder). Build it once per
@@ -229,7 +229,7 @@ def decode_batch(
     decoder : LeanMaskDecoder, "lean" or "reference"
         "reference" runs ``sam.prompt_encoder`` and ``sam.mask_decoder`` as
         segment-anything does; "lean" (default) computes the same with
-        :class:`~napari_samrefine.sam.lean_decoder.LeanMaskDecoder` (less memory
+        :class:`~napari_samrefine.engine.lean_decoder.LeanMaskDecoder` (less memory
         traffic, only the chosen mask upscaled), built for this call; pass one
         built by :func:`lean_decoder` to reuse it across calls on one image.
         Both give the same masks to float rounding. Models whose decoder is not

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .objects import ObjectMask
+from napari_samrefine.labels.objects import ObjectMask
 
 __all__ = [
     "object_crop",

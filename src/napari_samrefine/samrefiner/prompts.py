@@ -25,14 +25,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..sam.embedding import ImageEmbedding
-from ..sam.frame import SamFrame
-from .cebox import FeatureGrid, elastic_box
-from .distance import first_argmax, inside_distance, object_crop, outside_distance_squared
-from .inputs import BinaryMode, binary_objects, label_plane
-from .lazy_arrays import is_lazy
-from .objects import ObjectMask, objects_from_labels
-from .slide_objects import lazy_plane_objects
+from napari_samrefine.engine.embedding import ImageEmbedding
+from napari_samrefine.engine.frame import SamFrame
+from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
+from napari_samrefine.labels.scan import lazy_plane_objects
+from napari_samrefine.pipeline.inputs import BinaryMode, binary_objects, label_plane
+from napari_samrefine.pipeline.lazy_arrays import is_lazy
+from napari_samrefine.samrefiner.cebox import FeatureGrid, elastic_box
+from napari_samrefine.samrefiner.distance import (
+    first_argmax,
+    inside_distance,
+    object_crop,
+    outside_distance_squared,
+)
 
 __all__ = [
     "ObjectPrompts",
@@ -293,7 +298,7 @@ def excavate_object(
     Examples
     --------
     >>> import numpy as np
-    >>> from napari_samrefine.samrefiner.objects import ObjectMask
+    >>> from napari_samrefine.labels.objects import ObjectMask
     >>> mask = np.zeros((8, 10), bool); mask[2:7, 1:8] = True; mask[4, 4] = False
     >>> p = excavate_object(ObjectMask.from_full(mask))
     >>> p.tight_box.tolist(), p.points.tolist(), p.point_labels.tolist()
@@ -326,9 +331,9 @@ def excavate_prompts(
         A bool image, or one with exactly two values one of which is 0 (0/1,
         0/255 ...), is a binary mask: see ``binary``. A lazy array (dask, zarr,
         memmap) is read block by block to find the objects, then one object's
-        box at a time (:mod:`~napari_samrefine.samrefiner.slide_objects`).
+        box at a time (:mod:`~napari_samrefine.labels.scan`).
     embedding : ImageEmbedding, optional
-        The image's SAM embedding (:func:`~napari_samrefine.sam.embedding.embed_image`);
+        The image's SAM embedding (:func:`~napari_samrefine.engine.embedding.embed_image`);
         its frame gives SAM's sizes and it enables CEBox. Without it the frame is
         ``SamFrame(labels.shape, image_size, lowres_size, image_size // 16)`` and
         boxes are tight.

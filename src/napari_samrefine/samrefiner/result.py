@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .prompts import ObjectPrompts
+from napari_samrefine.samrefiner.prompts import ObjectPrompts
 
 __all__ = ["ObjectResult", "RefineResult", "Plane"]
 

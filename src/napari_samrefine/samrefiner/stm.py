@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from .inputs import label_plane
-from .objects import ObjectMask, object_slices
+from napari_samrefine.labels.objects import ObjectMask, object_slices
+from napari_samrefine.pipeline.inputs import label_plane
 
 __all__ = ["split_then_merge", "should_merge"]
 

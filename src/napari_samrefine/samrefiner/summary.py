@@ -6,7 +6,7 @@ grew more than 4x (ids 5, 9): check them", never a table of status codes.
 
 from __future__ import annotations
 
-from .cascade import REFINED_STATUSES
+from napari_samrefine.samrefiner.cascade import REFINED_STATUSES
 
 __all__ = ["refine_summary", "size_warnings", "count_text", "GROWTH_WARNING", "SHRINK_WARNING"]
 

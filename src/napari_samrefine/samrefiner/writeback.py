@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .cascade import REFINED_STATUSES, ObjectState
-from .objects import isin_ids
+from napari_samrefine.labels.objects import isin_ids
+from napari_samrefine.samrefiner.cascade import REFINED_STATUSES, ObjectState
 
 __all__ = ["write_back"]
 

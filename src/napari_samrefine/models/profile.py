@@ -1,0 +1,184 @@
+"""What a SAM-family model was trained to see: its model profile.
+
+Models of the SAM family share one architecture but not one habit. SAM and
+micro-sam were trained with points, boxes and mask prompts, normalise images
+with SAM's pixel mean and standard deviation, and their IoU head ranks the
+three multimask candidates. LiteMedSAM was trained on boxes only, expects each
+image min-max normalised to [0, 1], and its IoU head predicts about the same
+value for every candidate. A :class:`ModelProfile` records these habits; the
+registry carries one per model, :func:`~napari_samrefine.models.loading.load_sam`
+attaches it to the loaded model, and refinement, the judge and the widgets take
+their defaults from it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "PROMPT_KINDS",
+    "ModelProfile",
+    "SAM_PROFILE",
+    "BOX_ONLY_MINMAX_PROFILE",
+    "model_profile",
+    "resolve_prompt_use",
+    "untrained_prompts",
+]
+
+PROMPT_KINDS = ("points", "box", "mask")
+"""Prompt kinds a SAM decoder takes: points (positive and negative), box, mask."""
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """A model's input normalisation, the prompts it was trained with, and its IoU head.
+
+    Attributes
+    ----------
+    normalization : {"sam", "minmax"}
+        "sam": the uint8 RGB image minus SAM's pixel mean, divided by its standard
+        deviation. "minmax": the resized image scaled to [0, 1] by its own
+        minimum and maximum (LiteMedSAM). Both zero-pad to the square input.
+    prompts : tuple of str
+        Prompt kinds the model was trained with, a subset of ``("points",
+        "box", "mask")``; refinement uses exactly these by default.
+    multimask : bool
+        Whether the IoU head ranks the multimask candidates usefully. If not,
+        the model's single-mask output is used.
+    note : str
+        Where these facts come from, for humans (docs, GUI tooltips).
+    """
+
+    normalization: Literal["sam", "minmax"] = "sam"
+    prompts: tuple[str, ...] = PROMPT_KINDS
+    multimask: bool = True
+    note: str = ""
+
+    def __post_init__(self):
+        if self.normalization not in ("sam", "minmax"):
+            raise ValueError(
+                f"normalization must be 'sam' or 'minmax', got {self.normalization!r}."
+            )
+        unknown = [p for p in self.prompts if p not in PROMPT_KINDS]
+        if unknown or not self.prompts:
+            raise ValueError(
+                f"prompts must be a non-empty subset of {PROMPT_KINDS}, got {self.prompts!r}."
+            )
+
+    def trained_with(self, kind: str) -> bool:
+        """Whether the model was trained with prompts of ``kind`` ("points", "box" or "mask")."""
+        return kind in self.prompts
+
+    def summary(self) -> str:
+        """One line for humans, e.g. ``"box prompts only; min-max input; single mask"``."""
+        prompts = ", ".join(self.prompts)
+        norm = "SAM mean/std input" if self.normalization == "sam" else "min-max input"
+        head = "multimask chosen by predicted IoU" if self.multimask else "single mask"
+        return f"prompts: {prompts}; {norm}; {head}"
+
+
+SAM_PROFILE = ModelProfile(
+    note="Segment Anything and its fine-tunes (micro-sam, MobileSAM): trained with points, "
+    "boxes and mask prompts; SAM's pixel statistics; multimask output ranked by the IoU head."
+)
+"""The profile of SAM, MobileSAM and micro-sam models, and of unregistered files."""
+
+BOX_ONLY_MINMAX_PROFILE = ModelProfile(
+    normalization="minmax",
+    prompts=("box",),
+    multimask=False,
+    note="LiteMedSAM: trained on box prompts only with single-mask output; images min-max "
+    "normalised to [0, 1]; its multimask IoU predictions are flat (about 0.25).",
+)
+"""The profile of LiteMedSAM."""
+
+
+def model_profile(sam) -> ModelProfile:
+    """The profile attached to a loaded model (``load_sam`` sets it), else SAM's.
+
+    Parameters
+    ----------
+    sam : segment_anything.modeling.Sam
+        Any model; one built in code (e.g. :func:`~napari_samrefine.testing.tiny_sam`)
+        gets :data:`SAM_PROFILE` unless ``sam.samrefine_profile`` was set.
+
+    Returns
+    -------
+    ModelProfile
+    """
+    profile = getattr(sam, "samrefine_profile", None)
+    return profile if isinstance(profile, ModelProfile) else SAM_PROFILE
+
+
+def _model_name(sam) -> str:
+    info = getattr(sam, "samrefine_info", None) or {}
+    return str(info.get("name") or "this model")
+
+
+def untrained_prompts(profile: ModelProfile | None, switches: dict) -> list[str]:
+    """Prompt kinds switched on that a model of ``profile`` was not trained with.
+
+    Parameters
+    ----------
+    profile : ModelProfile or None
+        The model's profile; None (unknown, e.g. a file not loaded yet) gives none.
+    switches : dict
+        ``use_points``, ``use_box``, ``use_mask`` (missing keys count as off).
+
+    Returns
+    -------
+    list of str
+        Among "points", "box" and "mask".
+    """
+    if profile is None:
+        return []
+    kinds = {"use_points": "points", "use_box": "box", "use_mask": "mask"}
+    return [kind for key, kind in kinds.items() if switches.get(key) and not profile.trained_with(kind)]
+
+
+def resolve_prompt_use(
+    sam,
+    *,
+    use_points: bool | None = None,
+    use_box: bool | None = None,
+    use_mask: bool | None = None,
+    use_negative_point: bool | None = None,
+) -> dict[str, bool]:
+    """Fill unset prompt switches from the model's profile; warn about forced untrained ones.
+
+    Parameters
+    ----------
+    sam : segment_anything.modeling.Sam
+        The model whose :func:`model_profile` gives the defaults.
+    use_points, use_box, use_mask, use_negative_point : bool or None
+        None takes the profile's choice: a prompt kind is used exactly when the
+        model was trained with it, and the negative point goes with the points.
+        True or False is kept; True for a kind the model was not trained with
+        issues a :class:`UserWarning` that names it.
+
+    Returns
+    -------
+    dict
+        ``use_points``, ``use_box``, ``use_mask``, ``use_negative_point`` as bools.
+    """
+    profile = model_profile(sam)
+    chosen = {"use_points": (use_points, "points"), "use_box": (use_box, "box"),
+              "use_mask": (use_mask, "mask")}
+    out = {key: profile.trained_with(kind) if value is None else bool(value)
+           for key, (value, kind) in chosen.items()}
+    # the negative point goes with the points unless set on its own
+    out["use_negative_point"] = out["use_points"] if use_negative_point is None else bool(
+        use_negative_point
+    )
+    forced = untrained_prompts(profile, {k: v for k, (v, _) in chosen.items()})
+    if forced:
+        warnings.warn(
+            f"{_model_name(sam)} was not trained with {' and '.join(forced)} "
+            f"prompts ({profile.summary()}); they are used because you asked for them, and "
+            "its masks may get worse.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return out

@@ -1,0 +1,196 @@
+"""One plane of a label stack: which planes to refine, its objects, its refinement in memory.
+
+Shared by the in-memory path of :func:`~napari_samrefine.refine` and the lazy
+one (:mod:`.slide`), which uses it for planes it loads whole (semantic mode,
+binary masks split into components).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
+from napari_samrefine.pipeline.tiling import refine_plane, resolve_tiling
+from napari_samrefine.samrefiner.cascade import REFINED_STATUSES, ObjectState, PromptSettings
+from napari_samrefine.samrefiner.prompts import ObjectPrompts
+from napari_samrefine.samrefiner.result import ObjectResult, Plane
+from napari_samrefine.samrefiner.writeback import write_back
+
+__all__ = [
+    "PlaneJob",
+    "plane_indices",
+    "lead",
+    "split_plane",
+    "records",
+    "kept_records",
+    "refine_loaded_plane",
+]
+
+Step = Callable[[int, str], None]
+
+
+@dataclass(frozen=True)
+class PlaneJob:
+    """Everything :func:`~napari_samrefine.refine` applies to each plane alike."""
+
+    sam: object
+    settings: PromptSettings
+    mode: str
+    ids: list[int] | None
+    channel: int | str | None
+    percentiles: tuple[float, float]
+    tile: object
+    halo: int | None
+    embedding_cache: object
+    iterations: int
+    convergence: float | None
+    batch_size: int
+    iou_adaptor: object
+
+    def refine(self, rgb: np.ndarray, objects: Sequence[ObjectMask], tiling, step: Step):
+        """:func:`~.tiling.refine_plane` of ``objects`` in ``rgb`` with this job's options."""
+        return refine_plane(
+            self.sam, rgb, objects, self.settings,
+            tiling=tiling, embedding_cache=self.embedding_cache,
+            iterations=self.iterations, convergence=self.convergence,
+            batch_size=self.batch_size, iou_adaptor=self.iou_adaptor, step=step,
+        )
+
+
+def _pair(entry, lead_shape) -> list[tuple[int, int]]:
+    nt, nz = lead_shape
+    if isinstance(entry, (tuple, list)) and len(entry) == 2 and all(np.isscalar(v) for v in entry):
+        t, z = (int(v) for v in entry)
+        if not (-nt <= t < nt and -nz <= z < nz):
+            raise ValueError(
+                f"plane {(t, z)} does not exist: the stack has {nt} x {nz} (T, Z) planes."
+            )
+        return [(t % nt, z % nz)]
+    if np.isscalar(entry):
+        t = int(entry)
+        if not -nt <= t < nt:
+            raise ValueError(f"time point {t} does not exist: the stack has {nt} (0..{nt - 1}).")
+        return [(t % nt, z) for z in range(nz)]
+    raise ValueError(
+        f"planes entries of a 4D stack are (t, z) pairs or time points t, got {entry!r}."
+    )
+
+
+def plane_indices(shape: tuple[int, ...], planes) -> list[Plane]:
+    """The planes to refine, sorted: [None] for 2D, ints for 3D, (t, z) pairs for 4D.
+
+    ``planes`` is None (all), an int or a list of ints for a 3D stack; for a 4D
+    (T, Z, Y, X) stack a (t, z) pair, an int t (every z of that time point), or a
+    list of pairs and ints. Negative indices count from the end.
+    """
+    if len(shape) == 2:
+        if planes not in (None, 0, [0]):
+            raise ValueError("planes=... applies to 3D and 4D stacks; these labels are 2D.")
+        return [None]
+    if len(shape) == 4:
+        lead_shape = shape[:2]
+        if planes is None:
+            return [tuple(int(v) for v in p) for p in np.ndindex(*lead_shape)]
+        single = isinstance(planes, tuple) and len(planes) == 2 and all(map(np.isscalar, planes))
+        entries = [planes] if single or np.isscalar(planes) else list(planes)
+        return sorted({p for e in entries for p in _pair(e, lead_shape)})
+    n = shape[0]
+    if planes is None:
+        return list(range(n))
+    chosen = [planes] if np.isscalar(planes) else list(planes)
+    bad = [p for p in chosen if not -n <= int(p) < n]
+    if bad:
+        raise ValueError(f"planes {bad} do not exist: the stack has {n} planes (0..{n - 1}).")
+    return sorted({int(p) % n for p in chosen})
+
+
+def lead(plane: Plane) -> tuple[int, ...]:
+    """The index of a plane in the leading axes: () for 2D, (z,) or (t, z)."""
+    if plane is None:
+        return ()
+    return tuple(plane) if isinstance(plane, tuple) else (plane,)
+
+
+def split_plane(plane_labels: np.ndarray, mode: str, label_ids):
+    """Objects (instance) or STM groups (semantic) of one plane to refine.
+
+    Returns the targets, the requested ids that are missing, and the objects
+    kept as they are with their status: present but not requested ("skipped"),
+    or, in semantic mode, classes made of specks only ("specks").
+    """
+    present = objects_from_labels(plane_labels)
+    wanted = None if label_ids is None else set(label_ids)
+    chosen = [o for o in present if wanted is None or o.label_id in wanted]
+    kept = [(o, "skipped") for o in present if wanted is not None and o.label_id not in wanted]
+    missing = [] if wanted is None else sorted(wanted - {o.label_id for o in present})
+    if mode == "semantic":
+        from napari_samrefine.samrefiner.stm import split_then_merge
+
+        classes = {o.label_id: o for o in chosen}
+        chosen = [g for g in split_then_merge(plane_labels) if g.label_id in classes]
+        grouped = {g.label_id for g in chosen}
+        kept += [(o, "specks") for lid, o in classes.items() if lid not in grouped]
+    return chosen, missing, kept
+
+
+def records(states: Sequence[ObjectState], plane: Plane, mode: str) -> list[ObjectResult]:
+    """One :class:`ObjectResult` per cascade state (groups numbered per class in semantic mode)."""
+    out, group_count = [], {}
+    for s in states:
+        g = group_count.get(s.coarse.label_id, 0)
+        group_count[s.coarse.label_id] = g + 1
+        out.append(
+            ObjectResult(
+                label_id=int(s.coarse.label_id),
+                plane=plane,
+                status=s.status,
+                predicted_iou=s.predicted_iou,
+                iterations=s.iterations,
+                coarse_area=s.coarse.area,
+                refined_area=s.mask.area if s.status in REFINED_STATUSES else 0,
+                group=g if mode == "semantic" else 0,
+            )
+        )
+    return out
+
+
+def kept_records(missing, kept, plane: Plane) -> list[ObjectResult]:
+    """Records of requested ids that are absent, then of objects kept as they are.
+
+    ``kept`` holds (label_id, area, status) triples.
+    """
+    out = [ObjectResult(int(lid), plane, "empty-input", float("nan"), 0, 0, 0) for lid in missing]
+    out += [
+        ObjectResult(int(lid), plane, status, float("nan"), 0, int(area), int(area))
+        for lid, area, status in kept
+    ]
+    return out
+
+
+def refine_loaded_plane(
+    job: PlaneJob, plane_image: np.ndarray, plane_labels: np.ndarray, plane: Plane, step: Step
+) -> tuple[np.ndarray | None, list[ObjectResult], list[ObjectPrompts | None]]:
+    """Refine one plane held in memory.
+
+    Returns
+    -------
+    refined : numpy.ndarray or None
+        The refined plane (None when there was nothing to refine: the plane stays).
+    objects : list of ObjectResult
+    prompts : list of ObjectPrompts or None
+    """
+    targets, missing, kept = split_plane(plane_labels, job.mode, job.ids)
+    objects = kept_records(missing, [(o.label_id, o.area, st) for o, st in kept], plane)
+    prompts: list[ObjectPrompts | None] = [None] * len(objects)
+    if not targets:
+        return None, objects, prompts
+    rgb = to_sam_rgb(plane_image, channel=job.channel, percentiles=job.percentiles)
+    states = job.refine(rgb, targets, resolve_tiling(job.tile, job.halo, job.sam, rgb.shape[:2]), step)
+    refined = write_back(plane_labels, states)
+    objects.extend(records(states, plane, job.mode))
+    prompts.extend(s.prompts for s in states)
+    return refined, objects, prompts

@@ -1,0 +1,278 @@
+"""The public refinement entry point: images and coarse labels in, refined labels out.
+
+numpy arrays are refined in memory, plane by plane; lazy arrays (dask, zarr,
+memmaps) and any call with ``out=`` take the bounded-memory path of
+:mod:`.slide`, which gives the same labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+import numpy as np
+
+from napari_samrefine._progress import ProgressCallback, report
+from napari_samrefine.engine.embedding import EmbeddingCache, default_cache
+from napari_samrefine.models.loading import resolve_sam
+from napari_samrefine.pipeline.inputs import (
+    BinaryMode,
+    arrange_image,
+    binary_objects,
+    check_labels,
+    check_refine_options,
+    restore_binary,
+)
+from napari_samrefine.pipeline.lazy_arrays import is_lazy
+from napari_samrefine.pipeline.plane import PlaneJob, plane_indices, refine_loaded_plane
+from napari_samrefine.samrefiner.cascade import PromptSettings
+from napari_samrefine.samrefiner.result import ObjectResult, RefineResult
+
+__all__ = ["refine", "RefineResult", "ObjectResult"]
+
+
+def refine(
+    image: np.ndarray,
+    labels: np.ndarray,
+    sam="vit_b_lm",
+    *,
+    mode: Literal["instance", "semantic"] = "instance",
+    iterations: int = 5,
+    use_points: bool | None = None,
+    use_box: bool | None = None,
+    use_mask: bool | None = None,
+    use_negative_point: bool | None = None,
+    cebox: float | None | Literal["auto"] = "auto",
+    strength: float = 15.0,
+    gamma: float = 4.0,
+    label_ids: Iterable[int] | None = None,
+    planes: int | tuple[int, int] | Iterable | None = None,
+    channel: int | str | None = None,
+    channel_axis: int | None = None,
+    percentiles: tuple[float, float] = (1.0, 99.8),
+    iou_adaptor=None,
+    convergence: float | None = 0.99,
+    batch_size: int = 32,
+    device: str = "auto",
+    embedding_cache: EmbeddingCache | None = default_cache,
+    progress: ProgressCallback | None = None,
+    tile: int | Literal["auto"] | None = "auto",
+    halo: int | None = None,
+    binary: BinaryMode = "components",
+    out=None,
+) -> RefineResult:
+    """Refine coarse masks with SAM using SAMRefiner's noise-tolerant prompts.
+
+    Each image (or plane of a stack) is encoded once; for every cascade
+    iteration, prompts (a distance-guided positive point, a negative point, a
+    context-aware elastic box and a Gaussian mask prompt) are mined from each
+    object's current mask and all objects are decoded in batched calls. The
+    candidate with the highest predicted IoU is kept.
+
+    Images and labels may be numpy arrays, or lazy arrays read a window at a
+    time: dask and zarr arrays, numpy memmaps, anything with ``shape``,
+    ``dtype``, ``ndim`` and numpy-style slicing. When either is lazy, or
+    ``out`` is given, the slide path runs (:mod:`napari_samrefine.pipeline.slide`):
+    objects are found in one block-by-block pass over the labels, contrast
+    limits come from an exact histogram of the image, and each tile reads only
+    its window of image and labels, so memory grows with the objects, the tile
+    and the plane's width (one row of tiles is held), not with the image's
+    area; the labels are the ones the in-memory path gives.
+
+    Parameters
+    ----------
+    image : numpy.ndarray or lazy array
+        (Y, X) grey, (Y, X, C) with channels last, a stack (Z, Y, X[, C]) or
+        (T, Z, Y, X[, C]). uint8 grey/RGB is used as is; other dtypes are
+        contrast-stretched.
+    labels : numpy.ndarray or lazy array
+        Coarse labels, (Y, X), (Z, Y, X) or (T, Z, Y, X), refined plane by plane;
+        non-negative integers of any width (ids up to the dtype's maximum) or
+        bool (0 = background). Instance ids in instance mode, class ids in
+        semantic mode. A bool image, or one with exactly two values one of which
+        is 0 (0/1, 0/255, ...), is a binary mask: see ``binary``. Float labels
+        are refused with the fix (``labels.astype(np.int32)`` for whole numbers,
+        ``labels > 0.5`` for a probability map).
+    sam : Sam, str or path
+        A loaded ``segment_anything`` model, a registry name (default "vit_b_lm")
+        or a checkpoint file.
+    mode : {"instance", "semantic"}
+        Instance: one object per id. Semantic: split-then-merge (STM) per class.
+    iterations : int
+        Cascade iterations (T, default 5).
+    use_points, use_box, use_mask, use_negative_point : bool or None
+        Prompt switches (the paper's ablation). None (default) takes the model's
+        profile (:func:`~napari_samrefine.models.profile.model_profile`): every
+        prompt kind the model was trained with (all four for SAM and micro-sam,
+        the box alone for LiteMedSAM). Forcing on a kind the model was not
+        trained with works and issues a warning that names it.
+    cebox : float, None or "auto"
+        CEBox threshold lambda; None or 0 keeps the tight box. "auto" is 0.1 in
+        instance mode and off in semantic mode.
+    strength : float
+        Amplitude w of the mask prompt (paper: 15).
+    gamma : float
+        Spread of the Gaussian mask prompt (reference code: 4).
+    label_ids : iterable of int, optional
+        Only refine these ids (classes in semantic mode); others are kept.
+    planes : int, (t, z) or iterable, optional
+        Planes of a stack to refine (default all); others are kept. For a 3D
+        stack, an index or a list of them. For a 4D (T, Z, Y, X) stack, a (t, z)
+        pair, a time point t (all its z planes), or a list of pairs and time
+        points; ``ObjectResult.plane`` is then the (t, z) pair.
+    channel : int or "mean", optional
+        Channel to use for multichannel images that are not RGB.
+    channel_axis : int, optional
+        Channel axis of ``image`` when it is not the last axis.
+    percentiles : (float, float)
+        Contrast-stretch percentiles for non-uint8 images.
+    iou_adaptor : optional
+        A SAMRefiner++ adaptor (:func:`napari_samrefine.load_iou_adaptor`).
+    convergence : float or None
+        An object stops once its mask's IoU with the previous iteration reaches
+        this value; None always runs all iterations.
+    batch_size : int
+        Objects per decoder call (bounds memory).
+    device : str
+        Device for a model loaded by name ("auto": cuda, mps, cpu).
+    embedding_cache : EmbeddingCache or None
+        Where image embeddings are kept for reuse; None computes them afresh.
+    progress : callable, optional
+        ``progress(done, total, message)``; raise :class:`napari_samrefine.Cancelled`
+        in it to stop.
+    tile : int, "auto" or None
+        Refine large images in square tiles of this side (SPEC section 6): each
+        tile is encoded once and each object is refined in the tile that holds it
+        (with context) whole, at full resolution; objects that fit no tile use the
+        whole, downscaled image. "auto" (default) tiles at SAM's input size
+        (1024 px) images whose long side exceeds twice that; None never tiles.
+        An image that fits in one tile is refined exactly as without tiling.
+    halo : int, optional
+        Overlap margin of the tiles (they overlap by ``2 * halo``); default
+        ``tile // 8``.
+    binary : {"components", "one"}
+        How a binary mask (see ``labels``) becomes objects in instance mode.
+        "components" (default): if a plane of the mask holds more than one
+        8-connected component, every component is an object, numbered from 1 in
+        raster order in each plane (these numbers are the ids in ``objects`` and
+        in ``label_ids``), and a UserWarning says how many there are; a mask of
+        one connected object per plane is that object, its value as id. "one":
+        the whole mask is one object, its value as id (1 for bool). Either way
+        the result is a binary mask again: the input's dtype, and its foreground
+        value (e.g. 255) on every refined object. In semantic mode a binary mask
+        is one class, which split-then-merge splits.
+    out : zarr array, writable array, path or None
+        Where to write the refined labels (see Notes); giving it takes the slide
+        path even for numpy input. The labels are never written into.
+
+    Returns
+    -------
+    RefineResult
+        ``.labels`` (same shape and dtype as ``labels``; for a binary mask, the
+        same two values), ``.objects``, ``.table()``, ``.prompts``. With
+        ``out``, ``.labels`` is that array.
+
+    Raises
+    ------
+    ValueError
+        Before any work, for labels that cannot be refined (float, negative,
+        empty, wrongly shaped) or a parameter out of range, naming the fix.
+        On the slide path also for a result too large to return in memory
+        without ``out``, and, in semantic mode or for a binary mask split into
+        components, for a plane too large to load (see Notes).
+
+    Notes
+    -----
+    The slide path (lazy input or ``out``):
+
+    - The result is written tile row by tile row into ``out`` (a zarr array or
+      any writable array of the labels' shape and dtype, or a path where a zarr
+      store chunked like the labels is created; an existing path is refused).
+      Without ``out``, the result is a numpy array when it fits
+      :data:`~napari_samrefine.pipeline.lazy_arrays.MEMORY_BUDGET` (2 GiB), else a
+      ValueError asks for ``out=``.
+    - Objects that fit no tile are refined, as in memory, on the whole plane
+      downscaled when its RGB fits the budget; otherwise they keep their coarse
+      mask with status "too-large-for-tile" and a warning names ``tile=``.
+      Untiled planes (``tile=None``, or a plane that fits one tile) are loaded
+      whole, and refused with a ValueError naming ``tile=`` when they exceed it.
+    - Overlaps between refined objects are resolved as in memory (the highest
+      logit wins; ties go to the lower id), also across tiles: each row of
+      tiles is written back into a strip of rows with a float32 best-logit
+      buffer before the rows are written out.
+    - Contrast limits are exact: one histogram pass for 8/16-bit images, 2 to 5
+      radix-selection passes for wider integers and floats.
+    - Semantic mode, and binary masks split into components, need whole
+      planes (split-then-merge, connected components): each plane is loaded when
+      it fits the budget, else a ValueError names the fix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_samrefine import refine
+    >>> from napari_samrefine.testing import tiny_sam
+    >>> image = np.zeros((64, 64), np.uint8); image[20:40, 20:40] = 200
+    >>> coarse = np.zeros((64, 64), np.uint16); coarse[22:38, 18:41] = 7
+    >>> result = refine(image, coarse, sam=tiny_sam(), iterations=2)
+    >>> result.labels.dtype, result.objects[0].label_id
+    (dtype('uint16'), 7)
+    """
+    if mode not in ("instance", "semantic"):
+        raise ValueError(f"mode must be 'instance' or 'semantic', got {mode!r}")
+    check_refine_options(
+        iterations=iterations, batch_size=batch_size, convergence=convergence, tile=tile,
+        halo=halo, cebox=cebox, strength=strength, gamma=gamma, binary=binary,
+    )
+    lazy = out is not None or is_lazy(image) or is_lazy(labels)
+    if lazy:
+        from napari_samrefine.pipeline.slide import check_slide_inputs
+
+        image, labels, store = check_slide_inputs(image, labels, channel_axis, out)
+    else:
+        user_labels = check_labels(labels, max_ndim=4)
+        image = arrange_image(image, user_labels.shape, channel_axis)
+    plane_ids = plane_indices(tuple(labels.shape), planes)
+    ids = None if label_ids is None else sorted({int(i) for i in label_ids})
+    if cebox == "auto":
+        cebox = 0.1 if mode == "instance" else None
+    sam = resolve_sam(sam, device)
+    settings = PromptSettings.for_model(
+        sam, use_points=use_points, use_box=use_box, use_mask=use_mask,
+        use_negative_point=use_negative_point, cebox=cebox, strength=strength, gamma=gamma,
+    )
+    job = PlaneJob(
+        sam=sam, settings=settings, mode=mode, ids=ids, channel=channel, percentiles=percentiles,
+        tile=tile, halo=halo, embedding_cache=embedding_cache, iterations=iterations,
+        convergence=convergence, batch_size=batch_size, iou_adaptor=iou_adaptor,
+    )
+    if lazy:
+        from napari_samrefine.pipeline.slide import refine_slide
+
+        return refine_slide(job, image, labels, store, plane_ids, binary, progress, stacklevel=3)
+
+    labels, foreground = binary_objects(user_labels, binary, mode, stacklevel=2)
+    total = len(plane_ids) * (iterations + 1)
+    done = 0
+    report(progress, done, total, "starting")
+    out_labels = labels.copy()
+    objects: list[ObjectResult] = []
+    prompts: list = []
+    for p in plane_ids:
+        where = "" if p is None else f"plane {p}: "
+
+        def step(units: int, message: str, _where=where, _done=done) -> None:
+            report(progress, _done + units, total, _where + message)
+
+        key = () if p is None else p
+        refined, objs, prm = refine_loaded_plane(job, image[key], labels[key], p, step)
+        objects.extend(objs)
+        prompts.extend(prm)
+        if refined is not None:
+            if p is None:
+                out_labels = refined
+            else:
+                out_labels[key] = refined
+        done += iterations + 1
+        report(progress, done, total, f"{where}done" if refined is not None else f"{where}nothing to refine")
+    out_labels = restore_binary(out_labels, user_labels, foreground)
+    return RefineResult(labels=out_labels, objects=objects, prompts=prompts, mode=mode)
