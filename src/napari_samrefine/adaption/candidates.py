@@ -25,7 +25,8 @@ from napari_samrefine.engine.embedding import (
     embed_image,
 )
 from napari_samrefine.engine.preprocess import to_sam_rgb
-from napari_samrefine.labels.objects import ObjectMask, crop_iou, objects_from_labels, trim
+from napari_samrefine.labels.iou import candidate_ious
+from napari_samrefine.labels.objects import ObjectMask, objects_from_labels, trim
 from napari_samrefine.pipeline.inputs import arrange_image, check_labels
 from napari_samrefine.samrefiner.decode import decode_batch, decode_prompts, lean_decoder
 
@@ -171,17 +172,17 @@ def _decode_all(sam, chunk: Sequence[ObjectMask], emb: ImageEmbedding, prompts: 
     return decode_prompts(sam, emb, excavated, settings.switches, **options)
 
 
-def _candidate_ious(emb: ImageEmbedding, low: np.ndarray, reference: ObjectMask) -> np.ndarray:
-    """IoU of each of the candidates' binary masks (original frame) with ``reference``."""
+def _candidate_masks(emb: ImageEmbedding, low: np.ndarray, obj: ObjectMask) -> list[ObjectMask | None]:
+    """The candidates' binary masks in the original frame (None where a candidate is empty)."""
     frame = emb.frame
-    out = np.zeros(low.shape[0])
-    for k, logits in enumerate(low):
+    out: list[ObjectMask | None] = []
+    for logits in low:
         region = frame.lowres_extent(logits > 0)
         if region is None:
+            out.append(None)
             continue
         crop = frame.lowres_to_original(logits, region) > 0
-        cand = trim(crop, region[:2], reference.label_id, reference.image_shape)
-        out[k] = crop_iou(reference, cand) if cand.area else 0.0
+        out.append(trim(crop, region[:2], obj.label_id, obj.image_shape))
     return out
 
 
@@ -272,13 +273,14 @@ def collect_candidates(
                     scores.append(decoded.scores)
                     low = decoded.lowres.numpy()
                     for obj, cand in zip(chunk, low, strict=True):
-                        coarse.append(_candidate_ious(emb, cand, obj))
+                        masks = _candidate_masks(emb, cand, obj)
+                        coarse.append(candidate_ious(obj, masks))
                         if with_gt:
                             ref = None
                             if plane.ground_truth is not None:
                                 ref = _match(obj, plane.ground_truth, gt_objects)
                             gts.append(
-                                np.full(3, np.nan) if ref is None else _candidate_ious(emb, cand, ref)
+                                np.full(3, np.nan) if ref is None else candidate_ious(ref, masks)
                             )
                         ids.append(obj.label_id)
                         pairs.append(plane.pair)

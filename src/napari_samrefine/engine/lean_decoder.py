@@ -39,11 +39,11 @@ import torch
 import torch.nn.functional as F
 
 from napari_samrefine.engine.lean_terms import (
-    _activate_,
-    _autocasting,
-    _heads,
+    activate_,
+    autocasting,
     dense_prompt,
     first_layer_terms,
+    split_heads,
     supports_lean_decoder,
 )
 
@@ -133,7 +133,7 @@ class LeanMaskDecoder:
         h = attn.num_heads
         d = attn.internal_dim // h
         q = attn.q_proj(q_in).mul_(1.0 / math.sqrt(d)).reshape(n, t, h, d)
-        qb = torch.einsum("nthd,hdc->nhtc", q, _heads(attn.k_proj.weight, h)).reshape(n, h * t, -1)
+        qb = torch.einsum("nthd,hdc->nhtc", q, split_heads(attn.k_proj.weight, h)).reshape(n, h * t, -1)
         q_heads = q.permute(2, 0, 1, 3)  # (H, n, T, d)
         aks = []
         for (a0, a1), k in zip(spans, keys, strict=True):
@@ -144,7 +144,7 @@ class LeanMaskDecoder:
             a = torch.softmax(scores, dim=-1)
             aks.append(torch.bmm(a, k))  # (m, H*T, C)
         ak = torch.cat(aks).view(n, h, t, -1)
-        out = torch.einsum("nhtc,hdc->nthd", ak, _heads(attn.v_proj.weight, h))
+        out = torch.einsum("nhtc,hdc->nthd", ak, split_heads(attn.v_proj.weight, h))
         out = out.reshape(n, t, h * d) + attn.v_proj.bias
         return attn.out_proj(out)
 
@@ -191,7 +191,7 @@ class LeanMaskDecoder:
         kt = attn.k_proj(k_in).mul_(1.0 / math.sqrt(d)).reshape(n, t, h, d)
         kt_heads = kt.permute(2, 0, 1, 3)  # (H, n, T, d)
         if first is None:
-            kb = torch.einsum("nthd,hdc->nhtc", kt, _heads(attn.q_proj.weight, h)).reshape(n, h * t, -1)
+            kb = torch.einsum("nthd,hdc->nhtc", kt, split_heads(attn.q_proj.weight, h)).reshape(n, h * t, -1)
             zs, image_terms = [None] * len(spans), pe_q
         else:
             zs, terms = first
@@ -292,7 +292,7 @@ class LeanMaskDecoder:
 
     def _addmm(self, name: str, bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``torch.addmm(bias, x, w)`` into a reused buffer (a fresh tensor under autocast)."""
-        if _autocasting(x.device.type) or not x.dtype == w.dtype == bias.dtype:
+        if autocasting(x.device.type) or not x.dtype == w.dtype == bias.dtype:
             return torch.addmm(bias, x, w)
         return torch.addmm(bias, x, w, out=self._buffer(name, (x.shape[0], w.shape[1]), x))
 
@@ -318,10 +318,10 @@ class LeanMaskDecoder:
         w = conv.weight.permute(0, 2, 3, 1).reshape(c, -1)
         x = self._addmm("upscale1", conv.bias.repeat(4), keys.reshape(n * hw, c), w)
         x = x.view(n * hw * 4, -1)
-        x = _activate_(up[2], F.layer_norm(x, (x.shape[-1],), up[1].weight, up[1].bias, up[1].eps))
+        x = activate_(up[2], F.layer_norm(x, (x.shape[-1],), up[1].weight, up[1].bias, up[1].eps))
         conv = up[3]
         w = conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, -1)
-        x = _activate_(up[4], self._addmm("upscale2", conv.bias.repeat(4), x, w))
+        x = activate_(up[4], self._addmm("upscale2", conv.bias.repeat(4), x, w))
         x = x.view(n, hw * 16, -1)
         if hyper.dim() == 2:
             m = torch.bmm(x, hyper[:, :, None])  # (n, HW*16, 1)

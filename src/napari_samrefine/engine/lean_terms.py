@@ -11,7 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["supports_lean_decoder", "dense_prompt", "first_layer_terms"]
+__all__ = [
+    "supports_lean_decoder",
+    "dense_prompt",
+    "first_layer_terms",
+    "activate_",
+    "split_heads",
+    "autocasting",
+]
 
 
 def supports_lean_decoder(sam) -> bool:
@@ -38,19 +45,20 @@ def supports_lean_decoder(sam) -> bool:
     return tuple(down[6].kernel_size) == (1, 1)
 
 
-def _activate_(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def activate_(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``, computed in place for GELU (the activation of segment-anything's decoder)."""
     if type(module) is nn.GELU:
         return torch.ops.aten.gelu_(x, approximate=module.approximate)
     return module(x)
 
 
-def _heads(weight: torch.Tensor, heads: int) -> torch.Tensor:
+def split_heads(weight: torch.Tensor, heads: int) -> torch.Tensor:
     """(internal, C) projection weight as (heads, d, C)."""
     return weight.reshape(heads, weight.shape[0] // heads, weight.shape[1])
 
 
-def _autocasting(device_type: str) -> bool:
+def autocasting(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` ("cpu", "cuda", ...) in this thread."""
     try:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4
@@ -128,7 +136,7 @@ def first_layer_terms(sam, image: torch.Tensor, pos: torch.Tensor, with_mask: bo
         if with_mask:
             w = last.weight[:, :, 0, 0].to(image.dtype)  # (C, r)
             h = t2i.num_heads
-            terms["kz"] = _heads(t2i.k_proj.weight @ w, h)  # (H, d, r)
-            terms["vz"] = _heads(t2i.v_proj.weight @ w, h)
-            terms["qz"] = _heads(i2t.q_proj.weight @ w, i2t.num_heads)
+            terms["kz"] = split_heads(t2i.k_proj.weight @ w, h)  # (H, d, r)
+            terms["vz"] = split_heads(t2i.v_proj.weight @ w, h)
+            terms["qz"] = split_heads(i2t.q_proj.weight @ w, i2t.num_heads)
     return terms

@@ -39,7 +39,8 @@ from scipy import ndimage as ndi
 from skimage.segmentation import slic
 
 from napari_samrefine.engine.preprocess import percentile_stretch
-from napari_samrefine.labels.values import iou, label_plane
+from napari_samrefine.labels.iou import iou
+from napari_samrefine.labels.values import label_plane
 
 __all__ = [
     "CoarseLabels",

@@ -18,8 +18,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
+from napari_samrefine.labels.iou import iou, iou_matrix, same_shape
 from napari_samrefine.labels.objects import object_slices
-from napari_samrefine.labels.values import _as_pair, _ratio, check_label_values, iou
+from napari_samrefine.labels.values import check_label_values
 
 __all__ = [
     "iou",
@@ -33,6 +34,13 @@ __all__ = [
     "object_ious",
     "ObjectScores",
 ]
+
+
+def _checked_pair(pred_labels, true_labels) -> tuple[np.ndarray, np.ndarray]:
+    """Both label images validated (named in the messages) and of one shape."""
+    return same_shape(
+        check_label_values(pred_labels, "pred_labels"), check_label_values(true_labels, "true_labels")
+    )
 
 
 def boundary_width(shape: tuple[int, ...], dilation_ratio: float = 0.02) -> int:
@@ -90,7 +98,7 @@ def boundary_iou(a: np.ndarray, b: np.ndarray, dilation_ratio: float = 0.02) -> 
     float
         In [0, 1]; 1.0 when both masks are empty.
     """
-    a, b = _as_pair(a, b)
+    a, b = same_shape(a, b)
     if a.ndim != 2:
         raise ValueError(f"boundary_iou expects 2D masks, got shape {a.shape}.")
     d = boundary_width(a.shape, dilation_ratio)
@@ -107,7 +115,7 @@ def boundary_iou(a: np.ndarray, b: np.ndarray, dilation_ratio: float = 0.02) -> 
     )
     ba = mask_boundary(a[sl], d)
     bb = mask_boundary(b[sl], d)
-    return _ratio(int(np.count_nonzero(ba & bb)), int(np.count_nonzero(ba | bb)))
+    return iou(ba, bb)
 
 
 def class_ious(
@@ -127,17 +135,19 @@ def class_ious(
     dict of int to float
         Class id -> IoU, for every class present in either image.
     """
-    pred, true = _as_pair(check_label_values(pred_labels, "pred_labels"), check_label_values(true_labels, "true_labels"))
-    classes = np.union1d(np.unique(pred), np.unique(true))
+    pred, true = _checked_pair(pred_labels, true_labels)
+    # class ids as Python ints: two images of different dtypes (int64 and uint64 above
+    # 2**63 - 1) share no numpy type that holds both
+    classes = sorted(set(np.unique(pred).tolist()) | set(np.unique(true).tolist()))
     if not include_background:
-        classes = classes[classes != 0]
+        classes = [c for c in classes if c != 0]
     p = pred.ravel()
     t = true.ravel()
     out = {}
-    for c in classes.tolist():
+    for c in classes:
         pc = p == c
         tc = t == c
-        out[int(c)] = _ratio(int(np.count_nonzero(pc & tc)), int(np.count_nonzero(pc | tc)))
+        out[int(c)] = iou(pc, tc)
     return out
 
 
@@ -171,11 +181,12 @@ class MatchResult:
     Attributes
     ----------
     true_ids, pred_ids : numpy.ndarray
-        int64 (K,) matched label ids, pair k = (true_ids[k], pred_ids[k]).
+        (K,) matched label ids, pair k = (true_ids[k], pred_ids[k]), each in its
+        label image's dtype (uint64 ids above 2**63 - 1 stay as they are).
     ious : numpy.ndarray
         float64 (K,) IoU of each pair (all >= the threshold).
     unmatched_true, unmatched_pred : numpy.ndarray
-        int64 ids left without a partner (misses and false positives).
+        Ids left without a partner (misses and false positives), in the images' dtypes.
     """
 
     true_ids: np.ndarray
@@ -183,23 +194,6 @@ class MatchResult:
     ious: np.ndarray
     unmatched_true: np.ndarray
     unmatched_pred: np.ndarray
-
-
-def _iou_matrix(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dense IoU matrix (true x pred) over the non-zero ids, from a contingency table."""
-    t_ids, t_inv = np.unique(true.ravel(), return_inverse=True)
-    p_ids, p_inv = np.unique(pred.ravel(), return_inverse=True)
-    # contingency table of pixel pairs by bincount on a combined index
-    table = np.bincount(t_inv * len(p_ids) + p_inv, minlength=len(t_ids) * len(p_ids))
-    table = table.reshape(len(t_ids), len(p_ids)).astype(np.float64)
-    t_area = table.sum(axis=1)
-    p_area = table.sum(axis=0)
-    union = t_area[:, None] + p_area[None, :] - table
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mat = np.where(union > 0, table / union, 0.0)
-    keep_t = t_ids != 0
-    keep_p = p_ids != 0
-    return mat[np.ix_(keep_t, keep_p)], t_ids[keep_t].astype(np.int64), p_ids[keep_p].astype(np.int64)
 
 
 def match_objects(
@@ -225,8 +219,8 @@ def match_objects(
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
-    pred, true = _as_pair(check_label_values(pred_labels, "pred_labels"), check_label_values(true_labels, "true_labels"))
-    mat, t_ids, p_ids = _iou_matrix(pred, true)
+    pred, true = _checked_pair(pred_labels, true_labels)
+    mat, t_ids, p_ids = iou_matrix(true, pred)
     rows, cols = linear_sum_assignment(mat, maximize=True) if mat.size else ([], [])
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
@@ -248,7 +242,7 @@ class ObjectScores:
     Attributes
     ----------
     label_ids : numpy.ndarray
-        int64 (N,) ids of the true objects, increasing.
+        (N,) ids of the true objects, increasing, in the true labels' dtype.
     iou : numpy.ndarray
         float64 (N,) IoU of each true object with its predicted partner (0 without one).
     boundary_iou : numpy.ndarray
@@ -289,11 +283,11 @@ def object_ious(
     ObjectScores
         One entry per true object; a true object whose partner is missing scores 0.
     """
-    pred, true = _as_pair(check_label_values(pred_labels, "pred_labels"), check_label_values(true_labels, "true_labels"))
+    pred, true = _checked_pair(pred_labels, true_labels)
     if true.ndim != 2:
         raise ValueError(f"object_ious expects 2D label images, got shape {true.shape}.")
     t_ids = np.unique(true)
-    t_ids = t_ids[t_ids != 0].astype(np.int64)
+    t_ids = t_ids[t_ids != 0]
     if by == "id":
         partner = dict(zip(t_ids.tolist(), t_ids.tolist(), strict=True))
     elif by == "match":
@@ -323,5 +317,5 @@ def object_ious(
         ious[k] = iou(pm, tm)
         ba = mask_boundary(pm, d)
         bb = mask_boundary(tm, d)
-        bious[k] = _ratio(int(np.count_nonzero(ba & bb)), int(np.count_nonzero(ba | bb)))
+        bious[k] = iou(ba, bb)
     return ObjectScores(t_ids, ious, bious)

@@ -35,8 +35,9 @@ from napari_samrefine.judge.verdicts import (
     decide,
     score_support,
 )
+from napari_samrefine.labels.iou import iou
 from napari_samrefine.labels.objects import object_slices
-from napari_samrefine.labels.values import iou, label_plane
+from napari_samrefine.labels.values import label_plane
 
 __all__ = ["judge_refinement", "BACKENDS"]
 

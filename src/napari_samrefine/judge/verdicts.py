@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_samrefine.labels.values import iou
+from napari_samrefine.labels.iou import iou, soft_iou
 
 __all__ = [
     "IMPROVED",
@@ -22,7 +22,6 @@ __all__ = [
     "VERDICT_CODES",
     "SupportScore",
     "Verdict",
-    "soft_iou",
     "score_support",
     "decide",
     "accepted_labels",
@@ -32,21 +31,6 @@ __all__ = [
 IMPROVED, DEGRADED, UNCERTAIN = "improved", "degraded", "uncertain"
 #: Pixel values of :func:`verdict_image` (0 is background).
 VERDICT_CODES = {IMPROVED: 1, DEGRADED: 2, UNCERTAIN: 3}
-
-
-def soft_iou(prob: np.ndarray, mask: np.ndarray) -> float:
-    """Threshold-free IoU of a probability map with a binary mask.
-
-    ``sum(p * m) / sum(p + m - p * m)`` (fuzzy Jaccard: min over max); equals the
-    hard IoU when ``p`` is binary; 1.0 when both are empty.
-    """
-    p = np.asarray(prob, dtype=np.float64)
-    m = np.asarray(mask, dtype=bool)
-    if p.shape != m.shape:
-        raise ValueError(f"The probability map {p.shape} and the mask {m.shape} differ in shape.")
-    inter = float(p[m].sum())
-    union = float(p.sum() + m.sum() - inter)
-    return 1.0 if union <= 0 else inter / union
 
 
 @dataclass(frozen=True)

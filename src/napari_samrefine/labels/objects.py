@@ -19,7 +19,6 @@ __all__ = [
     "object_slices",
     "isin_ids",
     "label_components",
-    "crop_iou",
     "trim",
 ]
 
@@ -277,25 +276,6 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
     for z, plane in enumerate(planes):
         counts.append(int(ndi.label(plane, structure=EIGHT, output=out[z])))
     return (out[0] if mask.ndim == 2 else out), counts
-
-
-def crop_iou(a: ObjectMask, b: ObjectMask) -> float:
-    """IoU of two objects of the same image, computed on their crops only.
-
-    Two empty objects have IoU 1.
-    """
-    area_a, area_b = a.area, b.area
-    if area_a == 0 and area_b == 0:
-        return 1.0
-    ay0, ax0, ay1, ax1 = a.bbox
-    by0, bx0, by1, bx1 = b.bbox
-    y0, x0, y1, x1 = max(ay0, by0), max(ax0, bx0), min(ay1, by1), min(ax1, bx1)
-    inter = 0
-    if y1 > y0 and x1 > x0:
-        pa = a.mask[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
-        pb = b.mask[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
-        inter = int(np.count_nonzero(pa & pb))
-    return inter / (area_a + area_b - inter)
 
 
 def trim(mask: np.ndarray, offset: tuple[int, int], label_id: int, image_shape) -> ObjectMask:

@@ -1,4 +1,4 @@
-"""Label images and masks: the one label validator and the one IoU of the package.
+"""Label images and masks: the one label validator of the package (the IoU: :mod:`.iou`).
 
 Every entry point (refine, the judge, the metrics, the widgets) checks labels with
 :func:`check_label_values`, so a user meets the same message, with the same fix,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_label_values", "label_plane", "iou"]
+__all__ = ["check_label_values", "label_plane"]
 
 
 def _float_fix(labels: np.ndarray) -> str:
@@ -77,42 +77,3 @@ def label_plane(labels: np.ndarray, what: str = "Labels") -> np.ndarray:
             f"{what} must be a 2D image, got shape {labels.shape}: pass one plane of a stack."
         )
     return check_label_values(labels, what)
-
-
-def _as_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(a)
-    b = np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(
-            f"The two masks have different shapes {a.shape} and {b.shape}: compare "
-            "masks of the same image (crop or resize one of them first)."
-        )
-    return a, b
-
-
-def _ratio(inter: int, union: int) -> float:
-    return 1.0 if union == 0 else inter / union
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two masks (non-zero = foreground).
-
-    Parameters
-    ----------
-    a, b : numpy.ndarray
-        Masks of the same shape (any dimension); non-zero pixels are foreground.
-
-    Returns
-    -------
-    float
-        |a & b| / |a | b|; 1.0 when both masks are empty.
-
-    Examples
-    --------
-    >>> iou(np.array([1, 1, 0, 0]), np.array([0, 1, 1, 0]))
-    0.3333333333333333
-    """
-    a, b = _as_pair(a, b)
-    a = a.astype(bool, copy=False)
-    b = b.astype(bool, copy=False)
-    return _ratio(int(np.count_nonzero(a & b)), int(np.count_nonzero(a | b)))

@@ -9,7 +9,8 @@ import numpy as np
 
 from napari_samrefine.engine.embedding import ImageEmbedding
 from napari_samrefine.engine.frame import SamFrame
-from napari_samrefine.labels.objects import ObjectMask, crop_iou, trim
+from napari_samrefine.labels.iou import crop_iou
+from napari_samrefine.labels.objects import ObjectMask, trim
 from napari_samrefine.models.profile import resolve_prompt_use
 from napari_samrefine.samrefiner.cebox import FeatureGrid
 from napari_samrefine.samrefiner.decode import PromptSwitches, decode_prompts, lean_decoder
