@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from napari_samrefine import judge_refinement, refine
-from napari_samrefine.evaluation.metrics import object_ious
+from napari_samrefine.evaluation.metrics import class_ious, match_objects, object_ious
 from napari_samrefine.judge.crops import support_candidates
+from napari_samrefine.labels.iou import iou_matrix
 from napari_samrefine.labels.objects import isin_ids, object_slices, objects_from_labels
 from napari_samrefine.samrefiner.prompts import excavate_prompts
 from napari_samrefine.samrefiner.stm import split_then_merge
@@ -67,11 +68,27 @@ def back(table: np.ndarray, ids) -> list[int]:
     return [where[int(i)] for i in ids]
 
 
-def test_huge_id_tables_are_what_they_claim():
-    for kind in KINDS:
-        dtype, table = huge_ids(20, kind)
-        assert table.dtype == dtype and (np.diff(table.astype(object)) > 0).all()
-    assert huge_ids(20, "int64")[1][-1] == I64 and huge_ids(20, "uint64")[1][-1] == U64
+@pytest.mark.parametrize("kind", KINDS)
+def test_matching_and_iou_matrix_equal_those_of_small_ids(crop, kind):
+    """Object matching keeps every id in its dtype: uint64 ids above 2**63 - 1 come back as they are."""
+    _, small = crop
+    big, table = relabel(small, kind)
+    shifted = np.roll(small, 3, axis=0)
+    big_shifted = table[shifted].astype(big.dtype)
+    want, got = iou_matrix(small, shifted), iou_matrix(big, big_shifted)
+    np.testing.assert_array_equal(got[0], want[0])
+    for ids_want, ids_got in zip(want[1:], got[1:], strict=True):
+        assert ids_got.dtype == big.dtype
+        np.testing.assert_array_equal(ids_got, table[ids_want])
+    m_want, m_got = match_objects(shifted, small, 0.3), match_objects(big_shifted, big, 0.3)
+    assert len(m_got.true_ids) >= 10 and len(m_got.unmatched_true) >= 1
+    for field in ("true_ids", "pred_ids", "unmatched_true", "unmatched_pred"):
+        ids_want, ids_got = getattr(m_want, field), getattr(m_got, field)
+        assert ids_got.dtype == big.dtype, field
+        np.testing.assert_array_equal(ids_got, table[ids_want], err_msg=field)
+    np.testing.assert_array_equal(m_got.ious, m_want.ious)
+    if kind == "uint64":  # the ids across 2**63 are there, and matched
+        assert int(m_got.true_ids.max()) == U64 and int(table[-2]) > I64
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -194,12 +211,18 @@ def test_support_candidates_and_object_scores_with_huge_ids(crop, kind):
     want, got = support_candidates([small]), support_candidates([big])
     assert [int(table[c.label_id]) for c in want] == [c.label_id for c in got]
     assert [(c.area, c.box) for c in want] == [(c.area, c.box) for c in got]
-    if kind == "uint64":
-        return  # ObjectScores.label_ids are int64: ids above 2**63 - 1 do not fit
     shifted = np.roll(small, 2, axis=1)
-    a, b = object_ious(shifted, small), object_ious(table[shifted].astype(big.dtype), big)
-    np.testing.assert_array_equal(a.iou, b.iou)
-    np.testing.assert_array_equal(a.boundary_iou, b.boundary_iou)
+    big_shifted = table[shifted].astype(big.dtype)
+    for by in ("id", "match"):
+        a, b = object_ious(shifted, small, by=by), object_ious(big_shifted, big, by=by)
+        assert b.label_ids.dtype == big.dtype
+        np.testing.assert_array_equal(b.label_ids, table[a.label_ids])
+        assert (a.iou > 0).sum() >= 10
+        np.testing.assert_array_equal(a.iou, b.iou)
+        np.testing.assert_array_equal(a.boundary_iou, b.boundary_iou)
+    assert class_ious(big_shifted, big) == {
+        int(table[c]): v for c, v in class_ious(shifted, small).items()
+    }
 
 
 @pytest.mark.parametrize("kind", ["int32", "int64", "uint64"])

@@ -13,9 +13,9 @@ from napari_samrefine.judge.verdicts import (
     accepted_labels,
     decide,
     score_support,
-    soft_iou,
     verdict_image,
 )
+from napari_samrefine.labels.iou import soft_iou
 
 
 def scores(*pairs, soft=None):
