@@ -18,12 +18,11 @@ import torch
 import napari_samrefine as nsr
 from napari_samrefine.cli import main
 from napari_samrefine.engine.disk_cache import (
-    LIMIT_ENV,
     DiskEmbeddingCache,
     clear_embedding_cache,
     embedding_cache_info,
-    embedding_cache_limit,
 )
+from napari_samrefine.engine.disk_cache_policy import LIMIT_ENV, embedding_cache_limit
 from napari_samrefine.engine.embedding import EmbeddingCache, default_cache, embed_image, image_key
 from napari_samrefine.engine.preprocess import to_sam_rgb
 from napari_samrefine.models.registry import get_model
@@ -248,16 +247,25 @@ def test_a_damaged_entry_is_a_miss_that_recomputes(sam, tmp_path, damage):
 def test_temporary_files_are_never_read_and_stale_ones_go(sam, tmp_path):
     rgb = _rgb(40)
     key = image_key(rgb, sam)
-    half = tmp_path / f".tmp-0123-{key}.zarr.zip"  # what a writer killed mid-write leaves
-    half.write_bytes(b"PK\x03\x04 half")
+    # what a writer killed mid-write leaves (and what versions before the shared writer left)
+    half = tmp_path / f".{key}.zarr.zip.0123456789abcdef.part"
+    older = tmp_path / f".tmp-0123-{key}.zarr.zip"
+    other = tmp_path / ".notes.txt.0123456789abcdef.part"  # not the cache's: it stays
+    for path in (half, older, other):
+        path.write_bytes(b"PK\x03\x04 half")
     cache = EmbeddingCache(disk=tmp_path)
     cache.get(sam, rgb)
     assert cache.misses == 1 and cache.disk_hits == 0
-    assert DiskEmbeddingCache(tmp_path).info().entries == 1 and half.exists()
+    assert DiskEmbeddingCache(tmp_path).info().entries == 1 and half.exists() and older.exists()
+    entry = DiskEmbeddingCache(tmp_path).path(key)
+    size = entry.stat().st_size
+    assert DiskEmbeddingCache(tmp_path).clear() == (1, size) and not entry.exists()
+    assert half.exists() and older.exists()  # a write in progress is not cleared
     old = time.time() - 7200
-    os.utime(half, (old, old))
+    for path in (half, older, other):
+        os.utime(path, (old, old))
     DiskEmbeddingCache(tmp_path).entries()
-    assert not half.exists()
+    assert not half.exists() and not older.exists() and other.exists()
 
 
 def test_threads_writing_one_key_leave_one_whole_entry(sam, tmp_path):

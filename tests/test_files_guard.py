@@ -94,6 +94,58 @@ def test_a_process_killed_between_write_and_rename_leaves_the_old_file(tmp_path)
     assert all(name.startswith(".refined.tif.") and name.endswith(".part") for name in leftovers)
 
 
+def test_a_disk_cache_write_killed_before_the_rename_leaves_the_old_entry(tmp_path, sam):
+    """SIGKILL after a new embedding was written to the temporary file, before the rename."""
+    import signal
+    import subprocess
+    import sys
+
+    from napari_samrefine.engine.disk_cache import DiskEmbeddingCache
+    from napari_samrefine.engine.embedding import embed_image
+    from napari_samrefine.engine.embedding_file import read_embedding_file
+
+    emb = embed_image(sam, np.random.default_rng(0).integers(0, 256, (64, 48, 3), np.uint8))
+    disk = DiskEmbeddingCache(tmp_path)
+    assert disk.write(emb.key, emb.features, emb.frame)
+    (entry,) = tmp_path.iterdir()
+    original, f = entry.read_bytes(), emb.frame
+    script = (  # the same key, other features; the process dies where os.replace would run
+        "import os, signal, torch\n"
+        "from napari_samrefine.engine.disk_cache import DiskEmbeddingCache\n"
+        "from napari_samrefine.engine.frame import SamFrame\n"
+        "os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"frame = SamFrame({f.original_size!r}, {f.image_size}, {f.lowres_size}, {f.embedding_size})\n"
+        f"DiskEmbeddingCache({str(tmp_path)!r}).write({emb.key!r}, torch.zeros(1, 8, 4, 4), frame)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    assert entry.read_bytes() == original  # the old entry, bit for bit
+    leftovers = [p.name for p in tmp_path.iterdir() if p != entry]
+    assert len(leftovers) == 1 and leftovers[0].startswith(f".{entry.name}.")
+    assert leftovers[0].endswith(".part")
+    written, _ = read_embedding_file(tmp_path / leftovers[0], emb.key)  # whole, never renamed
+    assert torch.equal(written, torch.zeros(1, 8, 4, 4))
+    fresh = DiskEmbeddingCache(tmp_path)
+    assert fresh.info().entries == 1 and torch.equal(fresh.read(emb.key)[0], emb.features)
+
+
+def test_a_failed_disk_cache_write_leaves_the_old_entry_and_no_temporary(tmp_path, sam):
+    from napari_samrefine.engine.disk_cache import DiskEmbeddingCache
+    from napari_samrefine.engine.embedding import embed_image
+    from napari_samrefine.engine.frame import SamFrame
+
+    emb = embed_image(sam, np.random.default_rng(1).integers(0, 256, (64, 48, 3), np.uint8))
+    disk = DiskEmbeddingCache(tmp_path)
+    assert disk.write(emb.key, emb.features, emb.frame)
+    before = snapshot(tmp_path)
+    # a frame whose sizes cannot be stored: the file fails while it is being written
+    broken = SamFrame(original_size=(object(), 48), image_size=64, lowres_size=16, embedding_size=4)
+    with pytest.warns(UserWarning, match="cannot be stored"):
+        assert not DiskEmbeddingCache(tmp_path).write(emb.key, torch.zeros(1, 8, 4, 4), broken)
+    assert snapshot(tmp_path) == before
+    assert torch.equal(DiskEmbeddingCache(tmp_path).read(emb.key)[0], emb.features)
+
+
 def test_written_files_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)

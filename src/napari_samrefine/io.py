@@ -1,9 +1,10 @@
 """Reading and writing images and label images (TIFF, PNG) for the CLI and batch scripts.
 
-Every file this package writes goes through :func:`atomic_path`: the data is
-written to a temporary file in the target's folder and moved over the target
-in one step, so a crash, a full disk or a second writer never leaves a
-half-written or mixed file behind. :func:`check_outputs` refuses, before any
+Every file this package writes goes through :func:`atomic_path` (labels, tables,
+IoU adaptors, the embeddings of the disk cache, the judge widget's table): the
+data is written to a temporary file in the target's folder, flushed to disk and
+moved over the target in one step, so a crash, a full disk or a second writer
+never leaves a half-written or mixed file behind. :func:`check_outputs` refuses, before any
 work, outputs that would overwrite an input or (without ``--overwrite``) an
 existing file.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "write_labels",
     "write_table",
     "atomic_path",
+    "temporary_target",
     "check_outputs",
     "check_png_labels",
     "find_pairs",
@@ -56,6 +58,9 @@ def read_image(path: str | Path) -> np.ndarray:
 # -- atomic writes ----------------------------------------------------------------------------
 
 
+_PART = ".part"
+
+
 def _new_temp_file(path: Path) -> Path:
     """Create an empty, uniquely named file next to ``path`` and return its path.
 
@@ -64,7 +69,7 @@ def _new_temp_file(path: Path) -> Path:
     final file gets the same permissions as any other new file.
     """
     for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.part")
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{_PART}")
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
@@ -73,9 +78,45 @@ def _new_temp_file(path: Path) -> Path:
     raise FileExistsError(f"Could not create a temporary file next to {path}.")  # pragma: no cover
 
 
+def temporary_target(name: str) -> str | None:
+    """The target's file name of a temporary file of :func:`atomic_path`, or None for another name.
+
+    A process killed between writing and renaming leaves its temporary file
+    (``.<name>.<16 hex digits>.part``) next to the target; a folder's owner (the
+    disk cache of embeddings) finds and removes such files with this.
+
+    Examples
+    --------
+    >>> temporary_target(".labels.tif.0123456789abcdef.part")
+    'labels.tif'
+    >>> temporary_target("labels.tif") is None
+    True
+    """
+    if not (name.startswith(".") and name.endswith(_PART)):
+        return None
+    target, dot, token = name[1 : -len(_PART)].rpartition(".")
+    if not (dot and target and len(token) == 16 and all(c in "0123456789abcdef" for c in token)):
+        return None
+    return target
+
+
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk, where the OS allows it (not on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows cannot open a folder as a file
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -84,9 +125,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary file lies in the target's folder (so the final ``os.replace``
     is one atomic rename on the same file system) under a unique name (so two
-    writers at once never share it). If the ``with`` block raises, the
-    temporary file is removed and ``path`` is left as it was. The folder is
-    created if needed.
+    writers at once never share it). On success the file is flushed to disk
+    (``fsync``) before the rename, and the folder after it where the OS allows,
+    so that a power cut leaves the old file or the new one, never an empty one.
+    If the ``with`` block raises, the temporary file is removed and ``path`` is
+    left as it was. The folder is created if needed.
 
     Parameters
     ----------
@@ -116,6 +159,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
 
 
 def _write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:

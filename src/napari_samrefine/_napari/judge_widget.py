@@ -296,7 +296,9 @@ class JudgeWidget(TaskWidget):
             return None
         path = Path(value)
         path = path if path.suffix else path.with_suffix(".csv")
-        self.result.table().to_csv(path, index=False)
+        from napari_samrefine.io import write_table  # atomic, like every file written
+
+        write_table(path, self.result.table())
         self.say(f"Table saved to {path}")
         return path
 

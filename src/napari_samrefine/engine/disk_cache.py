@@ -13,16 +13,17 @@ embedding's cache key (image content hash, size, model hash). Each file is a
 zarr store holding the encoder output bit for bit, its frame and a checksum
 (:mod:`~napari_samrefine.engine.embedding_file`).
 
-- **Atomic.** A file is written under a temporary name in the same folder and
-  renamed to its key (``os.replace``): a killed process never leaves a half
-  entry under a key; threads and processes writing the same key each write
-  a whole file and the last rename wins.
+- **Atomic.** A file is written under a temporary name in the same folder,
+  flushed and renamed to its key (:func:`~napari_samrefine.io.atomic_path`): a
+  killed process never leaves a half entry under a key; threads and processes
+  writing the same key each write a whole file and the last rename wins.
 - **Checked.** A file that cannot be read, does not hold what its key names
   or fails its checksum is a miss: it is removed and the embedding recomputed.
 - **Bounded.** After each write the least recently used files (by their
   modification time, which a read refreshes) are dropped until the folder
   holds at most the limit: ``limit_gb``, else ``$NAPARI_SAMREFINE_EMBEDDING_CACHE_GB``,
   else 2 GB. A limit of 0 turns the disk tier off (nothing read or written).
+  The limit and the order live in :mod:`~napari_samrefine.engine.disk_cache_policy`.
 
 :func:`embedding_cache_info` and :func:`clear_embedding_cache` (``napari-samrefine
 cache info`` / ``cache clear``) show and empty the folder.
@@ -30,17 +31,21 @@ cache info`` / ``cache clear``) show and empty the folder.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import threading
-import time
-import uuid
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from napari_samrefine.engine.disk_cache_policy import (
+    LIMIT_ENV,
+    DiskCacheInfo,
+    embedding_cache_limit,
+    evict_oldest,
+    remove_file,
+    stored_files,
+)
 from napari_samrefine.models.download import CACHE_ENV, format_size, model_cache_dir
 
 if TYPE_CHECKING:  # torch and zarr are imported on the first read or write, not for info/clear
@@ -49,26 +54,20 @@ if TYPE_CHECKING:  # torch and zarr are imported on the first read or write, not
     from napari_samrefine.engine.frame import SamFrame
 
 __all__ = [
-    "DEFAULT_LIMIT_GB",
-    "LIMIT_ENV",
-    "DiskCacheInfo",
     "DiskEmbeddingCache",
+    "SUBFOLDER",
+    "SUFFIX",
     "clear_embedding_cache",
     "embedding_cache_dir",
     "embedding_cache_info",
-    "embedding_cache_limit",
 ]
 
-LIMIT_ENV = "NAPARI_SAMREFINE_EMBEDDING_CACHE_GB"
-"""Environment variable with the disk tier's size limit in GB (10^9 bytes); 0 turns it off."""
-
-DEFAULT_LIMIT_GB = 2.0
-"""Size limit of the disk tier without argument or environment variable: 500 ViT-B embeddings."""
-
 SUBFOLDER = "embeddings"
-_SUFFIX = ".zarr.zip"
-_TMP = ".tmp-"
-_STALE_TMP_S = 3600.0  # a temporary file this old belongs to a process that died
+"""The disk tier's folder inside the cache folder."""
+
+SUFFIX = ".zarr.zip"
+"""How the names of the disk tier's files end (``<key>.zarr.zip``)."""
+
 _KEY = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.+-]*")
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
@@ -90,79 +89,6 @@ def embedding_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
         It may not exist yet.
     """
     return model_cache_dir(cache_dir) / SUBFOLDER
-
-
-def embedding_cache_limit(limit_gb: float | None = None) -> int:
-    """The disk tier's size limit in bytes: ``limit_gb``, else ``$NAPARI_SAMREFINE_EMBEDDING_CACHE_GB``, else 2 GB.
-
-    Parameters
-    ----------
-    limit_gb : float, optional
-        Limit in GB (10^9 bytes); 0 turns the disk tier off.
-
-    Returns
-    -------
-    int
-        Bytes; 0 when off.
-
-    Raises
-    ------
-    ValueError
-        For a negative or non-numeric limit (argument or environment variable),
-        naming where it came from and what to set instead.
-
-    Examples
-    --------
-    >>> embedding_cache_limit(0.5)
-    500000000
-    """
-    given, source = limit_gb, "limit_gb"
-    if limit_gb is None:
-        given = os.environ.get(LIMIT_ENV, "").strip()
-        if not given:
-            return int(DEFAULT_LIMIT_GB * 1e9)
-        source = f"the environment variable {LIMIT_ENV}"
-    try:
-        value = float(given)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"{source} must be a size in GB >= 0 (e.g. 2, or 0 to turn the disk cache of "
-            f"embeddings off), got {given!r}."
-        )
-    return int(value * 1e9)
-
-
-@dataclass(frozen=True)
-class DiskCacheInfo:
-    """What the disk tier holds.
-
-    Attributes
-    ----------
-    folder : pathlib.Path
-        Its folder.
-    entries : int
-        Embeddings stored.
-    bytes : int
-        Their total size.
-    limit : int
-        The size limit in bytes (0: the disk tier is off).
-    """
-
-    folder: Path
-    entries: int
-    bytes: int
-    limit: int
-
-    def summary(self) -> str:
-        """A few lines for humans: folder, entries and size, limit."""
-        limit = format_size(self.limit) if self.limit else "0 (off)"
-        return (
-            f"embedding cache: {self.folder}\n"
-            f"entries: {self.entries} ({format_size(self.bytes)})\n"
-            f"limit: {limit} ({LIMIT_ENV} sets it; {CACHE_ENV} moves the folder)"
-        )
 
 
 class DiskEmbeddingCache:
@@ -206,7 +132,7 @@ class DiskEmbeddingCache:
         """The file of ``key``."""
         if not _KEY.fullmatch(key):
             raise ValueError(f"Not an embedding cache key: {key!r} (letters, digits, '_.+-' only).")
-        return self.folder / f"{key}{_SUFFIX}"
+        return self.folder / f"{key}{SUFFIX}"
 
     def read(self, key: str, device: torch.device | str = "cpu") -> tuple[torch.Tensor, SamFrame] | None:
         """The features and frame stored under ``key``, or None (a miss).
@@ -236,7 +162,7 @@ class DiskEmbeddingCache:
         try:
             features, frame = read_embedding_file(path, key)
         except Exception:  # any unreadable entry is a miss, never a crash
-            _remove(path)
+            remove_file(path)
             return None
         try:
             os.utime(path)
@@ -266,14 +192,9 @@ class DiskEmbeddingCache:
             return False
         from napari_samrefine.engine.embedding_file import write_embedding_file
 
-        path = self.path(key)
-        tmp = path.with_name(f"{_TMP}{uuid.uuid4().hex}-{path.name}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_embedding_file(tmp, key, features, frame)
-            os.replace(tmp, path)
+        try:  # atomic: a failed or killed write leaves the old file, no temporary
+            write_embedding_file(self.path(key), key, features, frame)
         except Exception as err:  # a cache that cannot write must not stop a run
-            _remove(tmp)
             _warn_once(self.folder, err)
             return False
         self.evict()
@@ -282,27 +203,10 @@ class DiskEmbeddingCache:
     def entries(self) -> list[tuple[float, int, Path]]:
         """(modification time, bytes, path) of every stored file, oldest first.
 
-        Temporary files of processes that died over an hour ago are removed here.
+        Temporary files of processes that died over an hour ago are removed here
+        (:func:`~napari_samrefine.engine.disk_cache_policy.stored_files`).
         """
-        out = []
-        now = time.time()
-        try:
-            scan = list(os.scandir(self.folder))
-        except OSError:
-            return []
-        for entry in scan:
-            try:
-                if not entry.is_file():
-                    continue
-                stat = entry.stat()
-            except OSError:
-                continue  # removed meanwhile
-            if entry.name.startswith(_TMP):
-                if entry.name.endswith(_SUFFIX) and now - stat.st_mtime > _STALE_TMP_S:
-                    _remove(Path(entry.path))
-            elif entry.name.endswith(_SUFFIX):
-                out.append((stat.st_mtime, stat.st_size, Path(entry.path)))
-        return sorted(out)
+        return stored_files(self.folder, SUFFIX)
 
     def evict(self) -> tuple[int, int]:
         """Drop the least recently used files until the folder is under the limit.
@@ -312,16 +216,7 @@ class DiskEmbeddingCache:
         (int, int)
             Files and bytes removed.
         """
-        entries = self.entries()
-        total = sum(size for _, size, _ in entries)
-        limit, removed, freed = self.limit, 0, 0
-        for _, size, path in entries:
-            if total <= limit:
-                break
-            _remove(path)
-            total -= size
-            removed, freed = removed + 1, freed + size
-        return removed, freed
+        return evict_oldest(self.entries(), self.limit)
 
     def info(self) -> DiskCacheInfo:
         """Folder, number and size of the stored files, limit."""
@@ -338,7 +233,7 @@ class DiskEmbeddingCache:
         """
         removed = freed = 0
         for _, size, path in self.entries():
-            if _remove(path):
+            if remove_file(path):
                 removed, freed = removed + 1, freed + size
         return removed, freed
 
@@ -379,14 +274,6 @@ def clear_embedding_cache(cache_dir: str | os.PathLike | None = None) -> tuple[i
     (0, 0)
     """
     return DiskEmbeddingCache(embedding_cache_dir(cache_dir)).clear()
-
-
-def _remove(path: Path) -> bool:
-    try:
-        path.unlink()
-        return True
-    except OSError:
-        return False  # gone already (another process), or in use on Windows
 
 
 def _warn_once(folder: Path, err: Exception) -> None:

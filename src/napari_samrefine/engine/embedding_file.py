@@ -6,7 +6,9 @@ array, the encoder output bit for bit, in one chunk. Its attributes name the
 format, the cache key, the torch dtype (bfloat16, which numpy lacks, is stored
 as its 16-bit patterns), an xxh3-64 checksum of the values and the
 :class:`~napari_samrefine.engine.frame.SamFrame` sizes. A zip's own CRC and the
-checksum catch a truncated or overwritten file.
+checksum catch a truncated or overwritten file. The file is written atomically
+(:func:`~napari_samrefine.io.atomic_path`): a reader finds the old file, the new
+one or none, never a part of one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import zarr
 from zarr.storage import ZipStore
 
 from napari_samrefine.engine.frame import SamFrame
+from napari_samrefine.io import atomic_path
 
 __all__ = ["read_embedding_file", "write_embedding_file"]
 
@@ -40,12 +43,16 @@ def _checksum(data: np.ndarray) -> str:
 
 
 def write_embedding_file(path: Path, key: str, features: torch.Tensor, frame: SamFrame) -> None:
-    """Write ``features`` and ``frame`` under ``key`` into a new file ``path``.
+    """Write ``features`` and ``frame`` under ``key`` into the file ``path``, atomically.
+
+    The store is written to a temporary file next to ``path`` and moved over it
+    once complete and flushed (:func:`~napari_samrefine.io.atomic_path`); if
+    writing fails, ``path`` is left as it was.
 
     Parameters
     ----------
     path : pathlib.Path
-        The file (overwritten if it exists; the caller renames it into place).
+        The file (replaced if it exists; its folder is created if needed).
     key : str
         The cache key, recorded so that a file under another name is never taken for it.
     features : torch.Tensor
@@ -64,21 +71,23 @@ def write_embedding_file(path: Path, key: str, features: torch.Tensor, frame: Sa
         "lowres_size": frame.lowres_size,
         "embedding_size": frame.embedding_size,
     }
-    store = ZipStore(str(path), mode="w")
-    try:
-        if int(zarr.__version__.split(".")[0]) >= 3:
-            zarr.create_array(
-                store, data=data, chunks=data.shape, compressors=None, filters=None,
-                attributes=attrs, zarr_format=2,
-            )
-        else:  # zarr 2.18
-            arr = zarr.create(
-                shape=data.shape, chunks=data.shape, dtype=data.dtype, compressor=None, store=store
-            )
-            arr[...] = data
-            arr.attrs.put(attrs)
-    finally:
-        store.close()
+    with atomic_path(path) as tmp:
+        store = ZipStore(str(tmp), mode="w")
+        try:
+            if int(zarr.__version__.split(".")[0]) >= 3:
+                zarr.create_array(
+                    store, data=data, chunks=data.shape, compressors=None, filters=None,
+                    attributes=attrs, zarr_format=2,
+                )
+            else:  # zarr 2.18
+                arr = zarr.create(
+                    shape=data.shape, chunks=data.shape, dtype=data.dtype, compressor=None,
+                    store=store,
+                )
+                arr[...] = data
+                arr.attrs.put(attrs)
+        finally:
+            store.close()
 
 
 def read_embedding_file(path: Path, key: str) -> tuple[torch.Tensor, SamFrame]:
