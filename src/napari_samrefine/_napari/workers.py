@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from magicgui.widgets import Container, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info
+from psygnal import Signal
 from qtpy.QtCore import QEvent, QObject, QSize
 from qtpy.QtWidgets import QBoxLayout, QFrame, QScrollArea, QVBoxLayout, QWidget
 from superqt.utils import ensure_main_thread
@@ -139,6 +140,8 @@ class TaskWidget(Container):
 
     failed_text = "Failed"  # status prefix when the work raised
     cancelled_text = "Cancelled: no layer was changed."
+    progressed = Signal(int, int, str)
+    """Emitted on the main thread with every progress report shown: (done, total, message)."""
 
     def __init__(self, napari_viewer, run_text: str):
         super().__init__(labels=True)
@@ -340,6 +343,7 @@ class TaskWidget(Container):
         self._bar.max = max(int(total), 1)
         self._bar.value = min(int(done), self._bar.max)
         self._status.value = message
+        self.progressed.emit(int(done), int(total), message)
 
     def _failed(self, err: Exception) -> None:
         # an orphaned run (widget closed) pops no notification
