@@ -25,6 +25,7 @@ from qtpy.QtCore import QEvent, QObject, QSize
 from qtpy.QtWidgets import QBoxLayout, QFrame, QScrollArea, QVBoxLayout, QWidget
 from superqt.utils import ensure_main_thread
 
+from napari_samrefine._napari.lazy_layers import claim_new_stores, settle_stores, watch_stores
 from napari_samrefine._napari.status import StatusLine
 from napari_samrefine._progress import Cancelled
 
@@ -167,6 +168,8 @@ class TaskWidget(Container):
         self._close_watch = _CloseWatch(self._widget_closed, self._widget_docked)
         self.native.installEventFilter(self._close_watch)
         self.native.destroyed.connect(self._widget_destroyed)
+        self._stores: list = []  # temporary stores of lazy results the running work writes
+        watch_stores(napari_viewer)  # they go when their layer goes
 
     def add_footer(self) -> None:
         """Append the Run/Cancel buttons, the progress bar and the status line."""
@@ -222,6 +225,7 @@ class TaskWidget(Container):
         self._busy = True
         self._cancel.clear()
         self._targets, self._stop_reason = tuple(targets), None
+        self._stores = claim_new_stores()  # made for this run: removed if it shows no result
         self._run_button.enabled, self._stop_button.enabled = False, True
         self._bar.max, self._bar.value = 1, 0
 
@@ -361,6 +365,8 @@ class TaskWidget(Container):
 
     def _finished(self) -> None:
         self._busy = False
+        settle_stores(self._stores)
+        self._stores = []
         if not self._deleted:
             self._run_button.enabled, self._stop_button.enabled = True, False
 
