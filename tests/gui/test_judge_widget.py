@@ -229,7 +229,7 @@ def test_every_field_has_a_tooltip_and_the_docs_say_the_same(scene):
 
 
 def test_k_defaults_by_device(scene):
-    from napari_samrefine.judge.estimate import default_k
+    from napari_samrefine._napari.judge_estimate import default_k
 
     widget, _, _ = scene
     assert default_k("cpu") == 1 and default_k("cuda:0") == default_k("mps") == 3
@@ -343,49 +343,81 @@ def test_selected_label_scope(scene, qtbot):
     assert list(viewer.layers["refined accepted"].features["label_id"]) == [11]
 
 
-def test_time_estimate_before_the_run_counts_the_passes_it_makes(scene, qtbot):
+def test_before_the_run_the_status_says_what_is_known_and_a_timed_pass(scene, qtbot):
     from napari_samrefine.testing import tiny_sam
 
     widget, viewer, layers = scene
-    # a model of its own size: no pass of it was timed or cached in this session yet
-    sam = tiny_sam(seed=11, encoder_depth=3)
-    widget.model.sam = sam
+    widget.model.sam = tiny_sam(seed=11, encoder_depth=3)  # no pass of this model timed yet
     n = len(np.unique(layers["coarse"].data)) - 1
+    supports = sum(len(np.unique(layers[k].data)) - 1 for k in ("l1", "l2"))
     widget._k.value = 2
-    qtbot.waitUntil(lambda: f"Judging {n} objects with k=2: " in widget.status, timeout=5000)
-    assert "guessed from the model's size" in widget.status
-    first = widget.estimate
-    passes = []
-    handle = sam.image_encoder.register_forward_hook(lambda *_: passes.append(1))
-    try:
-        widget._run_button.native.click()
-        _wait(qtbot, widget)
-    finally:
-        handle.remove()
+    head = f"Judging {n} objects, each against 2 support objects (of {supports} in 2 support pairs)."
+    qtbot.waitUntil(lambda: widget.status.startswith(head), timeout=5000)
+    assert "pass of this model" not in widget.status  # nothing timed: no time is guessed
+    assert "time left shows once the first object is judged" in widget.status
+    widget._masking.value = "fm"
+    widget._run_button.native.click()
+    _wait(qtbot, widget)
     assert "objects:" in widget.status and "judged in" in widget.status
-    assert len(passes) == first.work.passes  # the estimate counted the encoder passes exactly
-    # the run's passes were timed: the next estimate says so
+    # the run timed its encoder passes: the text before the next run says how long one took
     widget._k.value = 1
-    qtbot.waitUntil(lambda: "timed in this session" in widget.status, timeout=5000)
-    assert widget.estimate.measured and widget.estimate.work.k == 1
+    qtbot.waitUntil(lambda: "An encoder pass of this model took about" in widget.status, timeout=5000)
+    assert widget.status.startswith(f"Judging {n} objects, each against 1 support object (of ")
+    # another model (even one of the same size) has no timed pass
+    widget.model.sam = tiny_sam(seed=12, encoder_depth=3)
+    widget._k.value = 2
+    qtbot.waitUntil(lambda: widget.status.startswith(head), timeout=5000)
+    assert "pass of this model" not in widget.status
+    # the selected label: one object
+    widget._scope.value = "selected label"
+    layers["refined"].selected_label = 11
+    qtbot.waitUntil(lambda: widget.status.startswith("Judging 1 object, each against"), timeout=5000)
 
 
-def test_long_estimates_say_how_to_shorten_them(scene):
-    from napari_samrefine._napari.judge_estimate import TimeLeft, estimate_text
-    from napari_samrefine.judge.estimate import JudgeEstimate, JudgeWork
+def test_time_left_shows_during_the_run_and_decreases(scene, qtbot):
+    widget, viewer, layers = scene
+    widget._masking.value = "fm"
+    shown = []
+    widget.progressed.connect(lambda done, total, message: shown.append(message))
+    widget._run_button.native.click()
+    _wait(qtbot, widget)
+    during = [text for text in shown if text.startswith("JFS: object")]
+    assert during and all(text.endswith(" left)") for text in during[:-1]), during[:3]
+    assert widget.clock.seconds_left == 0 and widget.status.startswith(f"{len(widget.last_table)} objects")
 
-    work = JudgeWork(objects=27, k=3, query_passes=81, support_passes=40, predictions=162,
-                     backend="sam")  # fmt: skip
-    text = estimate_text(JudgeEstimate(work, pass_seconds=25.0, measured=False, device="cpu"))
-    assert text.startswith("Judging 27 objects with k=3: about 50 min on this CPU (121 encoder")
-    assert "That is long: lower k, objects 'selected label', masking FM or a GPU" in text
-    short = estimate_text(JudgeEstimate(work, pass_seconds=0.05, measured=True, device="cuda:0"))
-    assert ": under 10 s on the GPU (121 encoder passes of about 0.05 s" in short
-    assert "long" not in short
-    clock = TimeLeft(JudgeEstimate(work, pass_seconds=25.0, measured=True, device="cpu"))
-    assert clock(0, 1, "loading the model") == "loading the model (about 50 min in all)"
-    clock(0, 81, "JFS: judging objects")
-    assert "left)" in clock(40, 81, "JFS: object 3")
+
+def test_time_left_is_the_pace_so_far_times_what_is_left():
+    from napari_samrefine import judge_refinement
+    from napari_samrefine._napari.judge_estimate import TimeLeft
+    from napari_samrefine.testing import tiny_sam
+
+    image, truth = _load("35ca5f142a7d", 96)
+    coarse = ndi.grey_erosion(truth, size=3)
+    clock, left = TimeLeft(), []
+
+    def progress(done: int, total: int, message: str) -> None:
+        clock.step(done, total)
+        left.append((done, total, clock.seconds_left, clock.text(message)))
+
+    judge_refinement(image, coarse, truth, image, truth, sam=tiny_sam(), masking="fm", k=1,
+                     progress=progress)  # fmt: skip
+    total = left[0][1]
+    assert [d for d, *_ in left] == list(range(total + 1)) and total > 3
+    assert left[0][2] is None and left[0][3].startswith("JFS: judging")  # nothing measured yet
+    seconds = [s for _, _, s, _ in left[1:]]
+    assert seconds[0] > seconds[-2] > seconds[-1] == 0  # measured after the first object
+    assert left[1][3].endswith(" left)")
+
+    # the arithmetic, on a clock that ticks 2 s per call
+    ticks = iter(range(0, 100, 2))
+    clock = TimeLeft(now=lambda: float(next(ticks)))
+    clock.step(0, 10)  # t=0: the judge starts
+    clock.step(1, 10)  # t=2: one evaluation took 2 s, 9 left
+    assert clock.seconds_left == 18 and clock.text("x") == "x (about 20 s left)"
+    clock.step(5, 10)  # t=4
+    assert clock.seconds_left == 4 and clock.text("x") == "x (under 10 s left)"
+    clock.step(10, 10)
+    assert clock.seconds_left == 0 and clock.text("x") == "x"
 
 
 @pytest.mark.skipif(

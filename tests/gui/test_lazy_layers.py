@@ -140,3 +140,103 @@ def test_time_points_are_offered_for_4d_layers_only(make_napari_viewer, stardist
     viewer.add_labels(labels, name="zyx labels")
     widget = open_widget(viewer, "SAM refine")
     assert "current time point" not in widget.planes.choices
+
+
+def _zarr_viewer(make_napari_viewer, sam, tmp_path):
+    image, coarse = load_nuclei()
+    viewer = make_napari_viewer()
+    viewer.add_image(zarr_copy(image, tmp_path / "image.zarr", (128, 128)), name="slide")
+    viewer.add_labels(zarr_copy(coarse, tmp_path / "labels.zarr", (128, 128)), name="slide labels")
+    widget = open_widget(viewer, "SAM refine")
+    widget.model.sam = sam
+    widget.iterations.value = 1
+    return viewer, widget
+
+
+def store_folder(layer):
+    from pathlib import Path
+
+    return Path(layer.data.store.root).parent
+
+
+def test_result_stores_go_with_their_layer_and_with_the_viewer(make_napari_viewer, qtbot, sam, tmp_path):
+    import tempfile
+    from pathlib import Path
+
+    from napari_samrefine._napari.lazy_layers import MARKER, STORE_PREFIX
+
+    viewer, widget = _zarr_viewer(make_napari_viewer, sam, tmp_path)
+    run_and_wait(qtbot, widget)
+    run_and_wait(qtbot, widget)  # a second result layer, in its own store
+    first, second = [lay for lay in viewer.layers if lay.name.startswith("slide labels refined")]
+    folders = [store_folder(first), store_folder(second)]
+    temp = Path(tempfile.gettempdir()).resolve()
+    for folder in folders:  # the plugin's own, marked folders in the temporary folder
+        assert folder.parent == temp and folder.name.startswith(STORE_PREFIX), folder
+        assert (folder / MARKER).is_file() and (folder / "slide labels refined.zarr").is_dir()
+    (folders[1] / "my notes.txt").write_text("kept")  # something the user put there
+    viewer.layers.remove(first)
+    assert not folders[0].exists()  # its layer removed: the store is gone
+    assert (folders[1] / "slide labels refined.zarr").is_dir()  # the other is still shown
+    viewer.close()
+    # the viewer closed: the store and the marker are gone, what the user put there is not
+    assert sorted(p.name for p in folders[1].iterdir()) == ["my notes.txt"]
+    assert (tmp_path / "labels.zarr").is_dir() and (tmp_path / "image.zarr").is_dir()  # the inputs stay
+
+
+def test_a_cancelled_run_leaves_no_store(make_napari_viewer, qtbot, sam, tmp_path):
+    from napari_samrefine._napari.lazy_layers import session_stores
+
+    viewer, widget = _zarr_viewer(make_napari_viewer, sam, tmp_path)
+    before = set(session_stores())
+    widget._run_button.native.click()
+    made = set(session_stores()) - before
+    assert len(made) == 1 and next(iter(made)).exists()  # made when Run was pressed
+    widget._stop_button.native.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+    assert "Cancelled" in widget.status
+    assert not next(iter(made)).exists()
+    assert [lay.name for lay in viewer.layers] == ["slide", "slide labels"]
+
+
+def test_stores_of_ended_sessions_are_removed_only_when_surely_theirs(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    import psutil
+
+    from napari_samrefine._napari.lazy_layers import MARKER, sweep_crashed_sessions
+
+    # a process that ran and ended (its id and start time, as its marker would say)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    started = psutil.Process(child.pid).create_time()
+    child.wait()
+    me = psutil.Process()
+
+    def folder(name, pid, started, host=None, store="labels refined.zarr", marker=True):
+        path = tmp_path / name
+        (path / store / "0").mkdir(parents=True)
+        (path / store / "0" / "0").write_bytes(b"chunk")
+        if marker:
+            info = {"pid": pid, "started": started, "host": host or socket.gethostname(), "store": store}
+            (path / MARKER).write_text(json.dumps(info))
+        return path
+
+    crashed = folder("samrefine-crashed", child.pid, started)
+    with_notes = folder("samrefine-notes", child.pid, started)
+    (with_notes / "notes.txt").write_text("the user's")
+    running = folder("samrefine-running", me.pid, me.create_time())  # this session: in use
+    unmarked = folder("samrefine-unmarked", child.pid, started, marker=False)
+    elsewhere = folder("samrefine-other-host", child.pid, started, host="another-machine")
+    other_name = folder("something-else", child.pid, started)
+    escaping = folder("samrefine-escaping", child.pid, started, store="../escaped")  # not its own
+
+    removed = sweep_crashed_sessions(tmp_path)
+    assert sorted(p.name for p in removed) == ["samrefine-crashed"]
+    assert not crashed.exists()
+    assert sorted(p.name for p in with_notes.iterdir()) == ["notes.txt"]  # only the store went
+    for kept in (running, unmarked, elsewhere, other_name):
+        assert (kept / "labels refined.zarr" / "0" / "0").is_file(), kept
+    assert (escaping / MARKER).is_file() and (tmp_path / "escaped" / "0" / "0").is_file()

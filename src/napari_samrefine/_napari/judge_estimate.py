@@ -1,28 +1,32 @@
-"""The judge widget's time estimate: in words before a run, the time left during it, kept current.
+"""The judge widget's words on time: what is known before a run, the time left during it.
 
-The numbers come from :mod:`napari_samrefine.judge.estimate` (passes counted
-from the inputs, times one pass: timed in this session, or guessed from the
-model's size); this module only words them and follows a running judge.
+Nothing here models the judge. Before a run the status line says what the
+inputs tell (objects, supports per object) and, when a pass of the chosen
+model was timed earlier in this session, how long one took. During a run the
+time left is measured: the time the judge took per (object, support)
+evaluation so far, times the evaluations it has left (the judge counts them in
+its progress reports, ``progress(done, total, message)``).
 """
 
 from __future__ import annotations
 
+import statistics
+import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 
 from napari_samrefine._napari.judge_layers import on_plane
-from napari_samrefine.judge.estimate import LONG_SECONDS, JudgeEstimate, default_k, encoder_name
-from napari_samrefine.models.registry import get_model as registry_entry
-from napari_samrefine.models.registry import list_models
 
 __all__ = [
-    "format_duration", "estimate_text", "TimeLeft", "remember_encoder", "run_encoder",
-    "EstimateTrigger", "DefaultK",
+    "format_duration", "plan_text", "TimeLeft", "pass_key", "pass_seconds", "timing_passes",
+    "PlanTrigger", "default_k", "DefaultK",
 ]  # fmt: skip
 
 
 def format_duration(seconds: float) -> str:
-    """A duration in words, rounded as an estimate: "under 10 s", "40 s", "3 min", "1.5 h"."""
+    """A duration in words, rounded: "under 10 s", "40 s", "3 min", "1.5 h"."""
     s = float(seconds)
     if s < 10:
         return "under 10 s"
@@ -34,122 +38,151 @@ def format_duration(seconds: float) -> str:
 
 
 def _about(seconds: float) -> str:
-    """The rounded duration after "about" ("under 10 s" stays as it is)."""
     text = format_duration(seconds)
     return text if text.startswith("under") else f"about {text}"
 
 
-def _device_words(device: str) -> str:
-    kind = str(device).split(":")[0]
-    return {"cpu": "this CPU", "cuda": "the GPU", "mps": "the Apple GPU"}.get(kind, str(device))
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def estimate_text(estimate: JudgeEstimate) -> str:
-    """The status line before a run: objects, k, time and what it is based on; how to shorten it.
+def plan_text(
+    objects: int, k: int, candidates: int, pairs: int, pass_time: float | None, backend: str = "sam"
+) -> str:
+    """The status line before a run: what the run will do, and a timed pass if there is one.
 
-    E.g. (the nuclei sample judged against itself, ViT-B, the 2-core development
-    CPU): "Judging 27 objects with k=1: about 31 min on this CPU (80 encoder
-    passes of about 20 s, guessed from the model's size). That is long: objects
-    'selected label', masking FM or a GPU make it shorter."
+    E.g. "Judging 27 objects, each against 1 support object (of 27 in 1 support
+    pair). An encoder pass of this model took about 20 s in this session. The
+    time left shows once the first object is judged."
+
+    Parameters
+    ----------
+    objects : int
+        Objects to judge.
+    k : int
+        The k asked for (fewer are used when the supports hold fewer objects).
+    candidates, pairs : int
+        Objects in the support labels, and support pairs.
+    pass_time : float or None
+        Seconds of one pass of the run's model timed in this session (None: none was).
+    backend : {"sam", "seggpt"}
     """
-    w = estimate.work
-    if w.objects == 0:
+    if objects == 0:
         return "Nothing to judge: the coarse labels hold no object here."
-    objects = "1 object" if w.objects == 1 else f"{w.objects} objects"
-    basis = "timed in this session" if estimate.measured else "guessed from the model's size"
-    each = f"{estimate.pass_seconds:.2g} s" if estimate.pass_seconds < 10 else (
-        format_duration(estimate.pass_seconds))  # fmt: skip
-    kind = "model" if w.backend == "seggpt" else "encoder"
+    used = min(int(k), int(candidates))
     text = (
-        f"Judging {objects} with k={w.k}: {_about(estimate.seconds)} on "
-        f"{_device_words(estimate.device)} ({w.passes} {kind} passes of about {each}, {basis})."
+        f"Judging {_plural(objects, 'object')}, each against {_plural(used, 'support object')} "
+        f"(of {candidates} in {_plural(pairs, 'support pair')})."
     )
-    if estimate.seconds > LONG_SECONDS:
-        fixes = [
-            fix for fix, useful in (
-                ("lower k", w.k > 1),
-                ("objects 'selected label'", w.objects > 1),
-                ("masking FM", w.backend == "sam" and w.query_passes > w.objects),  # HM, IM: 3
-                ("a GPU", str(estimate.device).startswith("cpu")),
-            ) if useful
-        ]  # fmt: skip
-        if fixes:
-            ways = f"{', '.join(fixes[:-1])} or {fixes[-1]}" if len(fixes) > 1 else fixes[0]
-            text += f" That is long: {ways} make{'s' if len(fixes) == 1 else ''} it shorter."
-        else:
-            text += " That is long."
-    return text
+    if pass_time is not None:
+        each = f"{pass_time:.2g} s" if pass_time < 10 else format_duration(pass_time)
+        kind = "A SegGPT" if backend == "seggpt" else "An encoder"
+        text += f" {kind} pass of this model took about {each} in this session."
+    return text + " The time left shows once the first object is judged."
 
 
 class TimeLeft:
-    """Appends the time left to a running judge's progress messages.
+    """The time left of a running judge, measured from its own pace.
 
-    Before the judge's first evaluation the estimate's total is shown; then
-    the time left from the measured pace (elapsed time per (object, support)
-    evaluation so far, times those left).
+    :meth:`step` takes the judge's progress reports: the first starts the
+    clock; after each evaluation the time left is the elapsed time per
+    evaluation done, times the evaluations left. :meth:`text` appends it to
+    any progress message (the judge's, the encoder's, the model download's).
 
     Parameters
     ----------
-    estimate : JudgeEstimate or None
-        The estimate made when the run started (None: nothing until measured).
+    now : callable
+        The clock (seconds); :func:`time.monotonic`.
+
+    Attributes
+    ----------
+    seconds_left : float or None
+        The last time left measured (None before the first evaluation ended; 0 at the end).
     """
 
-    def __init__(self, estimate: JudgeEstimate | None):
-        self.suffix = f"{_about(estimate.seconds)} in all" if estimate else ""
+    def __init__(self, now: Callable[[], float] = time.monotonic):
+        self._now = now
         self._start: float | None = None
+        self.seconds_left: float | None = None
 
-    def __call__(self, done: int, total: int, message: str) -> str:
-        """``message`` with the time left; ``done`` / ``total`` count the judge's evaluations."""
-        if message.startswith("JFS"):  # the judge's own reports (others: encoder layers, loading)
-            now = time.monotonic()
-            if self._start is None:
-                self._start = now
-            elif 0 < done < total:
-                left = (now - self._start) / done * (total - done)
-                self.suffix = f"{_about(left)} left"
-            elif done >= total:
-                self.suffix = ""
-        return f"{message} ({self.suffix})" if self.suffix else message
+    def step(self, done: int, total: int) -> None:
+        """Take one of the judge's reports: ``done`` of ``total`` evaluations."""
+        now = self._now()
+        if self._start is None:
+            self._start = now
+        if total > 0 and done >= total:
+            self.seconds_left = 0.0
+        elif done > 0:
+            self.seconds_left = (now - self._start) / done * (total - done)
+
+    def text(self, message: str) -> str:
+        """``message`` with the time left, once measured."""
+        if not self.seconds_left:  # None: not measured yet; 0: done
+            return message
+        return f"{message} ({_about(self.seconds_left)} left)"
 
     def elapsed(self) -> float | None:
-        """Seconds since the judge's first evaluation started (None before)."""
-        return None if self._start is None else time.monotonic() - self._start
+        """Seconds since the judge's first report (None before)."""
+        return None if self._start is None else self._now() - self._start
 
 
-_loaded: dict[tuple[str, str], str] = {}  # (model choice, device) -> encoder name, once loaded
+_lock = threading.Lock()
+_passes: dict[tuple, list[float]] = {}
 
 
-def remember_encoder(spec: str, device: str, model) -> None:
-    """Note which encoder the model chosen as ``spec`` on ``device`` has (after a run loaded it)."""
-    _loaded[(str(spec), str(device))] = encoder_name(model)
+def pass_key(model: object = None, choice: Hashable = None) -> tuple:
+    """The key the passes of a run's model are timed under.
+
+    ``model``: a model object given to the widget (held weakly, so a new
+    model never inherits another's times); else ``choice``: the model field's
+    choice (name or file, device), which the widget loads once per session.
+    """
+    return ("model", weakref.ref(model)) if model is not None else ("choice", choice)
 
 
-def run_encoder(picker, backend: str, device: str) -> tuple[str, str]:
-    """The :func:`~napari_samrefine.judge.estimate.encoder_name` and device of a run, loading nothing.
+def pass_seconds(key: tuple) -> float | None:
+    """The median seconds of the passes timed under ``key`` in this session (None: none)."""
+    with _lock:
+        times = list(_passes.get(key, ()))
+    return statistics.median(times) if times else None
+
+
+@contextmanager
+def timing_passes(module, key: tuple) -> Iterator[None]:
+    """Time every forward pass of ``module`` in this thread under ``key`` (the last 20 kept).
 
     Parameters
     ----------
-    picker : ModelPicker
-        The widget's model field (its given model, its choice).
-    backend : {"sam", "seggpt"}
-    device : str
-        The run's device.
+    module : torch.nn.Module
+        The SAM image encoder, or the whole SegGPT model.
+    key : tuple
+        From :func:`pass_key`.
     """
-    if backend == "seggpt":
-        return "seggpt", device
-    if picker.sam is not None:
-        return encoder_name(picker.sam), device
+    owner = threading.get_ident()
+    start: list[float] = []
+
+    def before(_module, _args) -> None:
+        if threading.get_ident() == owner:
+            start[:] = [time.perf_counter()]
+
+    def after(_module, _args, _output) -> None:
+        if threading.get_ident() == owner and start:
+            seconds = time.perf_counter() - start.pop()
+            with _lock:
+                times = _passes.setdefault(key, [])
+                times.append(seconds)
+                del times[:-20]
+
+    handles = [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
     try:
-        spec = picker.spec
-    except (ValueError, OSError):
-        return "custom", device  # no file chosen yet: a ViT-B's size is guessed
-    if (spec, device) in _loaded:
-        return _loaded[(spec, device)], device
-    return (registry_entry(spec).arch if spec in list_models() else "custom"), device
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
-class EstimateTrigger:
-    """Calls ``show()`` once after a burst of changes to what the estimate depends on.
+class PlanTrigger:
+    """Calls ``show()`` once after a burst of changes to what the before-run text says.
 
     The widget's fields call :meth:`changed`; the refined layer's selected
     label and the displayed plane are followed here. ``show`` runs 250 ms
@@ -161,7 +194,7 @@ class EstimateTrigger:
     refined : callable
         Returns the refined labels layer chosen (or None).
     show, busy : callable
-        Shows the estimate; tells whether a run is going on (or the widget closed).
+        Shows the text; tells whether a run is going on (or the widget closed).
     """
 
     def __init__(
@@ -178,7 +211,7 @@ class EstimateTrigger:
         viewer.dims.events.current_step.connect(self._dims_changed)
 
     def changed(self, *_) -> None:
-        """Something the estimate depends on changed: show it again soon."""
+        """Something the text depends on changed: show it again soon."""
         if self._busy():
             return
         layer = self._refined()
@@ -195,16 +228,22 @@ class EstimateTrigger:
             return
         layer = self._refined()
         plane = on_plane(self._viewer, layer)[0] if layer is not None else None
-        if plane != self._plane:  # only a new plane of the judged stack changes the estimate
+        if plane != self._plane:  # only a new plane of the judged stack changes the text
             self._plane = plane
             self.changed()
 
 
-class DefaultK:
-    """Keeps a k field at :func:`~napari_samrefine.judge.estimate.default_k` of the device.
+def default_k(device: str) -> int:
+    """The widget's default ``k`` on ``device``: 3 (JFS's k) on a GPU, 1 on a CPU.
 
-    3 (JFS's k) on a GPU, 1 on a CPU, updated when the device changes, until
-    the user sets k: then the user's k is kept.
+    Each support adds about one encoder pass per object on a CPU, where a pass
+    of ViT-B takes seconds: k=1 keeps a first run short there.
+    """
+    return 1 if str(device).split(":")[0] == "cpu" else 3
+
+
+class DefaultK:
+    """Keeps a k field at :func:`default_k` of the device until the user sets k.
 
     Parameters
     ----------

@@ -3,8 +3,9 @@
 A thin face over :func:`napari_samrefine.judge_refinement`: choose the query
 image, its coarse and refined Labels layers and one or more support
 Image + Labels pairs; the judging runs in a worker thread with a progress bar
-and a cancel button. Before a run the status line says how long it will take
-(:mod:`.judge_estimate`); during it, the time left. Results
+and a cancel button. Before a run the status line says what the run will do
+(and how long a pass of the model took, when one was timed in this session);
+during it, the time left, measured from the run's pace (:mod:`.judge_estimate`). Results
 (:mod:`.judge_layers`): a verdict layer (improved green, degraded red,
 uncertain yellow, as the legend under the form says; hovering shows the
 verdict's name), an "accepted" Labels layer (refined where improved, coarse
@@ -37,12 +38,13 @@ from qtpy.QtCore import Qt
 from napari_samrefine._napari.field_help import JUDGE_HELP
 from napari_samrefine._napari.judge_estimate import (
     DefaultK,
-    EstimateTrigger,
+    PlanTrigger,
     TimeLeft,
-    estimate_text,
     format_duration,
-    remember_encoder,
-    run_encoder,
+    pass_key,
+    pass_seconds,
+    plan_text,
+    timing_passes,
 )
 from napari_samrefine._napari.judge_layers import (
     VERDICT_COLORS,
@@ -57,8 +59,9 @@ from napari_samrefine._napari.scripting import OBJECTS
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine._progress import report
 from napari_samrefine.engine.encoder_progress import reporting_encoder
-from napari_samrefine.judge.estimate import count_work, encoder_name, estimate_judge, timing_passes
+from napari_samrefine.judge.crops import support_candidates
 from napari_samrefine.judge.fss_seggpt import DEFAULT_MODEL
+from napari_samrefine.labels.objects import object_slices
 
 __all__ = ["JudgeWidget", "VERDICT_COLORS"]
 
@@ -84,15 +87,15 @@ class JudgeWidget(TaskWidget):
         The last result.
     last_table : pandas.DataFrame or None
         Its per-object table (also the ``features`` of the "accepted" layer).
-    estimate : JudgeEstimate or None
-        The last time estimate (shown in the status line before a run).
+    clock : TimeLeft or None
+        The time left of the running (or last) run.
     """
 
     failed_text = "Judging failed"
 
     def __init__(self, napari_viewer, sam=None):
         super().__init__(napari_viewer, run_text="Judge")
-        self.result = self.last_table = self.estimate = None
+        self.result = self.last_table = self.clock = None
         self._image = layer_field(napari_viewer, Image, "query image")
         self._coarse = layer_field(napari_viewer, Labels, "coarse labels")
         self._refined = layer_field(napari_viewer, Labels, "refined labels", prefer=is_refined_layer)
@@ -123,8 +126,8 @@ class JudgeWidget(TaskWidget):
         self._backend_changed()
         self._backend.changed.connect(self._backend_changed)
         self._save.changed.connect(self.save_table)
-        self._trigger = EstimateTrigger(
-            napari_viewer, lambda: self._refined.value, self.show_estimate,
+        self._trigger = PlanTrigger(
+            napari_viewer, lambda: self._refined.value, self.show_plan,
             busy=lambda: self.busy or self.closed,
         )  # fmt: skip
         for w in (self._image, self._coarse, self._refined, self._scope, self._backend,
@@ -150,8 +153,8 @@ class JudgeWidget(TaskWidget):
             return str(next(self.model.sam.parameters()).device)
         return self.model.device
 
-    def show_estimate(self) -> None:
-        """Show in the status line how long judging the current choices takes (no model is run)."""
+    def show_plan(self) -> None:
+        """Show in the status line what judging the current choices will do (no model is run)."""
         if self.busy or self.closed:
             return
         try:
@@ -160,20 +163,29 @@ class JudgeWidget(TaskWidget):
             if "Nothing to judge" in str(err):
                 self.say(str(err))
             return
-        self.estimate = self._estimate(kwargs)
-        if self.estimate is not None:
-            self.say(estimate_text(self.estimate))
+        self.say(self._plan(kwargs))
 
-    def _estimate(self, kwargs: dict):
-        work = count_work(
-            kwargs["coarse_labels"], kwargs["refined_labels"], kwargs["support_labels"],
-            k=kwargs["k"], masking=kwargs["masking"], backend=kwargs["backend"],
-            label_ids=kwargs["label_ids"],
+    def _plan(self, kwargs: dict) -> str:
+        """The before-run text: objects and supports counted, a pass timed in this session."""
+        ids = object_slices(kwargs["coarse_labels"])
+        if kwargs["label_ids"] is not None:
+            ids = [i for i in kwargs["label_ids"] if i in ids]
+        candidates = len(support_candidates(kwargs["support_labels"]))
+        return plan_text(
+            len(ids), kwargs["k"], candidates, len(kwargs["support_labels"]),
+            pass_seconds(self._pass_key()), self._backend.value,
         )  # fmt: skip
+
+    def _pass_key(self) -> tuple:
+        """What this run's model passes are timed under (see :func:`.judge_estimate.pass_key`)."""
+        if self._backend.value == "seggpt":
+            return pass_key(choice=("seggpt", self._seggpt.value))
+        if self.model.sam is not None:
+            return pass_key(self.model.sam)
         try:
-            return estimate_judge(work, *run_encoder(self.model, self._backend.value, self._device()))
-        except (RuntimeError, ValueError):  # the device cannot be measured: no time to say
-            return None
+            return pass_key(choice=(self.model.spec, self._device()))
+        except (ValueError, OSError):  # no checkpoint chosen yet: nothing was timed for it
+            return pass_key(choice=None)
 
     def _inputs(self) -> tuple[dict, Labels, list[tuple[Image, Labels]]]:
         image, coarse, refined = self._image.value, self._coarse.value, self._refined.value
@@ -232,43 +244,39 @@ class JudgeWidget(TaskWidget):
         except ValueError as err:
             self.say(str(err), error=True)
             return
-        self.estimate = estimate = self._estimate(kwargs)
-        self.say(estimate_text(estimate) if estimate is not None else "Judging ...")
+        self.say(self._plan(kwargs))
         # the result layers are linked to the refined layer (and the SMPs to the support images)
         targets = [refined, *(img for img, _ in pairs)] if kwargs["return_predictions"] else [refined]
-        clock = TimeLeft(estimate)
-        try:  # which model the run loads (its encoder is noted for the next estimates)
-            choice = None if self.model.sam is not None else (self.model.spec, self._device())
-        except (ValueError, OSError):
-            choice = None  # no checkpoint chosen: the run says so
+        self.clock = clock = TimeLeft()
         self.launch(
-            self._work, kwargs, clock, choice,
+            self._work, kwargs, clock, self._pass_key(),
             on_done=lambda result: self._done(result, refined, pairs, clock), targets=targets,
         )  # fmt: skip
 
-    def _work(self, kwargs: dict, clock: TimeLeft, choice: tuple[str, str] | None):
+    def _work(self, kwargs: dict, clock: TimeLeft, key: tuple):
         from napari_samrefine.judge import judge_refinement
 
         bar = self.progress_callback()
 
         def progress(done: int, total: int, message: str = "") -> None:
-            bar(done, total, clock(done, total, message))
+            bar(done, total, clock.text(message))
+
+        def judged(done: int, total: int, message: str = "") -> None:  # the judge's own reports
+            clock.step(done, total)
+            progress(done, total, message)
 
         report(progress, 0, 1, "loading the model")
         if kwargs["backend"] == "sam":
-            model = kwargs["sam"] = self.model.load(progress)
-            timed = model.image_encoder
-            if choice is not None:
-                remember_encoder(*choice, model)
+            kwargs["sam"] = self.model.load(progress)
+            timed = kwargs["sam"].image_encoder
         else:
             kwargs["backend"] = fss = _seggpt(kwargs.pop("seggpt_model"))
-            model = timed = fss.model
-        device = str(next(timed.parameters()).device)
+            timed = fss.model
         with (
             reporting_encoder(kwargs.get("sam"), progress),  # SegGPT: no SAM, nothing to hook
-            timing_passes(timed, encoder_name(model), device),  # for the next estimates
+            timing_passes(timed, key),  # for the text before the next runs
         ):
-            return judge_refinement(**kwargs, progress=progress)
+            return judge_refinement(**kwargs, progress=judged)
 
     def _done(self, result, refined: Labels, pairs, clock: TimeLeft) -> None:
         self.result = result

@@ -20,10 +20,12 @@ from collections.abc import Callable, Sequence
 
 from magicgui.widgets import Container, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info
+from psygnal import Signal
 from qtpy.QtCore import QEvent, QObject, QSize
 from qtpy.QtWidgets import QBoxLayout, QFrame, QScrollArea, QVBoxLayout, QWidget
 from superqt.utils import ensure_main_thread
 
+from napari_samrefine._napari.lazy_layers import claim_new_stores, settle_stores, watch_stores
 from napari_samrefine._napari.status import StatusLine
 from napari_samrefine._progress import Cancelled
 
@@ -139,6 +141,8 @@ class TaskWidget(Container):
 
     failed_text = "Failed"  # status prefix when the work raised
     cancelled_text = "Cancelled: no layer was changed."
+    progressed = Signal(int, int, str)
+    """Emitted on the main thread with every progress report shown: (done, total, message)."""
 
     def __init__(self, napari_viewer, run_text: str):
         super().__init__(labels=True)
@@ -164,6 +168,8 @@ class TaskWidget(Container):
         self._close_watch = _CloseWatch(self._widget_closed, self._widget_docked)
         self.native.installEventFilter(self._close_watch)
         self.native.destroyed.connect(self._widget_destroyed)
+        self._stores: list = []  # temporary stores of lazy results the running work writes
+        watch_stores(napari_viewer)  # they go when their layer goes
 
     def add_footer(self) -> None:
         """Append the Run/Cancel buttons, the progress bar and the status line."""
@@ -219,6 +225,7 @@ class TaskWidget(Container):
         self._busy = True
         self._cancel.clear()
         self._targets, self._stop_reason = tuple(targets), None
+        self._stores = claim_new_stores()  # made for this run: removed if it shows no result
         self._run_button.enabled, self._stop_button.enabled = False, True
         self._bar.max, self._bar.value = 1, 0
 
@@ -340,6 +347,7 @@ class TaskWidget(Container):
         self._bar.max = max(int(total), 1)
         self._bar.value = min(int(done), self._bar.max)
         self._status.value = message
+        self.progressed.emit(int(done), int(total), message)
 
     def _failed(self, err: Exception) -> None:
         # an orphaned run (widget closed) pops no notification
@@ -357,6 +365,8 @@ class TaskWidget(Container):
 
     def _finished(self) -> None:
         self._busy = False
+        settle_stores(self._stores)
+        self._stores = []
         if not self._deleted:
             self._run_button.enabled, self._stop_button.enabled = True, False
 

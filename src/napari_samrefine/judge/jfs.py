@@ -176,9 +176,12 @@ def judge_refinement(
     return_predictions : bool
         Keep the support mask predictions (SMP1, SMP2) in the result.
     progress : callable, optional
-        ``progress(done, total, message)``, called before the work and after each
-        (object, support) evaluation; raise :class:`napari_samrefine.Cancelled`
-        in it to stop (nothing passed in is modified).
+        ``progress(done, total, message)``, called once the objects and their
+        supports are listed (``done`` 0, ``total`` the (object, support)
+        evaluations to make) and after each evaluation, so the caller can time
+        the first evaluations and tell the time left; raise
+        :class:`napari_samrefine.Cancelled` in it to stop (nothing passed in is
+        modified).
 
     Returns
     -------
@@ -273,7 +276,8 @@ def judge_refinement(
     per_object = min(int(k), len(candidates))
     total = len(ids) * per_object
     done = 0
-    report(progress, done, total, "JFS: judging objects")
+    supports = "1 support" if per_object == 1 else f"{per_object} supports"
+    report(progress, done, total, f"JFS: judging {len(ids)} objects, {supports} each")
     objects, predictions = [], []
     # objects of similar size share support crops: visiting them by area keeps those
     # crops' embeddings in the (LRU) cache; results are reported by id
