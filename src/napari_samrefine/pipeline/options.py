@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Literal
 
+import numpy as np
+
 from napari_samrefine.engine.preprocess import PERCENTILES
 from napari_samrefine.pipeline.inputs import BINARY_CHOICES, BinaryMode
 from napari_samrefine.samrefiner.defaults import (
@@ -49,7 +51,7 @@ def _switch(value):
     """A prompt switch as a plain bool (numpy's included), None, or the value itself if neither."""
     if value is None or isinstance(value, bool):
         return value
-    return bool(value) if type(value).__name__ == "bool_" else value
+    return bool(value) if isinstance(value, np.bool_) else value
 
 
 def _ids(value):
