@@ -3,7 +3,7 @@
 The defaults that refine, the command line and refine_many show are read back
 from each face here and compared with RefineOptions' own, so a face that stops
 reading the object (a default written out again) fails a test. The widgets'
-defaults are checked in tests/gui/test_first_screen.py.
+defaults are checked in tests/gui/test_option_defaults.py.
 """
 
 from __future__ import annotations
