@@ -206,7 +206,10 @@ def refine_many(
         yet finished and re-raises.
     **refine_kwargs
         Options of :func:`~napari_samrefine.refine` (``mode``, ``iterations``,
-        ``tile``, ...), checked before any work.
+        ``tile``, ...; their defaults are
+        :class:`~napari_samrefine.pipeline.options.RefineOptions`'), checked by
+        it before any work; ``refine_many(..., **options.as_kwargs())`` passes
+        a prepared one.
 
     Returns
     -------
