@@ -177,7 +177,7 @@ def test_channel_axis_gives_the_library_result(tmp_path, stained_pair, checkpoin
     "flags, text",
     [(["--tile", "big"], "--tile must be"), (["--tile", "16"], "tile must be None, 'auto'"),
      (["--tile", "128", "--halo", "64"], "halo must be"), (["--planes", "0,-1"], "--planes must be"),
-     (["--percentiles", "90", "10"], "--percentiles needs")],
+     (["--percentiles", "90", "10"], "percentiles must be two numbers 0 <= low < high <= 100")],
 )
 def test_image_option_errors_are_one_line(tmp_path, pair, capsys, flags, text):
     img, lab = pair

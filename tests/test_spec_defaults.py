@@ -1,11 +1,14 @@
 """Every default that SPEC.md states as a number (or a named choice), pinned.
 
 Each default is written ONCE below, as a constant with the SPEC section that
-states it. The tests then check it where users meet it: the signatures of the
-public functions, the defaults of the ``napari-samrefine`` command line, and,
-where it is cheap, the behaviour when the argument is not passed. Changing a
-default therefore fails a test here, and the SPEC (and docs/deviations.md)
-must change with it.
+states it. The tests then check it at its one source in the code: refine's
+options (:class:`~napari_samrefine.RefineOptions`, which reads the paper's values
+from ``samrefiner/defaults.py``), and the signatures of the public functions
+that hold their own; and, where it is cheap, the behaviour when the argument is
+not passed. Changing a default therefore fails a test here, and the SPEC (and
+docs/deviations.md) must change with it. That refine, the command line and the
+widgets show RefineOptions' defaults is tested in tests/test_refine_options.py
+and tests/gui/test_first_screen.py.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from scipy import ndimage
 import napari_samrefine as nsr
 from napari_samrefine.adaption.training import ranking_loss
 from napari_samrefine.cli import build_parser
+from napari_samrefine.engine import preprocess
 from napari_samrefine.evaluation.defects import synthesize_coarse_labels, synthesize_coarse_mask
 from napari_samrefine.evaluation.metrics import boundary_iou, object_ious
 from napari_samrefine.judge.fss_sam import PerSamFSS
+from napari_samrefine.pipeline.options import DEFAULTS
+from napari_samrefine.samrefiner import defaults
 from napari_samrefine.samrefiner.cebox import SIMILARITY_THRESHOLD
 
 # ---------------------------------------------------------------------------
@@ -93,20 +99,36 @@ MAX_DEFECTS = 10
 BOUNDARY_DILATION = 0.02
 
 # ---------------------------------------------------------------------------
-# Signatures of the public functions
+# refine's options: the paper's values, in one place
+# ---------------------------------------------------------------------------
+def test_the_papers_values_are_refines_defaults():
+    # the one source of each (refine, the cascade, prompts, CLI and widgets read it)
+    assert defaults.ITERATIONS == ITERATIONS
+    assert defaults.STRENGTH == STRENGTH
+    assert defaults.GAMMA == GAMMA
+    assert defaults.CEBOX_LAMBDA == CEBOX_LAMBDA
+    assert defaults.NEGATIVE_POINT is NEGATIVE_POINT
+    assert preprocess.PERCENTILES == PERCENTILES
+    # ... and the options object starts from them
+    assert DEFAULTS.iterations == ITERATIONS
+    assert DEFAULTS.strength == STRENGTH
+    assert DEFAULTS.gamma == GAMMA
+    assert DEFAULTS.percentiles == PERCENTILES
+    # SPEC 2 (CEBox): "on by default in instance mode" -> "auto" resolves to lambda
+    assert DEFAULTS.mode == "instance" and DEFAULTS.cebox == "auto"
+    assert DEFAULTS.cebox_lambda == CEBOX_LAMBDA
+    # None = what the model was trained with (all four prompt kinds for SAM: the paper's)
+    assert DEFAULTS.use_negative_point is None
+
+
+# ---------------------------------------------------------------------------
+# Signatures of the public functions that hold their own defaults
 # ---------------------------------------------------------------------------
 SIGNATURE_DEFAULTS = [
     (nsr.excavate_prompts, "image_size", SAM_IMAGE_SIZE),
     (nsr.excavate_prompts, "lowres_size", SAM_LOWRES_SIZE),
-    (nsr.refine, "iterations", ITERATIONS),
-    (nsr.refine, "strength", STRENGTH),
-    (nsr.excavate_prompts, "strength", STRENGTH),
     (nsr.evaluate_selection, "strength", STRENGTH),
-    (nsr.refine, "gamma", GAMMA),
-    (nsr.excavate_prompts, "gamma", GAMMA),
     (nsr.evaluate_selection, "gamma", GAMMA),
-    (nsr.excavate_prompts, "use_negative_point", NEGATIVE_POINT),
-    (nsr.excavate_prompts, "cebox", CEBOX_LAMBDA),
     (nsr.evaluate_selection, "cebox", CEBOX_LAMBDA),
     (nsr.split_then_merge, "min_size", STM_MIN_SIZE),
     (nsr.split_then_merge, "mu", STM_MU),
@@ -127,8 +149,6 @@ SIGNATURE_DEFAULTS = [
     (PerSamFSS, "masking", JFS_MASKING),
     (nsr.judge_refinement, "context", JFS_CONTEXT),
     (nsr.judge_refinement, "min_context", JFS_MIN_CONTEXT),
-    (nsr.to_sam_rgb, "percentiles", PERCENTILES),
-    (nsr.refine, "percentiles", PERCENTILES),
     (nsr.adapt_iou_head, "percentiles", PERCENTILES),
     (nsr.evaluate_selection, "percentiles", PERCENTILES),
     (synthesize_coarse_labels, "iou_range", COARSE_IOU_RANGE),
@@ -153,12 +173,6 @@ def test_signature_default(function, name, expected):
     assert default == expected, f"{function.__name__}({name}=...) default changed"
 
 
-def test_refine_uses_cebox_in_instance_mode_by_default():
-    # SPEC 2 (CEBox): "on by default in instance mode" -> refine resolves "auto"
-    assert inspect.signature(nsr.refine).parameters["cebox"].default == "auto"
-    assert inspect.signature(nsr.refine).parameters["mode"].default == "instance"
-
-
 def test_cebox_similarity_threshold():
     assert SIMILARITY_THRESHOLD == CEBOX_SIMILARITY
 
@@ -168,18 +182,6 @@ def test_cebox_similarity_threshold():
 # ---------------------------------------------------------------------------
 def _parse(*argv: str):
     return build_parser().parse_args(list(argv))
-
-
-def test_cli_refine_defaults():
-    args = _parse("refine", "image.tif", "labels.tif", "-o", "out.tif")
-    assert args.iterations == ITERATIONS
-    assert args.strength == STRENGTH
-    assert args.gamma == GAMMA
-    assert tuple(args.percentiles) == PERCENTILES
-    # None = refine's "auto": CEBOX_LAMBDA in instance mode (pinned above)
-    assert args.cebox is None and args.mode == "instance"
-    # None = what the model was trained with (negative point on for SAM)
-    assert args.negative_point is None
 
 
 def test_cli_judge_defaults():
@@ -200,7 +202,6 @@ def test_cli_adapt_defaults():
 
 def test_cli_benchmark_defaults():
     args = _parse("benchmark", "--data", "data")
-    assert args.iterations == ITERATIONS
     assert tuple(args.iou_range) == COARSE_IOU_RANGE
 
 

@@ -16,6 +16,7 @@ from .judge.result import JudgeResult
 from .models.loading import load_sam
 from .models.profile import ModelProfile, model_profile
 from .models.registry import list_models, register_model
+from .pipeline.options import RefineOptions
 from .pipeline.refiner import RefineResult, refine
 from .samrefiner.prompts import ObjectPrompts, excavate_prompts
 from .samrefiner.stm import split_then_merge
@@ -32,6 +33,7 @@ __all__ = [
     "JudgeResult",
     "ModelProfile",
     "ObjectPrompts",
+    "RefineOptions",
     "RefineResult",
     "SelectionReport",
     "__version__",

@@ -7,6 +7,7 @@ checks that each tooltip appears there word for word), so change both together.
 from __future__ import annotations
 
 from napari_samrefine.judge.fss_seggpt import DEFAULT_MODEL
+from napari_samrefine.pipeline.options import DEFAULTS
 
 __all__ = ["HELP", "JUDGE_HELP", "set_help"]
 
@@ -40,12 +41,12 @@ HELP = {
     ),
     "box growth": (
         "How readily a box side moves out into pixels that look like the object (context-aware "
-        "elastic box, CEBox lambda): the fraction of similar pixels it takes. 0.1 by default; "
-        "0 keeps the tight box."
+        "elastic box, CEBox lambda): the fraction of similar pixels it takes. "
+        f"{DEFAULTS.cebox_lambda:g} by default; 0 keeps the tight box."
     ),
     "iterations": (
-        "Rounds of refinement: each round prompts SAM with the previous round's mask. 5 by "
-        "default; objects that stop changing leave early."
+        "Rounds of refinement: each round prompts SAM with the previous round's mask. "
+        f"{DEFAULTS.iterations} by default; objects that stop changing leave early."
     ),
     # output
     "output": (

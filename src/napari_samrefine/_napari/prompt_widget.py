@@ -27,6 +27,7 @@ from napari_samrefine._progress import report
 from napari_samrefine.engine.embedding import default_cache
 from napari_samrefine.engine.encoder_progress import reporting_encoder
 from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.samrefiner.defaults import CEBOX_LAMBDA, NEGATIVE_POINT
 from napari_samrefine.samrefiner.prompts import excavate_prompts
 
 __all__ = ["PromptWidget", "show_prompts", "prompt_summary", "GAUSSIAN_OPACITY"]
@@ -102,11 +103,13 @@ class PromptWidget(TaskWidget):
         super().__init__(napari_viewer, run_text="Excavate prompts")
         self.labels_layer = layer_field(napari_viewer, Labels, "labels")
         self.objects = ComboBox(label="objects", choices=list(OBJECTS), value="all objects")
-        self.use_negative_point = CheckBox(text="negative point", value=True)
+        self.use_negative_point = CheckBox(text="negative point", value=NEGATIVE_POINT)
         self.use_cebox = CheckBox(text="grow boxes (CEBox: needs image + model)", value=False)
         self.image_layer = layer_field(napari_viewer, Image, "image")
         self.model = ModelPicker(sam)
-        self.cebox = FloatSpinBox(label="box growth (CEBox)", value=0.1, min=0.01, max=1.0, step=0.05)
+        self.cebox = FloatSpinBox(
+            label="box growth (CEBox)", value=CEBOX_LAMBDA, min=0.01, max=1.0, step=0.05
+        )
         for field, key in (
             (self.labels_layer, "prompt labels"), (self.objects, "objects"),
             (self.use_negative_point, "negative point"), (self.use_cebox, "grow boxes"),

@@ -24,9 +24,15 @@ from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine._progress import report
 from napari_samrefine.engine.encoder_progress import reporting_encoder
 from napari_samrefine.models.profile import SAM_PROFILE, untrained_prompts
+from napari_samrefine.pipeline.options import DEFAULTS, RefineOptions
 from napari_samrefine.pipeline.refiner import refine
 
 __all__ = ["RefineWidget"]
+
+
+def _cebox(mode: str) -> float:
+    """The box growth field's value for ``mode``: refine's cebox="auto" (0 = off)."""
+    return RefineOptions(mode=mode).cebox_lambda or 0.0
 
 
 class RefineWidget(TaskWidget):
@@ -59,15 +65,17 @@ class RefineWidget(TaskWidget):
         self.labels_layer = layer_field(napari_viewer, Labels, "coarse labels")
         self.model = ModelPicker(sam)
         self.mode = ComboBox(
-            label="masks are", value="instance",
+            label="masks are", value=DEFAULTS.mode,
             choices=[("instances", "instance"), ("semantic classes", "semantic")],
         )
         self.use_points = CheckBox(text="points", value=True)
         self.use_negative_point = CheckBox(text="negative point", value=True)
         self.use_box = CheckBox(text="box", value=True)
         self.use_mask = CheckBox(text="Gaussian mask prompt", value=True)
-        self.cebox = FloatSpinBox(label="box growth (CEBox)", value=0.1, min=0.0, max=1.0, step=0.05)
-        self.iterations = SpinBox(label="iterations", value=5, min=1, max=20)
+        self.cebox = FloatSpinBox(
+            label="box growth (CEBox)", value=_cebox(DEFAULTS.mode), min=0.0, max=1.0, step=0.05
+        )
+        self.iterations = SpinBox(label="iterations", value=DEFAULTS.iterations, min=1, max=20)
         self.objects = ComboBox(label="objects", choices=list(OBJECTS), value="all objects")
         self.planes = ComboBox(label="planes", choices=self._plane_choices, value="current plane")
         self.output = ComboBox(
@@ -105,8 +113,8 @@ class RefineWidget(TaskWidget):
         return [p for p in PLANES if ndim == 4 or p != "current time point"]
 
     def _mode_changed(self, mode: str) -> None:
-        # CEBox is an instance-mode prompt (SPEC section 2)
-        self.cebox.value = 0.1 if mode == "instance" else 0.0
+        # CEBox is an instance-mode prompt (SPEC section 2): refine's cebox="auto"
+        self.cebox.value = _cebox(mode)
 
     def _profile_changed(self, profile) -> None:
         # each model starts with the prompts it was trained with; the user may still change them
@@ -119,7 +127,14 @@ class RefineWidget(TaskWidget):
             box.tooltip = HELP[key] + untrained
 
     def refine_kwargs(self) -> dict:
-        """The :func:`refine` options the form describes (without model and data)."""
+        """The :func:`refine` options the form describes (without model and data), checked.
+
+        Raises
+        ------
+        ValueError
+            For a choice that does not fit the layers (e.g. 'current time point' on 3D),
+            or an option :class:`RefineOptions` refuses.
+        """
         kwargs = dict(
             mode=self.mode.value,
             iterations=int(self.iterations.value),
@@ -132,6 +147,7 @@ class RefineWidget(TaskWidget):
         kwargs.update(scope_arguments(
             self.objects.value, self.planes.value, self._viewer, self.labels_layer.value
         ))
+        RefineOptions(**kwargs)  # checked here, before the worker starts
         path = str(self.adaptor.value)
         if path not in ("", "."):
             from napari_samrefine.adaption.adaptor_file import load_iou_adaptor

@@ -6,6 +6,8 @@ from importlib.resources import files
 
 import numpy as np
 
+from napari_samrefine.engine.preprocess import PERCENTILES
+
 __all__ = ["nuclei_sample", "load_nuclei"]
 
 
@@ -29,12 +31,13 @@ def load_nuclei() -> tuple[np.ndarray, np.ndarray]:
 def nuclei_sample() -> list[tuple]:
     """napari layer data: the nuclei image, contrast set, and its coarse labels (half opaque).
 
-    The image is dark (mean 6 of 255): its contrast limits are the 1st and
-    99.8th percentiles, the stretch the refinement itself applies to
-    non-uint8 images, so nuclei are visible when the sample opens.
+    The image is dark (mean 6 of 255): its contrast limits are the percentiles
+    of the stretch the refinement itself applies to non-uint8 images
+    (:data:`~napari_samrefine.engine.preprocess.PERCENTILES`), so nuclei are
+    visible when the sample opens.
     """
     image, coarse = load_nuclei()
-    low, high = (float(v) for v in np.percentile(image, (1.0, 99.8)))
+    low, high = (float(v) for v in np.percentile(image, PERCENTILES))
     return [
         (image, {"name": "nuclei", "contrast_limits": (low, max(high, low + 1))}, "image"),
         (coarse, {"name": "nuclei coarse", "opacity": 0.5}, "labels"),

@@ -97,7 +97,7 @@ def _check_model_here(spec: ModelSpec) -> None:
 
 def _check_options(refine_kwargs: dict) -> dict:
     """``refine``'s options, checked here before any work (a typo fails once, not per file)."""
-    from napari_samrefine.pipeline.inputs import check_refine_options
+    from napari_samrefine.pipeline.options import OPTION_NAMES, RefineOptions
     from napari_samrefine.pipeline.refiner import refine
 
     accepted = set(inspect.signature(refine).parameters) - set(_NOT_PASSED)
@@ -107,9 +107,9 @@ def _check_options(refine_kwargs: dict) -> dict:
             f"refine_many() got unexpected option(s) {', '.join(map(repr, unknown))}; "
             f"it passes these on to refine(): {', '.join(sorted(accepted))}"
         )
-    checked = inspect.signature(check_refine_options).parameters
-    check_refine_options(**{k: v for k, v in refine_kwargs.items() if k in checked})
-    return dict(refine_kwargs)
+    options = RefineOptions(**{k: v for k, v in refine_kwargs.items() if k in OPTION_NAMES})
+    others = {k: v for k, v in refine_kwargs.items() if k not in OPTION_NAMES}
+    return {**{k: getattr(options, k) for k in refine_kwargs if k in OPTION_NAMES}, **others}
 
 
 def _outputs(pairs: list[tuple[Path, Path]], output) -> list[Path]:
@@ -206,7 +206,10 @@ def refine_many(
         yet finished and re-raises.
     **refine_kwargs
         Options of :func:`~napari_samrefine.refine` (``mode``, ``iterations``,
-        ``tile``, ...), checked before any work.
+        ``tile``, ...; their defaults are
+        :class:`~napari_samrefine.pipeline.options.RefineOptions`'), checked by
+        it before any work; ``refine_many(..., **options.as_kwargs())`` passes
+        a prepared one.
 
     Returns
     -------

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from napari_samrefine.cli.common import add_model_arguments, load_model_from_args, parse_channel
+from napari_samrefine.samrefiner.defaults import BATCH_SIZE
 
 __all__ = ["add_adapt_parser", "run_adapt_cli", "resolve_pairs"]
 
@@ -43,7 +44,7 @@ def add_adapt_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--channel", default=None,
                    help="channel index, or 'mean', for multichannel images that are not RGB "
                    "(default: RGB(A) is used as RGB; other channel counts need this)")
-    g.add_argument("--batch-size", type=int, default=32, help="objects per decoder call")
+    g.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="objects per decoder call")
     e = p.add_argument_group("evaluation on held-out images (optional)")
     e.add_argument("--eval-images", nargs="+", type=Path, default=None,
                    help="held-out image files or folder: report top-1 selection accuracy "

@@ -16,6 +16,7 @@ from napari_samrefine.evaluation.benchmark import (
     summarize,
     to_markdown,
 )
+from napari_samrefine.pipeline.options import DEFAULTS
 
 __all__ = ["add_benchmark_parser", "run_benchmark_cli"]
 
@@ -42,7 +43,7 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--iou-range", type=float, nargs=2, default=(0.75, 0.85), metavar=("LOW", "HIGH"),
                    help="IoU window of the synthesised coarse masks with the ground truth")
     p.add_argument("--seed", type=int, default=0, help="seed of the coarse-mask synthesis")
-    p.add_argument("--iterations", type=int, default=5, help="cascade iterations")
+    p.add_argument("--iterations", type=int, default=DEFAULTS.iterations, help="cascade iterations")
     p.add_argument("--output", type=Path, default=None,
                    help="write the per-image rows to this CSV (outside the --data folder; default: "
                    "print the table only)")

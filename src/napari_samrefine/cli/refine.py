@@ -12,8 +12,10 @@ from napari_samrefine.cli.common import (
     parse_channel,
     parse_ids,
 )
+from napari_samrefine.pipeline.inputs import BINARY_CHOICES
+from napari_samrefine.pipeline.options import DEFAULTS, MODES, RefineOptions
 
-__all__ = ["add_refine_parser", "run_refine"]
+__all__ = ["add_refine_parser", "run_refine", "refine_options"]
 
 
 def add_refine_parser(sub) -> argparse.ArgumentParser:
@@ -33,14 +35,14 @@ def add_refine_parser(sub) -> argparse.ArgumentParser:
                    help="replace output files that exist already (inputs are never replaced)")
     add_model_arguments(p)
     g = p.add_argument_group("refinement")
-    g.add_argument("--mode", choices=("instance", "semantic"), default="instance",
+    g.add_argument("--mode", choices=MODES, default=DEFAULTS.mode,
                    help="instance: one object per id; semantic: split-then-merge per class id")
     g.add_argument(
-        "--binary", choices=("components", "one"), default="components",
+        "--binary", choices=BINARY_CHOICES, default=DEFAULTS.binary,
         help="for a binary mask (1-bit, or two values such as 0/255): refine each connected "
-        "component as an object (default) or the whole mask as one object; written back as a mask",
+        "component as an object or the whole mask as one object; written back as a mask",
     )
-    g.add_argument("--iterations", type=int, default=5, help="cascade iterations")
+    g.add_argument("--iterations", type=int, default=DEFAULTS.iterations, help="cascade iterations")
     for flag, what in (("points", "point prompts"), ("box", "the box prompt"),
                        ("mask", "the Gaussian mask prompt"), ("negative-point", "the negative point")):
         g.add_argument(
@@ -48,14 +50,17 @@ def add_refine_parser(sub) -> argparse.ArgumentParser:
             help=f"use (or --no-{flag}: do not use) {what}; default: what the model was "
             "trained with (see `napari-samrefine models`)",
         )
+    auto = DEFAULTS.cebox_lambda  # refine's cebox="auto" in instance mode
     g.add_argument("--cebox", type=float, default=None,
-                   help="CEBox lambda (default 0.1 in instance mode, off in semantic); 0 = tight box")
-    g.add_argument("--strength", type=float, default=15.0, help="mask prompt amplitude w")
-    g.add_argument("--gamma", type=float, default=4.0, help="Gaussian mask prompt spread")
-    g.add_argument("--convergence", type=float, default=0.99,
+                   help=f"CEBox lambda (default {auto:g} in instance mode, off in semantic); "
+                   "0 = tight box")
+    g.add_argument("--strength", type=float, default=DEFAULTS.strength, help="mask prompt amplitude w")
+    g.add_argument("--gamma", type=float, default=DEFAULTS.gamma, help="Gaussian mask prompt spread")
+    g.add_argument("--convergence", type=float, default=DEFAULTS.convergence,
                    help="an object stops once its mask's IoU with the previous iteration "
                    "reaches this; 1 = never stop early")
-    g.add_argument("--batch-size", type=int, default=32, help="objects per decoder call")
+    g.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                   help="objects per decoder call")
     g.add_argument("--adaptor", type=Path, default=None,
                    help="SAMRefiner++ IoU adaptor file (default: none, SAM's own IoU head)")
     g.add_argument("--table", action="store_true", help="also write <output>.csv with per-object results")
@@ -68,7 +73,7 @@ def add_refine_parser(sub) -> argparse.ArgumentParser:
 def _add_image_arguments(p: argparse.ArgumentParser) -> None:
     """Large images, stacks and channels: ``--tile``, ``--halo``, ``--planes``, ``--channel*``."""
     g = p.add_argument_group("large images, stacks and channels")
-    g.add_argument("--tile", default="auto", metavar="PX|auto|none",
+    g.add_argument("--tile", default=_tile_text(DEFAULTS.tile), metavar="PX|auto|none",
                    help="refine large images in square tiles of this many pixels (>= 32); "
                    "auto: SAM's input size where the image is larger; none: whole image, downscaled")
     g.add_argument("--halo", type=int, default=None, metavar="PX",
@@ -81,7 +86,7 @@ def _add_image_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channel-axis", type=int, default=None, metavar="AXIS",
                    help="axis of IMAGE that holds the channels, e.g. 0 for (C, Y, X) "
                    "(default: the last axis, when IMAGE has one axis more than LABELS)")
-    g.add_argument("--percentiles", type=float, nargs=2, default=(1.0, 99.8),
+    g.add_argument("--percentiles", type=float, nargs=2, default=DEFAULTS.percentiles,
                    metavar=("LOW", "HIGH"),
                    help="contrast-stretch percentiles for images that are not uint8")
 
@@ -108,6 +113,11 @@ def _add_batch_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _tile_text(tile: int | str | None) -> str:
+    """A ``tile`` option as ``--tile`` writes it."""
+    return "none" if tile is None else str(tile)
+
+
 def _tile(text: str) -> int | str | None:
     """``--tile``: a whole number of pixels, ``auto`` or ``none``."""
     if text.strip().lower() in ("auto", "none"):
@@ -118,17 +128,16 @@ def _tile(text: str) -> int | str | None:
         raise ValueError(f"--tile must be a whole number of pixels, 'auto' or 'none', got {text!r}") from None
 
 
-def _percentiles(values) -> tuple[float, float]:
-    """``--percentiles LOW HIGH``, checked: 0 <= LOW < HIGH <= 100."""
-    low, high = (float(v) for v in values)
-    if not 0 <= low < high <= 100:
-        raise ValueError(f"--percentiles needs 0 <= LOW < HIGH <= 100, got {low:g} {high:g}")
-    return low, high
+def refine_options(args) -> RefineOptions:
+    """The :class:`~napari_samrefine.pipeline.options.RefineOptions` that the options give.
 
-
-def _refine_kwargs(args) -> dict:
+    Raises
+    ------
+    ValueError
+        For any option out of range (all of them named), before any work.
+    """
     channel = parse_channel(args.channel)
-    return dict(
+    return RefineOptions(
         mode=args.mode,
         iterations=args.iterations,
         use_points=args.points,
@@ -146,13 +155,8 @@ def _refine_kwargs(args) -> dict:
         halo=args.halo,
         planes=parse_ids(args.planes, "--planes"),
         channel_axis=args.channel_axis,
-        percentiles=_percentiles(args.percentiles),
+        percentiles=tuple(args.percentiles),
     )
-
-
-_CHECKED = (
-    "iterations", "batch_size", "convergence", "cebox", "strength", "gamma", "binary", "tile", "halo",
-)
 
 
 def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
@@ -202,10 +206,7 @@ def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
 
 def run_refine(args: argparse.Namespace) -> int:
     """Run ``napari-samrefine refine``; returns 0, or 1 when a file of a folder failed."""
-    from napari_samrefine.pipeline.inputs import check_refine_options
-
-    kwargs = _refine_kwargs(args)
-    check_refine_options(**{k: kwargs[k] for k in _CHECKED})
+    kwargs = refine_options(args).as_kwargs()
     pairs, outputs = _plan_refine(args)
     if args.image.is_dir():
         return _run_folder(args, kwargs, pairs)

@@ -20,9 +20,13 @@ __all__ = [
     "apply_stretch",
     "finalize_limits",
     "channel_plan",
+    "PERCENTILES",
 ]
 
 Limits = tuple[float, float]
+
+PERCENTILES = (1.0, 99.8)
+"""Contrast-stretch percentiles for images that are not uint8 (SPEC section 6)."""
 
 
 def finalize_limits(lo: float, hi: float, low: float, high: float) -> Limits:
@@ -53,7 +57,7 @@ def _no_finite_value() -> ValueError:
     )
 
 
-def stretch_limits(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8)) -> Limits:
+def stretch_limits(image: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> Limits:
     """The contrast-stretch limits (lo, hi) of a whole image.
 
     ``np.percentile`` (linear interpolation) of the image's finite values as
@@ -97,7 +101,7 @@ def apply_stretch(image: np.ndarray, limits: Limits) -> np.ndarray:
 
 
 def percentile_stretch(
-    image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8)
+    image: np.ndarray, percentiles: tuple[float, float] = PERCENTILES
 ) -> np.ndarray:
     """Contrast-stretch an image to uint8 between two percentiles.
 
@@ -165,7 +169,7 @@ def to_sam_rgb(
     image: np.ndarray,
     *,
     channel: int | str | None = None,
-    percentiles: tuple[float, float] = (1.0, 99.8),
+    percentiles: tuple[float, float] = PERCENTILES,
     limits: Limits | Sequence[Limits] | None = None,
 ) -> np.ndarray:
     """Convert one 2D plane (grey, RGB or multichannel) to SAM's H x W x 3 uint8 input.

@@ -25,6 +25,7 @@ from napari_samrefine._progress import ProgressCallback, report
 from napari_samrefine.evaluation.baselines import CLASSICAL_METHODS, refine_classical
 from napari_samrefine.evaluation.defects import synthesize_coarse_labels
 from napari_samrefine.evaluation.metrics import boundary_iou, iou, object_ious
+from napari_samrefine.samrefiner.defaults import CEBOX_LAMBDA
 
 __all__ = [
     "BenchmarkPair",
@@ -38,18 +39,19 @@ __all__ = [
 
 #: refine() keyword arguments of each named configuration. "point" is the
 #: positive point plus the negative point; "+CEBox" is the context-aware box
-#: (lambda = 0.1), the other box configurations use the tight box. Every
+#: (the paper's lambda, :data:`~napari_samrefine.samrefiner.defaults.CEBOX_LAMBDA`), the
+#: other box configurations use the tight box. Every
 #: configuration sets its prompts explicitly, whatever the model's profile;
 #: "semantic STM" uses the profile's prompts.
 CONFIGURATIONS: dict[str, dict] = {
     "point": dict(use_points=True, use_box=False, use_mask=False, cebox=None),
     "box": dict(use_points=False, use_box=True, use_mask=False, cebox=None),
-    "box+CEBox": dict(use_points=False, use_box=True, use_mask=False, cebox=0.1),
+    "box+CEBox": dict(use_points=False, use_box=True, use_mask=False, cebox=CEBOX_LAMBDA),
     "mask": dict(use_points=False, use_box=False, use_mask=True, cebox=None),
     "point+box": dict(use_points=True, use_box=True, use_mask=False, cebox=None),
     "box+mask": dict(use_points=False, use_box=True, use_mask=True, cebox=None),
     "point+box+mask": dict(use_points=True, use_box=True, use_mask=True, cebox=None),
-    "point+box+mask+CEBox": dict(use_points=True, use_box=True, use_mask=True, cebox=0.1),
+    "point+box+mask+CEBox": dict(use_points=True, use_box=True, use_mask=True, cebox=CEBOX_LAMBDA),
     "semantic STM": dict(mode="semantic"),
 }
 DEFAULT_CONFIGURATIONS: tuple[str, ...] = tuple(CONFIGURATIONS)

@@ -1,7 +1,6 @@
 """Checking and arranging the user's image and labels (2D, channels, stacks).
 
-Also the up-front checks of :func:`~napari_samrefine.refine`'s parameters, and
-binary masks: a bool image, or one with exactly two values of which one is 0
+Also binary masks: a bool image, or one with exactly two values of which one is 0
 (0/1, 0/255, 0/65535 ...), is a mask rather than an instance label image. Its
 8-connected components become the objects (``binary="components"``, the
 default) or the whole mask is one object (``binary="one"``).
@@ -9,8 +8,6 @@ default) or the whole mask is one object (``binary="one"``).
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from typing import Literal
 
@@ -24,7 +21,6 @@ __all__ = [
     "check_labels",
     "check_lazy_labels",
     "check_label_values",
-    "check_refine_options",
     "label_plane",
     "arrange_image",
     "binary_foreground",
@@ -35,72 +31,6 @@ __all__ = [
 
 BinaryMode = Literal["components", "one"]
 BINARY_CHOICES = ("components", "one")
-
-
-def _whole(value, low: int) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
-
-
-def _finite(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive(value) -> bool:
-    return _finite(value) and value > 0
-
-
-def check_refine_options(
-    *,
-    iterations=5,
-    batch_size=32,
-    convergence=0.99,
-    tile="auto",
-    halo=None,
-    cebox="auto",
-    strength=15.0,
-    gamma=4.0,
-    binary="components",
-) -> None:
-    """Check :func:`~napari_samrefine.refine`'s numeric options before any work.
-
-    Raises
-    ------
-    ValueError
-        Naming the parameter, its valid range and the value given.
-    """
-    problems = []
-    if not _whole(iterations, 1):
-        problems.append(f"iterations must be a whole number >= 1 (5 by default), got {iterations!r}")
-    if not _whole(batch_size, 1):
-        problems.append(
-            f"batch_size must be a whole number >= 1 (objects per decoder call, 32 by default), "
-            f"got {batch_size!r}"
-        )
-    if convergence is not None and not (_finite(convergence) and 0 <= convergence <= 1):
-        problems.append(
-            f"convergence must be in [0, 1] or None (0.99 by default), got {convergence!r}"
-        )
-    if not (tile is None or tile == "auto" or _whole(tile, 32)):
-        problems.append(
-            f"tile must be None, 'auto' or a whole number of pixels >= 32, got {tile!r}"
-        )
-    if halo is not None and not (_whole(halo, 0) and (not _whole(tile, 32) or 2 * halo < tile)):
-        problems.append(
-            f"halo must be None or a whole number of pixels >= 0 and less than half the tile, "
-            f"got {halo!r}"
-        )
-    if not (cebox is None or cebox == "auto" or (_finite(cebox) and 0 <= cebox <= 1)):
-        problems.append(
-            f"cebox must be 'auto', None or a fraction in [0, 1] (0.1 by default), got {cebox!r}"
-        )
-    if not _positive(strength):
-        problems.append(f"strength must be a positive number (15 by default), got {strength!r}")
-    if not _positive(gamma):
-        problems.append(f"gamma must be a positive number (4 by default), got {gamma!r}")
-    if binary not in BINARY_CHOICES:
-        problems.append(f"binary must be 'components' or 'one', got {binary!r}")
-    if problems:
-        raise ValueError("; ".join(problems) + ".")
 
 
 # -- binary masks -----------------------------------------------------------------------------

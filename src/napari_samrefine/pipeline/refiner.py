@@ -20,15 +20,14 @@ from napari_samrefine.pipeline.inputs import (
     arrange_image,
     binary_objects,
     check_labels,
-    check_refine_options,
     restore_binary,
 )
 from napari_samrefine.pipeline.lazy_arrays import is_lazy
+from napari_samrefine.pipeline.options import DEFAULTS, OPTION_NAMES, RefineOptions
 from napari_samrefine.pipeline.plane import PlaneJob, plane_indices, refine_loaded_plane
-from napari_samrefine.samrefiner.cascade import PromptSettings
 from napari_samrefine.samrefiner.result import ObjectResult, RefineResult
 
-__all__ = ["refine", "RefineResult", "ObjectResult"]
+__all__ = ["refine", "RefineResult", "ObjectResult", "RefineOptions"]
 
 
 def refine(
@@ -36,29 +35,29 @@ def refine(
     labels: np.ndarray,
     sam="vit_b_lm",
     *,
-    mode: Literal["instance", "semantic"] = "instance",
-    iterations: int = 5,
-    use_points: bool | None = None,
-    use_box: bool | None = None,
-    use_mask: bool | None = None,
-    use_negative_point: bool | None = None,
-    cebox: float | None | Literal["auto"] = "auto",
-    strength: float = 15.0,
-    gamma: float = 4.0,
-    label_ids: Iterable[int] | None = None,
-    planes: int | tuple[int, int] | Iterable | None = None,
-    channel: int | str | None = None,
-    channel_axis: int | None = None,
-    percentiles: tuple[float, float] = (1.0, 99.8),
+    mode: Literal["instance", "semantic"] = DEFAULTS.mode,
+    iterations: int = DEFAULTS.iterations,
+    use_points: bool | None = DEFAULTS.use_points,
+    use_box: bool | None = DEFAULTS.use_box,
+    use_mask: bool | None = DEFAULTS.use_mask,
+    use_negative_point: bool | None = DEFAULTS.use_negative_point,
+    cebox: float | None | Literal["auto"] = DEFAULTS.cebox,
+    strength: float = DEFAULTS.strength,
+    gamma: float = DEFAULTS.gamma,
+    label_ids: Iterable[int] | None = DEFAULTS.label_ids,
+    planes: int | tuple[int, int] | Iterable | None = DEFAULTS.planes,
+    channel: int | str | None = DEFAULTS.channel,
+    channel_axis: int | None = DEFAULTS.channel_axis,
+    percentiles: tuple[float, float] = DEFAULTS.percentiles,
     iou_adaptor=None,
-    convergence: float | None = 0.99,
-    batch_size: int = 32,
+    convergence: float | None = DEFAULTS.convergence,
+    batch_size: int = DEFAULTS.batch_size,
     device: str = "auto",
     embedding_cache: EmbeddingCache | None = default_cache,
     progress: ProgressCallback | None = None,
-    tile: int | Literal["auto"] | None = "auto",
-    halo: int | None = None,
-    binary: BinaryMode = "components",
+    tile: int | Literal["auto"] | None = DEFAULTS.tile,
+    halo: int | None = DEFAULTS.halo,
+    binary: BinaryMode = DEFAULTS.binary,
     out=None,
 ) -> RefineResult:
     """Refine coarse masks with SAM using SAMRefiner's noise-tolerant prompts.
@@ -78,6 +77,11 @@ def refine(
     its window of image and labels, so memory grows with the objects, the tile
     and the plane's width (one row of tiles is held), not with the image's
     area; the labels are the ones the in-memory path gives.
+
+    The options (``mode`` to ``binary`` below, but ``sam``, ``iou_adaptor``,
+    ``device``, ``embedding_cache``, ``progress`` and ``out``) take their
+    defaults from, and are checked by, :class:`RefineOptions`; pass a prepared
+    one as ``refine(image, labels, sam, **options.as_kwargs())``.
 
     Parameters
     ----------
@@ -217,12 +221,8 @@ def refine(
     >>> result.labels.dtype, result.objects[0].label_id
     (dtype('uint16'), 7)
     """
-    if mode not in ("instance", "semantic"):
-        raise ValueError(f"mode must be 'instance' or 'semantic', got {mode!r}")
-    check_refine_options(
-        iterations=iterations, batch_size=batch_size, convergence=convergence, tile=tile,
-        halo=halo, cebox=cebox, strength=strength, gamma=gamma, binary=binary,
-    )
+    # the options, checked (before any work) and made immutable in one object
+    options = RefineOptions(**{k: v for k, v in locals().items() if k in OPTION_NAMES})
     lazy = out is not None or is_lazy(image) or is_lazy(labels)
     if lazy:
         from napari_samrefine.pipeline.slide import check_slide_inputs
@@ -231,19 +231,14 @@ def refine(
     else:
         user_labels = check_labels(labels, max_ndim=4)
         image = arrange_image(image, user_labels.shape, channel_axis)
-    plane_ids = plane_indices(tuple(labels.shape), planes)
-    ids = None if label_ids is None else sorted({int(i) for i in label_ids})
-    if cebox == "auto":
-        cebox = 0.1 if mode == "instance" else None
+    plane_ids = plane_indices(tuple(labels.shape), options.planes)
+    ids = None if options.label_ids is None else list(options.label_ids)
     sam = resolve_sam(sam, device)
-    settings = PromptSettings.for_model(
-        sam, use_points=use_points, use_box=use_box, use_mask=use_mask,
-        use_negative_point=use_negative_point, cebox=cebox, strength=strength, gamma=gamma,
-    )
     job = PlaneJob(
-        sam=sam, settings=settings, mode=mode, ids=ids, channel=channel, percentiles=percentiles,
-        tile=tile, halo=halo, embedding_cache=embedding_cache, iterations=iterations,
-        convergence=convergence, batch_size=batch_size, iou_adaptor=iou_adaptor,
+        sam=sam, settings=options.prompt_settings(sam), mode=options.mode, ids=ids,
+        channel=options.channel, percentiles=options.percentiles, tile=options.tile,
+        halo=options.halo, embedding_cache=embedding_cache, iterations=options.iterations,
+        convergence=options.convergence, batch_size=options.batch_size, iou_adaptor=iou_adaptor,
     )
     if lazy:
         from napari_samrefine.pipeline.slide import refine_slide

@@ -14,6 +14,14 @@ from napari_samrefine.labels.objects import ObjectMask, trim
 from napari_samrefine.models.profile import resolve_prompt_use
 from napari_samrefine.samrefiner.cebox import FeatureGrid
 from napari_samrefine.samrefiner.decode import PromptSwitches, decode_prompts, lean_decoder
+from napari_samrefine.samrefiner.defaults import (
+    BATCH_SIZE,
+    CEBOX_LAMBDA,
+    CONVERGENCE,
+    GAMMA,
+    ITERATIONS,
+    STRENGTH,
+)
 from napari_samrefine.samrefiner.prompts import ObjectPrompts, excavate_object
 
 __all__ = ["ObjectState", "ChosenLogits", "PromptSettings", "run_cascade", "REFINED_STATUSES"]
@@ -25,12 +33,25 @@ REFINED_STATUSES = ("ok", "kept-previous")
 
 @dataclass(frozen=True)
 class PromptSettings:
-    """How prompts are excavated (SPEC section 2)."""
+    """How prompts are excavated (SPEC section 2); the defaults are the paper's.
+
+    Attributes
+    ----------
+    switches : PromptSwitches
+        Which prompt kinds SAM is given (all by default).
+    cebox : float or None
+        CEBox's lambda (:data:`~napari_samrefine.samrefiner.defaults.CEBOX_LAMBDA`);
+        None keeps the tight box.
+    strength : float
+        Amplitude w of the mask prompt (:data:`~napari_samrefine.samrefiner.defaults.STRENGTH`).
+    gamma : float
+        Span of the Gaussian map (:data:`~napari_samrefine.samrefiner.defaults.GAMMA`).
+    """
 
     switches: PromptSwitches = PromptSwitches()
-    cebox: float | None = 0.1
-    strength: float = 15.0
-    gamma: float = 4.0
+    cebox: float | None = CEBOX_LAMBDA
+    strength: float = STRENGTH
+    gamma: float = GAMMA
 
     @classmethod
     def for_model(
@@ -41,9 +62,9 @@ class PromptSettings:
         use_box: bool | None = None,
         use_mask: bool | None = None,
         use_negative_point: bool | None = None,
-        cebox: float | None = 0.1,
-        strength: float = 15.0,
-        gamma: float = 4.0,
+        cebox: float | None = CEBOX_LAMBDA,
+        strength: float = STRENGTH,
+        gamma: float = GAMMA,
     ) -> PromptSettings:
         """Settings whose unset prompt switches come from ``sam``'s profile.
 
@@ -185,9 +206,9 @@ def run_cascade(
     objects: Sequence[ObjectMask],
     settings: PromptSettings = PromptSettings(),
     *,
-    iterations: int = 5,
-    convergence: float | None = 0.99,
-    batch_size: int = 32,
+    iterations: int = ITERATIONS,
+    convergence: float | None = CONVERGENCE,
+    batch_size: int = BATCH_SIZE,
     iou_adaptor=None,
     step: Callable[[int, str], None] | None = None,
     decoder: str = "lean",

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from napari_samrefine.engine.embedding import ImageEmbedding
 from napari_samrefine.engine.frame import SamFrame
 from napari_samrefine.labels.objects import ObjectMask
+from napari_samrefine.samrefiner.defaults import CEBOX_LAMBDA
 
 __all__ = [
     "SIMILARITY_THRESHOLD",
@@ -217,7 +218,7 @@ def cebox_strips(
 def elastic_box(
     obj: ObjectMask,
     grid: FeatureGrid,
-    lam: float = 0.1,
+    lam: float = CEBOX_LAMBDA,
     tight_box: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool]:
     """One CEBox step: the tight box with each side moved out where the context is similar.
@@ -230,7 +231,7 @@ def elastic_box(
         The image's prepared embedding (:meth:`FeatureGrid.from_embedding`).
     lam : float
         A side moves out when more than this fraction of its strip is similar (SPEC's
-        lambda, 0.1 by default).
+        lambda, :data:`~napari_samrefine.samrefiner.defaults.CEBOX_LAMBDA` by default).
     tight_box : array-like, optional
         The object's inclusive [x1, y1, x2, y2] when already known.
 

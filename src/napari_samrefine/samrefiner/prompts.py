@@ -32,6 +32,13 @@ from napari_samrefine.labels.scan import lazy_plane_objects
 from napari_samrefine.pipeline.inputs import BinaryMode, binary_objects, label_plane
 from napari_samrefine.pipeline.lazy_arrays import is_lazy
 from napari_samrefine.samrefiner.cebox import FeatureGrid, elastic_box
+from napari_samrefine.samrefiner.defaults import (
+    CEBOX_LAMBDA,
+    GAMMA,
+    NEGATIVE_POINT,
+    STRENGTH,
+    prompt_option_problems,
+)
 from napari_samrefine.samrefiner.distance import (
     first_argmax,
     inside_distance,
@@ -46,7 +53,6 @@ __all__ = [
     "gaussian_map",
     "mask_prompt",
 ]
-
 
 @dataclass(frozen=True)
 class ObjectPrompts:
@@ -109,7 +115,7 @@ class ObjectPrompts:
         return out
 
 
-def gaussian_map(distance: np.ndarray, mask: np.ndarray, gamma: float = 4.0) -> np.ndarray:
+def gaussian_map(distance: np.ndarray, mask: np.ndarray, gamma: float = GAMMA) -> np.ndarray:
     """SAMRefiner's Gaussian map G of one object (the reference code's form).
 
     Parameters
@@ -119,7 +125,7 @@ def gaussian_map(distance: np.ndarray, mask: np.ndarray, gamma: float = 4.0) -> 
     mask : numpy.ndarray
         bool mask M on the same crop.
     gamma : float
-        Span: larger values give a narrower Gaussian (SPEC's gamma, 4 by default).
+        Span: larger values give a narrower Gaussian (SPEC's gamma, :data:`~napari_samrefine.samrefiner.defaults.GAMMA` by default).
 
     Returns
     -------
@@ -139,7 +145,7 @@ def mask_prompt(
     mask: np.ndarray,
     gaussian: np.ndarray,
     offset: tuple[int, int],
-    strength: float = 15.0,
+    strength: float = STRENGTH,
 ) -> np.ndarray:
     """SAM's mask input for one object, in the low-res frame.
 
@@ -181,14 +187,9 @@ def mask_prompt(
 
 
 def _check_options(cebox, strength, gamma) -> None:
-    if cebox is not None and not 0 <= cebox <= 1:
-        raise ValueError(
-            f"cebox must be a fraction in [0, 1] (0.1 by default) or None to disable, got {cebox!r}"
-        )
-    if not (np.isfinite(strength) and strength > 0):
-        raise ValueError(f"strength must be a positive number (15 by default), got {strength!r}")
-    if not (np.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a positive number (4 by default), got {gamma!r}")
+    problems = prompt_option_problems(cebox, strength, gamma)
+    if problems:
+        raise ValueError("; ".join(problems) + ".")
 
 
 def _resolve(frame, embedding, image_shape):
@@ -256,10 +257,10 @@ def excavate_object(
     *,
     frame: SamFrame | None = None,
     embedding: ImageEmbedding | FeatureGrid | None = None,
-    cebox: float | None = 0.1,
-    strength: float = 15.0,
-    gamma: float = 4.0,
-    use_negative_point: bool = True,
+    cebox: float | None = CEBOX_LAMBDA,
+    strength: float = STRENGTH,
+    gamma: float = GAMMA,
+    use_negative_point: bool = NEGATIVE_POINT,
 ) -> ObjectPrompts:
     """Mine SAMRefiner's prompts from one object's mask (SPEC section 2).
 
@@ -314,10 +315,10 @@ def excavate_prompts(
     embedding: ImageEmbedding | None = None,
     *,
     label_ids: Iterable[int] | None = None,
-    cebox: float | None = 0.1,
-    strength: float = 15.0,
-    gamma: float = 4.0,
-    use_negative_point: bool = True,
+    cebox: float | None = CEBOX_LAMBDA,
+    strength: float = STRENGTH,
+    gamma: float = GAMMA,
+    use_negative_point: bool = NEGATIVE_POINT,
     image_size: int = 1024,
     lowres_size: int = 256,
     binary: BinaryMode = "components",
