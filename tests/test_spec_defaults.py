@@ -19,7 +19,7 @@ from scipy import ndimage
 import napari_samrefine as nsr
 from napari_samrefine.adaption.training import ranking_loss
 from napari_samrefine.cli import build_parser
-from napari_samrefine.evaluation.defects import synthesize_coarse_labels, synthesize_coarse_mask
+from napari_samrefine.evaluation.defects import synthesize_coarse_labels
 from napari_samrefine.evaluation.metrics import boundary_iou, object_ious
 from napari_samrefine.judge.fss_sam import PerSamFSS
 from napari_samrefine.samrefiner.cebox import SIMILARITY_THRESHOLD
@@ -131,7 +131,6 @@ SIGNATURE_DEFAULTS = [
     (nsr.adapt_iou_head, "percentiles", PERCENTILES),
     (nsr.evaluate_selection, "percentiles", PERCENTILES),
     (synthesize_coarse_labels, "iou_range", COARSE_IOU_RANGE),
-    (synthesize_coarse_mask, "iou_range", COARSE_IOU_RANGE),
     (synthesize_coarse_labels, "band_width", BAND_WIDTH),
     (synthesize_coarse_labels, "zone_probabilities", ZONE_PROBABILITIES),
     (synthesize_coarse_labels, "max_defects", MAX_DEFECTS),
