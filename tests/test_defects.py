@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_samrefine.evaluation.defects import synthesize_coarse_labels, synthesize_coarse_mask
+from napari_samrefine.evaluation.defects import synthesize_coarse_labels
 from napari_samrefine.evaluation.metrics import iou, object_ious
 
 
@@ -78,9 +78,10 @@ def test_unreachable_window_returns_the_closest_attempt_and_says_so():
 def test_single_mask(dsb_pair):
     image, labels = dsb_pair
     mask = labels == 5
-    coarse, value = synthesize_coarse_mask(image, mask, seed=0)
-    assert coarse.dtype == bool and coarse.shape == mask.shape
-    assert 0.75 <= value <= 0.85 and value == pytest.approx(iou(coarse, mask))
+    coarse = synthesize_coarse_labels(image, mask.astype(np.uint8), seed=0)
+    assert coarse.labels.shape == mask.shape and coarse.label_ids.tolist() == [1]
+    value = coarse.ious[0]
+    assert 0.75 <= value <= 0.85 and value == pytest.approx(iou(coarse.labels == 1, mask))
 
 
 def test_bad_input_is_explained(dsb_pair):
@@ -91,7 +92,5 @@ def test_bad_input_is_explained(dsb_pair):
         synthesize_coarse_labels(image, np.stack([labels, labels]))
     with pytest.raises(ValueError, match="differ in size"):
         synthesize_coarse_labels(image[:100], labels)
-    with pytest.raises(ValueError, match="empty"):
-        synthesize_coarse_mask(image, np.zeros_like(labels))
     empty = synthesize_coarse_labels(image, np.zeros_like(labels))
     assert not empty.labels.any() and len(empty.ious) == 0

@@ -7,6 +7,9 @@ almost no overlap with the truth.
 
 from __future__ import annotations
 
+import copy
+import warnings
+
 import numpy as np
 import pytest
 import tifffile
@@ -15,7 +18,7 @@ from PIL import Image
 
 import napari_samrefine as nsr
 from _data import DSB2018
-from napari_samrefine.engine.embedding import minmax_padded
+from napari_samrefine.engine.embedding import EmbeddingCache, minmax_padded
 from napari_samrefine.engine.preprocess import to_sam_rgb
 from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE
 from napari_samrefine.models.registry import get_model
@@ -103,11 +106,41 @@ def test_box_refinement_equals_sam_predictor_and_finds_the_nuclei(medsam, name, 
     assert mean_iou(result.labels, truth) >= 0.6
 
 
-def test_full_samrefiner_prompts_on_real_weights_warn_and_run(medsam):
+def test_forced_prompt_kinds_warn_by_name_and_reach_the_decoder(medsam):
+    """LiteMedSAM is box-only: points and mask forced on are named in the warning and used.
+
+    "Used" is shown by the weights that embed them: a copy of the model whose
+    positive-point embedding and mask encoder hold other values gives other
+    results when the kinds are forced on, and the same results by default.
+    """
     image, truth = dsb(IMAGES[0])
-    with pytest.warns(UserWarning, match="not trained with points and mask"):
-        result = nsr.refine(image, truth, medsam, iterations=2, use_points=True, use_mask=True)
-    assert result.labels.shape == truth.shape
+    other = copy.deepcopy(medsam)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in other.prompt_encoder.named_parameters():
+            if name.startswith(("point_embeddings.1", "mask_downscaling")):
+                param.add_(torch.randn(param.shape, generator=gen))
+    ids = [int(i) for i in np.unique(truth)[1:6]]
+    cache = EmbeddingCache()
+
+    def run(model, **kwargs):
+        return nsr.refine(image, truth, model, iterations=1, label_ids=ids, embedding_cache=cache,
+                          **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the profile's own choice warns about nothing
+        default, default_other = run(medsam), run(other)
+    np.testing.assert_array_equal(default.labels, default_other.labels)
+
+    for forced in (dict(use_points=True), dict(use_mask=True)):
+        kind = "points" if "use_points" in forced else "mask"
+        with pytest.warns(UserWarning, match=f"medsam_lite was not trained with {kind} prompts"):
+            mine = run(medsam, **forced)
+        with pytest.warns(UserWarning, match=kind):
+            theirs = run(other, **forced)
+        assert (mine.table()["predicted_iou"] != theirs.table()["predicted_iou"]).any(), kind
+    with pytest.warns(UserWarning, match="not trained with points and mask prompts"):
+        run(medsam, use_points=True, use_mask=True)
 
 
 def test_judge_and_adaption_end_to_end(medsam):

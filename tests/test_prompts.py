@@ -17,7 +17,6 @@ from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
 from napari_samrefine.samrefiner.distance import (
     inside_distance,
     object_crop,
-    outside_distance,
     outside_distance_squared,
 )
 from napari_samrefine.samrefiner.prompts import (
@@ -38,7 +37,7 @@ def dsb_labels(name: str = "00071198d059") -> np.ndarray:
 
 
 def whole_image_prompts(full: np.ndarray, gamma: float = 4.0):
-    """Positive point, negative point, D+ and G computed on the whole image."""
+    """Positive point, D+, G and the inclusive tight box computed on the whole image."""
     d_in = ndi.distance_transform_edt(full) if not full.all() else None
     if d_in is None:  # no background anywhere: distance to the image border
         d_in = ndi.distance_transform_edt(np.pad(full, 1))[1:-1, 1:-1]
@@ -46,18 +45,64 @@ def whole_image_prompts(full: np.ndarray, gamma: float = 4.0):
     positive = (c, r)
     ys, xs = np.nonzero(full)
     y1, y2, x1, x2 = ys.min(), ys.max(), xs.min(), xs.max()
-    in_box = np.zeros_like(full)
-    in_box[y1 : y2 + 1, x1 : x2 + 1] = True
-    candidates = in_box & ~full
-    negative = None
-    if candidates.any():
-        d_out = ndi.distance_transform_edt(~full)
-        d_out = np.where(candidates, d_out, -1.0)
-        r, c = np.unravel_index(np.argmax(d_out), full.shape)
-        negative = (c, r)
     g = np.exp(-((d_in - d_in.max()) ** 2) / max(full.sum() / gamma, 1.0))
     g = np.where(full, g, 0.0)
-    return positive, negative, d_in, g, [x1, y1, x2, y2]
+    return positive, d_in, g, [x1, y1, x2, y2]
+
+
+def authors_negative_point(full: np.ndarray):
+    """The reference code's negative point: its box is half-open (x0 <= x < x1, y0 <= y < y1).
+
+    The box's corners are the first and last rows and columns of the mask, and the
+    candidates are the background pixels of ``[y0:y1, x0:x1]``: the box's last row
+    and column are never candidates, and a one-row or one-column mask has none. D-
+    is the exact distance here (the reference code's chamfer distance is a separate,
+    documented difference), the first maximum in row-major order is taken. Where
+    there is no candidate the reference code emits (0, 0) (also documented); this
+    returns None there.
+    """
+    ys, xs = np.nonzero(full)
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    in_box = np.zeros_like(full)
+    in_box[y0:y1, x0:x1] = True
+    candidates = in_box & ~full
+    if not candidates.any():
+        return None
+    d_out = np.where(candidates, ndi.distance_transform_edt(~full), -1.0)
+    r, c = np.unravel_index(np.argmax(d_out), full.shape)
+    return int(c), int(r)
+
+
+def assert_negative_point_deviates_only_where_documented(full: np.ndarray, p) -> str:
+    """Our negative point against the reference code's (docs/deviations.md, prompt excavation).
+
+    Ours searches the inclusive tight box. The two agree except: our point is on
+    the box's last row or column (the reference box cannot reach it), which
+    includes one-row and one-column masks (the reference box is empty there).
+    Returns which case ``full`` is: "agree", "last row/column" or "one row/column".
+    """
+    authors = authors_negative_point(full)
+    x1, y1, x2, y2 = p.tight_box.tolist()
+    ours = p.negative_point
+    if ours is None:
+        # no background in the inclusive box, so none in the half-open one
+        assert authors is None
+        assert full[y1 : y2 + 1, x1 : x2 + 1].all()
+        return "agree"
+    x, y = (int(v) for v in ours)
+    assert x1 <= x <= x2 and y1 <= y <= y2 and not full[y, x]
+    assert p.point_labels.tolist() == [1, 0]
+    if (x, y) == authors:
+        return "agree"
+    assert x == x2 or y == y2, f"ours {(x, y)} and the reference {authors} differ off the last row/column"
+    if authors is None:
+        # the reference box holds no background: a one-row/column mask, or background
+        # only on the last row/column
+        assert y1 == y2 or x1 == x2 or full[y1:y2, x1:x2].all()
+        return "one row/column" if (y1 == y2 or x1 == x2) else "last row/column"
+    d_out = ndi.distance_transform_edt(~full)
+    assert d_out[y, x] >= d_out[authors[1], authors[0]]  # the larger box finds one as far
+    return "last row/column"
 
 
 def torch_mask_input(full: np.ndarray, g: np.ndarray, frame: SamFrame, w: float):
@@ -103,7 +148,7 @@ masks = hnp.arrays(
 def test_prompts_equal_whole_image_computation(full, use_neg):
     obj = ObjectMask.from_full(full)
     p = excavate_object(obj, use_negative_point=use_neg)
-    positive, negative, d_in, g, box = whole_image_prompts(full)
+    positive, d_in, g, box = whole_image_prompts(full)
 
     # crop distance map == whole-image distance map
     crop, (y0, x0) = object_crop(obj)
@@ -121,13 +166,9 @@ def test_prompts_equal_whole_image_computation(full, use_neg):
     assert (x, y) == positive
     assert p.point_labels[0] == 1
 
-    # negative point: inside the box, outside the mask, at the first maximum of D-
-    if use_neg and negative is not None:
-        x, y = p.negative_point.astype(int)
-        assert box[0] <= x <= box[2] and box[1] <= y <= box[3]
-        assert not full[y, x]
-        assert (x, y) == negative
-        assert p.point_labels.tolist() == [1, 0]
+    # negative point: the reference code's, except where docs/deviations.md says
+    if use_neg:
+        assert_negative_point_deviates_only_where_documented(full, p)
     else:
         assert p.negative_point is None and p.point_labels.tolist() == [1]
 
@@ -150,7 +191,7 @@ def test_prompts_equal_whole_image_computation(full, use_neg):
 def test_mask_input_equals_full_image_torch(full, image_size, lowres, strength):
     frame = SamFrame(full.shape, image_size=image_size, lowres_size=lowres, embedding_size=4)
     p = excavate_object(ObjectMask.from_full(full), frame=frame, strength=strength)
-    _, _, _, g, _ = whole_image_prompts(full)
+    _, _, g, _ = whole_image_prompts(full)
     assert p.mask_input.shape == (lowres, lowres) and p.mask_input.dtype == np.float32
     assert_mask_input_close(p.mask_input, full, g, frame, strength)
     assert p.strength == strength
@@ -199,7 +240,6 @@ def test_distances_are_scipys_exactly(full):
     """D+ and D- from the integer feature transform: scipy's float64 values bit for bit."""
     if not full.all():
         np.testing.assert_array_equal(inside_distance(full), ndi.distance_transform_edt(full))
-    np.testing.assert_array_equal(outside_distance(full), ndi.distance_transform_edt(~full))
     squared = outside_distance_squared(full)
     assert np.issubdtype(squared.dtype, np.integer)
     np.testing.assert_array_equal(np.sqrt(squared), ndi.distance_transform_edt(~full))
@@ -244,6 +284,39 @@ def test_hole_gives_negative_point_at_the_hole():
     assert 14 <= x <= 16 and 12 <= y <= 16
 
 
+def test_negative_point_agrees_with_the_reference_code_inside_the_box():
+    full = np.ones((10, 10), bool)
+    full[4:6, 3:6] = False  # a hole well inside the box
+    (p,) = excavate_prompts(full.astype(np.uint8), image_size=16, lowres_size=8)
+    assert tuple(p.negative_point.astype(int)) == authors_negative_point(full) == (3, 4)
+    assert assert_negative_point_deviates_only_where_documented(full, p) == "agree"
+
+
+def test_negative_point_on_the_box_last_row_and_column_where_the_reference_cannot_go():
+    # a 10 x 10 square whose bottom-right corner is cut off along a diagonal: the
+    # background pixel farthest from the mask is the corner (9, 9), on the box's last
+    # row and column; the reference code's half-open box stops at (8, 8)
+    r, c = np.mgrid[:10, :10]
+    full = r + c <= 14
+    p = excavate_object(ObjectMask.from_full(full))
+    assert p.tight_box.tolist() == [0, 0, 9, 9]
+    assert tuple(p.negative_point.astype(int)) == (9, 9)
+    assert authors_negative_point(full) == (8, 8)
+    assert assert_negative_point_deviates_only_where_documented(full, p) == "last row/column"
+
+
+def test_negative_point_of_a_one_row_mask_where_the_reference_box_is_empty():
+    full = np.zeros((6, 12), bool)
+    full[3, 2:10] = True
+    full[3, 5:7] = False  # a gap in the row
+    p = excavate_object(ObjectMask.from_full(full))
+    assert tuple(p.negative_point.astype(int)) == (5, 3)
+    assert authors_negative_point(full) is None  # the reference emits (0, 0) here
+    assert assert_negative_point_deviates_only_where_documented(full, p) == "one row/column"
+    assert assert_negative_point_deviates_only_where_documented(full.T.copy(), excavate_object(
+        ObjectMask.from_full(full.T.copy()))) == "one row/column"
+
+
 # --- excavate_prompts ----------------------------------------------------------------------
 
 
@@ -259,11 +332,10 @@ def test_excavate_prompts_on_real_labels_matches_whole_image():
     touching = 0
     for p in prompts:
         full = labels == p.label_id
-        positive, negative, _, g, box = whole_image_prompts(full)
+        positive, _, g, box = whole_image_prompts(full)
         assert p.tight_box.tolist() == box
         assert tuple(p.positive_point.astype(int)) == positive
-        neg = p.negative_point
-        assert (None if neg is None else tuple(neg.astype(int))) == negative
+        assert_negative_point_deviates_only_where_documented(full, p)
         np.testing.assert_allclose(p.gaussian_full(full.shape), g, rtol=1e-6, atol=1e-7)
         assert_mask_input_close(p.mask_input, full, g, frame, 15.0)
         touching += box[0] == 0 or box[1] == 0 or box[2] == 99 or box[3] == 99

@@ -1,8 +1,11 @@
 """The refinement pipeline (SPEC section 1) on the tiny SAM and real DSB2018 crops."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage as ndi
 from segment_anything import SamPredictor
 
 import napari_samrefine as nsr
@@ -167,13 +170,27 @@ def test_a_semantic_class_of_specks_stays_in_the_table(sam, dsb_pair):
     np.testing.assert_array_equal(result.labels == 2, semantic == 2)  # kept as they were
 
 
-def test_semantic_mode_outputs_classes(sam, dsb_pair):
+def test_semantic_mode_refines_stm_groups_and_keeps_class_ids(sam, dsb_pair):
+    """Semantic mode: one object per STM group (nearby components merged), written as its class."""
     image, labels = dsb_pair
-    semantic = np.where(labels > 0, 1 + (labels % 2), 0).astype(np.uint8)
-    result = nsr.refine(image, semantic, sam, mode="semantic", iterations=2)
-    assert set(np.unique(result.labels)) <= {0, 1, 2}
+    semantic = np.where(labels > 0, np.where(labels % 2 == 0, 3, 7), 0).astype(np.uint8)
+    groups = nsr.split_then_merge(semantic)
+    components = {c: ndi.label(semantic == c, np.ones((3, 3)))[1] for c in (3, 7)}
+    per_class = {c: sum(g.label_id == c for g in groups) for c in (3, 7)}
+    assert per_class[3] < components[3]  # STM merged nuclei of class 3: the case under test
+
+    # one iteration: the recorded prompts are those mined from the coarse groups
+    result = nsr.refine(image, semantic, sam, mode="semantic", iterations=1)
     table = result.table()
-    assert set(table["label_id"]) <= {1, 2} and len(table) >= 2
+    # one row and one prompt set per group, numbered per class, under the class id
+    assert table["label_id"].tolist() == [g.label_id for g in groups]
+    for c in (3, 7):
+        assert table.loc[table["label_id"] == c, "group"].tolist() == list(range(per_class[c]))
+    assert table["coarse_area"].tolist() == [int(g.mask.sum()) for g in groups]
+    assert [p.label_id for p in result.prompts] == [g.label_id for g in groups]
+    assert [p.tight_box.tolist() for p in result.prompts] == [g.tight_box.tolist() for g in groups]
+    # the output holds class ids, never group numbers or instance ids
+    assert set(np.unique(result.labels)) == {0, 3, 7}
 
 
 def test_stack_refined_plane_by_plane(sam, stardist_stack):
@@ -222,12 +239,50 @@ def test_progress_reaches_total_and_cancel_leaves_inputs(sam, dsb_pair):
     np.testing.assert_array_equal(labels, lab0)
 
 
-def test_prompt_switches(sam, dsb_pair):
+# the prompt encoder's parameters that only a given prompt kind reads: SAM embeds a
+# negative point with point_embeddings[0], a positive one with [1], the box corners
+# with [2] and [3], and the mask prompt with mask_downscaling
+PROMPT_PARAMETERS = {
+    "use_points": ("point_embeddings.0", "point_embeddings.1"),
+    "use_negative_point": ("point_embeddings.0",),
+    "use_box": ("point_embeddings.2", "point_embeddings.3"),
+    "use_mask": ("mask_downscaling",),
+}
+
+
+def _with_other_prompt_weights(sam, prefixes):
+    """A copy of ``sam`` whose prompt-encoder parameters under ``prefixes`` hold other values."""
+    other = copy.deepcopy(sam)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in other.prompt_encoder.named_parameters():
+            if name.startswith(prefixes):
+                param.add_(torch.randn(param.shape, generator=gen))
+    return other
+
+
+@pytest.mark.parametrize("switch", list(PROMPT_PARAMETERS))
+def test_a_switched_off_prompt_kind_does_not_reach_the_decoder(sam, dsb_pair, switch):
+    """With a prompt kind off, the weights that embed it cannot change the result; with it on they do."""
     image, labels = dsb_pair
-    for kw in (dict(use_points=False), dict(use_box=False), dict(use_mask=False),
-               dict(use_negative_point=False), dict(use_points=False, use_mask=False)):
-        result = nsr.refine(image, labels, sam, iterations=1, **kw)
-        assert result.labels.shape == labels.shape
+    other = _with_other_prompt_weights(sam, PROMPT_PARAMETERS[switch])
+    cache = EmbeddingCache()
+
+    def run(model, on):
+        return nsr.refine(image, labels, model, iterations=1, embedding_cache=cache, **{switch: on})
+
+    off, off_other = run(sam, False), run(other, False)
+    np.testing.assert_array_equal(off.labels, off_other.labels)
+    np.testing.assert_array_equal(off.table()["predicted_iou"], off_other.table()["predicted_iou"])
+    on, on_other = run(sam, True), run(other, True)
+    assert (on.table()["predicted_iou"] != on_other.table()["predicted_iou"]).any()
+    if switch in ("use_points", "use_negative_point"):
+        assert all(p.negative_point is None for p in off.prompts)  # none recorded either
+        assert any(p.negative_point is not None for p in on.prompts)
+
+
+def test_all_prompt_kinds_off_is_refused(sam, dsb_pair):
+    image, labels = dsb_pair
     with pytest.raises(ValueError, match="at least one"):
         nsr.refine(image, labels, sam, use_points=False, use_box=False, use_mask=False)
 

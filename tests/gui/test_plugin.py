@@ -10,7 +10,7 @@ import tifffile
 from _widgets import open_widget, refine_widget
 
 import napari_samrefine as nsr
-from napari_samrefine._napari.layers import find_linked
+from napari_samrefine._napari.layers import LayerField, find_linked
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine.engine.embedding import default_cache
 from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE
@@ -25,16 +25,56 @@ def wait_done(qtbot, widget, timeout=60_000):
 
 
 def test_sample_data_from_manifest(viewer):
+    """The manifest's sample opens the bundled files, contrast set so the dark nuclei show."""
+    from napari.layers import Image as ImageLayer
+    from napari.layers import Labels
+    from PIL import Image
+
+    data = ROOT / "src" / "napari_samrefine" / "data"
     image, coarse = viewer.layers["nuclei"], viewer.layers["nuclei coarse"]
-    assert image.data.shape == (256, 256) and image.data.dtype == np.uint8
-    assert coarse.data.dtype == np.uint16 and len(np.unique(coarse.data)) == 28
+    assert isinstance(image, ImageLayer) and isinstance(coarse, Labels)
+    np.testing.assert_array_equal(image.data, np.asarray(Image.open(data / "nuclei.png")))
+    np.testing.assert_array_equal(coarse.data, tifffile.imread(data / "nuclei_coarse.tif"))
+    # the 1st and 99.8th percentiles, not the uint8 range, so the nuclei are visible
+    assert tuple(image.contrast_limits) == pytest.approx(np.percentile(image.data, (1.0, 99.8)))
+    assert image.contrast_limits[1] < 128
+    assert coarse.opacity == 0.5
+
+
+def _layer_fields(container):
+    """The layer drop-downs of a widget, nested containers included."""
+    out = []
+    for w in container:
+        if isinstance(w, LayerField):
+            out.append(w)
+        elif hasattr(w, "__iter__") and not isinstance(w, str):
+            out.extend(_layer_fields(w))
+    return out
 
 
 @pytest.mark.parametrize("name", WIDGETS)
-def test_every_widget_opens_from_manifest(viewer, name):
+def test_every_widget_opens_from_manifest_on_the_viewers_layers(viewer, name):
+    """Docked by its menu name, each widget offers the viewer's layers and follows new ones."""
+    from napari.layers import Image, Labels
+
     widget = open_widget(viewer, name)
     assert isinstance(widget, TaskWidget)
     assert widget._run_button.enabled and not widget._stop_button.enabled
+    fields = _layer_fields(widget)
+    assert fields, f"{name} has no layer field"
+    for field in fields:
+        kind = field._kind
+        mine = [layer for layer in viewer.layers if isinstance(layer, kind)]
+        assert list(field.choices[1:] if field.choices[0] is None else field.choices) == mine
+    labels_fields = [f for f in fields if f._kind is Labels]
+    image_fields = [f for f in fields if f._kind is Image]
+    assert image_fields and labels_fields
+    assert all(f.value is viewer.layers["nuclei"] for f in image_fields)  # the only image
+    new = viewer.add_labels(np.zeros((256, 256), np.uint8), name="hand labels")
+    for field in labels_fields:
+        assert new in field.choices
+    viewer.layers.remove(new)
+    assert all(new not in f.choices for f in labels_fields)
 
 
 def test_prompt_layers_match_excavate_prompts(viewer, qtbot):

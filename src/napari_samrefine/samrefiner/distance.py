@@ -25,7 +25,6 @@ from napari_samrefine.labels.objects import ObjectMask
 __all__ = [
     "object_crop",
     "inside_distance",
-    "outside_distance",
     "outside_distance_squared",
     "first_argmax",
 ]
@@ -127,24 +126,12 @@ def inside_distance(crop: np.ndarray) -> np.ndarray:
     return _edt(crop)
 
 
-def outside_distance(crop: np.ndarray) -> np.ndarray:
-    """D-: distance of each background pixel to the nearest mask pixel, 0 on the mask.
-
-    Parameters
-    ----------
-    crop : numpy.ndarray
-        bool mask holding every pixel of the object (the crop of :func:`object_crop`).
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 distances, same shape as ``crop``.
-    """
-    return _edt(~np.asarray(crop, dtype=bool))
-
-
 def outside_distance_squared(crop: np.ndarray) -> np.ndarray:
-    """D- squared (exact integers): the same order as :func:`outside_distance`, for arg-maxima."""
+    """D- squared: for each background pixel, the squared distance to the nearest mask pixel.
+
+    Exact integers (0 on the mask), so their order is D-'s and arg-maxima need no
+    square root; ``crop`` is the crop of :func:`object_crop`.
+    """
     return _squared_edt(~np.asarray(crop, dtype=bool))
 
 
