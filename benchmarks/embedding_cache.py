@@ -37,7 +37,7 @@ def build(name: str):
     """A random-weight SAM (seeded, so both processes build the same model)."""
     import torch
 
-    from napari_samrefine.engine.fast_encoder import FAST_ENCODER_DEFAULTS, enable_fast_encoder
+    from napari_samrefine.models.fast_encoder import FAST_ENCODER_DEFAULTS, enable_fast_encoder
 
     sam_build = importlib.import_module("segment_anything.build_sam")
     torch.manual_seed(0)

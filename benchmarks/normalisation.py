@@ -23,6 +23,7 @@ from PIL import Image
 
 import napari_samrefine as nsr
 from napari_samrefine.evaluation.metrics import object_ious
+from napari_samrefine.models.profile import set_model_profile
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018"
 
@@ -44,7 +45,7 @@ def main() -> None:
         truth = tifffile.imread(args.data / "labels" / f"{entry['file']}.tif")
         scores = []
         for profile in profiles.values():
-            sam.samrefine_profile = profile
+            set_model_profile(sam, profile)
             result = nsr.refine(image, truth, sam, iterations=1, cebox=None, tile=None,
                                 embedding_cache=None)
             scores.append(float(object_ious(result.labels, truth).iou.mean()))

@@ -29,6 +29,16 @@ def _private_cache_folder(tmp_path_factory):
         yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_model_cache():
+    """Each test starts and ends with an empty process-wide model cache (``load_sam``'s)."""
+    from napari_samrefine.models.cache import clear_model_cache
+
+    clear_model_cache()
+    yield
+    clear_model_cache()
+
+
 @pytest.fixture(scope="session")
 def sam():
     from napari_samrefine.testing import tiny_sam

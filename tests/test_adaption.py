@@ -24,6 +24,7 @@ from napari_samrefine.adaption.selection import top1_correct
 from napari_samrefine.adaption.training import ranking_loss
 from napari_samrefine.engine.embedding import embed_image
 from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.models.source import ModelSource, set_model_source
 from napari_samrefine.testing import tiny_sam
 
 TRAIN_IDS = ["00071198d059", "1db1cddf28e3", "35ca5f142a7d", "b560dba92fbf"]
@@ -340,16 +341,16 @@ def test_a_wrong_base_model_is_refused(trained, train_set):
 
 def test_checkpoint_hash_identifies_loaded_models(train_set):
     sam = tiny_sam()
-    sam.samrefine_info = {"name": "vit_b_lm", "arch": "vit_b", "checkpoint_hash": "xxh128:abc"}
+    set_model_source(sam, ModelSource(name="vit_b_lm", arch="vit_b", xxh128="abc"))
     adaptor = adapt_iou_head(sam, train_set[0][0], train_set[1][0])
     assert adaptor.metadata["base_model"] == "vit_b_lm"
-    assert adaptor.metadata["checkpoint_hash"] == "xxh128:abc"
+    assert adaptor.metadata["checkpoint_hash"] == "abc"
     other = tiny_sam()
-    other.samrefine_info = {"name": "vit_b", "arch": "vit_b", "checkpoint_hash": "xxh128:def"}
+    set_model_source(other, ModelSource(name="vit_b", arch="vit_b", xxh128="def"))
     with pytest.raises(AdaptorMismatchError, match="'vit_b_lm'.*'vit_b'"):
         adaptor.check_model(other)
     same = tiny_sam(seed=5)  # the hash decides when both sides know it
-    same.samrefine_info = {"name": "vit_b_lm", "checkpoint_hash": "xxh128:abc"}
+    set_model_source(same, ModelSource(name="vit_b_lm", arch="custom", xxh128="abc"))
     adaptor.check_model(same)
 
 

@@ -25,9 +25,9 @@ from napari_samrefine._progress import Cancelled
 from napari_samrefine.batch import cluster
 from napari_samrefine.batch import one_file as batch_file
 from napari_samrefine.batch.many import batch_summary, refine_many
-from napari_samrefine.batch.one_file import ModelSpec
 from napari_samrefine.cli import main
 from napari_samrefine.io import find_pairs
+from napari_samrefine.models.cache import model_cache_info
 
 distributed = pytest.importorskip("distributed")
 
@@ -88,10 +88,6 @@ def _arrays(folder):
     return {p.name: tifffile.imread(p) for p in sorted(folder.glob("*.tif"))}
 
 
-def _spec(model_file) -> ModelSpec:
-    return ModelSpec(str(model_file.absolute()), "cpu")
-
-
 def test_single_process_table(single):
     out, table = single
     assert list(table.columns) == list(batch_file.RESULT_COLUMNS)
@@ -104,8 +100,7 @@ def test_single_process_table(single):
 
 
 def test_cluster_writes_what_one_process_writes(client, folders, model_file, single, tmp_path):
-    spec = _spec(model_file)
-    loads_before = client.run(batch_file._model_loads, spec)
+    loads_before = {w: info.loads for w, info in client.run(model_cache_info).items()}
     out = tmp_path / "refined"
     seen = []
     table = refine_many(find_pairs(*folders), out, model_file, client=client,
@@ -120,7 +115,7 @@ def test_cluster_writes_what_one_process_writes(client, folders, model_file, sin
     assert list(table.status) == list(single[1].status)
     assert set(table.worker[:4]) <= set(client.scheduler_info()["workers"])
     # one model load per worker for the whole batch (some worker refined several files)
-    loads_after = client.run(batch_file._model_loads, spec)
+    loads_after = {w: info.loads for w, info in client.run(model_cache_info).items()}
     assert {w: loads_after[w] - loads_before[w] for w in loads_after} == dict.fromkeys(loads_after, 1)
     assert table.worker.value_counts().max() >= 2
     # progress: once at the start, then one line per file

@@ -36,7 +36,7 @@ def test_cache_encodes_once_per_image_and_model(sam, dsb_pair):
 
 def test_model_key_follows_the_weights_not_the_object(sam):
     from napari_samrefine.engine.embedding import model_key
-    from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE
+    from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE, set_model_profile
     from napari_samrefine.testing import tiny_sam
 
     twin = tiny_sam(seed=0)
@@ -46,7 +46,7 @@ def test_model_key_follows_the_weights_not_the_object(sam):
     assert model_key(twin) != model_key(sam)
     twin.load_state_dict(sam.state_dict())
     assert model_key(twin) == model_key(sam)
-    twin.samrefine_profile = BOX_ONLY_MINMAX_PROFILE  # another normalisation, another embedding
+    set_model_profile(twin, BOX_ONLY_MINMAX_PROFILE)  # another normalisation, another embedding
     assert model_key(twin) != model_key(sam)
     decoder_only = tiny_sam(seed=0)
     with torch.no_grad():

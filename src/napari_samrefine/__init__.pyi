@@ -13,6 +13,8 @@ from .engine.embedding import EmbeddingCache, ImageEmbedding, embed_image
 from .engine.preprocess import to_sam_rgb
 from .judge.jfs import judge_refinement
 from .judge.result import JudgeResult
+from .models.cache import clear_model_cache
+from .models.info import ModelInfo, model_info
 from .models.loading import load_sam
 from .models.profile import ModelProfile, model_profile
 from .models.registry import list_models, register_model
@@ -31,6 +33,7 @@ __all__ = [
     "ImageEmbedding",
     "IoUAdaptor",
     "JudgeResult",
+    "ModelInfo",
     "ModelProfile",
     "ObjectPrompts",
     "RefineOptions",
@@ -40,6 +43,7 @@ __all__ = [
     "adapt_iou_head",
     "batch_summary",
     "clear_embedding_cache",
+    "clear_model_cache",
     "embed_image",
     "evaluate_selection",
     "excavate_prompts",
@@ -47,6 +51,7 @@ __all__ = [
     "list_models",
     "load_iou_adaptor",
     "load_sam",
+    "model_info",
     "model_profile",
     "refine",
     "refine_layers",

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from _http import FileServer, closed_port_url, xxh128
-from napari_samrefine._napari import model_choice
 from napari_samrefine._napari.model_choice import LOCAL_FILE, ModelPicker
 from napari_samrefine._progress import Cancelled
+from napari_samrefine.models.cache import clear_model_cache, model_cache_info
 from napari_samrefine.models.download import CACHE_ENV, ModelDownloadError, availability_text
+from napari_samrefine.models.info import model_info
 from napari_samrefine.models.registry import list_models, register_model, unregister_model
 
 PAYLOAD = b"not a checkpoint, only bytes\n" * 40_000  # ~1.2 MB
@@ -34,7 +35,7 @@ def entries():
     yield add
     for name in names:
         unregister_model(name)
-    model_choice._models.clear()
+    clear_model_cache()
 
 
 def test_labels_say_what_works_offline_and_values_stay_names(qtbot, cache, tmp_path, entries):
@@ -122,13 +123,14 @@ def test_download_through_the_widget_load_reports_progress_and_cancels(qtbot, ca
         assert "download" in picker.labels["served_model"]
 
         # the widgets call load in their worker thread
+        loads = model_cache_info().loads
         calls, result = [], {}
         worker = threading.Thread(
             target=lambda: result.update(sam=picker.load(progress=lambda *a: calls.append(a)))
         )
         worker.start()
         qtbot.waitUntil(lambda: not worker.is_alive(), timeout=60_000)
-    assert result["sam"].samrefine_info["name"] == "served_model"
+    assert model_info(result["sam"]).name == "served_model"
     downloads = [c for c in calls if c[2].startswith("downloading")]
     assert downloads[-1][:2] == (len(data), len(data))
     assert any(0 < d < t for d, t, _ in downloads)
@@ -138,3 +140,4 @@ def test_download_through_the_widget_load_reports_progress_and_cancels(qtbot, ca
     again = []
     assert picker.load(progress=lambda *a: again.append(a)) is result["sam"]
     assert again == [] and server.requests == ["tiny.pth", "tiny.pth"]
+    assert model_cache_info().loads == loads + 1  # the checkpoint was read once

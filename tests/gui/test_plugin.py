@@ -13,7 +13,7 @@ import napari_samrefine as nsr
 from napari_samrefine._napari.layers import LayerField, find_linked
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine.engine.embedding import default_cache
-from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE
+from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE, set_model_profile
 from napari_samrefine.testing import tiny_tinyvit_sam
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,7 +237,7 @@ def test_prompt_boxes_follow_the_model_profile(viewer, qtbot, sam):
     assert [b.value for b in prompts] == [True, True, True, True]
     # a model given by the caller brings its own profile
     box_only = nsr.tiny_sam(seed=0)
-    box_only.samrefine_profile = BOX_ONLY_MINMAX_PROFILE
+    set_model_profile(box_only, BOX_ONLY_MINMAX_PROFILE)
     widget.model.sam = box_only
     assert [b.value for b in prompts] == [False, False, True, False]
     widget.image_layer.value = viewer.layers["nuclei"]

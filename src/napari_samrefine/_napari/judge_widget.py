@@ -53,7 +53,7 @@ from napari_samrefine._napari.judge_layers import (
     show_judge_result,
 )
 from napari_samrefine._napari.layers import displayed_plane, is_refined_layer, layer_field
-from napari_samrefine._napari.model_choice import ModelPicker, cached_model
+from napari_samrefine._napari.model_choice import ModelPicker
 from napari_samrefine._napari.pairs import LayerPairs
 from napari_samrefine._napari.scripting import OBJECTS
 from napari_samrefine._napari.workers import TaskWidget
@@ -314,6 +314,7 @@ class JudgeWidget(TaskWidget):
 def _seggpt(spec: str):
     """The SegGPT few-shot segmenter for a folder or hub id (kept like the SAM models)."""
     from napari_samrefine.judge.fss_seggpt import SegGptFSS
+    from napari_samrefine.models.cache import cached_model
 
     return cached_model(("seggpt", spec), lambda: SegGptFSS(spec))
 

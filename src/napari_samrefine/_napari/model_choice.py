@@ -1,7 +1,9 @@
 """Choosing and loading a SAM model in the widgets: registry names, a local file, a device.
 
-Loaded models are kept per (model, device) for the whole napari session, so
-every widget that uses the same choice shares one model in memory.
+Models are loaded through :func:`~napari_samrefine.models.loading.load_sam`,
+whose process-wide cache (:mod:`~napari_samrefine.models.cache`) keeps the
+most recently used model for the session, so every widget that uses the same
+choice shares one model in memory, with scripts in the same process too.
 
 Each registry entry's label says whether it works offline ("in cache",
 "installed") or needs a download and how big it is; the labels are computed
@@ -13,7 +15,6 @@ message says what to do in the widget.
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,6 @@ from napari_samrefine.models.registry import list_models
 __all__ = [
     "LOCAL_FILE",
     "ModelPicker",
-    "cached_model",
     "choice_label",
     "get_model",
     "offline_text",
@@ -49,36 +49,9 @@ __all__ = [
 
 LOCAL_FILE = "local file..."
 
-_models: dict[tuple, object] = {}
-_lock = threading.Lock()
-
-
-def cached_model(key: tuple, load: Callable[[], object]):
-    """The model stored under ``key``, made with ``load()`` when it is not the one in memory.
-
-    One model is kept for the session (SAM ViT-H alone is 2.5 GB): loading another
-    one drops the previous one.
-    """
-    with _lock:
-        if key not in _models:
-            _models.clear()
-            _models[key] = load()
-        return _models[key]
-
-
-def _key(spec, device) -> tuple:
-    return ("sam", str(spec), str(device))
-
-
 def get_model(spec: str, device: str = "auto"):
-    """Load (once per session) the SAM model for a registry name or checkpoint path."""
-    return cached_model(_key(spec, device), lambda: load_sam(spec, device=device))
-
-
-def is_loaded(spec: str, device: str = "auto") -> bool:
-    """True when :func:`get_model` holds this model in memory (no file or network needed)."""
-    with _lock:
-        return _key(spec, device) in _models
+    """The SAM model for a registry name or checkpoint path (loaded once per session)."""
+    return load_sam(spec, device=device)
 
 
 def choice_label(name: str) -> str:
@@ -265,7 +238,7 @@ class ModelPicker(Container):
         spec, device = self.spec, self.device
         registered = self._model.value != LOCAL_FILE
         try:
-            if registered and not is_loaded(spec, device) and checkpoint_status(spec) == "download":
+            if registered and checkpoint_status(spec) == "download":
                 # downloaded here, not in load_sam, to report to the widget's bar and Cancel
                 fetch_checkpoint(spec, progress=progress, progressbar=False)
                 _refresh_pickers_on_main_thread()

@@ -21,20 +21,13 @@ import xxhash
 from napari_samrefine import __version__
 from napari_samrefine.adaption.candidates import iou_head_last_layer
 from napari_samrefine.adaption.lora import LoRALinear, init_lora
+from napari_samrefine.models.info import model_info
 
 __all__ = ["IoUAdaptor", "AdaptorMismatchError", "model_identity", "decoder_fingerprint"]
 
 
 class AdaptorMismatchError(ValueError):
     """The IoU adaptor was trained for another SAM model than the one given."""
-
-
-def _info_value(info, *keys) -> str:
-    for key in keys:
-        value = info.get(key) if isinstance(info, dict) else getattr(info, key, None)
-        if value:
-            return str(value)
-    return ""
 
 
 def decoder_fingerprint(sam) -> str:
@@ -58,8 +51,9 @@ def model_identity(sam, fingerprint: bool = True) -> dict[str, str]:
     Parameters
     ----------
     sam : segment_anything.modeling.Sam
-        A model; ``sam.samrefine_info`` (set by :func:`napari_samrefine.load_sam`)
-        supplies the registry name, architecture and checkpoint hash when present.
+        A model; its :func:`~napari_samrefine.models.info.model_info` supplies
+        the registry name and checkpoint hash (models from
+        :func:`napari_samrefine.load_sam`) and the architecture.
     fingerprint : bool
         Compute the decoder fingerprint (else it is an empty string).
 
@@ -70,13 +64,11 @@ def model_identity(sam, fingerprint: bool = True) -> dict[str, str]:
         unknown) and ``fingerprint`` (:func:`decoder_fingerprint`).
     """
     iou_head_last_layer(sam)  # refuses a model with an adaptor plugged in
-    info = getattr(sam, "samrefine_info", None) or {}
+    info = model_info(sam)
     return {
-        "base_model": _info_value(info, "name", "model_name", "base_model"),
-        "architecture": _info_value(info, "arch", "architecture", "model_type"),
-        "checkpoint_hash": _info_value(
-            info, "checkpoint_hash", "hash", "known_hash", "xxh128", "sha256"
-        ),
+        "base_model": info.name or "",
+        "architecture": info.arch,
+        "checkpoint_hash": info.xxh128 or "",
         "fingerprint": decoder_fingerprint(sam) if fingerprint else "",
     }
 

@@ -6,7 +6,7 @@ import os
 
 from napari_samrefine.batch.one_file import ModelSpec
 
-__all__ = ["DISTRIBUTED_HINT", "default_workers", "distributed_available"]
+__all__ = ["DISTRIBUTED_HINT", "connect", "default_workers", "distributed_available", "prefetch"]
 
 DISTRIBUTED_HINT = 'pip install "napari-samrefine[distributed]"'
 """How to get dask.distributed, for messages."""
@@ -73,7 +73,7 @@ def default_workers(n_files: int, device: str = "auto") -> int:
 # -- many files -------------------------------------------------------------------------------
 
 
-def _connect(client, workers: int, spec: ModelSpec | None):
+def connect(client, workers: int, spec: ModelSpec | None):
     """``(client, cluster, ours)``: the caller's client, one to an address, or a new local cluster.
 
     ``cluster`` is the ``LocalCluster`` started here (or None); ``ours`` says
@@ -105,7 +105,7 @@ def _connect(client, workers: int, spec: ModelSpec | None):
     return distributed.Client(cluster), cluster, True
 
 
-def _prefetch(spec: ModelSpec) -> None:
+def prefetch(spec: ModelSpec) -> None:
     """Download a registry model once here, so that local workers find it in the cache."""
     from napari_samrefine.models.registry import list_models
 

@@ -20,8 +20,9 @@ Where the work runs:
 
 The model travels as a :class:`ModelSpec` (registry name or checkpoint path,
 device, adaptor file), never as a model object: each worker process loads it
-once, on first use, into a per-process cache keyed by the spec
-(:func:`cached_model`), and reuses it for every file it refines. Before any
+once, on first use, into the process-wide model cache
+(:mod:`~napari_samrefine.models.cache`, keyed by the checkpoint's content), and
+reuses it for every file it refines. Before any
 file is submitted the model is loaded on every worker (``Client.run``, off the
 worker's event loop), so a wrong model name fails at once; after the batch the
 workers of a cluster you passed in drop it again.
@@ -42,18 +43,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_samrefine._progress import ProgressCallback, report
-from napari_samrefine.batch.cluster import _connect, _prefetch, default_workers
+from napari_samrefine.batch.cluster import connect, default_workers, prefetch
 from napari_samrefine.batch.one_file import (
     DONE,
     FAILED,
     RESULT_COLUMNS,
     SKIPPED,
     ModelSpec,
-    _one_line,
-    _refine_task,
-    _release_model,
-    _row,
-    _warm_up,
+    error_line,
+    refine_task,
+    release_model,
+    result_row,
+    warm_up,
 )
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ def refine_many(
     pairs, outputs, done = _plan(list(pairs), output, overwrite, table)
     spec = _model_spec(model, device, allow_unsafe_pickle, iou_adaptor)
     rows: list[dict | None] = [
-        _row(i, lab, out, SKIPPED) if skip else None
+        result_row(i, lab, out, SKIPPED) if skip else None
         for (i, lab), out, skip in zip(pairs, outputs, done, strict=True)
     ]
     todo = [k for k, skip in enumerate(done) if not skip]
@@ -285,22 +286,22 @@ def _in_process(rows, todo, pairs, outputs, spec, model, iou_adaptor, options, t
         loaded = (resolve_sam(model), adaptor)
     for n, k in enumerate(todo, 1):
         (image, labels), out = pairs[k], outputs[k]
-        rows[k] = _refine_task(str(image), str(labels), str(out), loaded, options, table)
+        rows[k] = refine_task(str(image), str(labels), str(out), loaded, options, table)
         report(progress, n, len(todo), _line(rows[k]))
 
 
 def _on_cluster(rows, todo, pairs, outputs, spec, client, workers, options, table, progress):
     if client is None:
-        _prefetch(spec)
-    client, cluster, ours = _connect(client, workers, spec)
+        prefetch(spec)
+    client, cluster, ours = connect(client, workers, spec)
     futures = {}
     try:
-        client.run(_warm_up, spec)  # one load per worker, before any file; errors raise here
+        client.run(warm_up, spec)  # one load per worker, before any file; errors raise here
         token = uuid.uuid4().hex[:8]
         for k in todo:
             (image, labels), out = pairs[k], outputs[k]
             future = client.submit(
-                _refine_task, str(image), str(labels), str(out), spec, options, table,
+                refine_task, str(image), str(labels), str(out), spec, options, table,
                 key=f"napari-samrefine-refine-{token}-{k}", pure=False,
             )
             futures[future] = k
@@ -312,7 +313,7 @@ def _on_cluster(rows, todo, pairs, outputs, spec, client, workers, options, tabl
                 rows[k] = future.result()
             except Exception as err:  # the worker died (KilledWorker), or the task was lost
                 (image, labels), out = pairs[k], outputs[k]
-                rows[k] = _row(image, labels, out, f"{FAILED}: {_one_line(err)}")
+                rows[k] = result_row(image, labels, out, f"{FAILED}: {error_line(err)}")
             report(progress, n, len(todo), _line(rows[k]))
     except BaseException:  # Cancelled, KeyboardInterrupt, a lost scheduler: stop the rest
         if futures:
@@ -321,7 +322,7 @@ def _on_cluster(rows, todo, pairs, outputs, spec, client, workers, options, tabl
     finally:
         if cluster is None:
             try:
-                client.run(_release_model, spec)  # a shared cluster gets its memory back
+                client.run(release_model, spec)  # a shared cluster gets its memory back
             except Exception:  # pragma: no cover - the cluster went away
                 pass
         if ours:

@@ -1,8 +1,11 @@
 """One file of a batch, where it runs: the model loaded once per process, one pair refined.
 
 What travels to a dask worker is a :class:`ModelSpec` and file paths; the
-worker loads the model once (:func:`cached_model`), refines the pair with
-:func:`refine_file` and returns one row of :mod:`.batch`'s result table.
+worker loads the model through :func:`~napari_samrefine.models.loading.load_sam`,
+whose process-wide cache (:mod:`~napari_samrefine.models.cache`) reads the file
+once per process, refines the pair with :func:`refine_file` and returns one row
+of :func:`~napari_samrefine.batch.many.refine_many`'s result table
+(:func:`refine_task`).
 """
 
 from __future__ import annotations
@@ -11,17 +14,23 @@ import asyncio
 import functools
 import os
 import sys
-import threading
 import time
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from napari_samrefine._progress import ProgressCallback
 
-__all__ = ["ModelSpec", "RESULT_COLUMNS", "cached_model", "refine_file"]
+__all__ = [
+    "ModelSpec",
+    "RESULT_COLUMNS",
+    "error_line",
+    "refine_file",
+    "refine_task",
+    "release_model",
+    "result_row",
+    "warm_up",
+]
 
 
 RESULT_COLUMNS = (
@@ -68,6 +77,10 @@ class ModelSpec:
     def load(self, progressbar: bool = False):
         """Load the model (and adaptor); returns ``(sam, iou_adaptor or None)``.
 
+        The model comes from the process-wide cache of
+        :func:`~napari_samrefine.models.loading.load_sam`: a process reads its
+        file once, however many files it refines.
+
         Parameters
         ----------
         progressbar : bool
@@ -87,43 +100,24 @@ class ModelSpec:
         return sam, adaptor
 
 
-_MODELS: dict[ModelSpec, tuple[Any, Any]] = {}
-_MODELS_LOCK = threading.Lock()
-_LOADS: Counter[ModelSpec] = Counter()  # loads per spec in this process (a diagnostic)
+def release_model(spec: ModelSpec | None = None) -> None:
+    """Let this process drop its loaded models (after a batch on a shared cluster).
 
-
-def cached_model(spec: ModelSpec):
-    """The model of ``spec``, loaded once per process and then reused.
-
-    Thread-safe: two threads asking at once load it once.
-
-    Returns
-    -------
-    tuple
-        ``(sam, iou_adaptor or None)``.
+    Parameters
+    ----------
+    spec : ModelSpec, optional
+        The batch's model; every model the process cache holds is dropped (the
+        next batch loads its own).
     """
-    with _MODELS_LOCK:
-        if spec not in _MODELS:
-            _MODELS[spec] = spec.load()
-            _LOADS[spec] += 1
-        return _MODELS[spec]
+    from napari_samrefine.models.cache import clear_model_cache
+
+    clear_model_cache()
 
 
-def _release_model(spec: ModelSpec) -> None:
-    """Drop the cached model of ``spec`` from this process (after a batch on a shared cluster)."""
-    with _MODELS_LOCK:
-        _MODELS.pop(spec, None)
-
-
-async def _warm_up(spec: ModelSpec) -> int:
+async def warm_up(spec: ModelSpec) -> int:
     """Load the model on a worker, off its event loop (``Client.run``); returns the process id."""
-    await asyncio.get_running_loop().run_in_executor(None, cached_model, spec)
+    await asyncio.get_running_loop().run_in_executor(None, spec.load)
     return os.getpid()
-
-
-def _model_loads(spec: ModelSpec) -> int:
-    """How often this process loaded the model of ``spec`` (tests, diagnostics)."""
-    return _LOADS[spec]
 
 
 # -- one file ---------------------------------------------------------------------------------
@@ -140,12 +134,14 @@ def _where() -> str:
     return "in-process"
 
 
-def _one_line(err: BaseException) -> str:
+def error_line(err: BaseException) -> str:
+    """An error in one line for a result table: ``"TypeName: message"`` (300 characters at most)."""
     text = " ".join(str(err).split()) or "no message"
     return f"{type(err).__name__}: {text[:300]}"
 
 
-def _row(image, labels, output, status, **more) -> dict:
+def result_row(image, labels, output, status, **more) -> dict:
+    """A row of the result table (:data:`RESULT_COLUMNS`); ``more`` fills other columns."""
     row = dict.fromkeys(RESULT_COLUMNS, "")
     row.update(image=str(image), labels=str(labels), output=str(output), status=status,
                objects=0, refined=0, seconds=0.0, worker="")
@@ -223,7 +219,7 @@ def refine_file(
     write_labels(output, result.labels)
     headline, more = refine_summary(objects, refine_kwargs.get("mode", "instance"))
     summary = " ".join(["; ".join([headline, *more]) + ".", *size_warnings(objects)])
-    return _row(
+    return result_row(
         image, labels, output, DONE, objects=len(objects),
         refined=int(objects["status"].isin(REFINED_STATUSES).sum()),
         seconds=time.perf_counter() - start, worker=_where(), summary=summary,
@@ -231,17 +227,21 @@ def refine_file(
     )
 
 
-def _refine_task(image: str, labels: str, output: str, model, options: dict, table: bool) -> dict:
-    """One file on a worker (or in this process): a row, never an exception."""
+def refine_task(image: str, labels: str, output: str, model, options: dict, table: bool) -> dict:
+    """One file on a worker (or in this process): a row, never an exception.
+
+    ``model`` is a :class:`ModelSpec` (loaded through the process cache) or a
+    ``(sam, iou_adaptor or None)`` pair; ``options`` go to :func:`refine_file`.
+    """
     start = time.perf_counter()
     try:
         if isinstance(model, ModelSpec):
-            sam, adaptor = cached_model(model)
+            sam, adaptor = model.load()
         else:
             sam, adaptor = model
         return refine_file(image, labels, output, sam, table=table, iou_adaptor=adaptor, **options)
     except Exception as err:
-        return _row(image, labels, output, f"{FAILED}: {_one_line(err)}",
+        return result_row(image, labels, output, f"{FAILED}: {error_line(err)}",
                     seconds=time.perf_counter() - start, worker=_where())
 
 

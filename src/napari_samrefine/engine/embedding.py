@@ -19,8 +19,9 @@ import xxhash
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from napari_samrefine.engine.disk_cache import DiskEmbeddingCache
-from napari_samrefine.engine.fast_encoder import fast_encoder_key
 from napari_samrefine.engine.frame import SamFrame
+from napari_samrefine.models.fast_encoder import fast_encoder_key
+from napari_samrefine.models.info import weights_digest
 from napari_samrefine.models.profile import model_profile
 
 __all__ = [
@@ -64,53 +65,12 @@ EMBEDDING_VERSION = 1
 the computation changes, so that embeddings stored on disk by older code are never read."""
 
 
-def _weight_tensors(sam):
-    """The tensors an embedding depends on: the encoder's parameters and buffers, SAM's pixel statistics."""
-    yield from sam.image_encoder.named_parameters(prefix="image_encoder")
-    yield from sam.image_encoder.named_buffers(prefix="image_encoder")
-    for name in ("pixel_mean", "pixel_std"):
-        if isinstance(getattr(sam, name, None), torch.Tensor):
-            yield name, getattr(sam, name)
-
-
-def _version(t: torch.Tensor) -> int:
-    try:
-        return t._version  # bumped by every in-place change (optimizer steps, copy_, load_state_dict)
-    except RuntimeError:  # an inference tensor keeps no version: its storage address stands in
-        return -1
-
-
-def _weights_digest(sam) -> str:
-    """xxh3-128 of the encoder's weights (names, dtypes, shapes, values), kept on the model.
-
-    The digest is recomputed only when a weight tensor was replaced, moved or
-    changed in place (its identity, address or version counter differ); hashing
-    ViT-B's 360 MB takes about 0.04 s on a CPU.
-    """
-    tensors = list(_weight_tensors(sam))
-    signature = tuple(
-        (name, id(t), t.data_ptr(), _version(t), str(t.device), t.dtype, tuple(t.shape))
-        for name, t in tensors
-    )
-    cached = sam.__dict__.get("_samrefine_weights_digest")
-    if cached is not None and cached[0] == signature:
-        return cached[1]
-    h = xxhash.xxh3_128()
-    for name, t in tensors:
-        values = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{values.dtype}|{tuple(values.shape)}|".encode())
-        h.update(values.reshape(-1).view(torch.uint8).numpy().data)
-    digest = h.hexdigest()
-    sam.__dict__["_samrefine_weights_digest"] = (signature, digest)
-    return digest
-
-
 def model_key(sam) -> str:
     """Identity of what a model's encoder computes, for cache keys: same key, same embedding.
 
     A hash of the encoder's weights and class, SAM's pixel mean and standard
     deviation, the input size, the normalisation of the model's profile, the
-    fast-encoder options (:func:`~napari_samrefine.engine.fast_encoder.fast_encoder_key`),
+    fast-encoder options (:func:`~napari_samrefine.models.fast_encoder.fast_encoder_key`),
     the device, the torch version and :data:`EMBEDDING_VERSION`. Two models with
     the same weights share embeddings, in memory and on disk, across processes;
     a model whose weights change gets a new key.
@@ -126,7 +86,7 @@ def model_key(sam) -> str:
     """
     encoder = sam.image_encoder
     parts = (
-        _weights_digest(sam),
+        weights_digest(sam),
         f"{type(encoder).__module__}.{type(encoder).__qualname__}",
         str(int(encoder.img_size)),
         model_profile(sam).normalization,

@@ -11,11 +11,9 @@ segment-anything ``Sam`` of that architecture.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
 
 import torch
 from segment_anything.modeling import (
@@ -26,8 +24,20 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
-if TYPE_CHECKING:
-    from napari_samrefine.models.tinyvit import TinyViTConfig
+from napari_samrefine.models.state_dict import (
+    CheckpointError,
+    DecoderConfig,
+    count_blocks,
+    infer_decoder_config,
+    tensor,
+)
+from napari_samrefine.models.tinyvit import (
+    TinyViTConfig,
+    build_tinyvit_encoder,
+    infer_tinyvit_config,
+    is_tinyvit_state,
+    without_classifier,
+)
 
 __all__ = [
     "CheckpointError",
@@ -43,38 +53,6 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 # (encoder width, depth, heads) of Meta's published encoders
 SAM_ARCHITECTURES = {"vit_b": (768, 12, 12), "vit_l": (1024, 24, 16), "vit_h": (1280, 32, 16)}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be used: unreadable, not SAM, unsafe, or not the expected model."""
-
-
-@dataclass(frozen=True)
-class DecoderConfig:
-    """The prompt encoder and mask decoder of a SAM-family model (any image encoder).
-
-    Attributes
-    ----------
-    prompt_dim : int
-        Width of the encoder neck, the prompt encoder and the mask decoder.
-    mask_in_chans : int
-        Hidden channels of the mask-prompt encoder.
-    decoder_depth, decoder_mlp_dim, decoder_heads, decoder_downsample_rate : int
-        Two-way transformer of the mask decoder. The heads are not visible in the
-        weights: see :func:`infer_sam_config`.
-    num_multimask_outputs, iou_head_depth, iou_head_hidden_dim : int
-        Mask decoder outputs and IoU prediction head.
-    """
-
-    prompt_dim: int
-    mask_in_chans: int
-    decoder_depth: int
-    decoder_mlp_dim: int
-    decoder_heads: int
-    decoder_downsample_rate: int
-    num_multimask_outputs: int
-    iou_head_depth: int
-    iou_head_hidden_dim: int
 
 
 @dataclass(frozen=True)
@@ -119,59 +97,6 @@ class SamConfig(DecoderConfig):
         return next((name for name, dims in SAM_ARCHITECTURES.items() if dims == key), "custom")
 
 
-def _count(state: Mapping[str, torch.Tensor], prefix: str) -> int:
-    """Number of consecutive numbered submodules ``prefix.0``, ``prefix.1``, ..."""
-    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
-    indexes = {int(m.group(1)) for k in state if (m := pattern.match(k))}
-    n = 0
-    while n in indexes:
-        n += 1
-    return n
-
-
-def _decoder_heads(dim: int, internal_dim: int) -> int:
-    # SAM's decoder is 256 wide with 8 heads; tiny_sam's (narrower) have 2. Fall back
-    # to fewer heads where that number does not divide the attention widths.
-    heads = 8 if dim >= 256 else 2
-    while heads > 1 and (dim % heads or internal_dim % heads):
-        heads //= 2
-    return heads
-
-
-def _get(state_dict: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
-    try:
-        return state_dict[key]
-    except KeyError:
-        raise CheckpointError(
-            f"Not a SAM checkpoint that segment-anything can build: tensor {key!r} is missing."
-        ) from None
-
-
-def infer_decoder_config(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """Prompt encoder and mask decoder fields (:class:`DecoderConfig`) read off a state dict.
-
-    The decoder's attention heads leave no trace in the weights; the rule is
-    SAM's 8 heads for decoders 256 or more channels wide and 2 heads for
-    narrower ones (as in :func:`napari_samrefine.testing.tiny_sam`), halved
-    until they divide the attention widths.
-    """
-    prompt_dim = int(_get(state_dict, "mask_decoder.transformer.norm_final_attn.weight").shape[0])
-    dec = "mask_decoder.transformer."
-    internal_dim = int(_get(state_dict, dec + "final_attn_token_to_image.q_proj.weight").shape[0])
-    iou = "mask_decoder.iou_prediction_head.layers"
-    return dict(
-        prompt_dim=prompt_dim,
-        mask_in_chans=int(_get(state_dict, "prompt_encoder.mask_downscaling.3.weight").shape[0]),
-        decoder_depth=_count(state_dict, dec + "layers"),
-        decoder_mlp_dim=int(_get(state_dict, dec + "layers.0.mlp.lin1.weight").shape[0]),
-        decoder_heads=_decoder_heads(prompt_dim, internal_dim),
-        decoder_downsample_rate=max(prompt_dim // max(internal_dim, 1), 1),
-        num_multimask_outputs=int(_get(state_dict, "mask_decoder.mask_tokens.weight").shape[0]) - 1,
-        iou_head_depth=_count(state_dict, iou),
-        iou_head_hidden_dim=int(_get(state_dict, iou + ".0.weight").shape[0]),
-    )
-
-
 def infer_sam_config(state_dict: Mapping[str, torch.Tensor]) -> SamConfig | TinyViTConfig:
     """Read a SAM architecture off the tensor shapes of a state dict.
 
@@ -183,7 +108,7 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor]) -> SamConfig | Tiny
     for windowed blocks, ``2 * grid - 1`` for global ones. A TinyViT encoder
     (``patch_embed.seq``, MobileSAM and LiteMedSAM): see
     :func:`~napari_samrefine.models.tinyvit.infer_tinyvit_config`. The decoder:
-    see :func:`infer_decoder_config`. LayerNorm epsilons and pixel statistics
+    see :func:`~napari_samrefine.models.state_dict.infer_decoder_config`. LayerNorm epsilons and pixel statistics
     are SAM's.
 
     Parameters
@@ -207,19 +132,17 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor]) -> SamConfig | Tiny
     >>> config.image_size, config.encoder_dim, config.global_attn_indexes, config.arch
     (256, 64, (1,), 'custom')
     """
-    from napari_samrefine.models.tinyvit import infer_tinyvit_config, is_tinyvit_state
-
     if is_tinyvit_state(state_dict):
         return infer_tinyvit_config(state_dict, infer_decoder_config(state_dict))
 
     def get(key: str) -> torch.Tensor:
-        return _get(state_dict, key)
+        return tensor(state_dict, key)
 
     enc = "image_encoder."
     proj = get(enc + "patch_embed.proj.weight")  # (dim, 3, p, p)
     encoder_dim, patch_size = int(proj.shape[0]), int(proj.shape[-1])
     grid = int(get(enc + "pos_embed").shape[1])
-    depth = _count(state_dict, enc + "blocks")
+    depth = count_blocks(state_dict, enc + "blocks")
     if depth == 0:
         raise CheckpointError("Not a SAM checkpoint: the image encoder has no blocks.")
     head_dim = int(get(enc + "blocks.0.attn.rel_pos_h").shape[1])
@@ -256,8 +179,6 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor]) -> SamConfig | Tiny
 
 def _image_encoder(config: SamConfig | TinyViTConfig) -> torch.nn.Module:
     if not isinstance(config, SamConfig):
-        from napari_samrefine.models.tinyvit import build_tinyvit_encoder
-
         return build_tinyvit_encoder(config)
     return ImageEncoderViT(
         img_size=config.image_size,
@@ -333,8 +254,6 @@ def build_sam(
     # buffers outside its state dict (attention offsets), so it is built for real.
     meta = isinstance(config, SamConfig)
     if not meta:
-        from napari_samrefine.models.tinyvit import without_classifier
-
         state_dict = without_classifier(state_dict)
     with torch.device("meta") if meta else contextlib.nullcontext():
         sam = _build(config)

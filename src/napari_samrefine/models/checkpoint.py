@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+import pooch
 import torch
 
-from napari_samrefine.models.architecture import CheckpointError
+from napari_samrefine.models.state_dict import CheckpointError
 
-__all__ = ["read_sam_state_dict", "CHECKPOINT_SUFFIXES"]
+__all__ = ["CHECKPOINT_SUFFIXES", "checkpoint_digest", "read_sam_state_dict"]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar", ".pkl")
 # the first tensor of a ViT (SAM, micro-sam) and of a TinyViT (MobileSAM, LiteMedSAM) encoder
@@ -121,3 +123,37 @@ def read_sam_state_dict(
         except Exception as err2:
             raise _unreadable(path, err2) from err2
     return _extract_state_dict(obj, path)
+
+
+_DIGESTS: dict[tuple, str] = {}
+_DIGESTS_LOCK = threading.Lock()
+_DIGESTS_MAX = 256
+
+
+def checkpoint_digest(path: str | os.PathLike) -> str:
+    """xxh128 hex digest of a file, hashed once per process while the file is unchanged.
+
+    The digest is kept under the file's path, size, modification and change
+    times and inode: a file written again (other content) is hashed again.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    str
+        32 hexadecimal digits, as ``pooch.file_hash(path, alg="xxh128")``.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    with _DIGESTS_LOCK:
+        digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = pooch.file_hash(str(path), alg="xxh128")
+        with _DIGESTS_LOCK:
+            if len(_DIGESTS) >= _DIGESTS_MAX:
+                _DIGESTS.clear()
+            _DIGESTS[key] = digest
+    return digest

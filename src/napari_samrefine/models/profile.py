@@ -7,15 +7,21 @@ three multimask candidates. LiteMedSAM was trained on boxes only, expects each
 image min-max normalised to [0, 1], and its IoU head predicts about the same
 value for every candidate. A :class:`ModelProfile` records these habits; the
 registry carries one per model, :func:`~napari_samrefine.models.loading.load_sam`
-attaches it to the loaded model, and refinement, the judge and the widgets take
-their defaults from it.
+records it for the loaded model (:func:`set_model_profile`), and refinement, the
+judge and the widgets take their defaults from it (:func:`model_profile`). The
+record is kept beside the model, never as an attribute on it: a model built in
+code, or a copy (``copy.deepcopy``), has SAM's profile until one is set.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Literal
+
+from napari_samrefine.models.source import model_source
 
 __all__ = [
     "PROMPT_KINDS",
@@ -24,6 +30,7 @@ __all__ = [
     "BOX_ONLY_MINMAX_PROFILE",
     "model_profile",
     "resolve_prompt_use",
+    "set_model_profile",
     "untrained_prompts",
 ]
 
@@ -95,26 +102,59 @@ BOX_ONLY_MINMAX_PROFILE = ModelProfile(
 """The profile of LiteMedSAM."""
 
 
+_PROFILES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def set_model_profile(sam, profile: ModelProfile | None) -> None:
+    """Give ``sam`` a profile (``load_sam`` does), or go back to SAM's with None.
+
+    Parameters
+    ----------
+    sam : segment_anything.modeling.Sam
+        Any model, e.g. one built in code.
+    profile : ModelProfile or None
+
+    Examples
+    --------
+    >>> from napari_samrefine.testing import tiny_sam
+    >>> sam = tiny_sam()
+    >>> set_model_profile(sam, BOX_ONLY_MINMAX_PROFILE)
+    >>> model_profile(sam).prompts
+    ('box',)
+    """
+    if profile is not None and not isinstance(profile, ModelProfile):
+        raise TypeError(f"profile must be a ModelProfile or None, got {type(profile).__name__}.")
+    with _LOCK:
+        if profile is None:
+            _PROFILES.pop(sam, None)
+        else:
+            _PROFILES[sam] = profile
+
+
 def model_profile(sam) -> ModelProfile:
-    """The profile attached to a loaded model (``load_sam`` sets it), else SAM's.
+    """The profile of a model: the one ``load_sam`` or :func:`set_model_profile` gave it, else SAM's.
 
     Parameters
     ----------
     sam : segment_anything.modeling.Sam
         Any model; one built in code (e.g. :func:`~napari_samrefine.testing.tiny_sam`)
-        gets :data:`SAM_PROFILE` unless ``sam.samrefine_profile`` was set.
+        gets :data:`SAM_PROFILE` unless :func:`set_model_profile` gave it another.
 
     Returns
     -------
     ModelProfile
     """
-    profile = getattr(sam, "samrefine_profile", None)
-    return profile if isinstance(profile, ModelProfile) else SAM_PROFILE
+    try:
+        with _LOCK:
+            return _PROFILES.get(sam, SAM_PROFILE)
+    except TypeError:  # not a model (no weak reference to it): nothing recorded
+        return SAM_PROFILE
 
 
 def _model_name(sam) -> str:
-    info = getattr(sam, "samrefine_info", None) or {}
-    return str(info.get("name") or "this model")
+    source = model_source(sam)
+    return source.name if source is not None else "this model"
 
 
 def untrained_prompts(profile: ModelProfile | None, switches: dict) -> list[str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from napari_samrefine.models.architecture import CheckpointError, DecoderConfig, _count, _get
+from napari_samrefine.models.state_dict import CheckpointError, DecoderConfig, count_blocks, tensor
 
 __all__ = [
     "TINYVIT_EXTRA",
@@ -127,7 +127,7 @@ def infer_tinyvit_config(state_dict: Mapping[str, torch.Tensor], decoder: dict) 
     state_dict : mapping of str to torch.Tensor
         Keys as in segment-anything's ``Sam.state_dict()``.
     decoder : dict
-        The decoder fields, from :func:`~napari_samrefine.models.architecture.infer_decoder_config`.
+        The decoder fields, from :func:`~napari_samrefine.models.state_dict.infer_decoder_config`.
 
     Returns
     -------
@@ -138,18 +138,18 @@ def infer_tinyvit_config(state_dict: Mapping[str, torch.Tensor], decoder: dict) 
     CheckpointError
         For a missing tensor or a layout that ``TinyViT`` cannot build.
     """
-    kernel = int(_get(state_dict, _ENC + "patch_embed.seq.0.c.weight").shape[-1])
+    kernel = int(tensor(state_dict, _ENC + "patch_embed.seq.0.c.weight").shape[-1])
     if kernel not in (1, 3):
         raise CheckpointError(f"Unknown TinyViT patch embedding with {kernel} x {kernel} kernels.")
-    n_stages = _count(state_dict, _ENC + "layers")
+    n_stages = count_blocks(state_dict, _ENC + "layers")
     if n_stages < 2:
         raise CheckpointError("Not a TinyViT-SAM checkpoint: fewer than two encoder stages.")
     stage = [f"{_ENC}layers.{i}.blocks" for i in range(n_stages)]
-    conv1 = _get(state_dict, stage[0] + ".0.conv1.c.weight")  # (dim * expand, dim, 1, 1)
+    conv1 = tensor(state_dict, stage[0] + ".0.conv1.c.weight")  # (dim * expand, dim, 1, 1)
     dims, heads, windows = [int(conv1.shape[1])], [0], [0]
     for i in range(1, n_stages):
-        dims.append(int(_get(state_dict, stage[i] + ".0.attn.norm.weight").shape[0]))
-        biases = _get(state_dict, stage[i] + ".0.attn.attention_biases")  # (heads, window ** 2)
+        dims.append(int(tensor(state_dict, stage[i] + ".0.attn.norm.weight").shape[0]))
+        biases = tensor(state_dict, stage[i] + ".0.attn.attention_biases")  # (heads, window ** 2)
         heads.append(int(biases.shape[0]))
         window = math.isqrt(int(biases.shape[1]))
         if window * window != biases.shape[1]:
@@ -158,23 +158,23 @@ def infer_tinyvit_config(state_dict: Mapping[str, torch.Tensor], decoder: dict) 
     stride = 4 if kernel == 3 else 1
     for width in dims[1:]:
         stride *= _merge_stride(width)
-    neck = int(_get(state_dict, _ENC + "neck.0.weight").shape[0])
+    neck = int(tensor(state_dict, _ENC + "neck.0.weight").shape[0])
     if neck != NECK_CHANNELS or decoder["prompt_dim"] != NECK_CHANNELS:
         raise CheckpointError(
             f"TinyViT-SAM encoders have a {NECK_CHANNELS}-channel neck and decoder; this file "
             f"has {neck} and {decoder['prompt_dim']}."
         )
-    fc1 = _get(state_dict, stage[1] + ".0.mlp.fc1.weight")
+    fc1 = tensor(state_dict, stage[1] + ".0.mlp.fc1.weight")
     return TinyViTConfig(
         image_size=EMBEDDING_SIZE * stride,
         patch_stride=4 if kernel == 3 else 1,
         embed_dims=tuple(dims),
-        depths=tuple(_count(state_dict, s) for s in stage),
+        depths=tuple(count_blocks(state_dict, s) for s in stage),
         num_heads=tuple(heads),
         window_sizes=tuple(windows),
         mlp_ratio=int(fc1.shape[0]) / int(fc1.shape[1]),
         mbconv_expand_ratio=int(conv1.shape[0]) / int(conv1.shape[1]),
-        local_conv_size=int(_get(state_dict, stage[1] + ".0.local_conv.c.weight").shape[-1]),
+        local_conv_size=int(tensor(state_dict, stage[1] + ".0.local_conv.c.weight").shape[-1]),
         **decoder,
     )
 

@@ -1,26 +1,25 @@
-"""A faster image encoder with the same weights: fused attention (and options).
+"""A faster image encoder with the same weights: fused attention.
 
 :func:`enable_fast_encoder` changes how one model instance computes its image
 encoder, not which weights it uses; :func:`disable_fast_encoder` undoes it.
-Only attributes of that model change (the ``forward`` of its attention modules
-and encoder, the layout of its convolution weights); segment-anything and
-MobileSAM are not patched. Options:
+Only the ``forward`` of that model's attention modules changes; segment-anything
+and MobileSAM are not patched. segment-anything's ViT attention (windowed and
+global blocks) and MobileSAM's TinyViT attention (MobileSAM, micro-sam's
+``vit_t``, LiteMedSAM) run through
+:func:`torch.nn.functional.scaled_dot_product_attention` (``sdpa``). The ViT's
+decomposed relative position bias (computed as ``add_decomposed_rel_pos``
+does) and TinyViT's attention biases are its float ``attn_mask``. Float32
+embeddings equal the stock ones to rounding (~1e-5); the ViT's global blocks
+build their mask a few heads at a time, so a ViT-B pass at 1024 px peaks at
++0.33 GB instead of +2.45 GB.
 
-- ``sdpa``: segment-anything's ViT attention (windowed and global blocks) and
-  MobileSAM's TinyViT attention (MobileSAM, micro-sam's ``vit_t``, LiteMedSAM)
-  run through :func:`torch.nn.functional.scaled_dot_product_attention`. The ViT's
-  decomposed relative position bias (computed as ``add_decomposed_rel_pos``
-  does) and TinyViT's attention biases are its float ``attn_mask``. Float32
-  embeddings equal the stock ones to rounding (~1e-5); the ViT's global blocks
-  build their mask a few heads at a time, so a ViT-B pass at 1024 px peaks at
-  +0.33 GB instead of +2.45 GB.
-- ``bf16``: the encoder runs under bfloat16 autocast, output cast to float32.
-- ``channels_last``: channels-last convolution weights and input.
+Whether it is enabled is read off the model itself (:func:`fast_encoder_state`),
+so it survives ``copy.deepcopy`` and pickling; :func:`fast_encoder_key` names it
+in embedding cache keys. :func:`~napari_samrefine.models.loading.load_sam`
+applies :data:`FAST_ENCODER_DEFAULTS` unless given ``fast_encoder=False``.
 
-What is enabled is recorded on the model (``sam.samrefine_fast_encoder``);
-:func:`fast_encoder_key` names it in embedding cache keys.
-:func:`~napari_samrefine.models.loading.load_sam` applies
-:data:`FAST_ENCODER_DEFAULTS` unless given ``fast_encoder=False``.
+bfloat16 autocast and channels-last convolutions were options here once; they
+were removed because they failed the agreement bar (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -41,15 +40,12 @@ __all__ = [
     "rel_pos_bias",
 ]
 
-FAST_ENCODER_DEFAULTS: dict[str, bool] = {"sdpa": True, "bf16": False, "channels_last": False}
+FAST_ENCODER_DEFAULTS: dict[str, bool] = {"sdpa": True}
 """What :func:`~napari_samrefine.models.loading.load_sam` enables, from
 ``benchmarks/encoder_speed.py`` on a 2-core CPU (docs/benchmarks.md). ``sdpa``: the
 stock masks (per-object IoU >= 0.9999) on random ViT-B, random MobileSAM and the
-real LiteMedSAM; ViT-B 1.4-1.6x faster with 2 GB less peak memory. ``bf16``:
-fails (IoU down to 0), no faster. ``channels_last``: the stock masks, no gain on
-ViT-B (two convolutions) and a small, unsteady one on TinyViT: off."""
+real LiteMedSAM; ViT-B 1.4-1.6x faster with 2 GB less peak memory."""
 
-_STATE = "samrefine_fast_encoder"
 _TINYVIT_MODULE = "mobile_sam.modeling.tiny_vit_sam"
 _MASK_BYTES = 64 * 2**20  # largest attention mask built at once (one ViT-B global head)
 
@@ -129,41 +125,19 @@ def _fast_forward(module: torch.nn.Module):
     return None
 
 
-def _conv_layout(encoder: torch.nn.Module, layout: torch.memory_format) -> None:
-    """Store the weights of the encoder's 2D convolutions (only) in ``layout``."""
-    for module in encoder.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            module.to(memory_format=layout)
-
-
-def _encoder_forward(
-    self: torch.nn.Module, x: torch.Tensor, *, bf16: bool, channels_last: bool
-) -> torch.Tensor:
-    """The encoder's own forward with a channels-last input and/or under bf16 autocast."""
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    if not bf16:
-        return type(self).forward(self, x)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16):
-        out = type(self).forward(self, x)
-    return out.float()
-
-
-def enable_fast_encoder(
-    sam: torch.nn.Module, sdpa: bool = True, bf16: bool = False, channels_last: bool = False
-) -> dict[str, bool]:
+def enable_fast_encoder(sam: torch.nn.Module, sdpa: bool = True) -> dict[str, bool]:
     """Make one model's image encoder faster, with the same weights.
 
-    Options earlier enabled on ``sam`` are undone first, so the result is
+    What was enabled on ``sam`` before is undone first, so the result is
     exactly what this call asks for.
 
     Parameters
     ----------
     sam : segment_anything.modeling.Sam
         The model; only its ``image_encoder`` changes.
-    sdpa, bf16, channels_last : bool
-        Fused attention, bfloat16 autocast, channels-last convolutions (see the
-        module's description).
+    sdpa : bool
+        Fused attention (see the module's description); False restores the
+        stock encoder.
 
     Returns
     -------
@@ -176,59 +150,49 @@ def enable_fast_encoder(
     >>> from napari_samrefine.testing import tiny_sam
     >>> sam = tiny_sam()
     >>> enable_fast_encoder(sam)
-    {'sdpa': True, 'bf16': False, 'channels_last': False}
+    {'sdpa': True}
     >>> fast_encoder_key(sam)
     'sdpa'
     >>> disable_fast_encoder(sam); fast_encoder_key(sam)
     ''
     """
     disable_fast_encoder(sam)
-    encoder = sam.image_encoder
-    applied = {"sdpa": False, "bf16": bool(bf16), "channels_last": bool(channels_last)}
     if sdpa:
-        for module in encoder.modules():
+        for module in sam.image_encoder.modules():
             fast = _fast_forward(module)
             if fast is not None:
                 module.forward = partial(fast, module)
-                applied["sdpa"] = True
-    if channels_last:
-        _conv_layout(encoder, torch.channels_last)
-    if bf16 or channels_last:
-        encoder.forward = partial(_encoder_forward, encoder, bf16=bool(bf16), channels_last=bool(channels_last))
-    setattr(sam, _STATE, applied)
-    return dict(applied)
+    return fast_encoder_state(sam)
 
 
 def disable_fast_encoder(sam: torch.nn.Module) -> None:
-    """Undo :func:`enable_fast_encoder`: the stock encoder forward and weight layout.
+    """Undo :func:`enable_fast_encoder`: the stock encoder forward.
 
     Parameters
     ----------
     sam : segment_anything.modeling.Sam
-        The model; a model without fast options is left as it is.
+        The model; a model without the fast encoder is left as it is.
     """
-    encoder = sam.image_encoder
-    for module in encoder.modules():
-        forward = module.__dict__.get("forward")
-        if isinstance(forward, partial) and forward.func in (*_FAST_FORWARDS, _encoder_forward):
+    for module in sam.image_encoder.modules():
+        if _is_fast(module):
             del module.forward
-    if fast_encoder_state(sam)["channels_last"]:
-        _conv_layout(encoder, torch.contiguous_format)
-    if _STATE in sam.__dict__:
-        delattr(sam, _STATE)
+
+
+def _is_fast(module: torch.nn.Module) -> bool:
+    forward = module.__dict__.get("forward")
+    return isinstance(forward, partial) and forward.func in _FAST_FORWARDS
 
 
 def fast_encoder_state(sam: torch.nn.Module) -> dict[str, bool]:
-    """The options enabled on a model: ``sdpa``, ``bf16``, ``channels_last`` to bool."""
-    state = getattr(sam, _STATE, None) or {}
-    return {name: bool(state.get(name, False)) for name in FAST_ENCODER_DEFAULTS}
+    """What is enabled on a model, read off its modules: ``{"sdpa": bool}``."""
+    return {"sdpa": any(_is_fast(m) for m in sam.image_encoder.modules())}
 
 
 def fast_encoder_key(sam: torch.nn.Module) -> str:
-    """The enabled options as a short string, for embedding cache keys.
+    """What is enabled as a short string, for embedding cache keys.
 
-    Every option can change the embedding (SDPA by float rounding), so each one
-    enabled is named; the stock encoder gives ``""``.
+    SDPA changes the embedding by float rounding, so it is named; the stock
+    encoder gives ``""``.
 
     Parameters
     ----------
@@ -237,6 +201,6 @@ def fast_encoder_key(sam: torch.nn.Module) -> str:
     Returns
     -------
     str
-        E.g. ``"sdpa"``, ``"sdpa+bf16"`` or ``""``.
+        ``"sdpa"`` or ``""``.
     """
     return "+".join(name for name, on in fast_encoder_state(sam).items() if on)
