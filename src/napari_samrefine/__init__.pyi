@@ -3,8 +3,7 @@
 # imports torch, napari or Qt); type checkers and IDEs read them as they are.
 from ._napari.scripting import refine_layers
 from ._progress import Cancelled
-from .adaption.adaptor import AdaptorMismatchError, IoUAdaptor
-from .adaption.adaptor_file import load_iou_adaptor
+from .adaption.adaptor import AdaptorMismatchError, IoUAdaptor, load_iou_adaptor
 from .adaption.selection import SelectionReport, evaluate_selection
 from .adaption.training import adapt_iou_head
 from .batch.many import batch_summary, refine_many

@@ -150,7 +150,7 @@ class RefineWidget(TaskWidget):
         RefineOptions(**kwargs)  # checked here, before the worker starts
         path = str(self.adaptor.value)
         if path not in ("", "."):
-            from napari_samrefine.adaption.adaptor_file import load_iou_adaptor
+            from napari_samrefine.adaption.adaptor import load_iou_adaptor
 
             kwargs["iou_adaptor"] = load_iou_adaptor(Path(path))
         return kwargs

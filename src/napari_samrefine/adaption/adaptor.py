@@ -19,11 +19,18 @@ import torch
 import xxhash
 
 from napari_samrefine import __version__
+from napari_samrefine.adaption.adaptor_file import read_adaptor_file, write_adaptor_file
 from napari_samrefine.adaption.candidates import iou_head_last_layer
 from napari_samrefine.adaption.lora import LoRALinear, init_lora
 from napari_samrefine.models.info import model_info
 
-__all__ = ["IoUAdaptor", "AdaptorMismatchError", "model_identity", "decoder_fingerprint"]
+__all__ = [
+    "IoUAdaptor",
+    "AdaptorMismatchError",
+    "load_iou_adaptor",
+    "model_identity",
+    "decoder_fingerprint",
+]
 
 
 class AdaptorMismatchError(ValueError):
@@ -247,6 +254,31 @@ class IoUAdaptor:
         pathlib.Path
             The written file.
         """
-        from napari_samrefine.adaption.adaptor_file import write_adaptor
+        return write_adaptor_file(self.down, self.up, self.metadata, path)
 
-        return write_adaptor(self, path)
+
+def load_iou_adaptor(path: str | os.PathLike) -> IoUAdaptor:
+    """Load an IoU adaptor saved by :meth:`IoUAdaptor.save`, safely.
+
+    The file is read with ``torch.load(weights_only=True)``, so no arbitrary
+    object is ever unpickled; its structure, tensor shapes and metadata types are
+    then checked, and anything unexpected is refused
+    (:func:`~napari_samrefine.adaption.adaptor_file.read_adaptor_file`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The adaptor file.
+
+    Returns
+    -------
+    IoUAdaptor
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ValueError
+        If the file is not an adaptor, is damaged or was tampered with.
+    """
+    return IoUAdaptor(*read_adaptor_file(path))

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
-from napari_samrefine.adaption.adaptor import IoUAdaptor
 from napari_samrefine.io import atomic_path
 
-__all__ = ["load_iou_adaptor", "write_adaptor", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["read_adaptor_file", "write_adaptor_file", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "napari-samrefine/iou-adaptor"
 FORMAT_VERSION = 1
@@ -48,15 +47,20 @@ _META_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def write_adaptor(adaptor: IoUAdaptor, path: str | os.PathLike) -> Path:
-    """Write ``adaptor`` to ``path`` atomically (see :meth:`IoUAdaptor.save`)."""
+def write_adaptor_file(
+    down: torch.Tensor, up: torch.Tensor, metadata: dict, path: str | os.PathLike
+) -> Path:
+    """Write an adaptor's LoRA tensors and metadata to ``path`` atomically.
+
+    See :meth:`~napari_samrefine.adaption.adaptor.IoUAdaptor.save`.
+    """
     path = Path(path)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "lora_down": adaptor.down.clone(),
-        "lora_up": adaptor.up.clone(),
-        "metadata": _plain_metadata(adaptor.metadata),
+        "lora_down": down.clone(),
+        "lora_up": up.clone(),
+        "metadata": _plain_metadata(metadata),
     }
     # a unique temporary file next to ``path``, moved over it in one step: two
     # saves at once (threads, processes) never share or mix a file
@@ -89,8 +93,8 @@ def _refuse(path, problem: str) -> ValueError:
     )
 
 
-def load_iou_adaptor(path: str | os.PathLike) -> IoUAdaptor:
-    """Load an IoU adaptor saved by :meth:`IoUAdaptor.save`, safely.
+def read_adaptor_file(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Read and check an adaptor file written by :func:`write_adaptor_file`, safely.
 
     The file is read with ``torch.load(weights_only=True)``, so no arbitrary
     object is ever unpickled; its structure, tensor shapes and metadata types are
@@ -103,7 +107,9 @@ def load_iou_adaptor(path: str | os.PathLike) -> IoUAdaptor:
 
     Returns
     -------
-    IoUAdaptor
+    down, up : torch.Tensor
+        The LoRA tensors.
+    metadata : dict
 
     Raises
     ------
@@ -157,6 +163,6 @@ def load_iou_adaptor(path: str | os.PathLike) -> IoUAdaptor:
         raise _refuse(path, f"rank {rank}, scale {meta['scale']}")
     if not meta["fingerprint"]:
         raise _refuse(path, "no base-model fingerprint")
-    return IoUAdaptor(down, up, meta)
+    return down, up, meta
 
 

@@ -280,7 +280,7 @@ def _in_process(rows, todo, pairs, outputs, spec, model, iou_adaptor, options, t
 
         adaptor = iou_adaptor
         if isinstance(adaptor, (str, os.PathLike)):
-            from napari_samrefine.adaption.adaptor_file import load_iou_adaptor
+            from napari_samrefine.adaption.adaptor import load_iou_adaptor
 
             adaptor = load_iou_adaptor(adaptor)
         loaded = (resolve_sam(model), adaptor)

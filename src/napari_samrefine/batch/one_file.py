@@ -94,7 +94,7 @@ class ModelSpec:
         )
         adaptor = None
         if self.iou_adaptor is not None:
-            from napari_samrefine.adaption.adaptor_file import load_iou_adaptor
+            from napari_samrefine.adaption.adaptor import load_iou_adaptor
 
             adaptor = load_iou_adaptor(self.iou_adaptor)
         return sam, adaptor

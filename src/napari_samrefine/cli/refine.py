@@ -221,7 +221,7 @@ def _run_file(args, kwargs: dict, pair: tuple[Path, Path], out: Path) -> int:
     sam = load_model_from_args(args)
     adaptor = None
     if args.adaptor is not None:
-        from napari_samrefine.adaption.adaptor_file import load_iou_adaptor
+        from napari_samrefine.adaption.adaptor import load_iou_adaptor
 
         adaptor = load_iou_adaptor(args.adaptor)
     image_path, labels_path = pair
