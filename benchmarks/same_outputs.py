@@ -61,7 +61,8 @@ Notes
 Float32 results depend on the CPU's kernels and the number of threads, so
 compare records made on the same machine with the same ``--threads``; two
 records of one tree there are bit-identical (each record prints its seconds
-per configuration; the whole record takes about 1-3 minutes on 2 cores).
+per configuration; the whole record takes about 140 s of CPU time, LiteMedSAM
+included, so 1-3 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -322,7 +323,8 @@ def record(out: Path, repo: Path | None, threads: int, medsam: bool, only: str |
 
     torch.set_num_threads(threads)
     package = Path(nsr.__file__).resolve().parent
-    print(f"recording {package} ({tree_commit(package)}), torch {torch.__version__}, {threads} threads")
+    commit = tree_commit(package)  # before the run: a commit made meanwhile does not change what ran
+    print(f"recording {package} ({commit}), torch {torch.__version__}, {threads} threads")
     t0 = time.perf_counter()
     data, method = load_data()
     print(f"inputs: {len(data)} images, coarse masks by {method} ({time.perf_counter() - t0:.1f} s)")
@@ -362,7 +364,7 @@ def record(out: Path, repo: Path | None, threads: int, medsam: bool, only: str |
         rows.append(row)
         print(f"  {case.name:<48} {row['status']:<8} {row['seconds']:6.2f} s  {row.get('reason', '')}")
     meta = {
-        "package": str(package), "commit": tree_commit(package), "version": getattr(nsr, "__version__", "?"),
+        "package": str(package), "commit": commit, "version": getattr(nsr, "__version__", "?"),
         "torch": torch.__version__, "numpy": np.__version__, "threads": threads,
         "machine": f"{platform.platform()} {platform.processor()}", "coarse": method,
         "inputs": {k: [digest(v[0]), digest(v[1])] for k, v in data.items()},
