@@ -14,6 +14,7 @@ import numpy as np
 
 from napari_samrefine._progress import ProgressCallback, report
 from napari_samrefine.engine.embedding import EmbeddingCache, default_cache
+from napari_samrefine.labels.arrays import is_lazy
 from napari_samrefine.models.loading import resolve_sam
 from napari_samrefine.pipeline.inputs import (
     BinaryMode,
@@ -23,7 +24,6 @@ from napari_samrefine.pipeline.inputs import (
     check_refine_options,
     restore_binary,
 )
-from napari_samrefine.pipeline.lazy_arrays import is_lazy
 from napari_samrefine.pipeline.plane import PlaneJob, plane_indices, refine_loaded_plane
 from napari_samrefine.samrefiner.cascade import PromptSettings
 from napari_samrefine.samrefiner.result import ObjectResult, RefineResult
@@ -189,7 +189,7 @@ def refine(
       any writable array of the labels' shape and dtype, or a path where a zarr
       store chunked like the labels is created; an existing path is refused).
       Without ``out``, the result is a numpy array when it fits
-      :data:`~napari_samrefine.pipeline.lazy_arrays.MEMORY_BUDGET` (2 GiB), else a
+      :data:`~napari_samrefine.labels.arrays.MEMORY_BUDGET` (2 GiB), else a
       ValueError asks for ``out=``.
     - Objects that fit no tile are refined, as in memory, on the whole plane
       downscaled when its RGB fits the budget; otherwise they keep their coarse

@@ -4,7 +4,7 @@ Taken when the image or the labels are lazy (dask, zarr, numpy memmaps: read a
 window at a time) or ``out=`` is given. Per plane:
 
 1. one pass over the labels, block by block, lists the objects with their
-   boxes and areas (:mod:`.slide_objects`); one or a few passes over the image
+   boxes and areas (:func:`~napari_samrefine.labels.scan.scan_objects`); one or a few passes over the image
    give its exact contrast limits (:mod:`.slide_contrast`);
 2. the tiles and each object's tile are those of the in-memory path
    (:func:`~.tiling.resolve_tiling`, :func:`~.tiling.tile_windows`,
@@ -13,7 +13,7 @@ window at a time) or ``out=`` is given. Per plane:
    pixels as the window of the whole converted plane), and refines its objects
    exactly as :func:`~.tiling.refine_plane` does in that window;
 3. objects that fit no tile are refined on the whole downscaled plane when its
-   RGB fits :data:`~.lazy_arrays.MEMORY_BUDGET`, otherwise kept with status
+   RGB fits :data:`~napari_samrefine.labels.arrays.MEMORY_BUDGET`, otherwise kept with status
    "too-large-for-tile" and a warning that names ``tile=``;
 4. refined objects are written back strip by strip (:mod:`.slide_writeback`)
    with the rule of :func:`~.writeback.write_back`, into ``out`` or an
@@ -34,18 +34,14 @@ import numpy as np
 
 from napari_samrefine._progress import report
 from napari_samrefine.engine.preprocess import to_sam_rgb
-from napari_samrefine.labels.objects import ObjectMask, label_components
-from napari_samrefine.labels.scan import ObjectTable, read_object, scan_objects
-from napari_samrefine.labels.values import check_label_values
-from napari_samrefine.pipeline import lazy_arrays
-from napari_samrefine.pipeline.inputs import (
-    EMPTY_LABELS,
-    _announce_components,
-    arrange_image,
-    check_lazy_labels,
-    restore_binary,
-)
-from napari_samrefine.pipeline.lazy_arrays import block_side, blocks, open_out, read
+from napari_samrefine.labels import arrays
+from napari_samrefine.labels.arrays import arrange_image, block_side, blocks, read
+from napari_samrefine.labels.binary import announce_components, restore_binary
+from napari_samrefine.labels.objects import ObjectMask, label_components, read_object
+from napari_samrefine.labels.plane import table_foreground
+from napari_samrefine.labels.scan import ObjectTable, scan_objects
+from napari_samrefine.labels.values import EMPTY_LABELS, check_labels, negative_labels
+from napari_samrefine.pipeline.lazy_arrays import open_out
 from napari_samrefine.pipeline.plane import (
     PlaneJob,
     kept_records,
@@ -57,11 +53,11 @@ from napari_samrefine.pipeline.plane import (
 from napari_samrefine.pipeline.slide_contrast import plane_limits
 from napari_samrefine.pipeline.slide_writeback import StripWriter
 from napari_samrefine.pipeline.tiling import (
-    _from_window,
-    _to_window,
     assign_to_tiles,
+    from_window,
     resolve_tiling,
     tile_windows,
+    to_window,
 )
 from napari_samrefine.samrefiner.result import RefineResult
 
@@ -73,11 +69,11 @@ GiB = float(1 << 30)
 
 def check_slide_inputs(image, labels, channel_axis, out):
     """Check lazy inputs and ``out`` without reading them; returns (image, labels, out)."""
-    check_lazy_labels(labels, max_ndim=4)
+    check_labels(labels, max_ndim=4)
     image = arrange_image(image, tuple(labels.shape), channel_axis)
     open_out(out, labels, create=False) if out is not None else None
     nbytes = int(np.prod(labels.shape)) * np.dtype(labels.dtype).itemsize
-    if out is None and nbytes > lazy_arrays.MEMORY_BUDGET:
+    if out is None and nbytes > arrays.MEMORY_BUDGET:
         raise ValueError(
             f"The refined labels would take {nbytes / GiB:.3g} GiB in memory: pass out= "
             "(a path for a new zarr store, or a zarr array) to write them tile by tile."
@@ -95,8 +91,8 @@ def _plane_bytes(image, labels) -> int:
 def _too_large(what: str, need: int, fix: str) -> ValueError:
     return ValueError(
         f"{what} needs about {need / GiB:.3g} GiB in memory, over the lazy path's budget "
-        f"({lazy_arrays.MEMORY_BUDGET / GiB:.3g} GiB, "
-        f"napari_samrefine.pipeline.lazy_arrays.MEMORY_BUDGET): {fix}"
+        f"({arrays.MEMORY_BUDGET / GiB:.3g} GiB, "
+        f"napari_samrefine.labels.arrays.MEMORY_BUDGET): {fix}"
     )
 
 
@@ -108,16 +104,6 @@ def _copy_plane(labels, store, key: tuple) -> None:
     for y0, x0, y1, x1 in blocks(tuple(labels.shape[-2:]), block_side(labels)):
         window = (*key, slice(y0, y1), slice(x0, x1))
         store[window] = read(labels, window)
-
-
-def _foreground(tables: list[ObjectTable], dtype):
-    """:func:`~.inputs.binary_foreground` of the whole labels, from the object tables."""
-    if dtype == np.bool_:
-        return True
-    ids = np.unique(np.concatenate([t.ids for t in tables]))
-    if ids.size == 1 and sum(t.background for t in tables) > 0:
-        return ids[0].item()
-    return None
 
 
 def refine_slide(job: PlaneJob, image, labels, out, plane_ids, binary, progress, stacklevel=3):
@@ -151,16 +137,16 @@ def refine_slide(job: PlaneJob, image, labels, out, plane_ids, binary, progress,
     tables = {p: scan_objects(labels, lead(p)) for p in every}
     low = min(t.low for t in tables.values())
     if low < 0:
-        check_label_values(np.array([low], np.dtype(labels.dtype)))
+        raise negative_labels(low, labels.dtype)
     if all(t.ids.size == 0 for t in tables.values()):
         raise ValueError(EMPTY_LABELS)
-    fg = _foreground(list(tables.values()), np.dtype(labels.dtype))
+    fg = table_foreground(list(tables.values()), labels.dtype)
     split = False
     if fg is not None and job.mode == "instance" and binary == "components":
         counts = [label_components(_load_labels(labels, image, p, "binary"))[1][0] for p in every]
         split = max(counts) > 1
         if split:
-            _announce_components(fg, counts, stacklevel)
+            announce_components(fg, counts, stacklevel)
     _check_whole_planes(job, image, labels, split)
     store = open_out(out, labels) if out is not None else np.zeros(labels.shape, labels.dtype)
     chosen = set(plane_ids)
@@ -189,7 +175,7 @@ def refine_slide(job: PlaneJob, image, labels, out, plane_ids, binary, progress,
 def _check_whole_planes(job, image, labels, split: bool) -> None:
     """Before any work: planes that must be loaded whole fit the budget."""
     need = _plane_bytes(image, labels)
-    if need <= lazy_arrays.MEMORY_BUDGET:
+    if need <= arrays.MEMORY_BUDGET:
         return
     h, w = (int(s) for s in labels.shape[-2:])
     if job.mode == "semantic":
@@ -203,7 +189,7 @@ def _check_whole_planes(job, image, labels, split: bool) -> None:
 def _load_labels(labels, image, p, why: str) -> np.ndarray:
     """One whole plane of labels, as stored (bool stays bool), if it fits the budget."""
     need = _plane_bytes(image, labels)
-    if need > lazy_arrays.MEMORY_BUDGET:
+    if need > arrays.MEMORY_BUDGET:
         fix = (
             "split the binary mask into objects yourself (e.g. dask_image.ndmeasure.label) "
             "and pass instance labels, or pass binary='one'."
@@ -292,7 +278,7 @@ def _refine_tiles(job, image, labels, store, p, table: ObjectTable, step, stackl
     too_large: list[int] = []
     if whole:
         boxes = sum(int(np.prod(table.boxes[i, 2:] - table.boxes[i, :2])) for i in whole)
-        if 3 * shape[0] * shape[1] + boxes <= lazy_arrays.MEMORY_BUDGET:
+        if 3 * shape[0] * shape[1] + boxes <= arrays.MEMORY_BUDGET:
             whole_states = _whole_states(job, image, labels, key, limits, table, whole, shape,
                                          group_step(groups - 1, "image"))
         else:
@@ -316,9 +302,9 @@ def _refine_tiles(job, image, labels, store, p, table: ObjectTable, step, stackl
             channel=job.channel, percentiles=job.percentiles, limits=limits,
         )
         coarse = _window_objects(labels, key, window, table, m, shape)
-        local = [_to_window(o, window) for o in coarse]
+        local = [to_window(o, window) for o in coarse]
         found = job.refine(rgb, local, None, group_step(g, f"tile {g + 1}/{groups}"))
-        found = [_from_window(s, o, window) for s, o in zip(found, coarse, strict=True)]
+        found = [from_window(s, o, window) for s, o in zip(found, coarse, strict=True)]
         writer.paint(found)
         # keep the records and prompts, drop the masks and logits
         done.update((i, (records([s], p, "instance")[0], s.prompts)) for i, s in zip(m, found, strict=True))
@@ -342,7 +328,7 @@ def _warn_too_large(table, members, p, tiling, stacklevel) -> None:
     warnings.warn(
         f"{len(members)} objects{where} (ids {shown}; up to {max(sides)} px across) fit in no "
         f"{tiling.tile} px tile with their context, and the whole {h} x {w} plane is too large "
-        f"to refine downscaled within {lazy_arrays.MEMORY_BUDGET / GiB:.3g} GiB: they keep "
+        f"to refine downscaled within {arrays.MEMORY_BUDGET / GiB:.3g} GiB: they keep "
         "their coarse masks (status 'too-large-for-tile'). Pass a larger tile= (several times their size) "
         "to refine them.",
         UserWarning,

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from napari_samrefine.engine.preprocess import Limits, channel_plan, finalize_limits
-from napari_samrefine.pipeline.lazy_arrays import block_side, blocks, read
+from napari_samrefine.labels.arrays import block_side, blocks, read
 
 __all__ = ["COLLECT", "plane_limits", "order_statistics", "percentiles_from_order"]
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from napari_samrefine.pipeline.lazy_arrays import chunk_shape, read
+from napari_samrefine.labels.arrays import chunk_shape, read
 from napari_samrefine.samrefiner.cascade import REFINED_STATUSES, ObjectState
 
 __all__ = ["StripWriter"]

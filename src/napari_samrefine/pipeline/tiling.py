@@ -33,6 +33,8 @@ __all__ = [
     "tile_windows",
     "context_box",
     "assign_to_tiles",
+    "to_window",
+    "from_window",
     "refine_plane",
 ]
 
@@ -144,12 +146,13 @@ def assign_to_tiles(objects: Sequence[ObjectMask], windows: Sequence[Window]) ->
     return out
 
 
-def _to_window(obj: ObjectMask, window: Window) -> ObjectMask:
+def to_window(obj: ObjectMask, window: Window) -> ObjectMask:
+    """The object in the frame of ``window`` (its crop is shared, not copied)."""
     y0, x0, y1, x1 = window
     return ObjectMask(obj.label_id, obj.mask, (obj.offset[0] - y0, obj.offset[1] - x0), (y1 - y0, x1 - x0))
 
 
-def _from_window(state: ObjectState, coarse: ObjectMask, window: Window) -> ObjectState:
+def from_window(state: ObjectState, coarse: ObjectMask, window: Window) -> ObjectState:
     """A cascade state of the window's frame, translated to the image frame."""
     wy, wx = window[:2]
     shape = coarse.image_shape
@@ -241,7 +244,7 @@ def refine_plane(
         else:
             y0, x0, y1, x1 = window
             image = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-            local = [_to_window(objects[i], window) for i in members]
+            local = [to_window(objects[i], window) for i in members]
         if embedding_cache is not None:
             emb = embedding_cache.get(sam, image)
         else:
@@ -254,6 +257,6 @@ def refine_plane(
             step=lambda t, message, _s=group_step: _s(1 + t, message),
         )
         for i, s in zip(members, result, strict=True):
-            states[i] = s if window is None else _from_window(s, objects[i], window)
+            states[i] = s if window is None else from_window(s, objects[i], window)
         group_step(units, f"{label} done")
     return states
