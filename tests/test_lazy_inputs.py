@@ -197,7 +197,7 @@ def test_strip_writeback_equals_write_back_across_tiles(sam, slide, cache):
         store = np.zeros_like(labels)
         whole = [s for s in refined if tile_of[id(s)] is None]
         writer = StripWriter(store, labels, (), labels.shape,
-                             [s.coarse.label_id for s in refined], sorted(keep), whole)
+                             [s.coarse.label_id for s in refined], whole)
         for j, window in enumerate(windows):
             writer.advance(window[0], window[2])
             writer.paint([s for s in refined if tile_of[id(s)] == j][::order])

@@ -289,9 +289,8 @@ def _refine_tiles(job, image, labels, store, p, table: ObjectTable, step, stackl
         i: (records([s], p, "instance")[0], s.prompts)
         for i, s in zip(refined_whole, whole_states, strict=True)
     }
-    kept_ids = [ids[i] for i in skipped] + [ids[i] for i in too_large]
     refined = [ids[i] for i in targets if i not in set(too_large)]
-    writer = StripWriter(store, labels, key, shape, refined, kept_ids, whole_states)
+    writer = StripWriter(store, labels, key, shape, refined, whole_states)
     extra = _extra(image, labels)
     for g, (j, m) in enumerate(sorted(members.items())):
         window = windows[j]
