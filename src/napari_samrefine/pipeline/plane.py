@@ -1,8 +1,8 @@
-"""One plane of a label stack: which planes to refine, its objects, its refinement in memory.
+"""One plane of a label stack: which planes to refine, its records, a plane loaded whole.
 
-Shared by the in-memory path of :func:`~napari_samrefine.refine` and the lazy
-one (:mod:`.slide`), which uses it for planes it loads whole (semantic mode,
-binary masks split into components).
+Used by the pipeline of :func:`~napari_samrefine.refine` (:mod:`.slide`): the
+planes to refine, the records of its objects, and the refinement of a plane
+that is needed whole (semantic mode, binary masks split into components).
 """
 
 from __future__ import annotations
