@@ -52,6 +52,7 @@ from napari_samrefine.pipeline.plane import (
     plane_indices,
     records,
     refine_loaded_plane,
+    select_ids,
 )
 from napari_samrefine.pipeline.slide_contrast import PlaneRGB
 from napari_samrefine.pipeline.slide_writeback import StripWriter
@@ -261,10 +262,7 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
     labels = src.labels
     key, shape = lead(p), table.shape
     ids = table.ids.tolist()
-    wanted = None if job.ids is None else set(job.ids)
-    targets = [i for i, lid in enumerate(ids) if wanted is None or lid in wanted]
-    skipped = [i for i, lid in enumerate(ids) if wanted is not None and lid not in wanted]
-    missing = [] if wanted is None else sorted(wanted - set(ids))
+    targets, skipped, missing = select_ids(ids, job.ids)
     objects = kept_records(missing, [(ids[i], table.counts[i], "skipped") for i in skipped], p)
     prompts: list = [None] * len(objects)
     if not targets:
