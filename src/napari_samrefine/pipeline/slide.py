@@ -40,7 +40,7 @@ from napari_samrefine._progress import report
 from napari_samrefine.labels import arrays
 from napari_samrefine.labels.arrays import arrange_image, block_side, blocks, is_lazy, read
 from napari_samrefine.labels.binary import announce_components, restore_binary
-from napari_samrefine.labels.objects import ObjectMask, label_components, read_object
+from napari_samrefine.labels.objects import ObjectMask, label_components
 from napari_samrefine.labels.plane import table_foreground
 from napari_samrefine.labels.scan import ObjectTable, scan_objects
 from napari_samrefine.labels.values import EMPTY_LABELS, check_labels, negative_labels
@@ -281,8 +281,9 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
     too_large: list[int] = []
     if whole:
         boxes = sum(int(np.prod(table.boxes[i, 2:] - table.boxes[i, :2])) for i in whole)
-        if 3 * shape[0] * shape[1] + boxes <= src.budget:
-            objs = [read_object(labels, key, table.ids[i], table.boxes[i], shape) for i in whole]
+        plane = (3 + np.dtype(labels.dtype).itemsize) * shape[0] * shape[1]  # RGB and labels
+        if plane + boxes <= src.budget:
+            objs = _window_objects(labels, key, (0, 0, *shape), table, whole, shape)
             tick = group_step(step, 0, n, units, group_label(None, 0, n))
             whole_states = job.refine(rgb.whole(), objs, None, tick)
         else:
