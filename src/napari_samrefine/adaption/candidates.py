@@ -25,9 +25,10 @@ from napari_samrefine.engine.embedding import (
     embed_image,
 )
 from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.labels.arrays import arrange_image
 from napari_samrefine.labels.iou import candidate_ious
 from napari_samrefine.labels.objects import ObjectMask, objects_from_labels, trim
-from napari_samrefine.pipeline.inputs import arrange_image, check_labels
+from napari_samrefine.labels.values import check_labels
 from napari_samrefine.samrefiner.decode import decode_batch, decode_prompts, lean_decoder
 
 __all__ = ["Plane", "CandidateSet", "plan_planes", "collect_candidates", "iou_head_last_layer"]

@@ -13,10 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_samrefine.labels.arrays import is_lazy, read
+from napari_samrefine.labels.scan import object_slices, scan_objects
+
 __all__ = [
     "ObjectMask",
     "objects_from_labels",
     "object_slices",
+    "read_object",
     "isin_ids",
     "label_components",
     "trim",
@@ -24,9 +28,6 @@ __all__ = [
 
 EIGHT = np.ones((3, 3), dtype=bool)
 
-# find_objects' list (and its work) is as long as the largest id: above this, the
-# ids of each block of rows are first mapped to 1..n (hashed or very large ids)
-_DENSE_MAX_ID = 1 << 20
 _BLOCK_PIXELS = 1 << 22
 
 
@@ -110,69 +111,6 @@ def _runs(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return flat[heads], np.diff(heads, append=flat.size)
 
 
-def _block_boxes(block: np.ndarray, y: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted non-zero ids of a block and their half-open (y0, x0, y1, x1) boxes in the image."""
-    values, lengths = _runs(block)
-    ids, inverse = np.unique(values, return_inverse=True)
-    zero = int(ids[0] == 0)  # ids are sorted and non-negative
-    local = np.repeat((inverse.ravel() + (1 - zero)).astype(np.int32), lengths)
-    found = ndi.find_objects(local.reshape(block.shape))
-    boxes = np.array(
-        [(sl[0].start + y, sl[1].start, sl[0].stop + y, sl[1].stop) for sl in found[: ids.size - zero]],
-        dtype=np.int64,
-    ).reshape(-1, 4)
-    return ids[zero:], boxes
-
-
-def object_slices(labels: np.ndarray) -> dict[int, tuple[slice, slice]]:
-    """The tight box of every object of a 2D label image, by id.
-
-    Like :func:`scipy.ndimage.find_objects`, whose list is as long as the
-    largest id, but keyed by id: above 2**20 the ids of each block of rows are
-    mapped to 1..n first, so memory and time grow with the image and the number
-    of objects whatever the ids (any integer dtype, ids up to its maximum).
-
-    Parameters
-    ----------
-    labels : numpy.ndarray
-        2D non-negative integer or bool label image; 0 is background.
-
-    Returns
-    -------
-    dict of int to (slice, slice)
-        Present ids (Python ints), in increasing order, to their half-open
-        (rows, columns) box.
-
-    Examples
-    --------
-    >>> labels = np.zeros((4, 5), np.uint64); labels[1:3, 2:4] = 2**64 - 1
-    >>> object_slices(labels)
-    {18446744073709551615: (slice(1, 3, None), slice(2, 4, None))}
-    """
-    labels = np.asarray(labels)
-    if labels.dtype == np.bool_:
-        labels = labels.view(np.uint8)
-    if labels.size == 0:
-        return {}
-    if int(labels.max()) <= _DENSE_MAX_ID:
-        found = ndi.find_objects(labels)
-        return {i + 1: sl for i, sl in enumerate(found) if sl is not None}
-    parts = [_block_boxes(block, y) for y, block in _rows(labels)]
-    ids = np.concatenate([p[0] for p in parts])
-    boxes = np.concatenate([p[1] for p in parts])
-    if ids.size == 0:
-        return {}
-    order = np.argsort(ids, kind="stable")
-    ids, boxes = ids[order], boxes[order]
-    start = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    low = np.minimum.reduceat(boxes[:, :2], start, axis=0)
-    high = np.maximum.reduceat(boxes[:, 2:], start, axis=0)
-    return {
-        int(i): (slice(int(y0), int(y1)), slice(int(x0), int(x1)))
-        for i, (y0, x0), (y1, x1) in zip(ids[start].tolist(), low, high, strict=True)
-    }
-
-
 def isin_ids(labels: np.ndarray, ids: Iterable[int]) -> np.ndarray:
     """Where a label image holds one of ``ids`` (``np.isin`` without its id-sized table).
 
@@ -216,14 +154,16 @@ def isin_ids(labels: np.ndarray, ids: Iterable[int]) -> np.ndarray:
     return out
 
 
-def objects_from_labels(
-    labels: np.ndarray, label_ids: Iterable[int] | None = None
-) -> list[ObjectMask]:
+def objects_from_labels(labels, label_ids: Iterable[int] | None = None) -> list[ObjectMask]:
     """Split a 2D label image into per-object crops, in increasing label order.
+
+    The objects are found by the one scanner
+    (:func:`~napari_samrefine.labels.scan.scan_objects`), then each is cut from
+    a read of its box (:func:`read_object`): numpy and lazy labels alike.
 
     Parameters
     ----------
-    labels : numpy.ndarray
+    labels : numpy.ndarray or lazy array
         2D non-negative integer label image (any width, ids up to the dtype's
         maximum), or bool (one object with id 1); 0 is background.
     label_ids : iterable of int, optional
@@ -233,17 +173,38 @@ def objects_from_labels(
     -------
     list of ObjectMask
     """
-    labels = np.asarray(labels)
-    if labels.dtype == np.bool_:
-        labels = labels.view(np.uint8)
+    labels = labels if is_lazy(labels) else np.asarray(labels)
+    table = scan_objects(labels)
     wanted = None if label_ids is None else {int(i) for i in label_ids}
-    out = []
-    for lid, sl in object_slices(labels).items():
-        if wanted is not None and lid not in wanted:
-            continue
-        crop = labels[sl] == labels.dtype.type(lid)
-        out.append(ObjectMask(lid, crop, (sl[0].start, sl[1].start), labels.shape))
-    return out
+    return [
+        read_object(labels, (), lid, box, table.shape)
+        for lid, box in zip(table.ids.tolist(), table.boxes.tolist(), strict=True)
+        if wanted is None or lid in wanted
+    ]
+
+
+def read_object(labels, lead: tuple, label_id: int, box, shape: tuple[int, int]) -> ObjectMask:
+    """One object's mask, cut from a read of its box alone (numpy or lazy labels).
+
+    Parameters
+    ----------
+    labels : array
+        The label array; the plane is ``labels[lead]``.
+    lead : tuple of int
+        Index of the plane in the leading axes.
+    label_id : int
+        The object's id.
+    box : (y0, x0, y1, x1)
+        The object's tight half-open box
+        (:func:`~napari_samrefine.labels.scan.scan_objects`).
+    shape : (int, int)
+        (H, W) of the plane.
+    """
+    y0, x0, y1, x1 = (int(v) for v in box)
+    crop = read(labels, (*lead, slice(y0, y1), slice(x0, x1)))
+    if crop.dtype == np.bool_:
+        crop = crop.view(np.uint8)
+    return ObjectMask(int(label_id), crop == crop.dtype.type(label_id), (y0, x0), shape)
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:

@@ -1,38 +1,26 @@
-"""The objects of a lazy label plane, found block by block (memory grows with the objects).
+"""The objects of a label plane, found block by block: the one object scanner.
 
-One pass over the plane reads it a block at a time and merges, per id, the
-pixel count and the bounding box; ids may be anything up to the dtype's maximum
-(2**63 - 1 and beyond for uint64). Each object's mask is then cut from a read of
-its box alone (:func:`read_object`). The boxes and counts equal what
-:func:`~napari_samrefine.labels.objects.objects_from_labels` gives on the
-whole plane.
+One pass over the plane reads it a block at a time (numpy, dask, zarr, memmaps
+alike: :mod:`~napari_samrefine.labels.arrays`) and merges, per id, the pixel
+count and the bounding box; ids may be anything up to the dtype's maximum
+(2**63 - 1 and beyond for uint64): above :data:`DENSE_MAX_ID` a block's ids are
+first mapped to 1..n, so memory and time grow with the image and the number of
+objects, never with the largest id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_samrefine.labels.objects import ObjectMask, label_components, objects_from_labels
-from napari_samrefine.labels.values import check_label_values
-from napari_samrefine.pipeline import lazy_arrays
-from napari_samrefine.pipeline.inputs import _announce_components, check_lazy_labels
-from napari_samrefine.pipeline.lazy_arrays import block_side, blocks, read
+from napari_samrefine.labels.arrays import block_side, blocks, is_lazy, read
 
-__all__ = [
-    "ObjectTable",
-    "ObjectBox",
-    "scan_objects",
-    "read_object",
-    "lazy_objects",
-    "lazy_plane_objects",
-]
+__all__ = ["ObjectTable", "ObjectBox", "scan_objects", "object_slices", "DENSE_MAX_ID"]
 
-# above this id, a block's ids are first mapped to 1..n (find_objects' list is as long as the id)
-_DENSE_MAX_ID = 1 << 20
+DENSE_MAX_ID = 1 << 20
+"""Above this id, a block's ids are first mapped to 1..n (find_objects' list is as long as the id)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +51,7 @@ class ObjectTable:
     shape: tuple[int, int]
 
     def box(self, i: int) -> ObjectBox:
-        """The ``i``-th object's box, shaped for :func:`~.tiling.context_box`."""
+        """The ``i``-th object's box (it has ``bbox`` and ``image_shape``, as an ObjectMask)."""
         return ObjectBox(tuple(int(v) for v in self.boxes[i]), self.shape)
 
 
@@ -80,7 +68,7 @@ def _block_objects(block: np.ndarray, y: int, x: int):
     if block.dtype == np.bool_:
         block = block.view(np.uint8)
     top = int(block.max())
-    if top <= _DENSE_MAX_ID:
+    if top <= DENSE_MAX_ID:
         counts = np.bincount(block.ravel().astype(np.intp, copy=False), minlength=top + 1)
         ids = np.flatnonzero(counts[1:]) + 1
         found = ndi.find_objects(block.astype(np.int32, copy=False), max_label=top)
@@ -118,7 +106,12 @@ def _merge(ids: np.ndarray, counts: np.ndarray, boxes: np.ndarray):
 
 
 def scan_objects(labels, lead: tuple = ()) -> ObjectTable:
-    """Find the objects of one plane of a (lazy) label array, block by block.
+    """Find the objects of one plane of a label array, block by block: the one object scanner.
+
+    A numpy array is read like a lazy one (dask, zarr, memmap), a block at a
+    time (:func:`~napari_samrefine.labels.arrays.block_side`); for numpy a block
+    is a view, and a plane of up to 2048 px a side is one block. Memory grows
+    with a block and the number of objects, never with the largest id.
 
     Parameters
     ----------
@@ -155,84 +148,36 @@ def scan_objects(labels, lead: tuple = ()) -> ObjectTable:
     return ObjectTable(ids.astype(dtype), counts, boxes, background, 0 if low is None else low, shape)
 
 
-def read_object(labels, lead: tuple, label_id: int, box, shape: tuple[int, int]) -> ObjectMask:
-    """One object's mask, cut from a read of its box alone.
+def object_slices(labels) -> dict[int, tuple[slice, slice]]:
+    """The tight box of every object of a 2D label image, by id.
+
+    Like :func:`scipy.ndimage.find_objects`, whose list is as long as the
+    largest id, but keyed by id (:func:`scan_objects`): memory and time grow
+    with the image and the number of objects whatever the ids (any integer
+    dtype, ids up to its maximum).
 
     Parameters
     ----------
-    labels : array
-        The label array; the plane is ``labels[lead]``.
-    lead : tuple of int
-        Index of the plane in the leading axes.
-    label_id : int
-        The object's id.
-    box : (y0, x0, y1, x1)
-        The object's tight box (from :func:`scan_objects`).
-    shape : (int, int)
-        (H, W) of the plane.
-    """
-    y0, x0, y1, x1 = (int(v) for v in box)
-    crop = read(labels, (*lead, slice(y0, y1), slice(x0, x1)))
-    if crop.dtype == np.bool_:
-        crop = crop.view(np.uint8)
-    return ObjectMask(int(label_id), crop == crop.dtype.type(label_id), (y0, x0), shape)
-
-
-def lazy_objects(labels, label_ids: Iterable[int] | None = None) -> Iterator[ObjectMask]:
-    """The objects of a lazy 2D label image, in increasing id order, one crop read at a time.
-
-    The lazy counterpart of :func:`~napari_samrefine.labels.objects.objects_from_labels`
-    (same objects); ids in ``label_ids`` that are absent are left out.
-    """
-    return _read_each(labels, scan_objects(labels), label_ids)
-
-
-def lazy_plane_objects(labels, binary: str = "components", label_ids=None, stacklevel: int = 2):
-    """The objects of a lazy 2D label image, as :func:`~.prompts.excavate_prompts` takes them.
-
-    A binary mask with several connected components (``binary="components"``)
-    is loaded whole (if it fits :data:`~.lazy_arrays.MEMORY_BUDGET`) and split,
-    with the in-memory path's warning; otherwise the objects are read one box at
-    a time.
+    labels : numpy.ndarray or lazy array
+        2D non-negative integer or bool label image; 0 is background.
 
     Returns
     -------
-    objects : iterable of ObjectMask
-    shape : (int, int)
+    dict of int to (slice, slice)
+        Present ids (Python ints), in increasing order, to their half-open
+        (rows, columns) box.
 
-    Raises
-    ------
-    ValueError
-        For labels that are not 2D, not integers, negative, or a binary mask too
-        large to split in memory.
+    Examples
+    --------
+    >>> labels = np.zeros((4, 5), np.uint64); labels[1:3, 2:4] = 2**64 - 1
+    >>> object_slices(labels)
+    {18446744073709551615: (slice(1, 3, None), slice(2, 4, None))}
     """
+    labels = labels if is_lazy(labels) else np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(
-            f"Labels must be a 2D image, got shape {tuple(labels.shape)}: pass one plane of a stack."
-        )
-    check_lazy_labels(labels, max_ndim=2)
+        raise ValueError(f"object_slices takes a 2D label image, got shape {tuple(labels.shape)}.")
     table = scan_objects(labels)
-    if table.low < 0:
-        check_label_values(np.array([table.low], np.dtype(labels.dtype)))
-    binary_mask = labels.dtype == np.bool_ or (table.ids.size == 1 and table.background > 0)
-    if binary_mask and binary == "components":
-        h, w = table.shape
-        if 6 * h * w > lazy_arrays.MEMORY_BUDGET:
-            raise ValueError(
-                f"This {h} x {w} binary mask is too large to split into connected components "
-                "in memory: split it yourself (e.g. dask_image.ndmeasure.label) and pass "
-                "instance labels, or pass binary='one'."
-            )
-        components, counts = label_components(read(labels, ()) != 0)
-        if counts[0] > 1:
-            fg = True if labels.dtype == np.bool_ else table.ids[0].item()
-            _announce_components(fg, counts, stacklevel)
-            return objects_from_labels(components, label_ids), table.shape
-    return _read_each(labels, table, label_ids), table.shape
-
-
-def _read_each(labels, table: ObjectTable, label_ids) -> Iterator[ObjectMask]:
-    wanted = None if label_ids is None else {int(i) for i in label_ids}
-    for i, lid in enumerate(table.ids.tolist()):
-        if wanted is None or lid in wanted:
-            yield read_object(labels, (), lid, table.boxes[i], table.shape)
+    return {
+        i: (slice(y0, y1), slice(x0, x1))
+        for i, (y0, x0, y1, x1) in zip(table.ids.tolist(), table.boxes.tolist(), strict=True)
+    }

@@ -1,8 +1,8 @@
-"""One plane of a label stack: which planes to refine, its objects, its refinement in memory.
+"""One plane of a label stack: which planes to refine, its records, a plane loaded whole.
 
-Shared by the in-memory path of :func:`~napari_samrefine.refine` and the lazy
-one (:mod:`.slide`), which uses it for planes it loads whole (semantic mode,
-binary masks split into components).
+Used by the pipeline of :func:`~napari_samrefine.refine` (:mod:`.slide`): the
+planes to refine, the records of its objects, and the refinement of a plane
+that is needed whole (semantic mode, binary masks split into components).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "PlaneJob",
     "plane_indices",
     "lead",
+    "select_ids",
     "split_plane",
     "records",
     "kept_records",
@@ -115,6 +116,20 @@ def lead(plane: Plane) -> tuple[int, ...]:
     return tuple(plane) if isinstance(plane, tuple) else (plane,)
 
 
+def select_ids(ids: Sequence[int], label_ids) -> tuple[list[int], list[int], list[int]]:
+    """The one target selection: which of a plane's ``ids`` are refined.
+
+    Returns the positions in ``ids`` of the targets and of the ids kept as they
+    are ("skipped": present but not in ``label_ids``), and the requested ids
+    that are absent, sorted. ``label_ids`` None refines every id.
+    """
+    wanted = None if label_ids is None else set(label_ids)
+    targets = [i for i, lid in enumerate(ids) if wanted is None or lid in wanted]
+    skipped = [i for i, lid in enumerate(ids) if wanted is not None and lid not in wanted]
+    missing = [] if wanted is None else sorted(wanted - set(ids))
+    return targets, skipped, missing
+
+
 def split_plane(plane_labels: np.ndarray, mode: str, label_ids):
     """Objects (instance) or STM groups (semantic) of one plane to refine.
 
@@ -123,10 +138,9 @@ def split_plane(plane_labels: np.ndarray, mode: str, label_ids):
     or, in semantic mode, classes made of specks only ("specks").
     """
     present = objects_from_labels(plane_labels)
-    wanted = None if label_ids is None else set(label_ids)
-    chosen = [o for o in present if wanted is None or o.label_id in wanted]
-    kept = [(o, "skipped") for o in present if wanted is not None and o.label_id not in wanted]
-    missing = [] if wanted is None else sorted(wanted - {o.label_id for o in present})
+    chosen_at, skipped_at, missing = select_ids([o.label_id for o in present], label_ids)
+    chosen = [present[i] for i in chosen_at]
+    kept = [(present[i], "skipped") for i in skipped_at]
     if mode == "semantic":
         from napari_samrefine.samrefiner.stm import split_then_merge
 

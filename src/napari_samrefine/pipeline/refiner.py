@@ -1,8 +1,8 @@
 """The public refinement entry point: images and coarse labels in, refined labels out.
 
-numpy arrays are refined in memory, plane by plane; lazy arrays (dask, zarr,
-memmaps) and any call with ``out=`` take the bounded-memory path of
-:mod:`.slide`, which gives the same labels.
+numpy arrays and lazy arrays (dask, zarr, memmaps) take one pipeline
+(:mod:`.slide`): a numpy array is a source read window by window like a lazy
+one, whose windows are views and whose whole plane may be loaded at once.
 """
 
 from __future__ import annotations
@@ -12,19 +12,13 @@ from typing import Literal
 
 import numpy as np
 
-from napari_samrefine._progress import ProgressCallback, report
+from napari_samrefine._progress import ProgressCallback
 from napari_samrefine.engine.embedding import EmbeddingCache, default_cache
 from napari_samrefine.models.loading import resolve_sam
-from napari_samrefine.pipeline.inputs import (
-    BinaryMode,
-    arrange_image,
-    binary_objects,
-    check_labels,
-    restore_binary,
-)
-from napari_samrefine.pipeline.lazy_arrays import is_lazy
+from napari_samrefine.pipeline.inputs import BinaryMode
 from napari_samrefine.pipeline.options import DEFAULTS, OPTION_NAMES, RefineOptions
-from napari_samrefine.pipeline.plane import PlaneJob, plane_indices, refine_loaded_plane
+from napari_samrefine.pipeline.plane import PlaneJob, plane_indices
+from napari_samrefine.pipeline.slide import check_inputs, refine_planes
 from napari_samrefine.samrefiner.result import ObjectResult, RefineResult
 
 __all__ = ["refine", "RefineResult", "ObjectResult", "RefineOptions"]
@@ -193,7 +187,7 @@ def refine(
       any writable array of the labels' shape and dtype, or a path where a zarr
       store chunked like the labels is created; an existing path is refused).
       Without ``out``, the result is a numpy array when it fits
-      :data:`~napari_samrefine.pipeline.lazy_arrays.MEMORY_BUDGET` (2 GiB), else a
+      :data:`~napari_samrefine.labels.arrays.MEMORY_BUDGET` (2 GiB), else a
       ValueError asks for ``out=``.
     - Objects that fit no tile are refined, as in memory, on the whole plane
       downscaled when its RGB fits the budget; otherwise they keep their coarse
@@ -223,15 +217,8 @@ def refine(
     """
     # the options, checked (before any work) and made immutable in one object
     options = RefineOptions(**{k: v for k, v in locals().items() if k in OPTION_NAMES})
-    lazy = out is not None or is_lazy(image) or is_lazy(labels)
-    if lazy:
-        from napari_samrefine.pipeline.slide import check_slide_inputs
-
-        image, labels, store = check_slide_inputs(image, labels, channel_axis, out)
-    else:
-        user_labels = check_labels(labels, max_ndim=4)
-        image = arrange_image(image, user_labels.shape, channel_axis)
-    plane_ids = plane_indices(tuple(labels.shape), options.planes)
+    src = check_inputs(image, labels, channel_axis, out)
+    plane_ids = plane_indices(tuple(src.labels.shape), options.planes)
     ids = None if options.label_ids is None else list(options.label_ids)
     sam = resolve_sam(sam, device)
     job = PlaneJob(
@@ -240,34 +227,4 @@ def refine(
         halo=options.halo, embedding_cache=embedding_cache, iterations=options.iterations,
         convergence=options.convergence, batch_size=options.batch_size, iou_adaptor=iou_adaptor,
     )
-    if lazy:
-        from napari_samrefine.pipeline.slide import refine_slide
-
-        return refine_slide(job, image, labels, store, plane_ids, binary, progress, stacklevel=3)
-
-    labels, foreground = binary_objects(user_labels, binary, mode, stacklevel=2)
-    total = len(plane_ids) * (iterations + 1)
-    done = 0
-    report(progress, done, total, "starting")
-    out_labels = labels.copy()
-    objects: list[ObjectResult] = []
-    prompts: list = []
-    for p in plane_ids:
-        where = "" if p is None else f"plane {p}: "
-
-        def step(units: int, message: str, _where=where, _done=done) -> None:
-            report(progress, _done + units, total, _where + message)
-
-        key = () if p is None else p
-        refined, objs, prm = refine_loaded_plane(job, image[key], labels[key], p, step)
-        objects.extend(objs)
-        prompts.extend(prm)
-        if refined is not None:
-            if p is None:
-                out_labels = refined
-            else:
-                out_labels[key] = refined
-        done += iterations + 1
-        report(progress, done, total, f"{where}done" if refined is not None else f"{where}nothing to refine")
-    out_labels = restore_binary(out_labels, user_labels, foreground)
-    return RefineResult(labels=out_labels, objects=objects, prompts=prompts, mode=mode)
+    return refine_planes(job, src, out, plane_ids, options.binary, progress, stacklevel=3)

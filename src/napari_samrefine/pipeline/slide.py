@@ -1,51 +1,50 @@
-"""Refining whole slides and lazy stacks with bounded memory (the lazy path of ``refine``).
+"""The one pipeline of ``refine``: planes, tiles and write-back, for numpy and lazy inputs.
 
-Taken when the image or the labels are lazy (dask, zarr, numpy memmaps: read a
-window at a time) or ``out=`` is given. Per plane:
+An image and labels are sources read a window at a time (numpy arrays, dask,
+zarr, numpy memmaps: :mod:`napari_samrefine.labels.arrays`); a numpy array is
+such a source whose windows are views. Per plane:
 
 1. one pass over the labels, block by block, lists the objects with their
-   boxes and areas (:mod:`.slide_objects`); one or a few passes over the image
-   give its exact contrast limits (:mod:`.slide_contrast`);
-2. the tiles and each object's tile are those of the in-memory path
-   (:func:`~.tiling.resolve_tiling`, :func:`~.tiling.tile_windows`,
-   :func:`~.tiling.assign_to_tiles`); each tile with objects reads only its
-   window of image and labels, converts it with the plane's limits (the same
-   pixels as the window of the whole converted plane), and refines its objects
-   exactly as :func:`~.tiling.refine_plane` does in that window;
-3. objects that fit no tile are refined on the whole downscaled plane when its
-   RGB fits :data:`~.lazy_arrays.MEMORY_BUDGET`, otherwise kept with status
-   "too-large-for-tile" and a warning that names ``tile=``;
-4. refined objects are written back strip by strip (:mod:`.slide_writeback`)
-   with the rule of :func:`~.writeback.write_back`, into ``out`` or an
-   in-memory result.
+   boxes and areas (:func:`~napari_samrefine.labels.scan.scan_objects`); the
+   plane's contrast is that of the whole plane (:class:`~.slide_contrast.PlaneRGB`:
+   converted whole for numpy, exact limits for a lazy image);
+2. the objects are grouped by tile (:func:`~.tiling.group_objects`): each tile
+   with objects reads only its window of image and labels and refines its
+   objects in that window; objects that fit no tile (or all of them, untiled)
+   are refined on the whole, downscaled plane;
+3. refined objects are written back strip by strip (:mod:`.slide_writeback`)
+   with the rule of :mod:`napari_samrefine.samrefiner.writeback`, into ``out``
+   or an in-memory result.
 
-Memory: the object table and the per-object records and prompts; one tile's
-image, labels, embedding and objects; two strips of one tile's height by the
-plane's width; never an array of the whole plane (except as stated in 3, and in
-semantic mode or for binary masks split into components, which load one plane
-when it fits the budget). The labels are those of the in-memory path.
+Semantic mode and binary masks split into components need whole planes
+(split-then-merge, connected components): such a plane is loaded and refined
+by :func:`~.plane.refine_loaded_plane`.
+
+Memory, for lazy inputs: the object table and the per-object records and
+prompts; one tile's image, labels, embedding and objects; two strips of one
+tile's height by the plane's width; a whole plane only for the objects that fit
+no tile, in semantic mode or for binary components, each when it fits
+:data:`~napari_samrefine.labels.arrays.MEMORY_BUDGET` (else a ValueError, or
+for objects that fit no tile the status "too-large-for-tile" and a warning that
+names ``tile=``). numpy inputs are in memory already: no budget applies.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from napari_samrefine._progress import report
-from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.labels import arrays
+from napari_samrefine.labels.arrays import arrange_image, block_side, blocks, is_lazy, read
+from napari_samrefine.labels.binary import announce_components, restore_binary
 from napari_samrefine.labels.objects import ObjectMask, label_components
-from napari_samrefine.labels.scan import ObjectTable, read_object, scan_objects
-from napari_samrefine.labels.values import check_label_values
-from napari_samrefine.pipeline import lazy_arrays
-from napari_samrefine.pipeline.inputs import (
-    EMPTY_LABELS,
-    _announce_components,
-    arrange_image,
-    check_lazy_labels,
-    restore_binary,
-)
-from napari_samrefine.pipeline.lazy_arrays import block_side, blocks, open_out, read
+from napari_samrefine.labels.plane import table_foreground
+from napari_samrefine.labels.scan import ObjectTable, scan_objects
+from napari_samrefine.labels.values import EMPTY_LABELS, check_labels, negative_labels
+from napari_samrefine.pipeline.lazy_arrays import open_out
 from napari_samrefine.pipeline.plane import (
     PlaneJob,
     kept_records,
@@ -53,40 +52,65 @@ from napari_samrefine.pipeline.plane import (
     plane_indices,
     records,
     refine_loaded_plane,
+    select_ids,
 )
-from napari_samrefine.pipeline.slide_contrast import plane_limits
+from napari_samrefine.pipeline.slide_contrast import PlaneRGB
 from napari_samrefine.pipeline.slide_writeback import StripWriter
 from napari_samrefine.pipeline.tiling import (
-    _from_window,
-    _to_window,
-    assign_to_tiles,
+    from_window,
+    group_label,
+    group_objects,
+    group_step,
     resolve_tiling,
-    tile_windows,
+    to_window,
 )
 from napari_samrefine.samrefiner.result import RefineResult
+from napari_samrefine.samrefiner.writeback import alone_flags
 
-__all__ = ["check_slide_inputs", "refine_slide"]
+__all__ = ["Sources", "check_inputs", "refine_planes"]
 
 
 GiB = float(1 << 30)
 
 
-def check_slide_inputs(image, labels, channel_axis, out):
-    """Check lazy inputs and ``out`` without reading them; returns (image, labels, out)."""
-    check_lazy_labels(labels, max_ndim=4)
+@dataclass(frozen=True)
+class Sources:
+    """The checked image (channels last) and labels, and what may be loaded at once.
+
+    ``budget`` is the bytes one whole-plane array may take: unbounded for numpy
+    inputs (they are in memory already), :data:`~napari_samrefine.labels.arrays.MEMORY_BUDGET`
+    when the image or the labels are lazy.
+    """
+
+    image: object
+    labels: object
+    in_memory: bool
+
+    @property
+    def budget(self) -> float:
+        return float("inf") if self.in_memory else arrays.MEMORY_BUDGET
+
+
+def check_inputs(image, labels, channel_axis, out) -> Sources:
+    """Check the inputs and ``out`` before any work (lazy inputs are not read)."""
+    in_memory = not is_lazy(image) and not is_lazy(labels)
+    labels = check_labels(labels if is_lazy(labels) else np.asarray(labels), max_ndim=4)
     image = arrange_image(image, tuple(labels.shape), channel_axis)
-    open_out(out, labels, create=False) if out is not None else None
+    if out is not None:
+        open_out(out, labels, create=False)
+    src = Sources(image, labels, in_memory)
     nbytes = int(np.prod(labels.shape)) * np.dtype(labels.dtype).itemsize
-    if out is None and nbytes > lazy_arrays.MEMORY_BUDGET:
+    if out is None and nbytes > src.budget:
         raise ValueError(
             f"The refined labels would take {nbytes / GiB:.3g} GiB in memory: pass out= "
             "(a path for a new zarr store, or a zarr array) to write them tile by tile."
         )
-    return image, labels, out
+    return src
 
 
-def _plane_bytes(image, labels) -> int:
+def _plane_bytes(src: Sources) -> int:
     """About what loading and refining one whole plane in memory takes."""
+    image, labels = src.image, src.labels
     h, w = labels.shape[-2:]
     per_pixel = np.dtype(image.dtype).itemsize * (image.ndim - labels.ndim + 1)
     return int(h) * int(w) * (per_pixel + 2 * np.dtype(labels.dtype).itemsize + 4 + 3 + 16)
@@ -95,13 +119,9 @@ def _plane_bytes(image, labels) -> int:
 def _too_large(what: str, need: int, fix: str) -> ValueError:
     return ValueError(
         f"{what} needs about {need / GiB:.3g} GiB in memory, over the lazy path's budget "
-        f"({lazy_arrays.MEMORY_BUDGET / GiB:.3g} GiB, "
-        f"napari_samrefine.pipeline.lazy_arrays.MEMORY_BUDGET): {fix}"
+        f"({arrays.MEMORY_BUDGET / GiB:.3g} GiB, "
+        f"napari_samrefine.labels.arrays.MEMORY_BUDGET): {fix}"
     )
-
-
-def _extra(image, labels) -> tuple:
-    return (slice(None),) * (image.ndim - labels.ndim)
 
 
 def _copy_plane(labels, store, key: tuple) -> None:
@@ -110,25 +130,15 @@ def _copy_plane(labels, store, key: tuple) -> None:
         store[window] = read(labels, window)
 
 
-def _foreground(tables: list[ObjectTable], dtype):
-    """:func:`~.inputs.binary_foreground` of the whole labels, from the object tables."""
-    if dtype == np.bool_:
-        return True
-    ids = np.unique(np.concatenate([t.ids for t in tables]))
-    if ids.size == 1 and sum(t.background for t in tables) > 0:
-        return ids[0].item()
-    return None
-
-
-def refine_slide(job: PlaneJob, image, labels, out, plane_ids, binary, progress, stacklevel=3):
-    """Refine lazy inputs plane by plane with bounded memory (see the module's description).
+def refine_planes(job: PlaneJob, src: Sources, out, plane_ids, binary, progress, stacklevel=3):
+    """Refine the planes of checked inputs (see the module's description).
 
     Parameters
     ----------
     job : PlaneJob
         The refinement options.
-    image, labels : arrays
-        Checked inputs (:func:`check_slide_inputs`); channels last.
+    src : Sources
+        The checked inputs (:func:`check_inputs`).
     out : array, path or None
         Where the result goes (:func:`~.lazy_arrays.open_out`); None: a numpy array.
     plane_ids : list
@@ -144,6 +154,7 @@ def refine_slide(job: PlaneJob, image, labels, out, plane_ids, binary, progress,
     -------
     RefineResult
     """
+    labels = src.labels
     units = job.iterations + 1
     total = len(plane_ids) * units
     report(progress, 0, total, "finding objects")
@@ -151,17 +162,17 @@ def refine_slide(job: PlaneJob, image, labels, out, plane_ids, binary, progress,
     tables = {p: scan_objects(labels, lead(p)) for p in every}
     low = min(t.low for t in tables.values())
     if low < 0:
-        check_label_values(np.array([low], np.dtype(labels.dtype)))
+        raise negative_labels(low, labels.dtype)
     if all(t.ids.size == 0 for t in tables.values()):
         raise ValueError(EMPTY_LABELS)
-    fg = _foreground(list(tables.values()), np.dtype(labels.dtype))
+    fg = table_foreground(list(tables.values()), labels.dtype)
     split = False
     if fg is not None and job.mode == "instance" and binary == "components":
-        counts = [label_components(_load_labels(labels, image, p, "binary"))[1][0] for p in every]
+        counts = [label_components(_load_labels(src, p, "binary"))[1][0] for p in every]
         split = max(counts) > 1
         if split:
-            _announce_components(fg, counts, stacklevel)
-    _check_whole_planes(job, image, labels, split)
+            announce_components(fg, counts, stacklevel)
+    _check_whole_planes(job, src, split)
     store = open_out(out, labels) if out is not None else np.zeros(labels.shape, labels.dtype)
     chosen = set(plane_ids)
     objects, prompts = [], []
@@ -176,9 +187,9 @@ def refine_slide(job: PlaneJob, image, labels, out, plane_ids, binary, progress,
             report(progress, _done + u, total, _where + message)
 
         if split or job.mode == "semantic":
-            objs, prm = _refine_loaded(job, image, labels, store, p, fg if split else None, step)
+            objs, prm = _refine_loaded(job, src, store, p, fg if split else None, step)
         else:
-            objs, prm = _refine_tiles(job, image, labels, store, p, tables[p], step, stacklevel + 1)
+            objs, prm = _refine_tiles(job, src, store, p, tables[p], step, stacklevel + 1)
         objects.extend(objs)
         prompts.extend(prm)
         done += units
@@ -186,12 +197,12 @@ def refine_slide(job: PlaneJob, image, labels, out, plane_ids, binary, progress,
     return RefineResult(labels=store, objects=objects, prompts=prompts, mode=job.mode)
 
 
-def _check_whole_planes(job, image, labels, split: bool) -> None:
+def _check_whole_planes(job, src: Sources, split: bool) -> None:
     """Before any work: planes that must be loaded whole fit the budget."""
-    need = _plane_bytes(image, labels)
-    if need <= lazy_arrays.MEMORY_BUDGET:
+    need = _plane_bytes(src)
+    if need <= src.budget:
         return
-    h, w = (int(s) for s in labels.shape[-2:])
+    h, w = (int(s) for s in src.labels.shape[-2:])
     if job.mode == "semantic":
         raise _too_large(f"Semantic mode on a {h} x {w} plane", need,
                          "refine in instance mode, or crop the image.")
@@ -200,27 +211,28 @@ def _check_whole_planes(job, image, labels, split: bool) -> None:
                          need, "pass tile='auto' (or a tile size in pixels).")
 
 
-def _load_labels(labels, image, p, why: str) -> np.ndarray:
+def _load_labels(src: Sources, p, why: str) -> np.ndarray:
     """One whole plane of labels, as stored (bool stays bool), if it fits the budget."""
-    need = _plane_bytes(image, labels)
-    if need > lazy_arrays.MEMORY_BUDGET:
+    need = _plane_bytes(src)
+    if need > src.budget:
         fix = (
             "split the binary mask into objects yourself (e.g. dask_image.ndmeasure.label) "
             "and pass instance labels, or pass binary='one'."
             if why == "binary"
             else "refine in instance mode, or crop the image."
         )
-        raise _too_large(f"Loading a {labels.shape[-2]} x {labels.shape[-1]} plane ({why})", need, fix)
-    return read(labels, lead(p))
+        h, w = src.labels.shape[-2:]
+        raise _too_large(f"Loading a {h} x {w} plane ({why})", need, fix)
+    return read(src.labels, lead(p))
 
 
-def _refine_loaded(job, image, labels, store, p, fg, step):
+def _refine_loaded(job, src: Sources, store, p, fg, step):
     """A plane that needs all of it at once (semantic mode, binary components), loaded whole."""
-    raw = _load_labels(labels, image, p, "semantic mode" if fg is None else "binary")
+    raw = _load_labels(src, p, "semantic mode" if fg is None else "binary")
     plane_labels = raw.view(np.uint8) if raw.dtype == np.bool_ else raw
     targets = label_components(plane_labels != 0)[0] if fg is not None else plane_labels
     key = lead(p)
-    plane_image = read(image, (*key, *(slice(None),) * (image.ndim - len(key))))
+    plane_image = read(src.image, (*key, *(slice(None),) * (src.image.ndim - len(key))))
     refined, objs, prm = refine_loaded_plane(job, plane_image, targets, p, step)
     if refined is None:
         refined = raw
@@ -245,83 +257,65 @@ def _window_objects(labels, key, window, table, members, shape) -> list[ObjectMa
     return out
 
 
-def _whole_states(job, image, labels, key, limits, table, members, shape, step):
-    """Objects that fit no tile, refined on the whole plane (read block by block)."""
-    rgb = np.empty((*shape, 3), np.uint8)
-    extra = _extra(image, labels)
-    for y0, x0, y1, x1 in blocks(shape, block_side(image, (len(key), len(key) + 1))):
-        block = read(image, (*key, slice(y0, y1), slice(x0, x1), *extra))
-        rgb[y0:y1, x0:x1] = to_sam_rgb(
-            block, channel=job.channel, percentiles=job.percentiles, limits=limits
-        )
-    objs = [read_object(labels, key, table.ids[i], table.boxes[i], shape) for i in members]
-    return job.refine(rgb, objs, None, step)
-
-
-def _refine_tiles(job, image, labels, store, p, table: ObjectTable, step, stacklevel):
+def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stacklevel):
     """One plane of instance labels, tile by tile (see the module's description)."""
+    labels = src.labels
     key, shape = lead(p), table.shape
     ids = table.ids.tolist()
-    wanted = None if job.ids is None else set(job.ids)
-    targets = [i for i, lid in enumerate(ids) if wanted is None or lid in wanted]
-    skipped = [i for i, lid in enumerate(ids) if wanted is not None and lid not in wanted]
-    missing = [] if wanted is None else sorted(wanted - set(ids))
+    targets, skipped, missing = select_ids(ids, job.ids)
     objects = kept_records(missing, [(ids[i], table.counts[i], "skipped") for i in skipped], p)
     prompts: list = [None] * len(objects)
     if not targets:
         _copy_plane(labels, store, key)
         step(job.iterations + 1, "nothing to refine")
         return objects, prompts
-    limits = plane_limits(image, key, channel=job.channel, percentiles=job.percentiles)
+    rgb = PlaneRGB(src.image, key, shape, channel=job.channel, percentiles=job.percentiles,
+                   in_memory=src.in_memory)
     tiling = resolve_tiling(job.tile, job.halo, job.sam, shape)
-    if tiling is None:  # the whole plane is one window (it fits the budget: checked before)
-        windows, where = [(0, 0, *shape)], [0] * len(targets)
-    else:
-        windows = tile_windows(shape, tiling)
-        where = assign_to_tiles([table.box(i) for i in targets], windows)
-    members = {j: [targets[k] for k, w in enumerate(where) if w == j] for j in range(len(windows))}
-    members = {j: m for j, m in members.items() if m}
-    whole = [targets[k] for k, w in enumerate(where) if w is None]
-    groups = len(members) + bool(whole)
+    groups = group_objects([table.box(i) for i in targets], shape, tiling)
+    groups = [(w, [targets[k] for k in m]) for w, m in groups]
+    n = len(groups)
     units = job.iterations + 1
-
-    def group_step(g: int, label: str):
-        return lambda u, message: step((g * units + u) // groups, f"{label}: {message}")
-
+    whole = groups[0][1] if groups[0][0] is None else []
     whole_states: list = []
     too_large: list[int] = []
     if whole:
         boxes = sum(int(np.prod(table.boxes[i, 2:] - table.boxes[i, :2])) for i in whole)
-        if 3 * shape[0] * shape[1] + boxes <= lazy_arrays.MEMORY_BUDGET:
-            whole_states = _whole_states(job, image, labels, key, limits, table, whole, shape,
-                                         group_step(groups - 1, "image"))
+        plane = (3 + np.dtype(labels.dtype).itemsize) * shape[0] * shape[1]  # RGB and labels
+        if plane + boxes <= src.budget:
+            objs = _window_objects(labels, key, (0, 0, *shape), table, whole, shape)
+            tick = group_step(step, 0, n, units, group_label(None, 0, n))
+            whole_states = job.refine(rgb.whole(), objs, None, tick)
         else:
             too_large = whole
             _warn_too_large(table, whole, p, tiling, stacklevel)
-    refined_whole = whole if whole_states else []
     done = {
         i: (records([s], p, "instance")[0], s.prompts)
-        for i, s in zip(refined_whole, whole_states, strict=True)
+        for i, s in zip(whole if whole_states else [], whole_states, strict=True)
     }
-    kept_ids = [ids[i] for i in skipped] + [ids[i] for i in too_large]
     refined = [ids[i] for i in targets if i not in set(too_large)]
-    writer = StripWriter(store, labels, key, shape, refined, kept_ids, whole_states)
-    extra = _extra(image, labels)
-    for g, (j, m) in enumerate(sorted(members.items())):
-        window = windows[j]
+    # with one group, every refined object of the plane is painted at once: boxes that
+    # meet no other need no logits
+    single = n == 1
+    writer = StripWriter(store, labels, key, shape, refined, whole_states,
+                         alone_flags(whole_states) if single else None)
+    if single and whole:
+        writer.advance(0, shape[0])  # the whole plane is one strip
+    for g, (window, members) in enumerate(groups):
+        if window is None:
+            continue
         y0, x0, y1, x1 = window
         writer.advance(y0, y1)  # rows above this tile's are final; its rows are held
-        rgb = to_sam_rgb(
-            read(image, (*key, slice(y0, y1), slice(x0, x1), *extra)),
-            channel=job.channel, percentiles=job.percentiles, limits=limits,
-        )
-        coarse = _window_objects(labels, key, window, table, m, shape)
-        local = [_to_window(o, window) for o in coarse]
-        found = job.refine(rgb, local, None, group_step(g, f"tile {g + 1}/{groups}"))
-        found = [_from_window(s, o, window) for s, o in zip(found, coarse, strict=True)]
-        writer.paint(found)
+        coarse = _window_objects(labels, key, window, table, members, shape)
+        plane = window == (0, 0, *shape)
+        local = coarse if plane else [to_window(o, window) for o in coarse]
+        tick = group_step(step, g, n, units, group_label(window, g, n))
+        found = job.refine(rgb.window(window), local, None, tick)
+        if not plane:
+            found = [from_window(s, o, window) for s, o in zip(found, coarse, strict=True)]
+        writer.paint(found, alone=alone_flags(found) if single else None)
         # keep the records and prompts, drop the masks and logits
-        done.update((i, (records([s], p, "instance")[0], s.prompts)) for i, s in zip(m, found, strict=True))
+        done.update((i, (records([s], p, "instance")[0], s.prompts)) for i, s in zip(members, found, strict=True))
     writer.close()
     for i in targets:
         if i in done:
@@ -342,7 +336,7 @@ def _warn_too_large(table, members, p, tiling, stacklevel) -> None:
     warnings.warn(
         f"{len(members)} objects{where} (ids {shown}; up to {max(sides)} px across) fit in no "
         f"{tiling.tile} px tile with their context, and the whole {h} x {w} plane is too large "
-        f"to refine downscaled within {lazy_arrays.MEMORY_BUDGET / GiB:.3g} GiB: they keep "
+        f"to refine downscaled within {arrays.MEMORY_BUDGET / GiB:.3g} GiB: they keep "
         "their coarse masks (status 'too-large-for-tile'). Pass a larger tile= (several times their size) "
         "to refine them.",
         UserWarning,

@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from napari_samrefine.engine.preprocess import Limits, channel_plan, finalize_limits
-from napari_samrefine.pipeline.lazy_arrays import block_side, blocks, read
+from napari_samrefine.engine.preprocess import Limits, channel_plan, finalize_limits, to_sam_rgb
+from napari_samrefine.labels.arrays import block_side, blocks, read
 
-__all__ = ["COLLECT", "plane_limits", "order_statistics", "percentiles_from_order"]
+__all__ = ["COLLECT", "plane_limits", "order_statistics", "percentiles_from_order", "PlaneRGB"]
 
 COLLECT = 1 << 20
 """Values read and sorted once radix selection has narrowed a statistic to so few."""
@@ -272,3 +272,60 @@ def plane_limits(image, lead: tuple = (), *, channel=None, percentiles=(1.0, 99.
             )
         return ()
     return _stretch(source(pick), dtype, percentiles)
+
+
+class PlaneRGB:
+    """SAM's RGB of one plane, a window at a time, with the whole plane's contrast.
+
+    The image is a source that is read window by window; how the contrast is
+    found is a property of the source. An image held in memory (numpy) is
+    converted whole once (:func:`~napari_samrefine.engine.preprocess.to_sam_rgb`)
+    and a window is a crop of it; a lazy image gets its exact limits first
+    (:func:`plane_limits`: the ones ``to_sam_rgb`` finds on the whole plane) and
+    each window is read and converted with them. Both give the same pixels.
+
+    Parameters
+    ----------
+    image : array
+        (..., Y, X[, C]) with channels last; the plane is ``image[lead]``.
+    lead : tuple of int
+        Index of the plane in the leading axes.
+    shape : (int, int)
+        (H, W) of the plane.
+    channel, percentiles
+        As in :func:`~napari_samrefine.engine.preprocess.to_sam_rgb`.
+    in_memory : bool
+        True for a numpy image.
+    """
+
+    def __init__(self, image, lead: tuple, shape, *, channel=None, percentiles=(1.0, 99.8),
+                 in_memory: bool = False):
+        self.image, self.lead, self.shape = image, tuple(lead), tuple(shape)
+        self.channel, self.percentiles = channel, percentiles
+        self.extra = (slice(None),) * (image.ndim - len(self.lead) - 2)
+        self.rgb = None
+        self.limits = None
+        if in_memory:
+            self.rgb = to_sam_rgb(image[self.lead], channel=channel, percentiles=percentiles)
+        else:
+            self.limits = plane_limits(image, self.lead, channel=channel, percentiles=percentiles)
+
+    def window(self, window) -> np.ndarray:
+        """uint8 (h, w, 3) of the half-open window (y0, x0, y1, x1)."""
+        y0, x0, y1, x1 = window
+        if self.rgb is not None:
+            if (y0, x0, y1, x1) == (0, 0, *self.shape):
+                return self.rgb
+            return np.ascontiguousarray(self.rgb[y0:y1, x0:x1])
+        block = read(self.image, (*self.lead, slice(y0, y1), slice(x0, x1), *self.extra))
+        return to_sam_rgb(block, channel=self.channel, percentiles=self.percentiles, limits=self.limits)
+
+    def whole(self) -> np.ndarray:
+        """uint8 (H, W, 3) of the whole plane (a lazy one converted block by block)."""
+        if self.rgb is not None:
+            return self.rgb
+        rgb = np.empty((*self.shape, 3), np.uint8)
+        side = block_side(self.image, (len(self.lead), len(self.lead) + 1))
+        for y0, x0, y1, x1 in blocks(self.shape, side):
+            rgb[y0:y1, x0:x1] = self.window((y0, x0, y1, x1))
+        return rgb

@@ -1,35 +1,28 @@
-"""Writing refined objects back into a lazy plane, one strip of rows at a time.
+"""Writing refined objects back into a plane, one strip of rows at a time.
 
-:func:`~napari_samrefine.samrefiner.writeback.write_back` pastes all refined
-objects of a plane into a copy of it. Its result, pixel by pixel:
-
-- a pixel of an id that was not refined keeps its id;
-- a pixel of an object whose first refinement came out empty ("empty-output")
-  keeps that object's id;
-- any other pixel (background, or an id that was refined) goes to the refined
-  object with the highest logit there among those whose mask holds it (ties:
-  the first in the plane's object order, the lowest id), else to 0.
-
-This rule does not depend on the order in which objects are pasted, so it can be
-applied as objects come out of their tiles: :class:`StripWriter` holds the rows
-of the current row of tiles (a refined object's mask lies inside its tile) with
-their owner id and a float32 "best logit" (0 free; +inf for pixels no refined
-object may take), and writes rows out once no later tile reaches them. Objects
-refined on the whole downscaled plane are painted into each strip as its rows
-are read. Finished rows are written in whole chunks of the store (a zarr array's
-rows of chunks, one chunk per write), so that no chunk is read back and
-rewritten. Memory: two arrays of one tile's height by the plane's width, and
-up to one row of the store's chunks.
+The rule is :mod:`napari_samrefine.samrefiner.writeback`'s (the highest logit
+wins, ties to the lower id; ids that were not refined are kept): it does not
+depend on the order in which objects are pasted, so it is applied as objects
+come out of their tiles. :class:`StripWriter` holds the rows of the current row
+of tiles (a refined object's mask lies inside its tile) with their owner id and
+float32 "best logit" (:func:`~napari_samrefine.samrefiner.writeback.start`), and
+writes rows out once no later tile reaches them. Objects refined on the whole
+downscaled plane are painted into each strip as its rows are read. Finished rows
+are written in whole chunks of the store (a zarr array's rows of chunks, one
+chunk per write), so that no chunk is read back and rewritten. Memory: two
+arrays of one tile's height by the plane's width, and up to one row of the
+store's chunks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from napari_samrefine.pipeline.lazy_arrays import chunk_shape, read
-from napari_samrefine.samrefiner.cascade import REFINED_STATUSES, ObjectState
+from napari_samrefine.labels.arrays import chunk_shape, read
+from napari_samrefine.samrefiner.cascade import ObjectState
+from napari_samrefine.samrefiner.writeback import paint, start
 
 __all__ = ["StripWriter"]
 
@@ -48,22 +41,22 @@ class StripWriter:
         Index of the plane in the leading axes.
     shape : (int, int)
         (H, W) of the plane.
-    refined : array of ids
+    refined : sequence of int
         Ids of the objects that go through the cascade (removed from the coarse
-        labels before anything is pasted).
-    unrefined : array of ids
-        The other ids present in the plane (kept as they are).
+        labels before anything is pasted); the other ids are kept as they are.
     whole : sequence of ObjectState
         Objects refined on the whole plane; painted into every strip.
+    alone : sequence of bool, optional
+        Per object of ``whole``, as in :func:`~napari_samrefine.samrefiner.writeback.paint`.
     """
 
-    def __init__(self, store, labels, lead, shape, refined, unrefined, whole: Sequence[ObjectState]):
+    def __init__(self, store, labels, lead, shape, refined, whole: Sequence[ObjectState], alone=None):
         self.store, self.labels, self.lead = store, labels, tuple(lead)
         self.height, self.width = shape
         self.dtype = np.dtype(np.uint8 if labels.dtype == np.bool_ else labels.dtype)
-        self.refined = np.asarray(refined, self.dtype)
-        self.unrefined = np.asarray(unrefined, self.dtype)
+        self.refined = list(refined)
         self.whole = list(whole)
+        self.alone = alone
         self.top = 0
         self.out = np.zeros((0, self.width), self.dtype)
         self.best = np.zeros((0, self.width), np.float32)
@@ -83,15 +76,11 @@ class StripWriter:
         if y1 <= y0:
             return
         coarse = read(self.labels, (*self.lead, slice(y0, y1), slice(0, self.width)))
-        out = coarse.astype(self.dtype, copy=True)
-        if self.refined.size <= self.unrefined.size:
-            out[np.isin(out, self.refined)] = 0
-        else:
-            out[(out != 0) & ~np.isin(out, self.unrefined)] = 0
-        best = np.where(out != 0, np.float32(np.inf), np.float32(0))
-        self.out = np.concatenate([self.out, out])
-        self.best = np.concatenate([self.best, best])
-        self.paint(self.whole, rows=(y0, y1))
+        out, best = start(coarse, self.refined)
+        if self.out.shape[0]:
+            out, best = np.concatenate([self.out, out]), np.concatenate([self.best, best])
+        self.out, self.best = out, best
+        self.paint(self.whole, rows=(y0, y1), alone=self.alone)
 
     def release(self, y: int) -> None:
         """Rows above ``y`` are final (no later tile reaches them): drop them from the strip
@@ -141,35 +130,6 @@ class StripWriter:
         """Write every row."""
         self.advance(self.height, self.height)
 
-    def paint(self, states: Iterable[ObjectState], rows: tuple[int, int] | None = None) -> None:
+    def paint(self, states: Sequence[ObjectState], rows=None, alone=None) -> None:
         """Paste objects into the strip (only ``rows`` of them, default: the rows held)."""
-        a, b = (self.top, self.bottom) if rows is None else rows
-        for s in states:
-            if s.status == "empty-output":
-                self._paste_coarse(s, a, b)
-            elif s.status in REFINED_STATUSES:
-                self._claim(s, a, b)
-
-    def _paste_coarse(self, s: ObjectState, a: int, b: int) -> None:
-        y0, x0, y1, x1 = s.coarse.bbox
-        ya, yb = max(y0, a), min(y1, b)
-        if ya >= yb:
-            return
-        m = s.coarse.mask[ya - y0 : yb - y0]
-        rows = slice(ya - self.top, yb - self.top)
-        np.copyto(self.out[rows, x0:x1], self.dtype.type(s.coarse.label_id), where=m)
-        self.best[rows, x0:x1][m] = np.inf
-
-    def _claim(self, s: ObjectState, a: int, b: int) -> None:
-        y0, x0, y1, x1 = s.mask.bbox
-        ya, yb = max(y0, a), min(y1, b)
-        if ya >= yb:
-            return
-        lid = self.dtype.type(s.coarse.label_id)
-        m = s.mask.mask[ya - y0 : yb - y0]
-        logits = s.region_logits((ya, x0, yb, x1))
-        rows = slice(ya - self.top, yb - self.top)
-        best, owner = self.best[rows, x0:x1], self.out[rows, x0:x1]
-        claim = m & ((logits > best) | ((logits == best) & (owner > lid)))
-        np.copyto(best, logits, where=claim)
-        np.copyto(owner, lid, where=claim)
+        paint(self.out, self.best, states, top=self.top, rows=rows, alone=alone)

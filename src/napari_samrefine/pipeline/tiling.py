@@ -33,6 +33,11 @@ __all__ = [
     "tile_windows",
     "context_box",
     "assign_to_tiles",
+    "to_window",
+    "from_window",
+    "group_objects",
+    "group_step",
+    "group_label",
     "refine_plane",
 ]
 
@@ -144,12 +149,13 @@ def assign_to_tiles(objects: Sequence[ObjectMask], windows: Sequence[Window]) ->
     return out
 
 
-def _to_window(obj: ObjectMask, window: Window) -> ObjectMask:
+def to_window(obj: ObjectMask, window: Window) -> ObjectMask:
+    """The object in the frame of ``window`` (its crop is shared, not copied)."""
     y0, x0, y1, x1 = window
     return ObjectMask(obj.label_id, obj.mask, (obj.offset[0] - y0, obj.offset[1] - x0), (y1 - y0, x1 - x0))
 
 
-def _from_window(state: ObjectState, coarse: ObjectMask, window: Window) -> ObjectState:
+def from_window(state: ObjectState, coarse: ObjectMask, window: Window) -> ObjectState:
     """A cascade state of the window's frame, translated to the image frame."""
     wy, wx = window[:2]
     shape = coarse.image_shape
@@ -171,6 +177,55 @@ def _from_window(state: ObjectState, coarse: ObjectMask, window: Window) -> Obje
             mask_input=None,  # it lives in the window's low-res frame
         )
     return replace(state, coarse=coarse, mask=mask, region=region, prompts=prompts)
+
+
+def group_objects(objects: Sequence, shape: tuple[int, int], tiling: TileSpec | None):
+    """Which objects are refined together, and where: the one tile/window grouping.
+
+    Parameters
+    ----------
+    objects : sequence
+        Anything with ``bbox`` and ``image_shape`` (ObjectMask, or an object table's
+        :meth:`~napari_samrefine.labels.scan.ObjectTable.box`).
+    shape : (int, int)
+        (H, W) of the plane.
+    tiling : TileSpec or None
+        None: all objects in one group on the whole plane.
+
+    Returns
+    -------
+    list of (window or None, list of int)
+        Groups with members (indices into ``objects``): first the objects that fit
+        no tile (window None: the whole, downscaled plane), then each tile with
+        objects, in row-major order. Untiled, the one group's window is None.
+    """
+    if tiling is None:
+        return [(None, list(range(len(objects))))] if len(objects) else []
+    windows = tile_windows(shape, tiling)
+    where = assign_to_tiles(objects, windows)
+    groups = [(None, [i for i, k in enumerate(where) if k is None])]
+    groups += [(w, [i for i, k in enumerate(where) if k == j]) for j, w in enumerate(windows)]
+    return [g for g in groups if g[1]]
+
+
+def group_step(step: Callable[[int, str], None] | None, g: int, n: int, units: int, label: str):
+    """``step`` of group ``g`` of ``n``: the plane's ``units`` spread over the groups, never going back.
+
+    The returned ``step(u, message)`` takes ``u`` from 0 to ``units`` for the group.
+    """
+
+    def inner(u: int, message: str) -> None:
+        if step is not None:
+            step((g * units + u) // n, f"{label}: {message}" if label else message)
+
+    return inner
+
+
+def group_label(window: Window | None, g: int, n: int) -> str:
+    """How progress names a group: "image" or "tile g/n" ("" for the only group)."""
+    if n == 1 and window is None:
+        return ""
+    return "image" if window is None else f"tile {g + 1}/{n}"
 
 
 def refine_plane(
@@ -216,44 +271,32 @@ def refine_plane(
         In the order of ``objects``, in the image's frame.
     """
     settings = PromptSettings() if settings is None else settings
-    groups: list[tuple[Window | None, list[int]]]
-    if tiling is None:
-        groups = [(None, list(range(len(objects))))]
-    else:
-        windows = tile_windows(rgb.shape[:2], tiling)
-        where = assign_to_tiles(objects, windows)
-        groups = [(w, [i for i, k in enumerate(where) if k == j]) for j, w in enumerate(windows)]
-        groups.append((None, [i for i, k in enumerate(where) if k is None]))
-        groups = [g for g in groups if g[1]]
+    groups = group_objects(objects, rgb.shape[:2], tiling)
     units = iterations + 1
     states: list[ObjectState | None] = [None] * len(objects)
     for g, (window, members) in enumerate(groups):
-        label = "image" if window is None else f"tile {g + 1}/{len(groups)}"
-
-        def group_step(u: int, message: str, _g=g) -> None:
-            if step is not None:  # spread the plane's units over the groups, never going back
-                step((_g * units + u) // len(groups), message)
-
-        group_step(0, f"encoding {label}")
+        label = group_label(window, g, len(groups))
+        tick = group_step(step, g, len(groups), units, label)
+        tick(0, "encoding")
         if window is None:
             image = rgb
             local = [objects[i] for i in members]
         else:
             y0, x0, y1, x1 = window
             image = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-            local = [_to_window(objects[i], window) for i in members]
+            local = [to_window(objects[i], window) for i in members]
         if embedding_cache is not None:
             emb = embedding_cache.get(sam, image)
         else:
             emb = embed_image(sam, image)
-        group_step(1, f"encoded {label}")
+        tick(1, "encoded")
         result = run_cascade(
             sam, emb, local, settings,
             iterations=iterations, convergence=convergence, batch_size=batch_size,
             iou_adaptor=iou_adaptor,
-            step=lambda t, message, _s=group_step: _s(1 + t, message),
+            step=lambda t, message, _s=tick: _s(1 + t, message),
         )
         for i, s in zip(members, result, strict=True):
-            states[i] = s if window is None else _from_window(s, objects[i], window)
-        group_step(units, f"{label} done")
+            states[i] = s if window is None else from_window(s, objects[i], window)
+        tick(units, "done")
     return states

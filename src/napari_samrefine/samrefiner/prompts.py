@@ -27,10 +27,9 @@ import numpy as np
 
 from napari_samrefine.engine.embedding import ImageEmbedding
 from napari_samrefine.engine.frame import SamFrame
-from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
-from napari_samrefine.labels.scan import lazy_plane_objects
-from napari_samrefine.pipeline.inputs import BinaryMode, binary_objects, label_plane
-from napari_samrefine.pipeline.lazy_arrays import is_lazy
+from napari_samrefine.labels.binary import BinaryMode
+from napari_samrefine.labels.objects import ObjectMask
+from napari_samrefine.labels.plane import plane_objects
 from napari_samrefine.samrefiner.cebox import FeatureGrid, elastic_box
 from napari_samrefine.samrefiner.defaults import (
     CEBOX_LAMBDA,
@@ -332,7 +331,7 @@ def excavate_prompts(
         A bool image, or one with exactly two values one of which is 0 (0/1,
         0/255 ...), is a binary mask: see ``binary``. A lazy array (dask, zarr,
         memmap) is read block by block to find the objects, then one object's
-        box at a time (:mod:`~napari_samrefine.labels.scan`).
+        box at a time (:func:`~napari_samrefine.labels.plane.plane_objects`).
     embedding : ImageEmbedding, optional
         The image's SAM embedding (:func:`~napari_samrefine.engine.embedding.embed_image`);
         its frame gives SAM's sizes and it enables CEBox. Without it the frame is
@@ -365,12 +364,7 @@ def excavate_prompts(
     ([1, 2], (16, 16))
     """
     _check_options(cebox, strength, gamma)
-    if is_lazy(labels):
-        objects, shape = lazy_plane_objects(labels, binary, label_ids, stacklevel=3)
-    else:
-        labels = label_plane(labels)
-        labels, _ = binary_objects(labels, binary, stacklevel=2)
-        objects, shape = objects_from_labels(labels, label_ids), labels.shape
+    objects, shape = plane_objects(labels, binary, label_ids, stacklevel=2)
     if embedding is None:
         frame = SamFrame(tuple(shape), image_size, lowres_size, image_size // 16)
     else:

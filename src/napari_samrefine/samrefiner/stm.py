@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_samrefine.labels.objects import ObjectMask, object_slices
-from napari_samrefine.pipeline.inputs import label_plane
+from napari_samrefine.labels.values import label_plane
 
 __all__ = ["split_then_merge", "should_merge"]
 
