@@ -51,6 +51,7 @@ MODELS = {
 }
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("name", MODELS)
 def test_sdpa_equals_stock(name):
     sam = MODELS[name]()
@@ -73,6 +74,7 @@ def test_channels_last_equals_stock(name):
     torch.testing.assert_close(_encode(sam, x), stock, atol=ATOL, rtol=0)
 
 
+@pytest.mark.float_sensitive
 def test_global_attention_in_head_chunks(monkeypatch):
     sam = MODELS["vit-padded"]()
     x = _input(sam)

@@ -41,6 +41,7 @@ SWITCHES = [
 ]
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("switches", SWITCHES, ids=str)
 def test_lean_decoder_equals_segment_anything_decoder(sam, scene, switches):
     emb, _, prompts = scene
@@ -52,6 +53,7 @@ def test_lean_decoder_equals_segment_anything_decoder(sam, scene, switches):
     assert lean.lowres.abs().max() > 1e-3  # logits that mean something to compare
 
 
+@pytest.mark.float_sensitive
 def test_lean_decoder_all_candidates_and_other_sizes(dsb_pair):
     """Another geometry (128 px input, 8 x 8 grid, width 16): IoUs of all 3 candidates match."""
     sam = tiny_sam(seed=3, image_size=128, patch_size=16, prompt_dim=16)
@@ -77,6 +79,7 @@ def test_lean_decoder_all_candidates_and_other_sizes(dsb_pair):
     torch.testing.assert_close(all_iou, lean_iou, rtol=0, atol=1e-6)
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("decoder", ["lean", "reference"])
 def test_decode_batch_gives_every_candidate_like_segment_anything(sam, scene, decoder):
     """decode_batch (the one prompt-to-decoder path): prompts of the original frame, 3 candidates."""
@@ -95,6 +98,7 @@ def test_decode_batch_gives_every_candidate_like_segment_anything(sam, scene, de
     np.testing.assert_allclose(decoded.iou, iou.max(1).values.numpy(), rtol=0, atol=1e-5)
 
 
+@pytest.mark.float_sensitive
 def test_lean_decoder_honours_an_iou_adaptor(sam, scene):
     emb, _, prompts = scene
     forced = IoUAdaptor.untrained(sam)
