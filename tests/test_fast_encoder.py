@@ -51,6 +51,7 @@ MODELS = {
 }
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("name", MODELS)
 def test_sdpa_equals_stock(name):
     sam = MODELS[name]()
@@ -64,6 +65,7 @@ def test_sdpa_equals_stock(name):
     assert attention and all("forward" in m.__dict__ for m in attention)  # the other path ran
 
 
+@pytest.mark.float_sensitive
 def test_global_attention_in_head_chunks(monkeypatch):
     sam = MODELS["vit-padded"]()
     x = _input(sam)

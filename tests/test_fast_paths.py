@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import napari_samrefine as nsr
+from _cascade_steps import state_output, step_cascade
 from napari_samrefine import IoUAdaptor
 from napari_samrefine.engine.embedding import EmbeddingCache, embed_image
 from napari_samrefine.engine.lean_decoder import LeanMaskDecoder, supports_lean_decoder
@@ -40,6 +41,7 @@ SWITCHES = [
 ]
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("switches", SWITCHES, ids=str)
 def test_lean_decoder_equals_segment_anything_decoder(sam, scene, switches):
     emb, _, prompts = scene
@@ -51,6 +53,7 @@ def test_lean_decoder_equals_segment_anything_decoder(sam, scene, switches):
     assert lean.lowres.abs().max() > 1e-3  # logits that mean something to compare
 
 
+@pytest.mark.float_sensitive
 def test_lean_decoder_all_candidates_and_other_sizes(dsb_pair):
     """Another geometry (128 px input, 8 x 8 grid, width 16): IoUs of all 3 candidates match."""
     sam = tiny_sam(seed=3, image_size=128, patch_size=16, prompt_dim=16)
@@ -76,6 +79,7 @@ def test_lean_decoder_all_candidates_and_other_sizes(dsb_pair):
     torch.testing.assert_close(all_iou, lean_iou, rtol=0, atol=1e-6)
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("decoder", ["lean", "reference"])
 def test_decode_batch_gives_every_candidate_like_segment_anything(sam, scene, decoder):
     """decode_batch (the one prompt-to-decoder path): prompts of the original frame, 3 candidates."""
@@ -94,6 +98,7 @@ def test_decode_batch_gives_every_candidate_like_segment_anything(sam, scene, de
     np.testing.assert_allclose(decoded.iou, iou.max(1).values.numpy(), rtol=0, atol=1e-5)
 
 
+@pytest.mark.float_sensitive
 def test_lean_decoder_honours_an_iou_adaptor(sam, scene):
     emb, _, prompts = scene
     forced = IoUAdaptor.untrained(sam)
@@ -107,17 +112,25 @@ def test_lean_decoder_honours_an_iou_adaptor(sam, scene):
     torch.testing.assert_close(lean.lowres, ref.lowres, rtol=0, atol=1e-5)
 
 
+@pytest.mark.float_sensitive
 def test_cascade_lean_equals_reference(sam, scene):
+    """Each cascade iteration with the lean decoder equals segment-anything's from the same
+    masks: logits within float32 rounding, masks equal except at ties (``_cascade_steps``);
+    comparing whole cascades would compare how far rounding ties grow, which depends on the CPU."""
     emb, objects, _ = scene
-    kw = dict(iterations=3, convergence=None, batch_size=4)
-    lean = run_cascade(sam, emb, objects, PromptSettings(), **kw)
-    ref = run_cascade(sam, emb, objects, PromptSettings(), decoder="reference", **kw)
-    for a, b in zip(lean, ref, strict=True):
-        assert (a.status, a.iterations) == (b.status, b.iterations)
-        assert a.predicted_iou == pytest.approx(b.predicted_iou, abs=1e-5)
-        if a.status == "ok":
-            np.testing.assert_array_equal(a.mask.to_image(), b.mask.to_image())
-            assert a.region == b.region
+    shape = objects[0].image_shape
+
+    def reference(masks):
+        states = run_cascade(sam, emb, masks, PromptSettings(), iterations=1, convergence=None,
+                             batch_size=4, decoder="reference")
+        return [state_output(s, shape) for s in states]
+
+    stepped = step_cascade(sam, emb, objects, PromptSettings(), reference, iterations=3,
+                           convergence=None, batch_size=4)
+    assert stepped.iterations == [3] * len(objects)
+    assert all(s.status == "ok" for s in stepped.states)
+    # the comparison decides nearly every pixel: ties excuse at most 1% of them
+    assert stepped.counts["undecided"] <= stepped.counts["mask"] // 100
     with pytest.raises(ValueError, match="decoder"):
         run_cascade(sam, emb, objects, decoder="fast")
     with pytest.raises(ValueError, match="decoder"):

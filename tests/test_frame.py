@@ -27,21 +27,35 @@ def torch_columns(n_in: int, n_out: int, cols) -> np.ndarray:
 SIZES = [1, 2, 3, 5, 7, 13, 31, 64, 97, 100, 173, 256, 1000, 1023, 1024]
 
 
+def assert_torch_weights(band: np.ndarray, torch_weights: np.ndarray, n_in: int, msg=""):
+    """Equal to torch's weights as far as torch defines them across CPUs.
+
+    torch computes a weight from ``src = n_in / n_out * (i + 0.5) - 0.5`` in float64, and its
+    kernels round that product differently (fused or not: where the exact ``src`` is an integer,
+    the weight 0 comes out as 0 or as 1.4e-17), then to float32. So: within the float64 rounding
+    of ``src`` (a few ulps of ``n_in``) and one float32 ulp of the weight (that rounding may flip).
+    """
+    np.testing.assert_allclose(band, torch_weights, rtol=2.0**-23, atol=n_in * 2.0**-50, err_msg=msg)
+
+
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("n_in", SIZES)
-def test_bilinear_band_is_torch_exactly(n_in):
+def test_bilinear_band_is_torch(n_in):
     for n_out in SIZES:
         band = bilinear_band(n_in, n_out)
-        np.testing.assert_array_equal(band.to_dense(), torch_matrix(n_in, n_out), f"{n_in}->{n_out}")
+        assert_torch_weights(band.to_dense(), torch_matrix(n_in, n_out), n_in, f"{n_in}->{n_out}")
         assert band.weights.shape[1] <= 2
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("n_in, n_out", [(1024, 256), (256, 1024), (2000, 1024), (1024, 2000), (4099, 641)])
-def test_bilinear_band_is_torch_exactly_for_sam_sizes(n_in, n_out):
+def test_bilinear_band_is_torch_for_sam_sizes(n_in, n_out):
     band = bilinear_band(n_in, n_out)
-    np.testing.assert_array_equal(band.to_dense(), torch_matrix(n_in, n_out))
+    assert_torch_weights(band.to_dense(), torch_matrix(n_in, n_out), n_in)
     np.testing.assert_allclose(band.to_dense().sum(1), 1, atol=1e-6)
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("n_in, n_out", [(50000, 1024), (1024, 50000), (49999, 1023), (31, 50000)])
 def test_bilinear_band_of_a_50000_px_side_is_torch_on_sampled_columns(n_in, n_out):
     band = bilinear_band(n_in, n_out)
@@ -52,7 +66,7 @@ def test_bilinear_band_of_a_50000_px_side_is_torch_on_sampled_columns(n_in, n_ou
     cols = [c for c in cols if 0 <= c < n_in]
     ref = torch_columns(n_in, n_out, cols)
     got = band.to_sparse()[:, cols].toarray().astype(np.float32)
-    np.testing.assert_array_equal(got, ref)
+    assert_torch_weights(got, ref, n_in)
 
 
 def test_resize_shape_like_segment_anything():
@@ -62,6 +76,7 @@ def test_resize_shape_like_segment_anything():
         assert resize_longest_side_shape(h, w, 1024) == ResizeLongestSide.get_preprocess_shape(h, w, 1024)
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("shape", [(100, 173), (64, 64), (300, 41)])
 def test_lowres_to_original_equals_postprocess_masks(sam, shape):
     frame = SamFrame.from_sam(sam, shape)
