@@ -102,7 +102,7 @@ def test_binary_stack_and_semantic_mode(sam, crop):
 
 
 def test_binary_foreground_detects_two_valued_images():
-    from napari_samrefine.pipeline.inputs import binary_foreground
+    from napari_samrefine.labels.binary import binary_foreground
 
     assert binary_foreground(np.array([[0, 3], [3, 3]], np.int16)) == 3
     assert binary_foreground(np.array([[False, False]])) is True

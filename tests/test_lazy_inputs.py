@@ -18,9 +18,9 @@ from napari_samrefine.labels import arrays
 from napari_samrefine.labels.arrays import arrange_image
 from napari_samrefine.labels.objects import objects_from_labels
 from napari_samrefine.labels.scan import scan_objects
-from napari_samrefine.pipeline import slide_contrast
-from napari_samrefine.pipeline.slide_contrast import plane_limits
-from napari_samrefine.pipeline.slide_writeback import StripWriter
+from napari_samrefine.pipeline import contrast
+from napari_samrefine.pipeline.contrast import plane_limits
+from napari_samrefine.pipeline.strips import StripWriter
 from napari_samrefine.pipeline.tiling import TileSpec, assign_to_tiles, refine_plane, tile_windows
 from napari_samrefine.samrefiner.cascade import PromptSettings
 from napari_samrefine.samrefiner.writeback import write_back
@@ -90,7 +90,7 @@ def _same(a, b):
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "int16", "int32", "uint64", "float32", "float64"])
-def test_slide_contrast_limits_equal_np_percentile(dtype, monkeypatch):
+def test_lazy_contrast_limits_equal_np_percentile(dtype, monkeypatch):
     rng = np.random.default_rng(1)
     if dtype.startswith("float"):
         image = (rng.gamma(2.0, 300.0, (301, 457)) - 50).astype(dtype)
@@ -102,7 +102,7 @@ def test_slide_contrast_limits_equal_np_percentile(dtype, monkeypatch):
         if dtype == "uint64":
             image[:5, :5] = np.iinfo(np.uint64).max - np.arange(25).reshape(5, 5).astype(np.uint64)
     monkeypatch.setattr(arrays, "BLOCK", 64)
-    monkeypatch.setattr(slide_contrast, "COLLECT", 100)  # every radix pass runs
+    monkeypatch.setattr(contrast, "COLLECT", 100)  # every radix pass runs
     for percentiles in ((1.0, 99.8), (0, 100), (37.3, 50.0)):
         finite = image.astype(np.float64)
         finite = finite[np.isfinite(finite)]

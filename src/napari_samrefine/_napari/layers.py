@@ -15,7 +15,7 @@ import pandas as pd
 import xxhash
 from magicgui.widgets import ComboBox
 
-from napari_samrefine.pipeline.lazy_arrays import is_lazy
+from napari_samrefine.labels.arrays import is_lazy
 from napari_samrefine.samrefiner.prompts import ObjectPrompts
 
 __all__ = [

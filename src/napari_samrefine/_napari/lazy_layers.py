@@ -41,7 +41,7 @@ import numpy as np
 
 from napari_samrefine._napari.layers import layer_data
 from napari_samrefine.io import atomic_path
-from napari_samrefine.pipeline.lazy_arrays import is_lazy
+from napari_samrefine.labels.arrays import is_lazy
 
 __all__ = [
     "RefineInputs", "refine_inputs", "result_layer_data", "is_lazy_layer", "new_store",

@@ -12,7 +12,7 @@ from napari_samrefine.cli.common import (
     parse_channel,
     parse_ids,
 )
-from napari_samrefine.pipeline.inputs import BINARY_CHOICES
+from napari_samrefine.labels.binary import BINARY_CHOICES
 from napari_samrefine.pipeline.options import DEFAULTS, MODES, RefineOptions
 
 __all__ = ["add_refine_parser", "run_refine", "refine_options"]

@@ -191,7 +191,7 @@ def to_sam_rgb(
         Stretch limits computed beforehand on the whole image this one is a
         window of (one (lo, hi) pair; one per channel for ``channel="mean"``;
         ignored for uint8 data), e.g. by
-        :func:`~napari_samrefine.pipeline.slide_contrast.plane_limits`: the
+        :func:`~napari_samrefine.pipeline.contrast.plane_limits`: the
         window is then converted exactly as it is in the whole converted image,
         and the whole-image checks (a constant image) are not repeated on it.
         None (default) computes them from ``image``.

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from napari_samrefine.engine.preprocess import PERCENTILES
-from napari_samrefine.pipeline.inputs import BINARY_CHOICES, BinaryMode
+from napari_samrefine.labels.binary import BINARY_CHOICES, BinaryMode
 from napari_samrefine.samrefiner.defaults import (
     BATCH_SIZE,
     CEBOX_LAMBDA,

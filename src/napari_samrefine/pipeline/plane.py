@@ -1,6 +1,6 @@
 """One plane of a label stack: which planes to refine, its records, a plane loaded whole.
 
-Used by the pipeline of :func:`~napari_samrefine.refine` (:mod:`.slide`): the
+Used by the pipeline of :func:`~napari_samrefine.refine` (:mod:`.plane_loop`): the
 planes to refine, the records of its objects, and the refinement of a plane
 that is needed whole (semantic mode, binary masks split into components).
 """

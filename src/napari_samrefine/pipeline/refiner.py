@@ -1,7 +1,7 @@
 """The public refinement entry point: images and coarse labels in, refined labels out.
 
 numpy arrays and lazy arrays (dask, zarr, memmaps) take one pipeline
-(:mod:`.slide`): a numpy array is a source read window by window like a lazy
+(:mod:`.plane_loop`): a numpy array is a source read window by window like a lazy
 one, whose windows are views and whose whole plane may be loaded at once.
 """
 
@@ -14,11 +14,11 @@ import numpy as np
 
 from napari_samrefine._progress import ProgressCallback
 from napari_samrefine.engine.embedding import EmbeddingCache, default_cache
+from napari_samrefine.labels.binary import BinaryMode
 from napari_samrefine.models.loading import resolve_sam
-from napari_samrefine.pipeline.inputs import BinaryMode
 from napari_samrefine.pipeline.options import DEFAULTS, OPTION_NAMES, RefineOptions
 from napari_samrefine.pipeline.plane import PlaneJob, plane_indices
-from napari_samrefine.pipeline.slide import check_inputs, refine_planes
+from napari_samrefine.pipeline.plane_loop import check_inputs, refine_planes
 from napari_samrefine.samrefiner.result import ObjectResult, RefineResult
 
 __all__ = ["refine", "RefineResult", "ObjectResult", "RefineOptions"]
@@ -64,13 +64,13 @@ def refine(
 
     Images and labels may be numpy arrays, or lazy arrays read a window at a
     time: dask and zarr arrays, numpy memmaps, anything with ``shape``,
-    ``dtype``, ``ndim`` and numpy-style slicing. When either is lazy, or
-    ``out`` is given, the slide path runs (:mod:`napari_samrefine.pipeline.slide`):
-    objects are found in one block-by-block pass over the labels, contrast
-    limits come from an exact histogram of the image, and each tile reads only
-    its window of image and labels, so memory grows with the objects, the tile
-    and the plane's width (one row of tiles is held), not with the image's
-    area; the labels are the ones the in-memory path gives.
+    ``dtype``, ``ndim`` and numpy-style slicing. Both take one pipeline
+    (:mod:`napari_samrefine.pipeline.plane_loop`): objects are found in one
+    block-by-block pass over the labels and each tile reads only its window of
+    image and labels. For lazy inputs the contrast limits come from an exact
+    histogram of the image and the result is written strip by strip, so memory
+    grows with the objects, the tile and the plane's width (one row of tiles is
+    held), not with the image's area.
 
     The options (``mode`` to ``binary`` below, but ``sam``, ``iou_adaptor``,
     ``device``, ``embedding_cache``, ``progress`` and ``out``) take their
@@ -160,8 +160,8 @@ def refine(
         value (e.g. 255) on every refined object. In semantic mode a binary mask
         is one class, which split-then-merge splits.
     out : zarr array, writable array, path or None
-        Where to write the refined labels (see Notes); giving it takes the slide
-        path even for numpy input. The labels are never written into.
+        Where to write the refined labels (see Notes), tile row by tile row, also
+        for numpy input. The labels are never written into.
 
     Returns
     -------
@@ -175,13 +175,13 @@ def refine(
     ValueError
         Before any work, for labels that cannot be refined (float, negative,
         empty, wrongly shaped) or a parameter out of range, naming the fix.
-        On the slide path also for a result too large to return in memory
+        For lazy input also for a result too large to return in memory
         without ``out``, and, in semantic mode or for a binary mask split into
         components, for a plane too large to load (see Notes).
 
     Notes
     -----
-    The slide path (lazy input or ``out``):
+    Lazy input, or ``out``:
 
     - The result is written tile row by tile row into ``out`` (a zarr array or
       any writable array of the labels' shape and dtype, or a path where a zarr

@@ -11,7 +11,7 @@ The result, pixel by pixel:
 
 The rule does not depend on the order in which objects are pasted, so it can be
 applied to a whole plane at once (:func:`write_back`) or as objects come out of
-their tiles, a strip of rows at a time (``pipeline/slide_writeback.py``): both
+their tiles, a strip of rows at a time (``pipeline/strips.py``): both
 call :func:`start` and :func:`paint`.
 """
 

@@ -6,13 +6,13 @@ such a source whose windows are views. Per plane:
 
 1. one pass over the labels, block by block, lists the objects with their
    boxes and areas (:func:`~napari_samrefine.labels.scan.scan_objects`); the
-   plane's contrast is that of the whole plane (:class:`~.slide_contrast.PlaneRGB`:
+   plane's contrast is that of the whole plane (:class:`~.contrast.PlaneRGB`:
    converted whole for numpy, exact limits for a lazy image);
 2. the objects are grouped by tile (:func:`~.tiling.group_objects`): each tile
    with objects reads only its window of image and labels and refines its
    objects in that window; objects that fit no tile (or all of them, untiled)
    are refined on the whole, downscaled plane;
-3. refined objects are written back strip by strip (:mod:`.slide_writeback`)
+3. refined objects are written back strip by strip (:mod:`.strips`)
    with the rule of :mod:`napari_samrefine.samrefiner.writeback`, into ``out``
    or an in-memory result.
 
@@ -44,7 +44,7 @@ from napari_samrefine.labels.objects import ObjectMask, label_components
 from napari_samrefine.labels.plane import table_foreground
 from napari_samrefine.labels.scan import ObjectTable, scan_objects
 from napari_samrefine.labels.values import EMPTY_LABELS, check_labels, negative_labels
-from napari_samrefine.pipeline.lazy_arrays import open_out
+from napari_samrefine.pipeline.contrast import PlaneRGB
 from napari_samrefine.pipeline.plane import (
     PlaneJob,
     kept_records,
@@ -54,8 +54,8 @@ from napari_samrefine.pipeline.plane import (
     refine_loaded_plane,
     select_ids,
 )
-from napari_samrefine.pipeline.slide_contrast import PlaneRGB
-from napari_samrefine.pipeline.slide_writeback import StripWriter
+from napari_samrefine.pipeline.sink import open_out
+from napari_samrefine.pipeline.strips import StripWriter
 from napari_samrefine.pipeline.tiling import (
     from_window,
     group_label,
@@ -140,7 +140,7 @@ def refine_planes(job: PlaneJob, src: Sources, out, plane_ids, binary, progress,
     src : Sources
         The checked inputs (:func:`check_inputs`).
     out : array, path or None
-        Where the result goes (:func:`~.lazy_arrays.open_out`); None: a numpy array.
+        Where the result goes (:func:`~.sink.open_out`); None: a numpy array.
     plane_ids : list
         Planes to refine (:func:`~.plane.plane_indices`).
     binary : str

@@ -2,8 +2,7 @@
 
 Reading arrays a window at a time (numpy, dask, zarr, memmaps) lives in
 :mod:`napari_samrefine.labels.arrays`, with the memory budget
-(:data:`~napari_samrefine.labels.arrays.MEMORY_BUDGET`); its names are
-re-exported here.
+(:data:`~napari_samrefine.labels.arrays.MEMORY_BUDGET`).
 """
 
 from __future__ import annotations
@@ -12,24 +11,9 @@ import os
 
 import numpy as np
 
-from napari_samrefine.labels.arrays import (
-    ChannelLast,
-    block_side,
-    blocks,
-    chunk_shape,
-    is_lazy,
-    read,
-)
+from napari_samrefine.labels.arrays import chunk_shape
 
-__all__ = [
-    "is_lazy",
-    "read",
-    "block_side",
-    "chunk_shape",
-    "blocks",
-    "ChannelLast",
-    "open_out",
-]
+__all__ = ["open_out"]
 
 
 def _same_store(a, b) -> bool:
