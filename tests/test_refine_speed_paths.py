@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 from segment_anything import SamPredictor
 
 import napari_samrefine as nsr
@@ -71,6 +72,20 @@ def cebox_reference(full: np.ndarray, box, features: np.ndarray, grid: np.ndarra
     return np.array(new), new != list(box)
 
 
+def negative_point(full: np.ndarray):
+    """The package's negative point on the whole image: the background pixel of the
+    inclusive tight box farthest from the mask (first maximum, row-major); None if none."""
+    ys, xs = np.nonzero(full)
+    in_box = np.zeros_like(full)
+    in_box[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
+    candidates = in_box & ~full
+    if not candidates.any():
+        return None
+    d_out = np.where(candidates, ndi.distance_transform_edt(~full), -1.0)
+    r, c = np.unravel_index(np.argmax(d_out), full.shape)
+    return c, r
+
+
 class WholeImageReference:
     """SAMRefiner instance mode on whole-image arrays, one cascade iteration at a time."""
 
@@ -93,7 +108,8 @@ class WholeImageReference:
         for obj in objects:
             full = obj.to_image()
             previous.append(full)
-            pos, neg, _, g, box = whole_image_prompts(full)
+            pos, _, g, box = whole_image_prompts(full)
+            neg = negative_point(full)
             box, expanded = cebox_reference(full, box, self.features, self.grid.numpy())
             coords.append([pos, neg if neg is not None else (0, 0)])
             point_labels.append([1, 0 if neg is not None else -1])
