@@ -162,7 +162,7 @@ class Case:
     kwargs: dict = dataclasses.field(default_factory=dict)
     model: str = "tiny"  # "tiny" or "medsam_lite"
     path: str = "memory"  # "memory" (must be exact) or "lazy"
-    inputs: str = "as-is"  # as-is, bool, semantic, zarr, dask, out
+    inputs: str = "as-is"  # as-is, bool, 0-255, semantic, float-uint64, zarr, dask, out
     call: str = "refine"  # refine, excavate, excavate-embedded
 
 
@@ -183,6 +183,10 @@ def cases(data: dict) -> list[Case]:
         Case(f"{s}/iterations-5-no-convergence", s, {"iterations": 5, "convergence": None}),
         Case(f"{s}/tile-128", s, {"tile": 128}),
         Case("dsb-ff3e512b5fb8/bool-mask", "dsb-ff3e512b5fb8", inputs="bool"),
+        Case("dsb-ff3e512b5fb8/mask-0-255", "dsb-ff3e512b5fb8", inputs="0-255"),
+        Case("dsb-ff3e512b5fb8/bool-mask-one", "dsb-ff3e512b5fb8", {"binary": "one"}, inputs="bool"),
+        Case(f"{s}/semantic-tile-128", s, {"mode": "semantic", "tile": 128}, inputs="semantic"),
+        Case(f"{s}/float-image-uint64-ids", s, inputs="float-uint64"),
         Case("dsb-00ae65c1c663/semantic", "dsb-00ae65c1c663", {"mode": "semantic"}, inputs="semantic"),
         Case("stardist-3d/planes", "stardist-3d", {"planes": PLANES}),
         Case(f"{s}/zarr", s, path="lazy", inputs="zarr"),
@@ -209,6 +213,11 @@ def case_inputs(case: Case, image: np.ndarray, coarse: np.ndarray):
     labels, extra = coarse, {}
     if case.inputs == "bool":
         labels = coarse > 0
+    elif case.inputs == "0-255":
+        labels = np.where(coarse > 0, 255, 0).astype(np.uint8)
+    elif case.inputs == "float-uint64":  # a float image, ids near 2**46 in uint64
+        image = image.astype(np.float32) / 255.0
+        labels = np.where(coarse > 0, coarse.astype(np.uint64) + np.uint64(2**46), 0).astype(np.uint64)
     elif case.inputs == "semantic":  # two classes by id parity
         labels = np.where(coarse > 0, 1 + coarse % 2, 0).astype(np.uint8)
     elif case.inputs == "zarr":
