@@ -24,12 +24,13 @@ from napari_samrefine.engine.embedding import (
     default_cache,
     embed_image,
 )
-from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.engine.preprocess import PERCENTILES, to_sam_rgb
 from napari_samrefine.labels.arrays import arrange_image
 from napari_samrefine.labels.iou import candidate_ious
 from napari_samrefine.labels.objects import ObjectMask, objects_from_labels, trim
 from napari_samrefine.labels.values import check_labels
 from napari_samrefine.samrefiner.decode import decode_batch, decode_prompts, lean_decoder
+from napari_samrefine.samrefiner.defaults import BATCH_SIZE
 
 __all__ = ["Plane", "CandidateSet", "plan_planes", "collect_candidates", "iou_head_last_layer"]
 
@@ -205,8 +206,8 @@ def collect_candidates(
     prompts: str = "box",
     settings=None,
     channel: int | str | None = None,
-    percentiles: tuple[float, float] = (1.0, 99.8),
-    batch_size: int = 32,
+    percentiles: tuple[float, float] = PERCENTILES,
+    batch_size: int = BATCH_SIZE,
     embedding_cache: EmbeddingCache | None = default_cache,
     step: Callable[[str], None] | None = None,
 ) -> CandidateSet:

@@ -17,6 +17,8 @@ from napari_samrefine._progress import ProgressCallback, report
 from napari_samrefine.adaption.candidates import collect_candidates, plan_planes
 from napari_samrefine.adaption.lora import lora_delta
 from napari_samrefine.engine.embedding import EmbeddingCache, default_cache
+from napari_samrefine.engine.preprocess import PERCENTILES
+from napari_samrefine.samrefiner.defaults import BATCH_SIZE, CEBOX_LAMBDA, GAMMA, STRENGTH
 
 __all__ = ["SelectionReport", "evaluate_selection", "top1_correct"]
 
@@ -143,13 +145,13 @@ def evaluate_selection(
     use_box: bool | None = None,
     use_mask: bool | None = None,
     use_negative_point: bool | None = None,
-    cebox: float | None = 0.1,
-    strength: float = 15.0,
-    gamma: float = 4.0,
+    cebox: float | None = CEBOX_LAMBDA,
+    strength: float = STRENGTH,
+    gamma: float = GAMMA,
     channel: int | str | None = None,
     channel_axis: int | None = None,
-    percentiles: tuple[float, float] = (1.0, 99.8),
-    batch_size: int = 32,
+    percentiles: tuple[float, float] = PERCENTILES,
+    batch_size: int = BATCH_SIZE,
     device: str = "auto",
     embedding_cache: EmbeddingCache | None = default_cache,
     progress: ProgressCallback | None = None,

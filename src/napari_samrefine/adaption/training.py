@@ -27,6 +27,8 @@ from napari_samrefine.adaption.candidates import collect_candidates, plan_planes
 from napari_samrefine.adaption.lora import lora_delta
 from napari_samrefine.adaption.selection import top1_correct
 from napari_samrefine.engine.embedding import EmbeddingCache, default_cache
+from napari_samrefine.engine.preprocess import PERCENTILES
+from napari_samrefine.samrefiner.defaults import BATCH_SIZE
 
 __all__ = ["adapt_iou_head", "ranking_loss"]
 
@@ -78,8 +80,8 @@ def adapt_iou_head(
     seed: int = 0,
     channel: int | str | None = None,
     channel_axis: int | None = None,
-    percentiles: tuple[float, float] = (1.0, 99.8),
-    batch_size: int = 32,
+    percentiles: tuple[float, float] = PERCENTILES,
+    batch_size: int = BATCH_SIZE,
     device: str = "auto",
     embedding_cache: EmbeddingCache | None = default_cache,
     progress: ProgressCallback | None = None,

@@ -26,6 +26,7 @@ import numpy as np
 from napari_samrefine.engine.embedding import EmbeddingCache, embed_image
 from napari_samrefine.labels.objects import ObjectMask
 from napari_samrefine.samrefiner.cascade import ObjectState, PromptSettings, run_cascade
+from napari_samrefine.samrefiner.defaults import BATCH_SIZE, CONVERGENCE, ITERATIONS
 
 __all__ = [
     "TileSpec",
@@ -236,9 +237,9 @@ def refine_plane(
     *,
     tiling: TileSpec | None = None,
     embedding_cache: EmbeddingCache | None = None,
-    iterations: int = 5,
-    convergence: float | None = 0.99,
-    batch_size: int = 32,
+    iterations: int = ITERATIONS,
+    convergence: float | None = CONVERGENCE,
+    batch_size: int = BATCH_SIZE,
     iou_adaptor=None,
     step: Callable[[int, str], None] | None = None,
 ) -> list[ObjectState]:

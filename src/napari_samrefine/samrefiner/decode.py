@@ -18,6 +18,7 @@ import torch
 from napari_samrefine.engine.embedding import ImageEmbedding
 from napari_samrefine.engine.lean_decoder import LeanMaskDecoder, supports_lean_decoder
 from napari_samrefine.models.profile import model_profile
+from napari_samrefine.samrefiner.defaults import BATCH_SIZE
 from napari_samrefine.samrefiner.prompts import ObjectPrompts
 
 __all__ = [
@@ -201,7 +202,7 @@ def decode_batch(
     point_labels: np.ndarray | torch.Tensor | None = None,
     boxes: np.ndarray | torch.Tensor | None = None,
     masks: np.ndarray | torch.Tensor | None = None,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     iou_adaptor=None,
     decoder: LeanMaskDecoder | str | None = "lean",
     multimask: bool | None = None,
@@ -318,7 +319,7 @@ def decode_prompts(
     prompts: Sequence[ObjectPrompts],
     switches: PromptSwitches = PromptSwitches(),
     *,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     iou_adaptor=None,
     decoder: LeanMaskDecoder | str | None = "lean",
     multimask: bool | None = None,
