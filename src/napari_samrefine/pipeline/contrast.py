@@ -25,7 +25,13 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from napari_samrefine.engine.preprocess import Limits, channel_plan, finalize_limits, to_sam_rgb
+from napari_samrefine.engine.preprocess import (
+    PERCENTILES,
+    Limits,
+    channel_plan,
+    finalize_limits,
+    to_sam_rgb,
+)
 from napari_samrefine.labels.arrays import block_side, blocks, read
 
 __all__ = ["COLLECT", "plane_limits", "order_statistics", "percentiles_from_order", "PlaneRGB"]
@@ -218,7 +224,7 @@ def _stretch(source: Source, dtype, percentiles) -> Limits:
     return finalize_limits(lo, hi, low, high)
 
 
-def plane_limits(image, lead: tuple = (), *, channel=None, percentiles=(1.0, 99.8)):
+def plane_limits(image, lead: tuple = (), *, channel=None, percentiles=PERCENTILES):
     """What ``to_sam_rgb(window, limits=...)`` needs to convert windows of a lazy plane.
 
     Parameters
@@ -298,7 +304,7 @@ class PlaneRGB:
         True for a numpy image.
     """
 
-    def __init__(self, image, lead: tuple, shape, *, channel=None, percentiles=(1.0, 99.8),
+    def __init__(self, image, lead: tuple, shape, *, channel=None, percentiles=PERCENTILES,
                  in_memory: bool = False):
         self.image, self.lead, self.shape = image, tuple(lead), tuple(shape)
         self.channel, self.percentiles = channel, percentiles
