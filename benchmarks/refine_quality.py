@@ -43,6 +43,11 @@ table per kind; ``--csv`` writes one row per object and configuration, and
 ``--images``/``--skip`` can be joined so).
 
     python benchmarks/refine_quality.py --csv rows.csv
+
+Every configuration on all 34 images takes hours on a shared 2-core CPU (a 256 px
+LiteMedSAM encoding took ~4 s there; 2x and 4x multiply the tiles by ~4 and ~16):
+split a run with ``--names`` / ``--images`` / ``--skip`` and ``--configs``, and join
+the CSVs with ``--tables-from``.
 """
 
 from __future__ import annotations
