@@ -1,0 +1,392 @@
+"""Mask quality with LiteMedSAM per coarse-mask kind: coarse vs refined, per object.
+
+Every image of ``shared/data`` (32 DSB2018 images, StarDist's img2d and
+tests_img2d) gets five kinds of coarse labels made from its truth:
+
+* ``defects``: superpixel defects (``synthesize_coarse_labels``, seed 0, IoU
+  window [0.75, 0.85]);
+* ``eroded`` / ``dilated``: every true object eroded / grown by
+  r = max(1, round(d / 20)) px, d its equivalent diameter (a disk of radius r;
+  growth only into background, each pixel to its nearest object);
+* ``merged``: neighbouring true objects (gap <= 2 px) joined in pairs (seed 0,
+  random order, each object in at most one pair; the gap is closed with a disk
+  of radius 2). Only the merged pairs are coarse objects: unpaired objects are
+  left out;
+* ``classical``: Otsu threshold (the minority phase is foreground), holes
+  filled, specks < 16 px removed, distance-transform watershed (peaks at least
+  5 px apart), scikit-image.
+
+Each coarse object is matched to a true object by overlap (one-to-one, the
+assignment maximising the summed IoU, any IoU > 0); unmatched coarse and true
+objects are counted. Each configuration refines the coarse labels with the
+real LiteMedSAM weights (``load_sam("medsam_lite")``) and every matched object
+is scored: IoU and boundary IoU (``evaluation.metrics.object_ious``) of its
+coarse and its refined mask with its true object. Configurations:
+
+* ``defaults``: ``refine(image, coarse, sam)`` (5 iterations, CEBox 0.1, the
+  profile's box prompt, ``tile="auto"``); ``T1``: 1 iteration; ``noCEBox``:
+  tight box; ``box``: 1 iteration and the tight box (one box call per object);
+  ``allprompts``: points, box and mask forced on (not the profile's box only);
+* ``box@Sx`` / ``defaults@Sx``: the object scale, outside refine: image
+  resampled bilinearly by S (``skimage.transform.resize``, order 1), labels
+  repeated (nearest neighbour), refined with ``tile=256`` (the model's input:
+  tiles of the upscaled image are seen at full resolution; ``tile="auto"``
+  would shrink it back) and the result sampled back by nearest neighbour;
+* ``predictor``: ``segment_anything.SamPredictor``, one ``predict`` call per
+  coarse object with its tight box, single mask, the image min-max normalised
+  as LiteMedSAM's profile says; overlaps go to the highest logit.
+
+All refine calls pass ``binary="one"`` (a label image with one id stays one
+object) and share an embedding cache per (image, scale). Prints one markdown
+table per kind; ``--csv`` writes one row per object and configuration, and
+``--tables-from`` prints the tables of such CSVs (runs split with
+``--images``/``--skip`` can be joined so).
+
+    python benchmarks/refine_quality.py --csv rows.csv
+
+Every configuration on all 34 images takes hours on a shared 2-core CPU (a 256 px
+LiteMedSAM encoding took ~4 s there; 2x and 4x multiply the tiles by ~4 and ~16):
+split a run with ``--names`` / ``--images`` / ``--skip`` and ``--configs``, and join
+the CSVs with ``--tables-from``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+from napari_samrefine.evaluation.benchmark import load_pairs, to_markdown
+from napari_samrefine.evaluation.defects import synthesize_coarse_labels
+from napari_samrefine.evaluation.metrics import match_objects, object_ious
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+KINDS = ("defects", "eroded", "dilated", "merged", "classical")
+#: refine() keyword arguments and object scale of each configuration (scale None: the image as is)
+CONFIGS: dict[str, tuple[dict, int | None]] = {
+    "defaults": ({}, None),
+    "T1": (dict(iterations=1), None),
+    "noCEBox": (dict(cebox=None), None),
+    "box": (dict(iterations=1, cebox=None), None),
+    "allprompts": (dict(use_points=True, use_box=True, use_mask=True), None),
+    "box@1x": (dict(iterations=1, cebox=None), 1),
+    "box@2x": (dict(iterations=1, cebox=None), 2),
+    "box@4x": (dict(iterations=1, cebox=None), 4),
+    "defaults@1x": ({}, 1),
+    "defaults@2x": ({}, 2),
+    "defaults@4x": ({}, 4),
+    "predictor": ({}, None),
+}
+DEFAULT_CONFIGS = tuple(c for c in CONFIGS if c != "allprompts")
+
+
+# --- coarse labels ---------------------------------------------------------------------------
+
+def _radii(labels: np.ndarray) -> np.ndarray:
+    """Per-id radius max(1, round(d / 20)), d the object's equivalent diameter (index = id)."""
+    areas = np.bincount(labels.ravel())
+    return np.maximum(1, np.round(np.sqrt(4 * areas / np.pi) / 20)).astype(int)
+
+
+def eroded(labels: np.ndarray) -> np.ndarray:
+    """Every object eroded by its radius (pixels farther than r from anything not itself)."""
+    out = np.zeros_like(labels)
+    radii = _radii(labels)
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
+        own = np.pad(labels[grown] == i, 1, mode="edge")  # the image edge does not erode
+        keep = ndi.distance_transform_edt(own)[1:-1, 1:-1] > radii[i]
+        out[grown][keep] = i
+    return out
+
+
+def dilated(labels: np.ndarray) -> np.ndarray:
+    """Every object grown into the background by its radius; a pixel goes to its nearest object."""
+    dist, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
+    nearest = labels[iy, ix]
+    grow = dist <= _radii(labels)[nearest]
+    return np.where(labels > 0, labels, np.where(grow, nearest, 0)).astype(labels.dtype)
+
+
+def merged(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Neighbouring objects (gap <= 2 px) joined in pairs under one id; unpaired objects dropped."""
+    from skimage.morphology import disk
+    from skimage.segmentation import expand_labels
+
+    touch = expand_labels(labels, 1)
+    pairs = set()
+    for a, b in ((touch[:, :-1], touch[:, 1:]), (touch[:-1, :], touch[1:, :])):
+        m = (a != b) & (a > 0) & (b > 0)
+        pairs |= {(min(x, y), max(x, y)) for x, y in zip(a[m].tolist(), b[m].tolist(), strict=True)}
+    neighbours: dict[int, set] = {}
+    for x, y in pairs:
+        neighbours.setdefault(x, set()).add(y)
+        neighbours.setdefault(y, set()).add(x)
+    rng = np.random.default_rng(seed)
+    used: set[int] = set()
+    out = np.zeros_like(labels)
+    k = 0
+    for a in rng.permutation(sorted(neighbours)).tolist():
+        free = sorted(neighbours[a] - used)
+        if a in used or not free:
+            continue
+        b = free[rng.integers(len(free))]
+        used |= {a, b}
+        k += 1
+        both = (labels == a) | (labels == b)
+        closed = ndi.binary_closing(np.pad(both, 3), disk(2))[3:-3, 3:-3]
+        out[both | (closed & (labels == 0))] = k
+    return out
+
+
+def classical(image: np.ndarray) -> np.ndarray:
+    """Otsu threshold + distance-transform watershed (scikit-image)."""
+    from skimage.color import rgb2gray
+    from skimage.feature import peak_local_max
+    from skimage.filters import threshold_otsu
+    from skimage.segmentation import watershed
+
+    grey = rgb2gray(image[..., :3]) if image.ndim == 3 else image.astype(np.float64)
+    fg = grey > threshold_otsu(grey)
+    if fg.mean() > 0.5:  # nuclei are the minority phase (dark on bright brightfield)
+        fg = ~fg
+    pieces, _ = ndi.label(ndi.binary_fill_holes(fg))
+    fg = (np.bincount(pieces.ravel()) >= 16)[pieces] & (pieces > 0)  # specks < 16 px removed
+    dist = ndi.distance_transform_edt(fg)
+    comps, _ = ndi.label(fg)
+    peaks = peak_local_max(dist, min_distance=5, labels=comps, exclude_border=False)
+    markers = np.zeros(fg.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return watershed(-dist, markers, mask=fg).astype(np.int32)
+
+
+def coarse_labels(kind: str, image: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    truth = truth.astype(np.int32)
+    if kind == "defects":
+        return synthesize_coarse_labels(image, truth, seed=0).labels
+    if kind == "classical":
+        return classical(image)
+    return {"eroded": eroded, "dilated": dilated, "merged": merged}[kind](truth)
+
+
+# --- refinement ------------------------------------------------------------------------------
+
+def upscale(image: np.ndarray, labels: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image resampled bilinearly by s (pixel centres aligned), labels by nearest neighbour."""
+    if s == 1:
+        return image, labels
+    from skimage.transform import resize
+
+    shape = (image.shape[0] * s, image.shape[1] * s) + image.shape[2:]
+    big = resize(image, shape, order=1, preserve_range=True, anti_aliasing=False)
+    if np.issubdtype(image.dtype, np.integer):
+        big = np.round(big)
+    return big.astype(image.dtype), np.repeat(np.repeat(labels, s, axis=0), s, axis=1)
+
+
+def predictor_labels(predictor, coarse: np.ndarray) -> tuple[np.ndarray, dict]:
+    """One SamPredictor box call per coarse object; the highest logit wins where masks overlap."""
+    best = np.full(coarse.shape, -np.inf, np.float32)
+    out = np.zeros_like(coarse)
+    scores = {}
+    for i, sl in enumerate(ndi.find_objects(coarse), start=1):
+        if sl is None:
+            continue
+        ys, xs = np.nonzero(coarse[sl] == i)
+        box = np.array([xs.min() + sl[1].start, ys.min() + sl[0].start,
+                        xs.max() + sl[1].start, ys.max() + sl[0].start])
+        logits, score, _ = predictor.predict(box=box, multimask_output=False, return_logits=True)
+        logit = logits[0]
+        win = logit > best
+        best[win] = logit[win]
+        out[win] = i
+        scores[i] = float(score[0])
+    out[best <= 0] = 0
+    return out, scores
+
+
+def refined_labels(name, image, coarse, sam, caches, predictors, tile):
+    """(refined labels at the image's own size, {coarse id: predicted IoU})."""
+    import napari_samrefine as nsr
+
+    kwargs, scale = CONFIGS[name]
+    if name == "predictor":
+        return predictor_labels(predictors(), coarse)
+    img, lab = upscale(image, coarse, scale or 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = nsr.refine(img, lab, sam, binary="one", embedding_cache=caches(scale or 1),
+                            **({} if scale is None else {"tile": tile}), **kwargs)
+    out = result.labels
+    if scale and scale > 1:
+        out = out[scale // 2 :: scale, scale // 2 :: scale]
+    return out, {o.label_id: o.predicted_iou for o in result.objects}
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+def _remap(labels: np.ndarray, mapping: dict[int, int], dtype) -> np.ndarray:
+    ids, inverse = np.unique(labels, return_inverse=True)
+    lut = np.array([mapping.get(int(i), 0) for i in ids], dtype=dtype)
+    return lut[inverse].reshape(labels.shape)
+
+
+def score(truth, coarse, refined, mapping: dict[int, int]) -> pd.DataFrame:
+    """Per matched object: IoU / boundary IoU of coarse and refined with the truth, and their areas."""
+    before = object_ious(_remap(coarse, mapping, truth.dtype), truth)
+    after = object_ious(_remap(refined, mapping, truth.dtype), truth)
+    agree = object_ious(refined, coarse)  # refined id k vs coarse id k: label-free agreement
+    agree_of = dict(zip(agree.label_ids.tolist(), agree.iou.tolist(), strict=True))
+    index = {t: k for k, t in enumerate(before.label_ids.tolist())}
+    rows = []
+    for c, t in mapping.items():
+        k = index[t]
+        rows.append(dict(coarse_id=c, true_id=t, coarse_iou=before.iou[k], refined_iou=after.iou[k],
+                         coarse_biou=before.boundary_iou[k], refined_biou=after.boundary_iou[k],
+                         coarse_refined_iou=agree_of.get(c, np.nan)))
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["true_area"] = np.bincount(truth.ravel())[df.true_id]
+        df["coarse_area"] = np.bincount(coarse.ravel().astype(np.int64), minlength=df.coarse_id.max() + 1)[df.coarse_id]
+        df["refined_area"] = np.bincount(refined.ravel().astype(np.int64), minlength=df.coarse_id.max() + 1)[
+            df.coarse_id]
+    return df
+
+
+def tables(rows: pd.DataFrame, counts: pd.DataFrame | None = None) -> str:
+    """One markdown table per kind: a row per configuration."""
+    parts = []
+    for kind in [k for k in KINDS if k in set(rows.kind)]:
+        g = rows[rows.kind == kind]
+        lines = []
+        for name in [c for c in CONFIGS if c in set(g.config)]:
+            r = g[g.config == name]
+            ci, ri = r.coarse_iou.mean(), r.refined_iou.mean()
+            lines.append({"configuration": name, "images": r.image.nunique(), "objects": len(r),
+                          "coarse IoU": ci, "refined IoU": ri, "delta": ri - ci,
+                          "coarse BIoU": r.coarse_biou.mean(), "refined BIoU": r.refined_biou.mean(),
+                          "% improved": f"{100 * (r.refined_iou > r.coarse_iou).mean():.0f}",
+                          "oracle IoU": np.maximum(r.coarse_iou, r.refined_iou).mean()})
+        head = f"### {kind}\n"
+        if counts is not None and kind in set(counts.kind):
+            c = counts[counts.kind == kind].sum(numeric_only=True)
+            head += (f"\n{int(c.true)} true objects, {int(c.coarse)} coarse objects, {int(c.matched)} matched; "
+                     f"unmatched: {int(c.true - c.matched)} true, {int(c.coarse - c.matched)} coarse.\n")
+        parts.append(head + "\n" + to_markdown(pd.DataFrame(lines)))
+    return "\n\n".join(parts)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with dsb2018/ and stardist/")
+    parser.add_argument("--images", type=int, default=None, help="at most this many images (after --skip)")
+    parser.add_argument("--skip", type=int, default=0, help="skip the first N images (to split a run)")
+    parser.add_argument("--names", nargs="+", default=None, help="only these images (name prefixes)")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--scale-max-side", type=int, default=None,
+                        help="run the scaled configurations only on images whose long side is at most this")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--csv", type=Path, default=None, help="write one row per object and configuration")
+    parser.add_argument("--tables-from", type=Path, nargs="+", default=None,
+                        help="print the tables of per-object CSVs written by --csv (no refinement)")
+    args = parser.parse_args(argv)
+
+    if args.tables_from:
+        rows = pd.concat([pd.read_csv(p) for p in args.tables_from], ignore_index=True)
+        found = [p.with_suffix(".counts.csv") for p in args.tables_from]
+        counts = [pd.read_csv(p) for p in found if p.is_file()]
+        print(tables(rows, pd.concat(counts, ignore_index=True) if counts else None))
+        return 0
+
+    import torch
+    from segment_anything import SamPredictor
+
+    import napari_samrefine as nsr
+    from napari_samrefine.engine.embedding import minmax_padded
+    from napari_samrefine.engine.preprocess import to_sam_rgb
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    sam = nsr.load_sam("medsam_lite", device="cpu")
+    tile = int(sam.image_encoder.img_size)
+    modality = {e["file"]: e["modality"] for e in json.loads((args.data / "dsb2018" / "index.json").read_text())}
+    pairs = load_pairs(args.data)
+    if args.names:
+        pairs = [p for p in pairs if p.name.startswith(tuple(args.names))]
+    pairs = pairs[args.skip:]
+    pairs = pairs[: args.images]
+    rows, counts = [], []
+    for n, pair in enumerate(pairs, start=1):
+        truth = pair.labels.astype(np.int32)
+        caches: dict[int, nsr.EmbeddingCache] = {}
+
+        def cache_of(s, _caches=caches):
+            return _caches.setdefault(s, nsr.EmbeddingCache(max_items=4096))
+
+        predictor = []
+
+        def predictor_of(_p=predictor, _image=pair.image):
+            if not _p:
+                sam.preprocess = lambda x: minmax_padded(x, tile)  # the profile's normalisation
+                try:
+                    p = SamPredictor(sam)
+                    p.set_image(to_sam_rgb(_image))
+                finally:
+                    del sam.preprocess
+                _p.append(p)
+            return _p[0]
+
+        configs = [c for c in args.configs
+                   if CONFIGS[c][1] is None or args.scale_max_side is None
+                   or max(truth.shape) <= args.scale_max_side]
+        t0 = time.perf_counter()
+        kinds = {}
+        for kind in args.kinds:
+            coarse = coarse_labels(kind, pair.image, truth)
+            m = match_objects(coarse, truth, threshold=1e-9)
+            mapping = dict(zip(m.pred_ids.tolist(), m.true_ids.tolist(), strict=True))
+            counts.append(dict(kind=kind, image=pair.name, true=len(np.unique(truth)) - 1,
+                               coarse=len(np.unique(coarse)) - 1, matched=len(mapping)))
+            if mapping:
+                kinds[kind] = coarse, mapping
+        # by scale, so that one scale's embeddings are dropped before the next one's are made
+        encodings = {}
+        for name in sorted(configs, key=lambda c: (c == "predictor", CONFIGS[c][1] or 1)):
+            scale = CONFIGS[name][1] or 1
+            for s in [s for s in caches if s != scale]:
+                encodings[s] = caches.pop(s).misses
+            for kind, (coarse, mapping) in kinds.items():
+                refined, predicted = refined_labels(name, pair.image, coarse, sam, cache_of, predictor_of, tile)
+                df = score(truth, coarse, refined, mapping)
+                df["predicted_iou"] = df.coarse_id.map(predicted)
+                rows.append(df.assign(kind=kind, config=name, dataset=pair.dataset, image=pair.name,
+                                      modality=modality.get(pair.name, pair.dataset)))
+        encodings.update({s: c.misses for s, c in caches.items()})
+        print(f"[{n}/{len(pairs)}] {pair.name} {truth.shape}: {time.perf_counter() - t0:.0f} s "
+              f"({', '.join(f'{s}x: {k} encodings' for s, k in sorted(encodings.items()))})",
+              file=sys.stderr, flush=True)
+    data = pd.concat(rows, ignore_index=True)
+    counts = pd.DataFrame(counts)
+    if args.csv:
+        data.to_csv(args.csv, index=False)
+        counts.to_csv(args.csv.with_suffix(".counts.csv"), index=False)
+    print(tables(data, counts))
+    print(f"\n{len(pairs)} images, {time.perf_counter() - start:.0f} s, torch threads {torch.get_num_threads()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
