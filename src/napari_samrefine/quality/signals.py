@@ -120,7 +120,7 @@ def inner_boundary(mask: np.ndarray) -> np.ndarray:
     Examples
     --------
     >>> m = np.zeros((5, 5), bool); m[1:4, 1:4] = True
-    >>> inner_boundary(m).sum()
+    >>> int(inner_boundary(m).sum())
     8
     """
     mask = np.asarray(mask, dtype=bool)
