@@ -19,6 +19,11 @@ Prints, per model and configuration:
   refine's rule (a kept coarse mask pastes like an "empty-output" object).
 
     OMP_NUM_THREADS=2 python benchmarks/keep_signals.py --csv keep_signals.csv
+
+On the 2-core shared CPU machine (load 5-6) the whole run took 40 minutes,
+LiteMedSAM at the defaults 21 of them; ``--images 8`` or ``--models
+medsam_lite`` shorten it. Results: docs/benchmarks.md, "Keep or replace:
+label-free signals".
 """
 
 from __future__ import annotations
