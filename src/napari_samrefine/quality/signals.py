@@ -238,8 +238,8 @@ def _union_box(a: ObjectMask, b: ObjectMask, pad: int) -> tuple[int, int, int, i
     h, w = a.image_shape
     if not boxes:
         return 0, 0, 0, 0
-    y0, x0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    y1, x1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    y0, x0 = min(q[0] for q in boxes), min(q[1] for q in boxes)
+    y1, x1 = max(q[2] for q in boxes), max(q[3] for q in boxes)
     return max(y0 - pad, 0), max(x0 - pad, 0), min(y1 + pad, h), min(x1 + pad, w)
 
 
