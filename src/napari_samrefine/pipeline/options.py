@@ -20,6 +20,7 @@ import numpy as np
 
 from napari_samrefine.engine.preprocess import PERCENTILES
 from napari_samrefine.labels.binary import BINARY_CHOICES, BinaryMode
+from napari_samrefine.quality.keep import KEEP_CHOICES, KEEP_MIN_IOU
 from napari_samrefine.samrefiner.defaults import (
     BATCH_SIZE,
     CEBOX_LAMBDA,
@@ -165,6 +166,13 @@ class RefineOptions:
         (default): if a plane of the mask holds more than one 8-connected
         component, every component is an object, numbered from 1 in raster order
         in each plane; "one": the whole mask is one object, its value as id.
+    keep : {"refined", "better"}
+        Which mask each refined object keeps. "refined" (default, the paper's
+        behaviour): the refined one. "better": the coarse one where the refined
+        mask's IoU with it is below
+        :data:`~napari_samrefine.quality.keep.KEEP_MIN_IOU` (status
+        "kept-coarse"), a label-free estimate that the refinement made it worse
+        (measured in docs/benchmarks.md, "Keep or replace: label-free signals").
 
     Raises
     ------
@@ -203,6 +211,7 @@ class RefineOptions:
     tile: int | Literal["auto"] | None = "auto"
     halo: int | None = None
     binary: BinaryMode = "components"
+    keep: Literal["refined", "better"] = "refined"
 
     def __post_init__(self) -> None:
         for name, tidy in (
@@ -284,6 +293,12 @@ class RefineOptions:
             )
         if self.binary not in BINARY_CHOICES:
             problems.append(f"binary must be 'components' or 'one', got {self.binary!r}")
+        if self.keep not in KEEP_CHOICES:
+            problems.append(
+                f"keep must be 'refined' (default: every refined mask) or 'better' (the coarse "
+                f"mask where the refined one's IoU with it is below {KEEP_MIN_IOU}), "
+                f"got {self.keep!r}"
+            )
         return problems
 
     @property

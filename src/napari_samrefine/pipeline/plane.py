@@ -15,6 +15,7 @@ import numpy as np
 from napari_samrefine.engine.preprocess import to_sam_rgb
 from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
 from napari_samrefine.pipeline.tiling import refine_plane, resolve_tiling
+from napari_samrefine.quality.keep import keep_objects
 from napari_samrefine.samrefiner.cascade import REFINED_STATUSES, ObjectState, PromptSettings
 from napari_samrefine.samrefiner.prompts import ObjectPrompts
 from napari_samrefine.samrefiner.result import ObjectResult, Plane
@@ -51,15 +52,18 @@ class PlaneJob:
     convergence: float | None
     batch_size: int
     iou_adaptor: object
+    keep: str = "refined"
 
     def refine(self, rgb: np.ndarray, objects: Sequence[ObjectMask], tiling, step: Step):
-        """:func:`~.tiling.refine_plane` of ``objects`` in ``rgb`` with this job's options."""
-        return refine_plane(
+        """:func:`~.tiling.refine_plane` of ``objects`` in ``rgb`` with this job's options,
+        then its keep policy (:func:`~napari_samrefine.quality.keep.keep_objects`)."""
+        states = refine_plane(
             self.sam, rgb, objects, self.settings,
             tiling=tiling, embedding_cache=self.embedding_cache,
             iterations=self.iterations, convergence=self.convergence,
             batch_size=self.batch_size, iou_adaptor=self.iou_adaptor, step=step,
         )
+        return keep_objects(states, self.keep)
 
 
 def _pair(entry, lead_shape) -> list[tuple[int, int]]:
@@ -165,7 +169,7 @@ def records(states: Sequence[ObjectState], plane: Plane, mode: str) -> list[Obje
                 predicted_iou=s.predicted_iou,
                 iterations=s.iterations,
                 coarse_area=s.coarse.area,
-                refined_area=s.mask.area if s.status in REFINED_STATUSES else 0,
+                refined_area=s.mask.area if s.status in (*REFINED_STATUSES, "kept-coarse") else 0,
                 group=g if mode == "semantic" else 0,
             )
         )

@@ -52,6 +52,7 @@ def refine(
     tile: int | Literal["auto"] | None = DEFAULTS.tile,
     halo: int | None = DEFAULTS.halo,
     binary: BinaryMode = DEFAULTS.binary,
+    keep: Literal["refined", "better"] = DEFAULTS.keep,
     out=None,
 ) -> RefineResult:
     """Refine coarse masks with SAM using SAMRefiner's noise-tolerant prompts.
@@ -159,6 +160,13 @@ def refine(
         the result is a binary mask again: the input's dtype, and its foreground
         value (e.g. 255) on every refined object. In semantic mode a binary mask
         is one class, which split-then-merge splits.
+    keep : {"refined", "better"}
+        Which mask each refined object keeps. "refined" (default, the paper's
+        behaviour): the refined one. "better": the coarse one where the refined
+        mask's IoU with it is below
+        :data:`~napari_samrefine.quality.keep.KEEP_MIN_IOU`, a label-free
+        estimate that refinement made it worse (status "kept-coarse"; see
+        docs/benchmarks.md, "Keep or replace: label-free signals").
     out : zarr array, writable array, path or None
         Where to write the refined labels (see Notes), tile row by tile row, also
         for numpy input. The labels are never written into.
@@ -226,5 +234,6 @@ def refine(
         channel=options.channel, percentiles=options.percentiles, tile=options.tile,
         halo=options.halo, embedding_cache=embedding_cache, iterations=options.iterations,
         convergence=options.convergence, batch_size=options.batch_size, iou_adaptor=iou_adaptor,
+        keep=options.keep,
     )
     return refine_planes(job, src, out, plane_ids, options.binary, progress, stacklevel=3)

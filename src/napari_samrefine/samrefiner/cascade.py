@@ -24,11 +24,19 @@ from napari_samrefine.samrefiner.defaults import (
 )
 from napari_samrefine.samrefiner.prompts import ObjectPrompts, excavate_object
 
-__all__ = ["ObjectState", "ChosenLogits", "PromptSettings", "run_cascade", "REFINED_STATUSES"]
+__all__ = [
+    "ObjectState", "ChosenLogits", "PromptSettings", "run_cascade", "REFINED_STATUSES",
+    "COARSE_STATUSES",
+]
 
 REFINED_STATUSES = ("ok", "kept-previous")
 """Statuses of objects whose refined mask is written back: "ok", and "kept-previous"
 (SAM's output came out empty at a later iteration; the previous iteration's mask stays)."""
+
+COARSE_STATUSES = ("empty-output", "kept-coarse")
+"""Statuses of objects the cascade ran on whose coarse mask is written back: "empty-output"
+(SAM's output came out empty at the first iteration) and "kept-coarse" (a keep policy,
+:func:`napari_samrefine.quality.keep.keep_objects`, judged the refined mask worse)."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,10 @@ class ObjectResult:
         "ok"; "kept-previous" (SAM's mask came out empty at a later cascade
         iteration: the previous iteration's mask is kept); "empty-input" (the
         requested id is not in the labels); "empty-output" (SAM's mask came out
-        empty at the first iteration: the coarse mask is kept); "skipped"
+        empty at the first iteration: the coarse mask is kept); "kept-coarse"
+        (``keep="better"``: the refined mask agreed too little with the coarse
+        one, so the coarse mask is kept; ``refined_area`` is the rejected
+        mask's); "skipped"
         (present in the labels but not selected with ``label_ids``; kept as is);
         "specks" (semantic mode: every component of the class is under STM's
         minimum size, so there is nothing to refine; kept as is);

@@ -3,8 +3,9 @@
 The result, pixel by pixel:
 
 - a pixel of an id that was not refined keeps its id;
-- a pixel of an object whose first refinement came out empty ("empty-output")
-  keeps that object's id;
+- a pixel of an object whose first refinement came out empty ("empty-output"),
+  or whose refined mask a keep policy rejected ("kept-coarse"), keeps that
+  object's id;
 - any other pixel (background, or an id that was refined) goes to the refined
   object with the highest logit there among those whose mask holds it (ties:
   the lower id; for groups of one class, the first), else to 0.
@@ -22,14 +23,14 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from napari_samrefine.labels.objects import isin_ids
-from napari_samrefine.samrefiner.cascade import REFINED_STATUSES, ObjectState
+from napari_samrefine.samrefiner.cascade import COARSE_STATUSES, REFINED_STATUSES, ObjectState
 
 __all__ = ["write_back", "start", "paint", "rewritten_ids", "alone_flags"]
 
 
 def rewritten_ids(states: Iterable[ObjectState]) -> set[int]:
     """Ids whose coarse pixels are cleared before pasting: every object the cascade ran on."""
-    return {s.coarse.label_id for s in states if s.status in (*REFINED_STATUSES, "empty-output")}
+    return {s.coarse.label_id for s in states if s.status in (*REFINED_STATUSES, *COARSE_STATUSES)}
 
 
 def start(coarse: np.ndarray, refined_ids) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +75,7 @@ def paint(
     out, best : numpy.ndarray
         From :func:`start`: rows ``top`` to ``top + len(out)`` of the plane.
     states : sequence of ObjectState
-        Cascade results, in the plane's frame; "empty-output" ones paste their
+        Cascade results, in the plane's frame; "empty-output" and "kept-coarse" ones paste their
         coarse mask, refined ones claim the pixels of their mask where their
         logit beats the best so far.
     top : int
@@ -87,7 +88,7 @@ def paint(
     """
     a, b = (top, top + out.shape[0]) if rows is None else rows
     for k, s in enumerate(states):
-        if s.status == "empty-output":
+        if s.status in COARSE_STATUSES:
             y0, x0, y1, x1 = s.coarse.bbox
             ya, yb = max(y0, a), min(y1, b)
             if ya < yb:

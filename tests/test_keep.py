@@ -1,0 +1,88 @@
+"""refine's keep= policy: "refined" is today's behaviour, "better" keeps coarse masks the
+refinement disagrees with (napari_samrefine.quality.keep)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import napari_samrefine as nsr
+from napari_samrefine.engine.embedding import embed_image
+from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.evaluation.defects import synthesize_coarse_labels
+from napari_samrefine.labels.iou import crop_iou
+from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
+from napari_samrefine.pipeline.options import RefineOptions
+from napari_samrefine.quality import keep as keep_module
+from napari_samrefine.quality.keep import keep_objects
+from napari_samrefine.samrefiner.cascade import ObjectState, run_cascade
+from napari_samrefine.samrefiner.writeback import write_back
+
+
+@pytest.fixture(scope="module")
+def pair(dsb_pair):
+    image, truth = dsb_pair
+    image, truth = image[:128, :128].copy(), truth[:128, :128].copy()
+    return image, synthesize_coarse_labels(image, truth, seed=0).labels
+
+
+def test_keep_refined_is_todays_refine(sam, pair):
+    image, coarse = pair
+    cache = nsr.EmbeddingCache()
+    today = nsr.refine(image, coarse, sam, iterations=2, embedding_cache=cache)
+    kept = nsr.refine(image, coarse, sam, iterations=2, embedding_cache=cache, keep="refined")
+    np.testing.assert_array_equal(today.labels, kept.labels)
+    assert today.table().equals(kept.table())
+    assert RefineOptions().keep == "refined"
+
+
+def test_keep_better_keeps_the_coarse_masks_that_the_refinement_disagrees_with(
+    sam, dsb_pair, monkeypatch
+):
+    image, truth = dsb_pair
+    coarse = synthesize_coarse_labels(image, truth, seed=0).labels
+    # the tiny random SAM's masks barely meet the coarse ones (IoU 0 to 0.01): a threshold
+    # between them splits the objects into both kinds
+    monkeypatch.setattr(keep_module, "KEEP_MIN_IOU", 0.005)
+    result = nsr.refine(image, coarse, sam, iterations=1, keep="better",
+                        embedding_cache=nsr.EmbeddingCache())
+    # the same cascade, run directly: which objects agree with their coarse mask
+    objects = objects_from_labels(coarse)
+    states = run_cascade(sam, embed_image(sam, to_sam_rgb(image)), objects,
+                         RefineOptions().prompt_settings(sam), iterations=1)
+    agree = {s.coarse.label_id: crop_iou(s.coarse, s.mask) for s in states if s.status == "ok"}
+    table = result.table().set_index("label_id")
+    rejected = [lid for lid, v in agree.items() if v < 0.005]
+    accepted = [lid for lid, v in agree.items() if v >= 0.005]
+    assert rejected and accepted  # both kinds are present
+    assert (table.loc[rejected, "status"] == "kept-coarse").all()
+    assert (table.loc[accepted, "status"] == "ok").all()
+    for lid in rejected:  # the coarse mask exactly, and the rejected mask's area on record
+        np.testing.assert_array_equal(result.labels == lid, coarse == lid)
+        state = next(s for s in states if s.coarse.label_id == lid)
+        assert table.loc[lid, "refined_area"] == state.mask.area
+    # the objects refined as usual are written back by the usual rule
+    expected = write_back(coarse, keep_objects(states, "better"))
+    np.testing.assert_array_equal(result.labels, expected)
+
+
+def test_keep_objects_by_hand():
+    image_shape = (12, 12)
+    coarse = ObjectMask(3, np.ones((4, 4), bool), (2, 2), image_shape)
+    moved = ObjectMask(3, np.ones((4, 4), bool), (2, 4), image_shape)  # IoU 8 / 24 = 1/3
+    state = ObjectState(coarse=coarse, mask=moved, status="ok", iterations=1)
+    assert keep_objects([state], "refined")[0] is state
+    (out,) = keep_objects([state], "better")
+    assert out.status == "kept-coarse" and out.mask is moved and state.status == "ok"
+    assert keep_objects([state], "better", min_iou=0.3)[0] is state
+    labels = np.zeros(image_shape, np.uint8)
+    labels[2:6, 2:6] = 3
+    np.testing.assert_array_equal(write_back(labels, [out]), labels)
+    with pytest.raises(ValueError, match="keep must be"):
+        keep_objects([state], "best")
+
+
+def test_a_bad_keep_value_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="keep must be 'refined'.*got 'coarse'"):
+        nsr.refine(np.zeros((16, 16), np.uint8), np.ones((16, 16), np.uint8), "no_such_model",
+                   keep="coarse")
