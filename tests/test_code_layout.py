@@ -32,16 +32,16 @@ ALLOWED: dict[str, set[str]] = {
     "quality": {"samrefiner", "engine", "models", "labels", "_progress"},
     "pipeline": {"quality", "samrefiner", "engine", "models", "labels", *BASE},
     "judge": {"samrefiner", "engine", "models", "labels", *BASE},
-    "evaluation": {"pipeline", "samrefiner", "engine", "models", "labels", *BASE},
-    "batch": {"pipeline", "adaption", "samrefiner", "engine", "models", "labels", *BASE},
+    "evaluation": {"pipeline", "quality", "samrefiner", "engine", "models", "labels", *BASE},
+    "batch": {"pipeline", "quality", "adaption", "samrefiner", "engine", "models", "labels", *BASE},
     "testing": {"models", "engine"},
     "cli": {
-        "batch", "judge", "evaluation", "pipeline", "adaption", "samrefiner", "engine",
-        "models", "labels", "testing", *BASE,
+        "batch", "judge", "evaluation", "pipeline", "quality", "adaption", "samrefiner",
+        "engine", "models", "labels", "testing", *BASE,
     },
     "_napari": {
-        "batch", "judge", "evaluation", "pipeline", "adaption", "samrefiner", "engine",
-        "models", "labels", "testing", *BASE,
+        "batch", "judge", "evaluation", "pipeline", "quality", "adaption", "samrefiner",
+        "engine", "models", "labels", "testing", *BASE,
     },
 }
 # The algorithm's folder: nothing lazy, nothing that reads or writes files.

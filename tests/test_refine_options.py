@@ -173,11 +173,12 @@ def test_the_command_line_flags_give_the_options():
     args = _refine_args("--mode", "semantic", "--iterations", "2", "--no-box", "--cebox", "0.2",
                         "--strength", "9", "--gamma", "3", "--convergence", "1", "--batch-size", "4",
                         "--tile", "none", "--planes", "0,2", "--percentiles", "2", "98",
-                        "--binary", "one", "--channel", "mean", "--channel-axis", "0")
+                        "--binary", "one", "--channel", "mean", "--channel-axis", "0",
+                        "--keep", "better")
     assert refine_options(args) == RefineOptions(
         mode="semantic", iterations=2, use_box=False, cebox=0.2, strength=9.0, gamma=3.0,
         convergence=None, batch_size=4, tile=None, planes=[0, 2], percentiles=(2.0, 98.0),
-        binary="one", channel="mean", channel_axis=0,
+        binary="one", channel="mean", channel_axis=0, keep="better",
     )
 
 

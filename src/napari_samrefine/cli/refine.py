@@ -14,6 +14,7 @@ from napari_samrefine.cli.common import (
 )
 from napari_samrefine.labels.binary import BINARY_CHOICES
 from napari_samrefine.pipeline.options import DEFAULTS, MODES, RefineOptions
+from napari_samrefine.quality.keep import KEEP_CHOICES, KEEP_MIN_IOU
 
 __all__ = ["add_refine_parser", "run_refine", "refine_options"]
 
@@ -41,6 +42,12 @@ def add_refine_parser(sub) -> argparse.ArgumentParser:
         "--binary", choices=BINARY_CHOICES, default=DEFAULTS.binary,
         help="for a binary mask (1-bit, or two values such as 0/255): refine each connected "
         "component as an object or the whole mask as one object; written back as a mask",
+    )
+    g.add_argument(
+        "--keep", choices=KEEP_CHOICES, default=DEFAULTS.keep,
+        help="refined: write every refined mask back (the paper); better: keep an object's "
+        "coarse mask where its refined mask overlaps it by IoU < "
+        f"{KEEP_MIN_IOU} (status kept-coarse)",
     )
     g.add_argument("--iterations", type=int, default=DEFAULTS.iterations, help="cascade iterations")
     for flag, what in (("points", "point prompts"), ("box", "the box prompt"),
@@ -151,6 +158,7 @@ def refine_options(args) -> RefineOptions:
         channel=channel,
         batch_size=args.batch_size,
         binary=args.binary,
+        keep=args.keep,
         tile=_tile(args.tile),
         halo=args.halo,
         planes=parse_ids(args.planes, "--planes"),
