@@ -86,3 +86,18 @@ def test_a_bad_keep_value_is_refused_before_any_work():
     with pytest.raises(ValueError, match="keep must be 'refined'.*got 'coarse'"):
         nsr.refine(np.zeros((16, 16), np.uint8), np.ones((16, 16), np.uint8), "no_such_model",
                    keep="coarse")
+
+
+def test_the_summary_says_which_objects_kept_their_coarse_mask():
+    import pandas as pd
+
+    from napari_samrefine.samrefiner.summary import refine_summary
+
+    table = pd.DataFrame({
+        "label_id": [1, 2, 3], "plane": [None] * 3, "status": ["ok", "kept-coarse", "kept-coarse"],
+        "predicted_iou": [0.9] * 3, "iterations": [1] * 3, "coarse_area": [10] * 3,
+        "refined_area": [11, 40, 2], "group": [0] * 3,
+    })
+    headline, notes = refine_summary(table)
+    assert headline == "1 object refined (id 1)"
+    assert any(n.startswith("2 objects kept their coarse mask") and "ids 2, 3" in n for n in notes)

@@ -116,6 +116,13 @@ def refine_summary(table, mode: str = "instance", labels_name: str | None = None
             f"{count_text(len(empty), noun)} kept as {_were(len(empty))} "
             f"(SAM's mask came out empty: {_id_list(empty)})"
         )
+    kept_coarse = table[status == "kept-coarse"]
+    if len(kept_coarse):
+        notes.append(
+            f"{count_text(len(kept_coarse), noun)} kept {'its' if len(kept_coarse) == 1 else 'their'} "
+            f"coarse mask (keep='better': the refined mask agreed too little with it: "
+            f"{_id_list(kept_coarse)})"
+        )
     if kept_previous:
         notes.append(
             f"{count_text(kept_previous, 'refined ' + noun)} kept the mask of an earlier iteration "
