@@ -17,35 +17,13 @@ converges. With a published model, run it with ``--model vit_b_lm``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
-import numpy as np
-import tifffile
-from PIL import Image
+from shared_data import DATA, real_images
 
 import napari_samrefine as nsr
 from napari_samrefine.engine.embedding import EmbeddingCache
 from napari_samrefine.evaluation.defects import synthesize_coarse_labels
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def real_images(n_dsb: int):
-    """(name, image, true labels) of the first ``n_dsb`` DSB2018 images and StarDist's 2D ones."""
-    root = DATA / "dsb2018"
-    index = json.loads((root / "index.json").read_text())
-    for entry in index[:n_dsb]:
-        image = np.asarray(Image.open(root / "images" / f"{entry['file']}.png"))
-        if image.ndim == 3:
-            image = image[..., :3]
-        yield entry["file"], image, tifffile.imread(root / "labels" / f"{entry['file']}.tif")
-    for name in ("tests_img2d", "img2d"):
-        mask = name.replace("img", "mask")
-        yield name, tifffile.imread(DATA / "stardist" / f"{name}.tif"), tifffile.imread(
-            DATA / "stardist" / f"{mask}.tif"
-        )
 
 
 def main() -> None:
@@ -60,7 +38,7 @@ def main() -> None:
     sam = nsr.tiny_sam() if args.model == "tiny" else nsr.load_sam(args.model)
     cache = EmbeddingCache()
     rows = []
-    for name, image, truth in real_images(args.images):
+    for name, image, truth in real_images(DATA, args.images):
         coarse = synthesize_coarse_labels(image, truth, seed=0).labels
         counts, times = {}, {}
         for key, conv in (("early", args.convergence), ("all", None)):

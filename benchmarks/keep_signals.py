@@ -29,16 +29,14 @@ label-free signals".
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from PIL import Image
 from scipy.stats import rankdata
+from shared_data import DATA, real_images
 
 import napari_samrefine as nsr
 from napari_samrefine.engine.embedding import EmbeddingCache
@@ -50,26 +48,9 @@ from napari_samrefine.pipeline.tiling import refine_plane, resolve_tiling
 from napari_samrefine.quality.signals import SIGNALS, state_signals
 from napari_samrefine.samrefiner.writeback import write_back
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 THRESHOLDS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 RULE_SIGNALS = ("iou_coarse", "predicted_iou", "stability")
 CONFIGS = {"defaults": RefineOptions(), "iterations=1": RefineOptions(iterations=1)}
-
-
-def real_images(data: Path, n_dsb: int | None):
-    """(name, image, true labels) of the DSB2018 images and StarDist's 2D ones."""
-    root = data / "dsb2018"
-    index = json.loads((root / "index.json").read_text())
-    for entry in index[:n_dsb]:
-        image = np.asarray(Image.open(root / "images" / f"{entry['file']}.png"))
-        if image.ndim == 3:
-            image = image[..., :3]
-        yield entry["file"], image, tifffile.imread(root / "labels" / f"{entry['file']}.tif")
-    for name in ("tests_img2d", "img2d"):
-        mask = name.replace("img", "mask")
-        yield name, tifffile.imread(data / "stardist" / f"{name}.tif"), tifffile.imread(
-            data / "stardist" / f"{mask}.tif"
-        )
 
 
 def ious_by_id(pred: np.ndarray, truth: np.ndarray, ids: np.ndarray) -> np.ndarray:
