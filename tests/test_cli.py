@@ -202,7 +202,7 @@ def test_help_of_every_subcommand_shows_defaults(command):
         if takes_value and action.help is not argparse.SUPPRESS:
             shown = HelpFormatter(command)._get_help_string(action)
             assert "default" in shown.lower(), f"{command} {action.option_strings}: {shown!r}"
-    expected = {"refine": ["--iterations ITERATIONS cascade iterations (default: 5)",
+    expected = {"refine": ["--iterations ITERATIONS cascade iterations; default: the model's measured",
                            "(default: tile/8)", "(default: 1.0 99.8)", "(default: auto)"],
                 "judge": ["(default: 3)", "(default: 0.02)", "(default: hm)", "(default: sam)"],
                 "adapt": ["(default: 1)"], "benchmark": ["(default: 0.75 0.85)"], "models": []}

@@ -3,6 +3,8 @@ refinement disagrees with (napari_samrefine.quality.keep)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -12,8 +14,8 @@ from napari_samrefine.engine.preprocess import to_sam_rgb
 from napari_samrefine.evaluation.defects import synthesize_coarse_labels
 from napari_samrefine.labels.iou import crop_iou
 from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
+from napari_samrefine.models.profile import SAM_PROFILE, set_model_profile
 from napari_samrefine.pipeline.options import RefineOptions
-from napari_samrefine.quality import keep as keep_module
 from napari_samrefine.quality.keep import keep_objects
 from napari_samrefine.samrefiner.cascade import ObjectState, run_cascade
 from napari_samrefine.samrefiner.writeback import write_back
@@ -33,19 +35,23 @@ def test_keep_refined_is_todays_refine(sam, pair):
     kept = nsr.refine(image, coarse, sam, iterations=2, embedding_cache=cache, keep="refined")
     np.testing.assert_array_equal(today.labels, kept.labels)
     assert today.table().equals(kept.table())
-    assert RefineOptions().keep == "refined"
+    # the default is the model's: "refined" for SAM (not measured), "better" for LiteMedSAM
+    assert RefineOptions().keep is None
+    assert RefineOptions().model_defaults(sam).keep == "refined"
 
 
-def test_keep_better_keeps_the_coarse_masks_that_the_refinement_disagrees_with(
-    sam, dsb_pair, monkeypatch
-):
+def test_keep_better_keeps_the_coarse_masks_that_the_refinement_disagrees_with(sam, dsb_pair):
     image, truth = dsb_pair
     coarse = synthesize_coarse_labels(image, truth, seed=0).labels
     # the tiny random SAM's masks barely meet the coarse ones (IoU 0 to 0.01): a threshold
     # between them splits the objects into both kinds
-    monkeypatch.setattr(keep_module, "KEEP_MIN_IOU", 0.005)
-    result = nsr.refine(image, coarse, sam, iterations=1, keep="better",
-                        embedding_cache=nsr.EmbeddingCache())
+    # (through the model's profile, where refine takes the threshold from)
+    set_model_profile(sam, replace(SAM_PROFILE, defaults=replace(SAM_PROFILE.defaults, keep_min_iou=0.005)))
+    try:
+        result = nsr.refine(image, coarse, sam, iterations=1, keep="better",
+                            embedding_cache=nsr.EmbeddingCache())
+    finally:
+        set_model_profile(sam, None)
     # the same cascade, run directly: which objects agree with their coarse mask
     objects = objects_from_labels(coarse)
     states = run_cascade(sam, embed_image(sam, to_sam_rgb(image)), objects,
@@ -62,7 +68,7 @@ def test_keep_better_keeps_the_coarse_masks_that_the_refinement_disagrees_with(
         state = next(s for s in states if s.coarse.label_id == lid)
         assert table.loc[lid, "refined_area"] == state.mask.area
     # the objects refined as usual are written back by the usual rule
-    expected = write_back(coarse, keep_objects(states, "better"))
+    expected = write_back(coarse, keep_objects(states, "better", 0.005))
     np.testing.assert_array_equal(result.labels, expected)
 
 

@@ -89,7 +89,8 @@ def test_box_refinement_equals_sam_predictor_and_finds_the_nuclei(medsam, name, 
     from segment_anything import SamPredictor
 
     image, truth = dsb(name)
-    result = nsr.refine(image, truth, medsam, iterations=1, cebox=None, embedding_cache=None)
+    result = nsr.refine(image, truth, medsam, iterations=1, cebox=None, embedding_cache=None,
+                        keep="refined", scale=None)
     assert {o.status for o in result.objects} == {"ok"}
 
     # segment-anything's predictor, normalising as the profile says, one box at a time
@@ -185,7 +186,7 @@ def test_cli_refines_the_bundled_sample_offline(tmp_path, monkeypatch):
     data = files("napari_samrefine") / "data"
     out = tmp_path / "refined.tif"
     rc = main(["refine", str(data / "nuclei.png"), str(data / "nuclei_coarse.tif"), "-o", str(out),
-               "--model", "medsam_lite", "--device", "cpu"])
+               "--model", "medsam_lite", "--device", "cpu", "--keep", "refined"])
     assert rc == 0
     refined = tifffile.imread(out)
     coarse = tifffile.imread(data / "nuclei_coarse.tif")

@@ -22,8 +22,12 @@ from napari_samrefine.pipeline.options import DEFAULTS, OPTION_NAMES, RefineOpti
 
 BAD = [
     ("mode", "instances", "mode must be 'instance' or 'semantic', got 'instances'"),
-    ("iterations", 0, "iterations must be a whole number >= 1 (5 by default), got 0"),
-    ("iterations", 2.0, "iterations must be a whole number >= 1 (5 by default), got 2.0"),
+    ("iterations", 0, "iterations must be a whole number >= 1, or None for the model's default, got 0"),
+    ("iterations", 2.0,
+     "iterations must be a whole number >= 1, or None for the model's default, got 2.0"),
+    ("keep", "coarse", "keep must be 'refined' (every refined mask), 'better'"),
+    ("scale", 0, "scale must be 'auto', None or a number > 0 such as 2, got 0"),
+    ("scale", "big", "scale must be 'auto', None or a number > 0 such as 2, got 'big'"),
     ("use_box", "yes", "use_box must be True, False or None (the model's profile), got 'yes'"),
     ("use_points", 1, "use_points must be True, False or None (the model's profile), got 1"),
     ("cebox", 1.5, "cebox must be 'auto', None or a fraction in [0, 1] (0.1 by default), got 1.5"),
@@ -186,7 +190,9 @@ def test_refine_help_shows_the_options_defaults():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices["refine"]
     text = re.sub(r"\s+", " ", sub.format_help())
-    for flag, name in (("--iterations", "iterations"), ("--strength", "strength"),
+    assert re.search(r"--iterations .*?default: the model's measured choice", text)
+    assert re.search(r"--keep .*?default: the model's measured choice", text)
+    for flag, name in (("--strength", "strength"),
                        ("--gamma", "gamma"), ("--convergence", "convergence"),
                        ("--batch-size", "batch_size"), ("--mode", "mode"), ("--binary", "binary"),
                        ("--tile", "tile")):

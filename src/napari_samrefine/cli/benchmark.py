@@ -43,7 +43,8 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--iou-range", type=float, nargs=2, default=(0.75, 0.85), metavar=("LOW", "HIGH"),
                    help="IoU window of the synthesised coarse masks with the ground truth")
     p.add_argument("--seed", type=int, default=0, help="seed of the coarse-mask synthesis")
-    p.add_argument("--iterations", type=int, default=DEFAULTS.iterations, help="cascade iterations")
+    p.add_argument("--iterations", type=int, default=DEFAULTS.iterations,
+                   help="cascade iterations; default: the model's measured choice")
     p.add_argument("--output", type=Path, default=None,
                    help="write the per-image rows to this CSV (outside the --data folder; default: "
                    "print the table only)")

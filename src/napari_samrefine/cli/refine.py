@@ -14,7 +14,7 @@ from napari_samrefine.cli.common import (
 )
 from napari_samrefine.labels.binary import BINARY_CHOICES
 from napari_samrefine.pipeline.options import DEFAULTS, MODES, RefineOptions
-from napari_samrefine.quality.keep import KEEP_CHOICES, KEEP_MIN_IOU
+from napari_samrefine.quality.keep import KEEP_CHOICES
 
 __all__ = ["add_refine_parser", "run_refine", "refine_options"]
 
@@ -46,10 +46,16 @@ def add_refine_parser(sub) -> argparse.ArgumentParser:
     g.add_argument(
         "--keep", choices=KEEP_CHOICES, default=DEFAULTS.keep,
         help="refined: write every refined mask back (the paper); better: keep an object's "
-        "coarse mask where its refined mask overlaps it by IoU < "
-        f"{KEEP_MIN_IOU} (status kept-coarse)",
+        "coarse mask where its refined mask agrees too little with it (status kept-coarse); "
+        "default: the model's measured choice (better for medsam_lite, refined for SAM)",
     )
-    g.add_argument("--iterations", type=int, default=DEFAULTS.iterations, help="cascade iterations")
+    g.add_argument("--iterations", type=int, default=DEFAULTS.iterations,
+                   help="cascade iterations; default: the model's measured choice (1 for "
+                   "medsam_lite, the paper's 5 for SAM)")
+    g.add_argument("--scale", type=_scale, default=DEFAULTS.scale, metavar="S|auto|none",
+                   help="object scale: model-input pixels per image pixel, each object refined in "
+                   "a window around it; auto: per object, the model's measured best size (none for "
+                   "models without that measurement); none: the whole image (or its --tile tiles)")
     for flag, what in (("points", "point prompts"), ("box", "the box prompt"),
                        ("mask", "the Gaussian mask prompt"), ("negative-point", "the negative point")):
         g.add_argument(
@@ -135,6 +141,17 @@ def _tile(text: str) -> int | str | None:
         raise ValueError(f"--tile must be a whole number of pixels, 'auto' or 'none', got {text!r}") from None
 
 
+def _scale(text: str) -> float | str | None:
+    """``--scale``: a number > 0, ``auto`` or ``none``."""
+    word = text.strip().lower()
+    if word in ("auto", "none"):
+        return None if word == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number such as 2, 'auto' or 'none', got {text!r}") from None
+
+
 def refine_options(args) -> RefineOptions:
     """The :class:`~napari_samrefine.pipeline.options.RefineOptions` that the options give.
 
@@ -159,6 +176,7 @@ def refine_options(args) -> RefineOptions:
         batch_size=args.batch_size,
         binary=args.binary,
         keep=args.keep,
+        scale=args.scale,
         tile=_tile(args.tile),
         halo=args.halo,
         planes=parse_ids(args.planes, "--planes"),

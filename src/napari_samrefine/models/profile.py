@@ -25,6 +25,7 @@ from napari_samrefine.models.source import model_source
 
 __all__ = [
     "PROMPT_KINDS",
+    "RefineDefaults",
     "ModelProfile",
     "SAM_PROFILE",
     "BOX_ONLY_MINMAX_PROFILE",
@@ -36,6 +37,54 @@ __all__ = [
 
 PROMPT_KINDS = ("points", "box", "mask")
 """Prompt kinds a SAM decoder takes: points (positive and negative), box, mask."""
+
+
+@dataclass(frozen=True)
+class RefineDefaults:
+    """The refinement settings that measured best for a model, and where they were measured.
+
+    :func:`~napari_samrefine.refine` takes ``iterations``, ``keep`` and ``scale="auto"``
+    from these when they are not given. Changing one needs the table that chose it
+    (docs/benchmarks.md); ``source`` names that table.
+
+    Attributes
+    ----------
+    iterations : int
+        Cascade iterations T.
+    keep : {"refined", "better"}
+        The keep policy (:mod:`napari_samrefine.quality.keep`).
+    keep_min_iou : float
+        The agreement threshold of ``keep="better"``: the refined mask is kept when
+        its IoU with the coarse mask is at least this.
+    object_size : (float, float) or None
+        The object side (longer side of its box), in pixels of the model's input,
+        at which the model refines best: ``scale="auto"`` zooms each object into
+        this range (:mod:`napari_samrefine.pipeline.scale`). None: not measured,
+        and ``scale="auto"`` shows the model the image at its own size, as
+        ``scale=None`` does.
+    max_scale : float
+        The largest zoom ``scale="auto"`` uses.
+    source : str
+        Where the numbers come from, for humans.
+    """
+
+    iterations: int = 5
+    keep: Literal["refined", "better"] = "refined"
+    keep_min_iou: float = 0.7
+    object_size: tuple[float, float] | None = None
+    max_scale: float = 4.0
+    source: str = (
+        "the SAMRefiner paper's settings (T=5, CEBox 0.1, every prompt kind, the refined mask); "
+        "not measured here: SAM's weights cannot be downloaded on the machines that measured."
+    )
+
+    def __post_init__(self):
+        if self.keep not in ("refined", "better"):
+            raise ValueError(f"keep must be 'refined' or 'better', got {self.keep!r}.")
+        if self.object_size is not None and not 0 < self.object_size[0] <= self.object_size[1]:
+            raise ValueError(f"object_size must be (low, high) with 0 < low <= high, got {self.object_size!r}.")
+        if not (self.iterations >= 1 and self.max_scale >= 1):
+            raise ValueError("iterations and max_scale must be at least 1.")
 
 
 @dataclass(frozen=True)
@@ -56,12 +105,15 @@ class ModelProfile:
         the model's single-mask output is used.
     note : str
         Where these facts come from, for humans (docs, GUI tooltips).
+    defaults : RefineDefaults
+        The refinement settings that measured best for this model.
     """
 
     normalization: Literal["sam", "minmax"] = "sam"
     prompts: tuple[str, ...] = PROMPT_KINDS
     multimask: bool = True
     note: str = ""
+    defaults: RefineDefaults = RefineDefaults()
 
     def __post_init__(self):
         if self.normalization not in ("sam", "minmax"):
@@ -98,6 +150,15 @@ BOX_ONLY_MINMAX_PROFILE = ModelProfile(
     multimask=False,
     note="LiteMedSAM: trained on box prompts only with single-mask output; images min-max "
     "normalised to [0, 1]; its multimask IoU predictions are flat (about 0.25).",
+    defaults=RefineDefaults(
+        iterations=1,
+        keep="better",
+        keep_min_iou=0.7,
+        object_size=None,
+        source="docs/benchmarks.md: 'Mask quality with LiteMedSAM per coarse-mask kind' "
+        "(1 iteration beats 5 for every kind) and 'Keep or replace: label-free signals' "
+        "(keep the refined mask where its IoU with the coarse one is >= 0.7).",
+    ),
 )
 """The profile of LiteMedSAM."""
 

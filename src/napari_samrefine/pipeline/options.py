@@ -20,13 +20,13 @@ import numpy as np
 
 from napari_samrefine.engine.preprocess import PERCENTILES
 from napari_samrefine.labels.binary import BINARY_CHOICES, BinaryMode
-from napari_samrefine.quality.keep import KEEP_CHOICES, KEEP_MIN_IOU
+from napari_samrefine.models.profile import RefineDefaults, model_profile
+from napari_samrefine.quality.keep import KEEP_CHOICES
 from napari_samrefine.samrefiner.defaults import (
     BATCH_SIZE,
     CEBOX_LAMBDA,
     CONVERGENCE,
     GAMMA,
-    ITERATIONS,
     STRENGTH,
     prompt_option_problems,
 )
@@ -116,8 +116,10 @@ class RefineOptions:
     ----------
     mode : {"instance", "semantic"}
         Instance: one object per id. Semantic: split-then-merge (STM) per class.
-    iterations : int
-        Cascade iterations (T, default 5).
+    iterations : int or None
+        Cascade iterations T. None (default): the model's measured default
+        (:class:`~napari_samrefine.models.profile.RefineDefaults`: 1 for LiteMedSAM,
+        the paper's 5 for SAM and micro-sam).
     use_points, use_box, use_mask, use_negative_point : bool or None
         Prompt switches (the paper's ablation). None (default) takes the model's
         profile (:func:`~napari_samrefine.models.profile.model_profile`): every
@@ -166,13 +168,26 @@ class RefineOptions:
         (default): if a plane of the mask holds more than one 8-connected
         component, every component is an object, numbered from 1 in raster order
         in each plane; "one": the whole mask is one object, its value as id.
-    keep : {"refined", "better"}
-        Which mask each refined object keeps. "refined" (default, the paper's
-        behaviour): the refined one. "better": the coarse one where the refined
-        mask's IoU with it is below
-        :data:`~napari_samrefine.quality.keep.KEEP_MIN_IOU` (status
+    keep : {"refined", "better"} or None
+        Which mask each refined object keeps. "refined" (the paper's behaviour):
+        the refined one. "better": the coarse one where the refined mask's IoU
+        with it is below the model's threshold (``keep_min_iou`` of its
+        :class:`~napari_samrefine.models.profile.RefineDefaults`; status
         "kept-coarse"), a label-free estimate that the refinement made it worse
         (measured in docs/benchmarks.md, "Keep or replace: label-free signals").
+        None (default): the model's measured default ("better" for LiteMedSAM,
+        "refined" for SAM and micro-sam, which were not measured).
+    scale : "auto", float or None
+        The object scale (:mod:`napari_samrefine.pipeline.scale`): how many
+        pixels of the model's input one pixel of the image spans. A number s
+        refines each object in a window of input_size / s pixels around it, which
+        the model resizes to its input; "auto" (default) picks s per object so
+        that it spans the model's measured best size (``object_size`` of its
+        :class:`~napari_samrefine.models.profile.RefineDefaults`), or, for a
+        model without that measurement, behaves as None. None: the image (or its
+        tiles, see ``tile``) as a whole, resized to the model's input. A number
+        cannot be combined with an explicit ``tile``; an explicit ``tile`` (an
+        int, or None) turns "auto" off.
 
     Raises
     ------
@@ -189,11 +204,11 @@ class RefineOptions:
     >>> RefineOptions(iterations=0)
     Traceback (most recent call last):
     ...
-    ValueError: iterations must be a whole number >= 1 (5 by default), got 0.
+    ValueError: iterations must be a whole number >= 1, or None for the model's default, got 0.
     """
 
     mode: Literal["instance", "semantic"] = "instance"
-    iterations: int = ITERATIONS
+    iterations: int | None = None
     use_points: bool | None = None
     use_box: bool | None = None
     use_mask: bool | None = None
@@ -211,7 +226,8 @@ class RefineOptions:
     tile: int | Literal["auto"] | None = "auto"
     halo: int | None = None
     binary: BinaryMode = "components"
-    keep: Literal["refined", "better"] = "refined"
+    keep: Literal["refined", "better"] | None = None
+    scale: float | Literal["auto"] | None = "auto"
 
     def __post_init__(self) -> None:
         for name, tidy in (
@@ -235,9 +251,9 @@ class RefineOptions:
         problems = []
         if self.mode not in MODES:
             problems.append(f"mode must be 'instance' or 'semantic', got {self.mode!r}")
-        if not _whole(self.iterations, 1):
+        if not (self.iterations is None or _whole(self.iterations, 1)):
             problems.append(
-                f"iterations must be a whole number >= 1 ({d('iterations')} by default), "
+                f"iterations must be a whole number >= 1, or None for the model's default, "
                 f"got {self.iterations!r}"
             )
         for name in ("use_points", "use_box", "use_mask", "use_negative_point"):
@@ -293,13 +309,41 @@ class RefineOptions:
             )
         if self.binary not in BINARY_CHOICES:
             problems.append(f"binary must be 'components' or 'one', got {self.binary!r}")
-        if self.keep not in KEEP_CHOICES:
+        if not (self.keep is None or self.keep in KEEP_CHOICES):
             problems.append(
-                f"keep must be 'refined' (default: every refined mask) or 'better' (the coarse "
-                f"mask where the refined one's IoU with it is below {KEEP_MIN_IOU}), "
+                f"keep must be 'refined' (every refined mask), 'better' (the coarse mask where "
+                f"the refined one agrees too little with it) or None (the model's default), "
                 f"got {self.keep!r}"
             )
+        scale = self.scale
+        if not (scale is None or scale == "auto" or (_finite(scale) and scale > 0)):
+            problems.append(f"scale must be 'auto', None or a number > 0 such as 2, got {scale!r}")
+        elif _finite(scale) and self.tile != "auto":
+            problems.append(
+                f"scale={scale!r} chooses the windows the model sees, and tile={self.tile!r} too: "
+                "pass one of them (leave tile='auto' with a scale)"
+            )
         return problems
+
+    def model_defaults(self, sam) -> RefineDefaults:
+        """The settings :func:`~napari_samrefine.refine` uses with ``sam``: the model's
+        :class:`~napari_samrefine.models.profile.RefineDefaults`, with ``iterations``
+        and ``keep`` replaced where these options set them.
+
+        Examples
+        --------
+        >>> from napari_samrefine.testing import tiny_sam
+        >>> RefineOptions(keep="better").model_defaults(tiny_sam()).keep
+        'better'
+        """
+        from dataclasses import replace
+
+        chosen = model_profile(sam).defaults
+        if self.iterations is not None:
+            chosen = replace(chosen, iterations=int(self.iterations))
+        if self.keep is not None:
+            chosen = replace(chosen, keep=self.keep)
+        return chosen
 
     @property
     def cebox_lambda(self) -> float | None:

@@ -14,7 +14,8 @@ import numpy as np
 
 from napari_samrefine.engine.preprocess import to_sam_rgb
 from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
-from napari_samrefine.pipeline.tiling import refine_plane, resolve_tiling
+from napari_samrefine.pipeline.scale import resolve_layout
+from napari_samrefine.pipeline.tiling import refine_plane
 from napari_samrefine.quality.keep import keep_objects
 from napari_samrefine.samrefiner.cascade import REFINED_STATUSES, ObjectState, PromptSettings
 from napari_samrefine.samrefiner.prompts import ObjectPrompts
@@ -53,6 +54,13 @@ class PlaneJob:
     batch_size: int
     iou_adaptor: object
     keep: str = "refined"
+    keep_min_iou: float | None = None
+    scale: object = None
+
+    def layout(self, shape: tuple[int, int]):
+        """How a plane of ``shape`` is cut for the model
+        (:func:`~napari_samrefine.pipeline.scale.resolve_layout`)."""
+        return resolve_layout(self.tile, self.halo, self.scale, self.sam, shape)
 
     def refine(self, rgb: np.ndarray, objects: Sequence[ObjectMask], tiling, step: Step):
         """:func:`~.tiling.refine_plane` of ``objects`` in ``rgb`` with this job's options,
@@ -63,7 +71,7 @@ class PlaneJob:
             iterations=self.iterations, convergence=self.convergence,
             batch_size=self.batch_size, iou_adaptor=self.iou_adaptor, step=step,
         )
-        return keep_objects(states, self.keep)
+        return keep_objects(states, self.keep, self.keep_min_iou)
 
 
 def _pair(entry, lead_shape) -> list[tuple[int, int]]:
@@ -207,7 +215,7 @@ def refine_loaded_plane(
     if not targets:
         return None, objects, prompts
     rgb = to_sam_rgb(plane_image, channel=job.channel, percentiles=job.percentiles)
-    states = job.refine(rgb, targets, resolve_tiling(job.tile, job.halo, job.sam, rgb.shape[:2]), step)
+    states = job.refine(rgb, targets, job.layout(rgb.shape[:2]), step)
     refined = write_back(plane_labels, states)
     objects.extend(records(states, plane, job.mode))
     prompts.extend(s.prompts for s in states)

@@ -61,7 +61,6 @@ from napari_samrefine.pipeline.tiling import (
     group_label,
     group_objects,
     group_step,
-    resolve_tiling,
     to_window,
 )
 from napari_samrefine.samrefiner.result import RefineResult
@@ -206,7 +205,7 @@ def _check_whole_planes(job, src: Sources, split: bool) -> None:
     if job.mode == "semantic":
         raise _too_large(f"Semantic mode on a {h} x {w} plane", need,
                          "refine in instance mode, or crop the image.")
-    if not split and resolve_tiling(job.tile, job.halo, job.sam, (h, w)) is None:
+    if not split and job.layout((h, w)) is None:
         raise _too_large(f"tile={job.tile!r} refines the whole {h} x {w} plane at once, which",
                          need, "pass tile='auto' (or a tile size in pixels).")
 
@@ -271,7 +270,7 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
         return objects, prompts
     rgb = PlaneRGB(src.image, key, shape, channel=job.channel, percentiles=job.percentiles,
                    in_memory=src.in_memory)
-    tiling = resolve_tiling(job.tile, job.halo, job.sam, shape)
+    tiling = job.layout(shape)
     groups = group_objects([table.box(i) for i in targets], shape, tiling)
     groups = [(w, [targets[k] for k in m]) for w, m in groups]
     n = len(groups)
@@ -333,12 +332,15 @@ def _warn_too_large(table, members, p, tiling, stacklevel) -> None:
     where = "" if p is None else f" of plane {p}"
     shown = ", ".join(str(table.ids[i]) for i in members[:10]) + (", ..." if len(members) > 10 else "")
     h, w = table.shape
+    tile = getattr(tiling, "tile", None)
+    windows = f"{tile} px tile" if tile else "window of their object scale"
+    fix = ("Pass a larger tile= (several times their size) to refine them." if tile
+           else "Pass a larger scale= or scale=None, or crop the image, to refine them.")
     warnings.warn(
         f"{len(members)} objects{where} (ids {shown}; up to {max(sides)} px across) fit in no "
-        f"{tiling.tile} px tile with their context, and the whole {h} x {w} plane is too large "
+        f"{windows} with their context, and the whole {h} x {w} plane is too large "
         f"to refine downscaled within {arrays.MEMORY_BUDGET / GiB:.3g} GiB: they keep "
-        "their coarse masks (status 'too-large-for-tile'). Pass a larger tile= (several times their size) "
-        "to refine them.",
+        f"their coarse masks (status 'too-large-for-tile'). {fix}",
         UserWarning,
         stacklevel=stacklevel + 1,
     )

@@ -30,7 +30,7 @@ def refine(
     sam="vit_b_lm",
     *,
     mode: Literal["instance", "semantic"] = DEFAULTS.mode,
-    iterations: int = DEFAULTS.iterations,
+    iterations: int | None = DEFAULTS.iterations,
     use_points: bool | None = DEFAULTS.use_points,
     use_box: bool | None = DEFAULTS.use_box,
     use_mask: bool | None = DEFAULTS.use_mask,
@@ -52,7 +52,8 @@ def refine(
     tile: int | Literal["auto"] | None = DEFAULTS.tile,
     halo: int | None = DEFAULTS.halo,
     binary: BinaryMode = DEFAULTS.binary,
-    keep: Literal["refined", "better"] = DEFAULTS.keep,
+    keep: Literal["refined", "better"] | None = DEFAULTS.keep,
+    scale: float | Literal["auto"] | None = DEFAULTS.scale,
     out=None,
 ) -> RefineResult:
     """Refine coarse masks with SAM using SAMRefiner's noise-tolerant prompts.
@@ -97,8 +98,10 @@ def refine(
         or a checkpoint file.
     mode : {"instance", "semantic"}
         Instance: one object per id. Semantic: split-then-merge (STM) per class.
-    iterations : int
-        Cascade iterations (T, default 5).
+    iterations : int or None
+        Cascade iterations T. None (default): the model's measured default
+        (:class:`~napari_samrefine.models.profile.RefineDefaults`; 1 for
+        LiteMedSAM, the paper's 5 for SAM and micro-sam).
     use_points, use_box, use_mask, use_negative_point : bool or None
         Prompt switches (the paper's ablation). None (default) takes the model's
         profile (:func:`~napari_samrefine.models.profile.model_profile`): every
@@ -160,13 +163,25 @@ def refine(
         the result is a binary mask again: the input's dtype, and its foreground
         value (e.g. 255) on every refined object. In semantic mode a binary mask
         is one class, which split-then-merge splits.
-    keep : {"refined", "better"}
-        Which mask each refined object keeps. "refined" (default, the paper's
+    keep : {"refined", "better"} or None
+        Which mask each refined object keeps. "refined" (the paper's
         behaviour): the refined one. "better": the coarse one where the refined
-        mask's IoU with it is below
-        :data:`~napari_samrefine.quality.keep.KEEP_MIN_IOU`, a label-free
+        mask's IoU with it is below the model's ``keep_min_iou``, a label-free
         estimate that refinement made it worse (status "kept-coarse"; see
-        docs/benchmarks.md, "Keep or replace: label-free signals").
+        docs/benchmarks.md, "Keep or replace: label-free signals"). None
+        (default): the model's measured default ("better" for LiteMedSAM;
+        "refined" for SAM and micro-sam, not measured here).
+    scale : "auto", float or None
+        The object scale (:mod:`napari_samrefine.pipeline.scale`): pixels of the
+        model's input per pixel of the image. A number s refines each object in a
+        window of input_size / s pixels around it, which the model resizes to its
+        input, and maps the mask back to the image's pixels exactly. "auto"
+        (default): per object, the zoom that brings it into the model's measured
+        best size (``object_size`` of its
+        :class:`~napari_samrefine.models.profile.RefineDefaults`); for a model
+        without that measurement, and with an explicit ``tile``, as None. None:
+        the image (or its tiles, see ``tile``) as a whole, resized to the model's
+        input, as before this option existed.
     out : zarr array, writable array, path or None
         Where to write the refined labels (see Notes), tile row by tile row, also
         for numpy input. The labels are never written into.
@@ -229,11 +244,12 @@ def refine(
     plane_ids = plane_indices(tuple(src.labels.shape), options.planes)
     ids = None if options.label_ids is None else list(options.label_ids)
     sam = resolve_sam(sam, device)
+    chosen = options.model_defaults(sam)
     job = PlaneJob(
         sam=sam, settings=options.prompt_settings(sam), mode=options.mode, ids=ids,
         channel=options.channel, percentiles=options.percentiles, tile=options.tile,
-        halo=options.halo, embedding_cache=embedding_cache, iterations=options.iterations,
+        halo=options.halo, embedding_cache=embedding_cache, iterations=chosen.iterations,
         convergence=options.convergence, batch_size=options.batch_size, iou_adaptor=iou_adaptor,
-        keep=options.keep,
+        keep=chosen.keep, keep_min_iou=chosen.keep_min_iou, scale=options.scale,
     )
     return refine_planes(job, src, out, plane_ids, options.binary, progress, stacklevel=3)

@@ -190,8 +190,10 @@ def group_objects(objects: Sequence, shape: tuple[int, int], tiling: TileSpec | 
         :meth:`~napari_samrefine.labels.scan.ObjectTable.box`).
     shape : (int, int)
         (H, W) of the plane.
-    tiling : TileSpec or None
-        None: all objects in one group on the whole plane.
+    tiling : TileSpec, ScaleSpec or None
+        None: all objects in one group on the whole plane. A
+        :class:`~napari_samrefine.pipeline.scale.ScaleSpec` groups them by its own
+        windows (its ``groups`` method).
 
     Returns
     -------
@@ -202,6 +204,8 @@ def group_objects(objects: Sequence, shape: tuple[int, int], tiling: TileSpec | 
     """
     if tiling is None:
         return [(None, list(range(len(objects))))] if len(objects) else []
+    if not isinstance(tiling, TileSpec):  # object windows of a ScaleSpec
+        return tiling.groups(objects, shape) if len(objects) else []
     windows = tile_windows(shape, tiling)
     where = assign_to_tiles(objects, windows)
     groups = [(None, [i for i, k in enumerate(where) if k is None])]
@@ -255,8 +259,9 @@ def refine_plane(
         Coarse objects of this image.
     settings : PromptSettings, optional
         Prompt excavation settings (default: the paper's).
-    tiling : TileSpec or None
-        None encodes the whole image once (the untiled path).
+    tiling : TileSpec, ScaleSpec or None
+        None encodes the whole image once (the untiled path); otherwise each
+        window of :func:`group_objects` is encoded once.
     embedding_cache : EmbeddingCache or None
         Reuses embeddings of images (and tiles) seen before.
     iterations, convergence, batch_size, iou_adaptor
