@@ -69,22 +69,32 @@ from napari_samrefine.evaluation.metrics import match_objects, object_ious
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KINDS = ("defects", "eroded", "dilated", "merged", "classical")
-#: refine() keyword arguments and object scale of each configuration (scale None: the image as is)
+#: refine() keyword arguments and object scale of each configuration (scale None: the image as
+#: is). Every configuration but "defaults" pins the options it names and keep="refined",
+#: scale=None unless it names them, so that a change of refine's defaults leaves it as it was.
+_PAPER = dict(iterations=5, keep="refined", scale=None)  # refine's defaults before issue 20
+_BOX = dict(iterations=1, cebox=None, keep="refined", scale=None)
 CONFIGS: dict[str, tuple[dict, int | None]] = {
     "defaults": ({}, None),
-    "T1": (dict(iterations=1), None),
-    "noCEBox": (dict(cebox=None), None),
-    "box": (dict(iterations=1, cebox=None), None),
-    "allprompts": (dict(use_points=True, use_box=True, use_mask=True), None),
-    "box@1x": (dict(iterations=1, cebox=None), 1),
-    "box@2x": (dict(iterations=1, cebox=None), 2),
-    "box@4x": (dict(iterations=1, cebox=None), 4),
-    "defaults@1x": ({}, 1),
-    "defaults@2x": ({}, 2),
-    "defaults@4x": ({}, 4),
+    "paper": (dict(_PAPER), None),
+    "T1": (dict(_PAPER, iterations=1), None),
+    "noCEBox": (dict(_PAPER, cebox=None), None),
+    "box": (dict(_BOX), None),
+    "allprompts": (dict(_PAPER, use_points=True, use_box=True, use_mask=True), None),
+    "box@1x": (dict(_BOX), 1),
+    "box@2x": (dict(_BOX), 2),
+    "box@4x": (dict(_BOX), 4),
+    "defaults@1x": (dict(_PAPER), 1),
+    "defaults@2x": (dict(_PAPER), 2),
+    "defaults@4x": (dict(_PAPER), 4),
+    "box scale=1": (dict(_BOX, scale=1), None),
+    "box scale=2": (dict(_BOX, scale=2), None),
+    "box scale=4": (dict(_BOX, scale=4), None),
+    "box scale=auto": (dict(_BOX, scale="auto"), None),
+    "T1 scale=auto": (dict(_BOX, cebox="auto", scale="auto"), None),
     "predictor": ({}, None),
 }
-DEFAULT_CONFIGS = tuple(c for c in CONFIGS if c != "allprompts")
+DEFAULT_CONFIGS = ("defaults", "paper", "T1", "box", "box scale=1", "box scale=auto", "predictor")
 
 
 # --- coarse labels ---------------------------------------------------------------------------
@@ -259,6 +269,9 @@ def score(truth, coarse, refined, mapping: dict[int, int]) -> pd.DataFrame:
         df["coarse_area"] = np.bincount(coarse.ravel().astype(np.int64), minlength=df.coarse_id.max() + 1)[df.coarse_id]
         df["refined_area"] = np.bincount(refined.ravel().astype(np.int64), minlength=df.coarse_id.max() + 1)[
             df.coarse_id]
+        boxes = ndi.find_objects(coarse.astype(np.int64))
+        df["coarse_side"] = [max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in
+                             (boxes[c - 1] for c in df.coarse_id)]
     return df
 
 

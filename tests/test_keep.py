@@ -3,6 +3,7 @@ refinement disagrees with (napari_samrefine.quality.keep)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -107,3 +108,26 @@ def test_the_summary_says_which_objects_kept_their_coarse_mask():
     headline, notes = refine_summary(table)
     assert headline == "1 object refined (id 1)"
     assert any(n.startswith("2 objects kept their coarse mask") and "ids 2, 3" in n for n in notes)
+
+
+def test_an_explosion_is_never_kept_silently(sam, dsb_pair):
+    """The tiny random SAM's masks spread over the background: refine says so, or keeps the coarse."""
+    from napari_samrefine.samrefiner.summary import GROWTH_WARNING, GrowthWarning
+
+    image, truth = dsb_pair
+    cache = nsr.EmbeddingCache()
+    with pytest.warns(GrowthWarning) as caught:
+        kept = nsr.refine(image, truth, sam, iterations=1, keep="refined", embedding_cache=cache)
+    table = kept.table()
+    grew = table[table.refined_area > GROWTH_WARNING * table.coarse_area].label_id.tolist()
+    assert grew and len(caught) == 1
+    message = str(caught[0].message)
+    assert f"{len(grew)} objects grew more than 4x" in message and "keep='better'" in message
+    assert f"ids {grew[0]}, {grew[1]}" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GrowthWarning)
+        better = nsr.refine(image, truth, sam, iterations=1, keep="better", embedding_cache=cache)
+    statuses = better.table().set_index("label_id").status
+    assert (statuses.loc[grew] == "kept-coarse").all()
+    for lid in grew:
+        np.testing.assert_array_equal(better.labels == lid, truth == lid)

@@ -196,7 +196,7 @@ def refine_file(
     from napari_samrefine.io import read_image, write_labels, write_table
     from napari_samrefine.pipeline.refiner import refine
     from napari_samrefine.samrefiner.cascade import REFINED_STATUSES
-    from napari_samrefine.samrefiner.summary import refine_summary, size_warnings
+    from napari_samrefine.samrefiner.summary import GrowthWarning, refine_summary, size_warnings
 
     start = time.perf_counter()
     image, labels, output = Path(image), Path(labels), Path(output)
@@ -209,6 +209,8 @@ def refine_file(
                         progress=progress, **refine_kwargs)
     notes = []
     for w in caught:
+        if issubclass(w.category, GrowthWarning):
+            continue  # the summary names these objects (size_warnings)
         if issubclass(w.category, UserWarning):
             notes.append(" ".join(str(w.message).split()))
         else:

@@ -7,6 +7,8 @@ one, whose windows are views and whose whole plane may be loaded at once.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Iterable
 from typing import Literal
 
@@ -20,6 +22,7 @@ from napari_samrefine.pipeline.options import DEFAULTS, OPTION_NAMES, RefineOpti
 from napari_samrefine.pipeline.plane import PlaneJob, plane_indices
 from napari_samrefine.pipeline.plane_loop import check_inputs, refine_planes
 from napari_samrefine.samrefiner.result import ObjectResult, RefineResult
+from napari_samrefine.samrefiner.summary import GrowthWarning, size_warnings
 
 __all__ = ["refine", "RefineResult", "ObjectResult", "RefineOptions"]
 
@@ -186,6 +189,15 @@ def refine(
         Where to write the refined labels (see Notes), tile row by tile row, also
         for numpy input. The labels are never written into.
 
+    Warns
+    -----
+    GrowthWarning
+        A UserWarning, with ``keep="refined"``, for refined objects that grew more than
+        :data:`~napari_samrefine.samrefiner.summary.GROWTH_WARNING` times their coarse
+        area (naming them): such a mask is rarely right, and ``keep="better"``
+        keeps their coarse masks (an IoU with the coarse mask below 1/4 is under
+        every model's ``keep_min_iou``).
+
     Returns
     -------
     RefineResult
@@ -252,4 +264,11 @@ def refine(
         convergence=options.convergence, batch_size=options.batch_size, iou_adaptor=iou_adaptor,
         keep=chosen.keep, keep_min_iou=chosen.keep_min_iou, scale=options.scale,
     )
-    return refine_planes(job, src, out, plane_ids, options.binary, progress, stacklevel=3)
+    result = refine_planes(job, src, out, plane_ids, options.binary, progress, stacklevel=3)
+    if job.keep == "refined":  # never keep an explosion silently
+        for sentence in size_warnings(result.table(), shrank=math.inf):
+            warnings.warn(
+                f"{sentence[:-1]} (keep='refined'); keep='better' would have kept the coarse "
+                "mask of such objects.", GrowthWarning, stacklevel=2,
+            )
+    return result

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from napari_samrefine.samrefiner.cascade import REFINED_STATUSES
 
-__all__ = ["refine_summary", "size_warnings", "count_text", "GROWTH_WARNING", "SHRINK_WARNING"]
+__all__ = [
+    "refine_summary", "size_warnings", "count_text", "GROWTH_WARNING", "SHRINK_WARNING", "GrowthWarning",
+]
 
 GROWTH_WARNING = 4.0
 """A refined object more than this many times its coarse area is flagged ("grew more than 4x")."""
 SHRINK_WARNING = 4.0
 """A refined object less than its coarse area divided by this is flagged ("shrank to under 1/4")."""
+
+
+class GrowthWarning(UserWarning):
+    """Refined objects grew more than :data:`GROWTH_WARNING` times their coarse area and were
+    kept (``keep="refined"``): :func:`~napari_samrefine.refine` names them."""
 MAX_IDS = 8  # ids listed in a summary before "..."
 
 
