@@ -51,6 +51,8 @@ class RefineDefaults:
     ----------
     iterations : int
         Cascade iterations T.
+    cebox : float or None
+        The CEBox lambda of ``cebox="auto"`` in instance mode (None: the tight box).
     keep : {"refined", "better"}
         The keep policy (:mod:`napari_samrefine.quality.keep`).
     keep_min_iou : float
@@ -69,6 +71,7 @@ class RefineDefaults:
     """
 
     iterations: int = 5
+    cebox: float | None = 0.1
     keep: Literal["refined", "better"] = "refined"
     keep_min_iou: float = 0.7
     object_size: tuple[float, float] | None = None

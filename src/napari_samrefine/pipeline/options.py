@@ -127,8 +127,10 @@ class RefineOptions:
         the box alone for LiteMedSAM). Forcing on a kind the model was not
         trained with works and issues a warning that names it.
     cebox : float, None or "auto"
-        CEBox threshold lambda; None or 0 keeps the tight box. "auto" is 0.1 in
-        instance mode and off in semantic mode (:attr:`cebox_lambda`).
+        CEBox threshold lambda; None or 0 keeps the tight box. "auto" is the
+        model's measured lambda in instance mode (``cebox`` of its
+        :class:`~napari_samrefine.models.profile.RefineDefaults`; the paper's 0.1
+        for SAM, :attr:`cebox_lambda`) and off in semantic mode.
     strength : float
         Amplitude w of the mask prompt (paper: 15).
     gamma : float
@@ -359,13 +361,17 @@ class RefineOptions:
     def prompt_settings(self, sam):
         """The cascade's :class:`~napari_samrefine.samrefiner.cascade.PromptSettings` for ``sam``.
 
-        Unset prompt switches come from the model's profile.
+        Unset prompt switches, and CEBox's "auto" in instance mode, come from the
+        model's profile.
         """
         from napari_samrefine.samrefiner.cascade import PromptSettings  # torch: on first use
 
+        cebox = self.cebox_lambda
+        if self.cebox == "auto" and self.mode == "instance":
+            cebox = model_profile(sam).defaults.cebox
         return PromptSettings.for_model(
             sam, use_points=self.use_points, use_box=self.use_box, use_mask=self.use_mask,
-            use_negative_point=self.use_negative_point, cebox=self.cebox_lambda,
+            use_negative_point=self.use_negative_point, cebox=cebox,
             strength=self.strength, gamma=self.gamma,
         )
 
