@@ -388,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(df.assign(kind=kind, config=name, dataset=pair.dataset, image=pair.name,
                                       modality=modality.get(pair.name, pair.dataset)))
         encodings.update({s: c.misses for s, c in caches.items()})
+        if args.csv:  # after every image, so that a long run can be read while it goes on
+            pd.concat(rows, ignore_index=True).to_csv(args.csv, index=False)
+            pd.DataFrame(counts).to_csv(args.csv.with_suffix(".counts.csv"), index=False)
         print(f"[{n}/{len(pairs)}] {pair.name} {truth.shape}: {time.perf_counter() - t0:.0f} s "
               f"({', '.join(f'{s}x: {k} encodings' for s, k in sorted(encodings.items()))})",
               file=sys.stderr, flush=True)

@@ -131,3 +131,15 @@ def test_an_explosion_is_never_kept_silently(sam, dsb_pair):
     assert (statuses.loc[grew] == "kept-coarse").all()
     for lid in grew:
         np.testing.assert_array_equal(better.labels == lid, truth == lid)
+
+
+def test_size_warnings_name_objects_of_2d_3d_and_4d_planes():
+    import pandas as pd
+
+    from napari_samrefine.samrefiner.summary import size_warnings
+
+    rows = [dict(label_id=5, plane=plane, status="ok", coarse_area=10, refined_area=80)
+            for plane in (None, 2, (1, 3))]
+    assert size_warnings(pd.DataFrame(rows[:1]))[0] == "1 object grew more than 4x (id 5): check it."
+    assert "(id 5 (plane 2))" in size_warnings(pd.DataFrame(rows[1:2]))[0]
+    assert "(id 5 (plane 1, 3))" in size_warnings(pd.DataFrame(rows[2:]))[0]

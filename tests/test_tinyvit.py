@@ -189,8 +189,9 @@ def test_forcing_an_untrained_prompt_warns_and_is_used(lite):
     set_model_profile(lite, BOX_ONLY_MINMAX_PROFILE)
     try:
         with pytest.warns(UserWarning, match="not trained with points and mask prompts"):
-            forced = nsr.refine(image, coarse, lite, iterations=1, use_points=True, use_mask=True)
-        plain = nsr.refine(image, coarse, lite, iterations=1)
+            forced = nsr.refine(image, coarse, lite, iterations=1, use_points=True, use_mask=True,
+                                keep="refined")
+        plain = nsr.refine(image, coarse, lite, iterations=1, keep="refined")
     finally:
         set_model_profile(lite, None)
     assert forced.prompts[0].points is not None

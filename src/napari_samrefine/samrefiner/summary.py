@@ -46,7 +46,9 @@ def _id_list(rows) -> str:
     for row in rows.itertuples():
         plane = row.plane
         on_plane = plane is not None and plane == plane  # None or NaN on 2D
-        ids.append(f"{int(row.label_id)}" + (f" (plane {int(plane)})" if on_plane else ""))
+        where = ", ".join(str(int(p)) for p in plane) if isinstance(plane, tuple) else (
+            str(int(plane)) if on_plane else "")
+        ids.append(f"{int(row.label_id)}" + (f" (plane {where})" if where else ""))
     return f"id{'s' if len(ids) > 1 else ''} {_numbers(ids)}"
 
 
