@@ -45,6 +45,15 @@ class ObjectResult:
         Pixels before and after (refined_area before overlap resolution).
     group : int
         Index of the STM group within its class (semantic mode), else 0.
+    iou_coarse, stability, edge_contrast : float
+        Label-free estimates of the refinement's quality
+        (:mod:`napari_samrefine.quality.signals`), of the mask SAM refined (for
+        "kept-coarse", the rejected one): its IoU with the coarse mask, SAM's
+        stability score (IoU of the mask at logits +1 and -1) and the image's
+        edge contrast on its boundary minus on the coarse boundary. NaN for
+        objects that were not refined ("skipped", "empty-input", "specks",
+        "too-large-for-tile"); for "empty-output" the coarse mask stands for
+        the refined one (IoU 1, no stability).
     """
 
     label_id: int
@@ -55,6 +64,9 @@ class ObjectResult:
     coarse_area: int
     refined_area: int
     group: int = 0
+    iou_coarse: float = float("nan")
+    stability: float = float("nan")
+    edge_contrast: float = float("nan")
 
 
 @dataclass
