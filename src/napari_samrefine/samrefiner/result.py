@@ -8,10 +8,14 @@ import numpy as np
 
 from napari_samrefine.samrefiner.prompts import ObjectPrompts
 
-__all__ = ["ObjectResult", "RefineResult", "Plane"]
+__all__ = ["ObjectResult", "RefineResult", "Plane", "SIGNAL_COLUMNS"]
 
 Plane = int | tuple[int, ...] | None
 """A plane of the labels: None for 2D, the index for a 3D stack, (t, z) for 4D."""
+
+SIGNAL_COLUMNS = ("iou_coarse", "stability", "edge_contrast")
+"""The fields of :class:`ObjectResult` that hold label-free quality estimates
+(:mod:`napari_samrefine.quality.signals`; ``predicted_iou`` is one too)."""
 
 
 @dataclass(frozen=True)
