@@ -161,6 +161,8 @@ class RefineWidget(TaskWidget):
 
     def _profile_changed(self, profile) -> None:
         # each model starts with the prompts it was trained with; the user may still change them
+        # the fields that say "model default" name this model's (nothing for a file not loaded)
+        notes = {} if profile is None else model_default_notes(profile.defaults)
         profile = profile or SAM_PROFILE
         for box, kind in ((self.use_points, "points"), (self.use_negative_point, "points"),
                           (self.use_box, "box"), (self.use_mask, "mask")):
@@ -168,8 +170,6 @@ class RefineWidget(TaskWidget):
             key = "mask prompt" if box is self.use_mask else box.text
             untrained = "" if box.value else " This model was not trained with this prompt."
             box.tooltip = HELP[key] + untrained
-        # the fields that say "model default" name this model's (nothing for a file not loaded)
-        notes = model_default_notes(profile.defaults) if self.model.profile is not None else {}
         for field, key in ((self.iterations, "iterations"), (self.keep, "keep"),
                            (self.scale, "object scale")):
             field.tooltip = HELP[key] + (" " + notes[key] if key in notes else "")
