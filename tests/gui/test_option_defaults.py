@@ -20,7 +20,13 @@ pytestmark = pytest.mark.gui
 def test_the_refine_widget_starts_on_refines_defaults(viewer):
     widget = open_widget(viewer, "SAM refine")
     assert widget.mode.value == DEFAULTS.mode
-    assert widget.iterations.value == DEFAULTS.iterations
+    # refine's None (the model's default) shows as "model default"
+    assert DEFAULTS.iterations is None and widget.iterations.value == 0
+    assert widget.iterations.native.currentText() == "model default"
+    kwargs = widget.refine_kwargs()
+    assert (kwargs["iterations"], kwargs["keep"], kwargs["scale"]) == (
+        DEFAULTS.iterations, DEFAULTS.keep, DEFAULTS.scale
+    )
     assert widget.cebox.value == pytest.approx(DEFAULTS.cebox_lambda)
     # semantic mode: refine's "auto" turns CEBox off, and so does the form
     widget.mode.value = "semantic"
@@ -44,5 +50,7 @@ def test_the_prompt_widget_starts_on_the_papers_cebox_and_negative_point(viewer)
 
 
 def test_tooltips_quote_the_defaults():
-    assert f"{DEFAULTS.iterations} by default" in HELP["iterations"]
+    assert DEFAULTS.iterations is None and "'model default' (the default)" in HELP["iterations"]
+    assert DEFAULTS.keep is None and "'model default' (the default)" in HELP["keep"]
+    assert DEFAULTS.scale == "auto" and "'auto' (the default)" in HELP["object scale"]
     assert f"{DEFAULTS.cebox_lambda:g} by default" in HELP["box growth"]

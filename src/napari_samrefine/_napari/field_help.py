@@ -45,8 +45,21 @@ HELP = {
         f"{DEFAULTS.cebox_lambda:g} by default; 0 keeps the tight box."
     ),
     "iterations": (
-        "Rounds of refinement: each round prompts SAM with the previous round's mask. "
-        f"{DEFAULTS.iterations} by default; objects that stop changing leave early."
+        "Rounds of refinement: each round prompts SAM with the previous round's mask; objects "
+        "that stop changing leave early. 'model default' (the default) takes the number "
+        "measured best for the chosen model."
+    ),
+    "keep": (
+        "Which mask each refined object keeps: 'refined', SAM's (as the SAMRefiner paper does), "
+        "or 'better', the coarse mask where SAM's overlaps it too little, an estimate made "
+        "without ground truth that the refinement made it worse (status kept-coarse). "
+        "'model default' (the default) takes the policy measured best for the chosen model."
+    ),
+    "object scale": (
+        "How much each object is zoomed for the model. 'auto' (the default) zooms each object "
+        "to the size the chosen model refines best (where that size is measured); a number "
+        "zooms every object that many times (it is refined in a window of the model's input "
+        "size divided by it); 'none' gives the model the whole image (or its tiles)."
     ),
     # output
     "output": (

@@ -17,6 +17,7 @@ from magicgui.widgets import ComboBox
 
 from napari_samrefine.labels.arrays import is_lazy
 from napari_samrefine.samrefiner.prompts import ObjectPrompts
+from napari_samrefine.samrefiner.result import SIGNAL_COLUMNS
 
 __all__ = [
     "layer_choices",
@@ -371,7 +372,8 @@ def features_table(table: pd.DataFrame) -> pd.DataFrame:
 
     A label with several rows (the planes of a stack, the pieces of a semantic
     class) gets one row: its planes listed, its statuses counted ("refined (2),
-    kept (1)"), the mean predicted IoU, the most iterations and the summed areas.
+    kept (1)"), the mean predicted IoU and label-free estimates (``iou_coarse``,
+    ``stability``, ``edge_contrast``), the most iterations and the summed areas.
     The per-plane rows stay in the layer's ``metadata["samrefine_table"]``.
     """
     if table.empty or not table["label_id"].duplicated().any():
@@ -388,6 +390,7 @@ def features_table(table: pd.DataFrame) -> pd.DataFrame:
             "iterations": grouped["iterations"].max().to_numpy(),
             "coarse_area": grouped["coarse_area"].sum().to_numpy(),
             "refined_area": grouped["refined_area"].sum().to_numpy(),
+            **{c: grouped[c].mean().to_numpy() for c in SIGNAL_COLUMNS if c in table},
         })  # fmt: skip
     features.insert(0, "index", features["label_id"].astype(np.int64))
     return features.reset_index(drop=True)

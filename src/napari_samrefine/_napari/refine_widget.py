@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox
 from napari.layers import Image, Labels
 
 from napari_samrefine._napari.field_help import HELP, set_help
@@ -23,16 +23,49 @@ from napari_samrefine._napari.scripting import (
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine._progress import report
 from napari_samrefine.engine.encoder_progress import reporting_encoder
-from napari_samrefine.models.profile import SAM_PROFILE, untrained_prompts
+from napari_samrefine.models.profile import SAM_PROFILE, RefineDefaults, untrained_prompts
 from napari_samrefine.pipeline.options import DEFAULTS, RefineOptions
 from napari_samrefine.pipeline.refiner import refine
 
 __all__ = ["RefineWidget"]
 
 
+MODEL_DEFAULT = "model default"
+"""What the iterations and keep fields show for refine's None: the chosen model's default."""
+
+MAX_ITERATIONS = 20
+"""The most iterations the form offers (refine takes any number)."""
+
+SCALES = [("auto", "auto"), ("none", "none"), *((f"{s:g}x", f"{s:g}") for s in (1, 1.5, 2, 3, 4))]
+"""The object scale field's choices: refine's scale="auto", None or a zoom."""
+
+
 def _cebox(mode: str) -> float:
     """The box growth field's value for ``mode``: refine's cebox="auto" (0 = off)."""
     return RefineOptions(mode=mode).cebox_lambda or 0.0
+
+
+def _scale(choice: str):
+    """refine's ``scale`` for a choice of :data:`SCALES`."""
+    if choice in ("auto", "none"):
+        return None if choice == "none" else choice
+    return float(choice)
+
+
+def model_default_notes(defaults: RefineDefaults) -> dict[str, str]:
+    """The sentence each field's tooltip adds about the chosen model's default, by help key."""
+    n = defaults.iterations
+    size = defaults.object_size
+    zoom = (
+        f"'auto' zooms each object to {size[0]:g}-{size[1]:g} px of its input (at most "
+        f"{defaults.max_scale:g}x)." if size else "'auto' shows it the image as 'none' does "
+        "(its best object size is not measured)."
+    )
+    return {
+        "iterations": f"This model's default: {n} iteration{'s' if n != 1 else ''}.",
+        "keep": f"This model's default: {defaults.keep}.",
+        "object scale": f"This model's default: {zoom}",
+    }
 
 
 class RefineWidget(TaskWidget):
@@ -49,7 +82,7 @@ class RefineWidget(TaskWidget):
     ----------
     last_table : pandas.DataFrame or None
         Per-object results of the last refinement that was written (status,
-        predicted IoU, iterations, areas).
+        predicted IoU, iterations, areas, label-free estimates).
 
     Notes
     -----
@@ -75,7 +108,16 @@ class RefineWidget(TaskWidget):
         self.cebox = FloatSpinBox(
             label="box growth (CEBox)", value=_cebox(DEFAULTS.mode), min=0.0, max=1.0, step=0.05
         )
-        self.iterations = SpinBox(label="iterations", value=DEFAULTS.iterations, min=1, max=20)
+        # 0 stands for refine's None (the model's default), shown as "model default"
+        self.iterations = ComboBox(
+            label="iterations", value=DEFAULTS.iterations or 0,
+            choices=[(MODEL_DEFAULT, 0), *((str(n), n) for n in range(1, MAX_ITERATIONS + 1))],
+        )
+        self.keep = ComboBox(
+            label="keep", value=DEFAULTS.keep or MODEL_DEFAULT,
+            choices=[MODEL_DEFAULT, "refined", "better"],
+        )
+        self.scale = ComboBox(label="object scale", value="auto", choices=SCALES)
         self.objects = ComboBox(label="objects", choices=list(OBJECTS), value="all objects")
         self.planes = ComboBox(label="planes", choices=self._plane_choices, value="current plane")
         self.output = ComboBox(
@@ -87,14 +129,15 @@ class RefineWidget(TaskWidget):
             (self.image_layer, "image"), (self.labels_layer, "coarse labels"), (self.mode, "mode"),
             (self.use_points, "points"), (self.use_negative_point, "negative point"),
             (self.use_box, "box"), (self.use_mask, "mask prompt"), (self.cebox, "box growth"),
-            (self.iterations, "iterations"), (self.objects, "objects"), (self.planes, "planes"),
+            (self.iterations, "iterations"), (self.keep, "keep"), (self.scale, "object scale"),
+            (self.objects, "objects"), (self.planes, "planes"),
             (self.output, "output"), (self.adaptor, "IoU adaptor"),
         ):  # fmt: skip
             set_help(field, key)
         self.extend([
             self.image_layer, self.labels_layer, self.model, self.mode, self.use_points,
             self.use_negative_point, self.use_box, self.use_mask, self.cebox, self.iterations,
-            self.objects, self.planes, self.output, self.adaptor,
+            self.keep, self.scale, self.objects, self.planes, self.output, self.adaptor,
         ])
         self.add_footer()
         self.mode.changed.connect(self._mode_changed)
@@ -118,6 +161,8 @@ class RefineWidget(TaskWidget):
 
     def _profile_changed(self, profile) -> None:
         # each model starts with the prompts it was trained with; the user may still change them
+        # the fields that say "model default" name this model's (nothing for a file not loaded)
+        notes = {} if profile is None else model_default_notes(profile.defaults)
         profile = profile or SAM_PROFILE
         for box, kind in ((self.use_points, "points"), (self.use_negative_point, "points"),
                           (self.use_box, "box"), (self.use_mask, "mask")):
@@ -125,6 +170,9 @@ class RefineWidget(TaskWidget):
             key = "mask prompt" if box is self.use_mask else box.text
             untrained = "" if box.value else " This model was not trained with this prompt."
             box.tooltip = HELP[key] + untrained
+        for field, key in ((self.iterations, "iterations"), (self.keep, "keep"),
+                           (self.scale, "object scale")):
+            field.tooltip = HELP[key] + (" " + notes[key] if key in notes else "")
 
     def refine_kwargs(self) -> dict:
         """The :func:`refine` options the form describes (without model and data), checked.
@@ -137,7 +185,9 @@ class RefineWidget(TaskWidget):
         """
         kwargs = dict(
             mode=self.mode.value,
-            iterations=int(self.iterations.value),
+            iterations=int(self.iterations.value) or None,
+            keep=None if self.keep.value == MODEL_DEFAULT else self.keep.value,
+            scale=_scale(self.scale.value),
             use_points=self.use_points.value,
             use_negative_point=self.use_negative_point.value,
             use_box=self.use_box.value,

@@ -17,6 +17,7 @@ from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
 from napari_samrefine.pipeline.scale import resolve_layout
 from napari_samrefine.pipeline.tiling import refine_plane
 from napari_samrefine.quality.keep import keep_objects
+from napari_samrefine.quality.signals import ObjectSignals, state_signals
 from napari_samrefine.samrefiner.cascade import REFINED_STATUSES, ObjectState, PromptSettings
 from napari_samrefine.samrefiner.prompts import ObjectPrompts
 from napari_samrefine.samrefiner.result import ObjectResult, Plane
@@ -62,16 +63,25 @@ class PlaneJob:
         (:func:`~napari_samrefine.pipeline.scale.resolve_layout`)."""
         return resolve_layout(self.tile, self.halo, self.scale, self.sam, shape)
 
-    def refine(self, rgb: np.ndarray, objects: Sequence[ObjectMask], tiling, step: Step):
+    def refine(
+        self, rgb: np.ndarray, objects: Sequence[ObjectMask], tiling, step: Step
+    ) -> tuple[list[ObjectState], list[ObjectSignals]]:
         """:func:`~.tiling.refine_plane` of ``objects`` in ``rgb`` with this job's options,
-        then its keep policy (:func:`~napari_samrefine.quality.keep.keep_objects`)."""
+        then its keep policy (:func:`~napari_samrefine.quality.keep.keep_objects`).
+
+        Returns the states after the keep policy and, aligned with them, each
+        object's label-free signals (:func:`~napari_samrefine.quality.signals.state_signals`
+        in ``rgb``, of the states before the policy: a "kept-coarse" object's are
+        those of the mask it rejected), computed from the objects' boxes.
+        """
         states = refine_plane(
             self.sam, rgb, objects, self.settings,
             tiling=tiling, embedding_cache=self.embedding_cache,
             iterations=self.iterations, convergence=self.convergence,
             batch_size=self.batch_size, iou_adaptor=self.iou_adaptor, step=step,
         )
-        return keep_objects(states, self.keep, self.keep_min_iou)
+        signals = state_signals(rgb, states)
+        return keep_objects(states, self.keep, self.keep_min_iou), signals
 
 
 def _pair(entry, lead_shape) -> list[tuple[int, int]]:
@@ -163,10 +173,18 @@ def split_plane(plane_labels: np.ndarray, mode: str, label_ids):
     return chosen, missing, kept
 
 
-def records(states: Sequence[ObjectState], plane: Plane, mode: str) -> list[ObjectResult]:
-    """One :class:`ObjectResult` per cascade state (groups numbered per class in semantic mode)."""
+def records(
+    states: Sequence[ObjectState],
+    plane: Plane,
+    mode: str,
+    signals: Sequence[ObjectSignals] | None = None,
+) -> list[ObjectResult]:
+    """One :class:`ObjectResult` per cascade state (groups numbered per class in semantic mode),
+    with the object's ``signals`` (aligned with ``states``; None: NaN)."""
     out, group_count = [], {}
-    for s in states:
+    signals = [None] * len(states) if signals is None else signals
+    for s, q in zip(states, signals, strict=True):
+        nan = float("nan")
         g = group_count.get(s.coarse.label_id, 0)
         group_count[s.coarse.label_id] = g + 1
         out.append(
@@ -179,6 +197,9 @@ def records(states: Sequence[ObjectState], plane: Plane, mode: str) -> list[Obje
                 coarse_area=s.coarse.area,
                 refined_area=s.mask.area if s.status in (*REFINED_STATUSES, "kept-coarse") else 0,
                 group=g if mode == "semantic" else 0,
+                iou_coarse=nan if q is None else q.iou_coarse,
+                stability=nan if q is None else q.stability,
+                edge_contrast=nan if q is None else q.edge_contrast,
             )
         )
     return out
@@ -215,8 +236,8 @@ def refine_loaded_plane(
     if not targets:
         return None, objects, prompts
     rgb = to_sam_rgb(plane_image, channel=job.channel, percentiles=job.percentiles)
-    states = job.refine(rgb, targets, job.layout(rgb.shape[:2]), step)
+    states, signals = job.refine(rgb, targets, job.layout(rgb.shape[:2]), step)
     refined = write_back(plane_labels, states)
-    objects.extend(records(states, plane, job.mode))
+    objects.extend(records(states, plane, job.mode, signals))
     prompts.extend(s.prompts for s in states)
     return refined, objects, prompts

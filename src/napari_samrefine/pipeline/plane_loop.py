@@ -277,6 +277,7 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
     units = job.iterations + 1
     whole = groups[0][1] if groups[0][0] is None else []
     whole_states: list = []
+    whole_signals: list = []
     too_large: list[int] = []
     if whole:
         boxes = sum(int(np.prod(table.boxes[i, 2:] - table.boxes[i, :2])) for i in whole)
@@ -284,13 +285,13 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
         if plane + boxes <= src.budget:
             objs = _window_objects(labels, key, (0, 0, *shape), table, whole, shape)
             tick = group_step(step, 0, n, units, group_label(None, 0, n))
-            whole_states = job.refine(rgb.whole(), objs, None, tick)
+            whole_states, whole_signals = job.refine(rgb.whole(), objs, None, tick)
         else:
             too_large = whole
             _warn_too_large(table, whole, p, tiling, stacklevel)
     done = {
-        i: (records([s], p, "instance")[0], s.prompts)
-        for i, s in zip(whole if whole_states else [], whole_states, strict=True)
+        i: (records([s], p, "instance", [q])[0], s.prompts)
+        for i, s, q in zip(whole if whole_states else [], whole_states, whole_signals, strict=True)
     }
     refined = [ids[i] for i in targets if i not in set(too_large)]
     # with one group, every refined object of the plane is painted at once: boxes that
@@ -309,12 +310,15 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
         plane = window == (0, 0, *shape)
         local = coarse if plane else [to_window(o, window) for o in coarse]
         tick = group_step(step, g, n, units, group_label(window, g, n))
-        found = job.refine(rgb.window(window), local, None, tick)
+        found, signals = job.refine(rgb.window(window), local, None, tick)  # signals: in the window
         if not plane:
             found = [from_window(s, o, window) for s, o in zip(found, coarse, strict=True)]
         writer.paint(found, alone=alone_flags(found) if single else None)
         # keep the records and prompts, drop the masks and logits
-        done.update((i, (records([s], p, "instance")[0], s.prompts)) for i, s in zip(members, found, strict=True))
+        done.update(
+            (i, (records([s], p, "instance", [q])[0], s.prompts))
+            for i, s, q in zip(members, found, signals, strict=True)
+        )
     writer.close()
     for i in targets:
         if i in done:

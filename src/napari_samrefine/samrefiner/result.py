@@ -8,10 +8,14 @@ import numpy as np
 
 from napari_samrefine.samrefiner.prompts import ObjectPrompts
 
-__all__ = ["ObjectResult", "RefineResult", "Plane"]
+__all__ = ["ObjectResult", "RefineResult", "Plane", "SIGNAL_COLUMNS"]
 
 Plane = int | tuple[int, ...] | None
 """A plane of the labels: None for 2D, the index for a 3D stack, (t, z) for 4D."""
+
+SIGNAL_COLUMNS = ("iou_coarse", "stability", "edge_contrast")
+"""The fields of :class:`ObjectResult` that hold label-free quality estimates
+(:mod:`napari_samrefine.quality.signals`; ``predicted_iou`` is one too)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,15 @@ class ObjectResult:
         Pixels before and after (refined_area before overlap resolution).
     group : int
         Index of the STM group within its class (semantic mode), else 0.
+    iou_coarse, stability, edge_contrast : float
+        Label-free estimates of the refinement's quality
+        (:mod:`napari_samrefine.quality.signals`), of the mask SAM refined (for
+        "kept-coarse", the rejected one): its IoU with the coarse mask, SAM's
+        stability score (IoU of the mask at logits +1 and -1) and the image's
+        edge contrast on its boundary minus on the coarse boundary. NaN for
+        objects that were not refined ("skipped", "empty-input", "specks",
+        "too-large-for-tile"); for "empty-output" the coarse mask stands for
+        the refined one (IoU 1, no stability).
     """
 
     label_id: int
@@ -55,6 +68,9 @@ class ObjectResult:
     coarse_area: int
     refined_area: int
     group: int = 0
+    iou_coarse: float = float("nan")
+    stability: float = float("nan")
+    edge_contrast: float = float("nan")
 
 
 @dataclass
