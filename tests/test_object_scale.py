@@ -162,3 +162,21 @@ def test_a_scale_and_a_tile_are_refused_together_and_cli_parses_scale(sam, dsb_p
         parser.parse_args(["refine", "i.png", "l.tif", "-o", "o.tif", "--scale", "big"])
     with pytest.raises(ValueError, match="scale must be"):
         refine_options(parser.parse_args(["refine", "i.png", "l.tif", "-o", "o.tif", "--scale", "-1"]))
+
+
+def test_the_table_says_at_which_zoom_each_object_was_refined(sam, dsb_pair):
+    image, labels = dsb_pair
+    objects = objects_from_labels(labels)
+    skipped = objects[0].label_id
+    ids = [o.label_id for o in objects[1:]]
+    table = nsr.refine(image, labels, sam, iterations=1, scale=4, label_ids=ids,
+                       embedding_cache=None).table().set_index("label_id")
+    assert np.isnan(table.loc[skipped, "scale"])
+    groups = ScaleSpec(256, 4.0).groups(objects[1:], labels.shape)
+    for window, members in groups:
+        y0, x0, y1, x1 = (0, 0, *labels.shape) if window is None else window
+        for i in members:
+            assert table.loc[objects[1 + i].label_id, "scale"] == 256 / max(y1 - y0, x1 - x0)
+    assert (table.loc[ids, "scale"] == 4).mean() > 0.5  # most windows are the asked 64 px
+    whole = nsr.refine(image, labels, sam, iterations=1, scale=None, embedding_cache=None).table()
+    assert (whole.scale == 1).all()  # a 256 px image seen whole by a 256 px model

@@ -54,6 +54,7 @@ from napari_samrefine.pipeline.plane import (
     refine_loaded_plane,
     select_ids,
 )
+from napari_samrefine.pipeline.scale import object_zooms
 from napari_samrefine.pipeline.sink import open_out
 from napari_samrefine.pipeline.strips import StripWriter
 from napari_samrefine.pipeline.tiling import (
@@ -271,8 +272,11 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
     rgb = PlaneRGB(src.image, key, shape, channel=job.channel, percentiles=job.percentiles,
                    in_memory=src.in_memory)
     tiling = job.layout(shape)
-    groups = group_objects([table.box(i) for i in targets], shape, tiling)
+    boxes = [table.box(i) for i in targets]
+    groups = group_objects(boxes, shape, tiling)
     groups = [(w, [targets[k] for k in m]) for w, m in groups]
+    zoom = dict(zip(targets, object_zooms(boxes, shape, tiling, int(job.sam.image_encoder.img_size)),
+                    strict=True))
     n = len(groups)
     units = job.iterations + 1
     whole = groups[0][1] if groups[0][0] is None else []
@@ -290,7 +294,7 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
             too_large = whole
             _warn_too_large(table, whole, p, tiling, stacklevel)
     done = {
-        i: (records([s], p, "instance", [q])[0], s.prompts)
+        i: (records([s], p, "instance", [q], [zoom[i]])[0], s.prompts)
         for i, s, q in zip(whole if whole_states else [], whole_states, whole_signals, strict=True)
     }
     refined = [ids[i] for i in targets if i not in set(too_large)]
@@ -316,7 +320,7 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
         writer.paint(found, alone=alone_flags(found) if single else None)
         # keep the records and prompts, drop the masks and logits
         done.update(
-            (i, (records([s], p, "instance", [q])[0], s.prompts))
+            (i, (records([s], p, "instance", [q], [zoom[i]])[0], s.prompts))
             for i, s, q in zip(members, found, signals, strict=True)
         )
     writer.close()

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_samrefine.models.profile import model_profile
-from napari_samrefine.pipeline.tiling import TileSpec, context_box, resolve_tiling
+from napari_samrefine.pipeline.tiling import TileSpec, context_box, group_objects, resolve_tiling
 
-__all__ = ["ScaleSpec", "scale_level", "resolve_layout"]
+__all__ = ["ScaleSpec", "scale_level", "resolve_layout", "object_zooms"]
 
 Window = tuple[int, int, int, int]
 
@@ -176,3 +176,18 @@ def resolve_layout(tile, halo, scale, sam, shape: tuple[int, int]) -> TileSpec |
     if scale is None:
         return resolve_tiling(tile, halo, sam, shape)
     return ScaleSpec(int(sam.image_encoder.img_size), float(scale))
+
+
+def object_zooms(objects: Sequence, shape: tuple[int, int], layout, input_size: int) -> list[float]:
+    """The zoom each object is refined at: model-input pixels per image pixel.
+
+    ``input_size`` over the longer side of the window the object is refined in
+    (:func:`~.tiling.group_objects` with ``layout``), or of the plane for objects
+    refined on the whole plane.
+    """
+    zooms = [float("nan")] * len(objects)
+    for window, members in group_objects(objects, shape, layout):
+        y0, x0, y1, x1 = (0, 0, *shape) if window is None else window
+        for i in members:
+            zooms[i] = input_size / max(y1 - y0, x1 - x0)
+    return zooms

@@ -58,6 +58,10 @@ class ObjectResult:
         objects that were not refined ("skipped", "empty-input", "specks",
         "too-large-for-tile"); for "empty-output" the coarse mask stands for
         the refined one (IoU 1, no stability).
+    scale : float
+        The zoom the object was refined at: pixels of the model's input per
+        pixel of the image (``refine``'s ``scale``; below 1 where the image or
+        tile was shrunk to the model's input). NaN for objects not refined.
     """
 
     label_id: int
@@ -71,6 +75,7 @@ class ObjectResult:
     iou_coarse: float = float("nan")
     stability: float = float("nan")
     edge_contrast: float = float("nan")
+    scale: float = float("nan")
 
 
 @dataclass
