@@ -219,13 +219,13 @@ def predictor_labels(predictor, coarse: np.ndarray) -> tuple[np.ndarray, dict]:
         win = logit > best
         best[win] = logit[win]
         out[win] = i
-        scores[i] = float(score[0])
+        scores[i] = (float(score[0]), predictor.model.image_encoder.img_size / max(coarse.shape))
     out[best <= 0] = 0
     return out, scores
 
 
 def refined_labels(name, image, coarse, sam, caches, predictors, tile):
-    """(refined labels at the image's own size, {coarse id: predicted IoU})."""
+    """(refined labels at the image's own size, {coarse id: (predicted IoU, zoom)})."""
     import napari_samrefine as nsr
 
     kwargs, scale = CONFIGS[name]
@@ -239,7 +239,8 @@ def refined_labels(name, image, coarse, sam, caches, predictors, tile):
     out = result.labels
     if scale and scale > 1:
         out = out[scale // 2 :: scale, scale // 2 :: scale]
-    return out, {o.label_id: o.predicted_iou for o in result.objects}
+    outside = scale or 1  # the zoom of the resampling outside refine
+    return out, {o.label_id: (o.predicted_iou, o.scale * outside) for o in result.objects}
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -273,6 +274,24 @@ def score(truth, coarse, refined, mapping: dict[int, int]) -> pd.DataFrame:
         df["coarse_side"] = [max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in
                              (boxes[c - 1] for c in df.coarse_id)]
     return df
+
+
+SIZE_BINS = (0, 16, 24, 32, 48, 64, 96, 128, 192, 256, 100_000)
+"""Bins of an object's size in the model's input: its coarse box's longer side times its zoom."""
+
+
+def size_table(rows: pd.DataFrame) -> str:
+    """Mean IoU with the truth per configuration and bin of the object's size in model-input
+    pixels (``coarse_side * zoom``): where the model refines best (``--by-size``)."""
+    rows = rows[rows.config != "predictor"].assign(model_side=rows.coarse_side * rows.zoom)
+    rows = rows.assign(bin=pd.cut(rows.model_side, SIZE_BINS, right=False))
+    out = rows.groupby(["bin", "config"], observed=True).agg(
+        objects=("refined_iou", "size"), coarse_iou=("coarse_iou", "mean"),
+        refined_iou=("refined_iou", "mean"))
+    out["delta"] = out.refined_iou - out.coarse_iou
+    out = out.reset_index()
+    out["bin"] = out["bin"].astype(str)
+    return to_markdown(out)
 
 
 def tables(rows: pd.DataFrame, counts: pd.DataFrame | None = None) -> str:
@@ -314,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, default=None, help="write one row per object and configuration")
     parser.add_argument("--tables-from", type=Path, nargs="+", default=None,
                         help="print the tables of per-object CSVs written by --csv (no refinement)")
+    parser.add_argument("--by-size", action="store_true",
+                        help="with --tables-from: IoU per bin of object size in model-input pixels")
     args = parser.parse_args(argv)
 
     if args.tables_from:
@@ -321,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         found = [p.with_suffix(".counts.csv") for p in args.tables_from]
         counts = [pd.read_csv(p) for p in found if p.is_file()]
         print(tables(rows, pd.concat(counts, ignore_index=True) if counts else None))
+        if args.by_size:
+            print("\n" + size_table(rows))
         return 0
 
     import torch
@@ -384,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             for kind, (coarse, mapping) in kinds.items():
                 refined, predicted = refined_labels(name, pair.image, coarse, sam, cache_of, predictor_of, tile)
                 df = score(truth, coarse, refined, mapping)
-                df["predicted_iou"] = df.coarse_id.map(predicted)
+                df["predicted_iou"] = df.coarse_id.map(lambda c, _p=predicted: _p.get(c, (np.nan,))[0])
+                df["zoom"] = df.coarse_id.map(lambda c, _p=predicted: _p.get(c, (np.nan, np.nan))[1])
                 rows.append(df.assign(kind=kind, config=name, dataset=pair.dataset, image=pair.name,
                                       modality=modality.get(pair.name, pair.dataset)))
         encodings.update({s: c.misses for s, c in caches.items()})
