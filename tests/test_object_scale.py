@@ -180,3 +180,24 @@ def test_the_table_says_at_which_zoom_each_object_was_refined(sam, dsb_pair):
     assert (table.loc[ids, "scale"] == 4).mean() > 0.5  # most windows are the asked 64 px
     whole = nsr.refine(image, labels, sam, iterations=1, scale=None, embedding_cache=None).table()
     assert (whole.scale == 1).all()  # a 256 px image seen whole by a 256 px model
+
+
+def test_windows_lie_on_a_grid_so_that_a_small_edit_keeps_them_and_their_embeddings(sam, dsb_pair):
+    image, labels = dsb_pair
+    spec = ScaleSpec(256, 4.0)  # 64 px windows on a 16 px grid
+    before = spec.groups(objects_from_labels(labels), labels.shape)
+    edited = labels.copy()
+    target = objects_from_labels(labels)[5]
+    y0, x0, y1, x1 = target.bbox
+    edited[y0, x0:x1][edited[y0, x0:x1] == target.label_id] = 0  # one row of it painted away
+    after = spec.groups(objects_from_labels(edited), labels.shape)
+    assert [w for w, _ in before] == [w for w, _ in after]
+    h, w = labels.shape
+    on_grid = [(y % 16 == 0 or y == h - 64) and (x % 16 == 0 or x == w - 64) for (y, x, *_), _ in before]
+    assert np.mean(on_grid) > 0.7  # off it only where an object's context leaves no choice
+    # so the edited labels are refined without encoding anything again
+    cache = nsr.EmbeddingCache()
+    nsr.refine(image, labels, sam, iterations=1, scale=4, embedding_cache=cache)
+    misses = cache.misses
+    nsr.refine(image, edited, sam, iterations=1, scale=4, embedding_cache=cache)
+    assert cache.misses == misses

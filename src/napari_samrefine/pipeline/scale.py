@@ -126,9 +126,28 @@ class ScaleSpec:
         return out + sorted(windows, key=lambda g: g[0][:2])
 
 
+def _start(c0: int, c1: int, side: int, n: int, want: int) -> int:
+    """Where a window of ``side`` on an axis of ``n`` pixels that holds ``[c0, c1)`` starts:
+    on the grid of ``side // 4`` nearest ``want`` (below it where ``want`` is ``c0``), so that
+    windows repeat between runs, coarse masks and configurations and their embeddings are
+    reused; at the plane's edge when it must; else at ``want`` clipped."""
+    low, high = max(0, c1 - side), max(0, min(c0, n - side))
+    if high == n - side and want >= high:
+        return high
+    step = max(1, side // 4)
+    grid = (want // step if want == c0 else round(want / step)) * step
+    if low <= grid <= high:
+        return grid
+    for g in (grid + step, grid - step):
+        if low <= g <= high:
+            return g
+    return min(max(want, low), high)
+
+
 def _cover(contexts: np.ndarray, members: list[int], side: int, shape) -> list[tuple[Window, list[int]]]:
     """Windows of ``side`` that hold every member's context box; each opened at the top of
-    the first member not yet held (in raster order), centred on it across."""
+    the first member not yet held (in raster order), centred on it across, both on a grid
+    of ``side // 4`` (:func:`_start`)."""
     h, w = shape
     order = sorted(members, key=lambda i: (contexts[i, 0], contexts[i, 1]))
     tops = contexts[order, 0]
@@ -138,8 +157,8 @@ def _cover(contexts: np.ndarray, members: list[int], side: int, shape) -> list[t
         if held[n]:
             continue
         cy0, cx0, cy1, cx1 = (int(v) for v in contexts[i])
-        wy0 = min(cy0, max(0, h - side))
-        wx0 = min(max(0, (cx0 + cx1 - side) // 2), max(0, w - side))
+        wy0 = _start(cy0, cy1, side, h, cy0)
+        wx0 = _start(cx0, cx1, side, w, max(0, (cx0 + cx1 - side) // 2))
         window = (wy0, wx0, min(wy0 + side, h), min(wx0 + side, w))
         stop = int(np.searchsorted(tops, window[2], side="right"))
         near = np.arange(n, stop)
