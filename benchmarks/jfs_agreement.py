@@ -208,7 +208,8 @@ def main(argv=None) -> int:
         )
         # objects are refined independently: refining only the sampled ones gives them the
         # masks a whole-image refinement gives (checked), at a fraction of the cost
-        refined = nsr.refine(pair.image, coarse, sam, label_ids=chosen).labels
+        # the refined mask itself (keep="refined"): the judge, not the keep policy, decides
+        refined = nsr.refine(pair.image, coarse, sam, label_ids=chosen, keep="refined").labels
         t_refine = time.perf_counter() - t0
         iou_c, iou_r = per_object_iou(coarse, truth), per_object_iou(refined, truth)
 
