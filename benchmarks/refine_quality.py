@@ -219,13 +219,15 @@ def predictor_labels(predictor, coarse: np.ndarray) -> tuple[np.ndarray, dict]:
         win = logit > best
         best[win] = logit[win]
         out[win] = i
-        scores[i] = (float(score[0]), predictor.model.image_encoder.img_size / max(coarse.shape))
+        scores[i] = (float(score[0]), predictor.model.image_encoder.img_size / max(coarse.shape),
+                     np.nan, np.nan, "ok")
     out[best <= 0] = 0
     return out, scores
 
 
 def refined_labels(name, image, coarse, sam, caches, predictors, tile):
-    """(refined labels at the image's own size, {coarse id: (predicted IoU, zoom)})."""
+    """(refined labels at the image's own size, {coarse id: (predicted IoU, zoom, stability,
+    edge contrast, status)})."""
     import napari_samrefine as nsr
 
     kwargs, scale = CONFIGS[name]
@@ -240,7 +242,8 @@ def refined_labels(name, image, coarse, sam, caches, predictors, tile):
     if scale and scale > 1:
         out = out[scale // 2 :: scale, scale // 2 :: scale]
     outside = scale or 1  # the zoom of the resampling outside refine
-    return out, {o.label_id: (o.predicted_iou, o.scale * outside) for o in result.objects}
+    return out, {o.label_id: (o.predicted_iou, o.scale * outside, o.stability, o.edge_contrast, o.status)
+                 for o in result.objects}
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -294,6 +297,27 @@ def size_table(rows: pd.DataFrame) -> str:
     return to_markdown(out)
 
 
+KEEP_THRESHOLDS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
+
+
+def keep_table(rows: pd.DataFrame) -> str:
+    """Mean IoU with the truth if each object kept its refined mask only where the refined
+    mask's IoU with the coarse one is >= t (keep="better" with keep_min_iou t), per
+    configuration run with keep="refined" (``--keep-table``). Per object, from the
+    per-object IoUs: refine's write-back of overlaps between kept and refined masks is
+    not replayed."""
+    lines = []
+    for (kind, name), r in rows[rows.config != "predictor"].groupby(["kind", "config"], sort=False):
+        line = {"kind": kind, "configuration": name, "objects": len(r), "coarse": r.coarse_iou.mean(),
+                "refined": r.refined_iou.mean()}
+        for t in KEEP_THRESHOLDS:
+            keep = r.coarse_refined_iou >= t
+            line[f">= {t:g}"] = np.where(keep, r.refined_iou, r.coarse_iou).mean()
+        line["oracle"] = np.maximum(r.coarse_iou, r.refined_iou).mean()
+        lines.append(line)
+    return to_markdown(pd.DataFrame(lines))
+
+
 def tables(rows: pd.DataFrame, counts: pd.DataFrame | None = None) -> str:
     """One markdown table per kind: a row per configuration."""
     parts = []
@@ -330,9 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-max-side", type=int, default=None,
                         help="run the scaled configurations only on images whose long side is at most this")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--embeddings", type=Path, default=None,
+                        help="keep the embeddings on disk in this folder, so that a later run "
+                        "with other configurations encodes nothing it has seen")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per object and configuration")
     parser.add_argument("--tables-from", type=Path, nargs="+", default=None,
                         help="print the tables of per-object CSVs written by --csv (no refinement)")
+    parser.add_argument("--keep-table", action="store_true",
+                        help="with --tables-from: IoU if the refined mask were kept only where it "
+                        "agrees with the coarse one by IoU >= t")
     parser.add_argument("--by-size", action="store_true",
                         help="with --tables-from: IoU per bin of object size in model-input pixels")
     args = parser.parse_args(argv)
@@ -342,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         found = [p.with_suffix(".counts.csv") for p in args.tables_from]
         counts = [pd.read_csv(p) for p in found if p.is_file()]
         print(tables(rows, pd.concat(counts, ignore_index=True) if counts else None))
+        if args.keep_table:
+            print("\n" + keep_table(rows))
         if args.by_size:
             print("\n" + size_table(rows))
         return 0
@@ -370,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         caches: dict[int, nsr.EmbeddingCache] = {}
 
         def cache_of(s, _caches=caches):
-            return _caches.setdefault(s, nsr.EmbeddingCache(max_items=4096))
+            disk = None if args.embeddings is None else args.embeddings / f"x{s}"
+            return _caches.setdefault(s, nsr.EmbeddingCache(max_items=4096, disk=disk))
 
         predictor = []
 
@@ -407,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             for kind, (coarse, mapping) in kinds.items():
                 refined, predicted = refined_labels(name, pair.image, coarse, sam, cache_of, predictor_of, tile)
                 df = score(truth, coarse, refined, mapping)
-                df["predicted_iou"] = df.coarse_id.map(lambda c, _p=predicted: _p.get(c, (np.nan,))[0])
-                df["zoom"] = df.coarse_id.map(lambda c, _p=predicted: _p.get(c, (np.nan, np.nan))[1])
+                for k, column in enumerate(("predicted_iou", "zoom", "stability", "edge_contrast", "status")):
+                    df[column] = df.coarse_id.map(lambda c, _p=predicted, _k=k: _p[c][_k] if c in _p else np.nan)
                 rows.append(df.assign(kind=kind, config=name, dataset=pair.dataset, image=pair.name,
                                       modality=modality.get(pair.name, pair.dataset)))
         encodings.update({s: c.misses for s, c in caches.items()})
