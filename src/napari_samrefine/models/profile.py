@@ -157,7 +157,8 @@ BOX_ONLY_MINMAX_PROFILE = ModelProfile(
         iterations=1,
         keep="better",
         keep_min_iou=0.7,
-        object_size=None,
+        object_size=(64.0, 128.0),
+        max_scale=2.0,
         source="docs/benchmarks.md: 'Mask quality with LiteMedSAM per coarse-mask kind' "
         "(1 iteration beats 5 for every kind) and 'Keep or replace: label-free signals' "
         "(keep the refined mask where its IoU with the coarse one is >= 0.7).",
