@@ -91,7 +91,11 @@ CONFIGS: dict[str, tuple[dict, int | None]] = {
     "box scale=2": (dict(_BOX, scale=2), None),
     "box scale=4": (dict(_BOX, scale=4), None),
     "box scale=auto": (dict(_BOX, scale="auto"), None),
-    "T1 scale=auto": (dict(_BOX, cebox="auto", scale="auto"), None),
+    "T1 scale=auto": (dict(_BOX, cebox=0.1, scale="auto"), None),
+    "T1 scale=2": (dict(_BOX, cebox=0.1, scale=2), None),
+    "T1 cebox=0.2 scale=auto": (dict(_BOX, cebox=0.2, scale="auto"), None),
+    "T1 cebox=0.3 scale=auto": (dict(_BOX, cebox=0.3, scale="auto"), None),
+    "T2 scale=auto": (dict(_BOX, iterations=2, cebox=0.1, scale="auto"), None),
     "predictor": ({}, None),
 }
 DEFAULT_CONFIGS = ("defaults", "paper", "T1", "box", "box scale=1", "box scale=auto", "predictor")
