@@ -68,6 +68,10 @@ class RefineDefaults:
         The largest zoom ``scale="auto"`` uses.
     source : str
         Where the numbers come from, for humans.
+    adaptor_note : str
+        What a SAMRefiner++ IoU adaptor measured for this model, when it makes its
+        masks worse (one line, shown by the adaption widget and ``napari-samrefine
+        adapt``); empty when nothing to warn about was measured.
     """
 
     iterations: int = 5
@@ -80,6 +84,7 @@ class RefineDefaults:
         "the SAMRefiner paper's settings (T=5, CEBox 0.1, every prompt kind, the refined mask); "
         "not measured here: SAM's weights cannot be downloaded on the machines that measured."
     )
+    adaptor_note: str = ""
 
     def __post_init__(self):
         if self.keep not in ("refined", "better"):
