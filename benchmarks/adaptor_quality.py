@@ -30,7 +30,7 @@ accuracy of the paper's Table 1 on the held-out objects
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/adaptor_quality.py --csv rows.csv
 
 Options: ``--images N`` (the first N DSB2018 images, plus StarDist's),
-``--train K``, ``--iterations 1 5``, ``--models medsam_lite tiny``.
+``--train K``, ``--epochs E``, ``--iterations 1 5``, ``--models medsam_lite tiny``.
 Results: docs/benchmarks.md, "SAMRefiner++ IoU adaptor with LiteMedSAM".
 """
 
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--images", type=int, default=None, help="DSB2018 images (default all 32)")
     parser.add_argument("--train", type=int, default=4, help="training images, spread over the list")
+    parser.add_argument("--epochs", type=int, default=1, help="adapt_iou_head's epochs (its default 1)")
     parser.add_argument("--iterations", type=int, nargs="+", default=[1])
     parser.add_argument("--models", nargs="+", default=["medsam_lite", "tiny"])
     parser.add_argument("--no-untrained", action="store_true",
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = nsr.EmbeddingCache(max_items=4096)
         t0 = time.perf_counter()
         adaptor = nsr.adapt_iou_head(sam, [im for _, im, _, _ in train], [c for *_, c in train],
-                                     embedding_cache=cache)
+                                     epochs=args.epochs, embedding_cache=cache)
         t_train = time.perf_counter() - t0
         m = adaptor.metadata
         print(f"\n## {model}\n\nadaptor: {m['n_objects']} objects of {m['n_images']} images, "
