@@ -202,3 +202,22 @@ def test_registry_models_show_their_measured_adaptor_note(make_napari_viewer):
         assert _shown(widget._note) and get_model(name).profile.defaults.adaptor_note in widget._note.value
         widget.model._model.value = "vit_b_lm"
         assert not _shown(widget._note)
+
+
+def test_the_refine_widget_warns_when_an_adaptor_is_applied_to_a_noted_model(viewer, qtbot, tmp_path):
+    """Refining with an adaptor on a model whose profile has an adaptor note repeats the note."""
+    from _widgets import refine_widget
+
+    from napari_samrefine import adapt_iou_head
+
+    sam = _noted_tiny_sam()
+    images, labels = _load()
+    adapt_iou_head(sam, images[1], labels[1]).save(tmp_path / "a.pt")
+    widget = refine_widget(viewer, sam, iterations=1)
+    widget.run()
+    _wait(qtbot, widget)
+    assert "Warning" not in widget._status.value  # no adaptor: nothing to warn about
+    widget.adaptor.value = tmp_path / "a.pt"
+    widget.run()
+    _wait(qtbot, widget)
+    assert widget._status.value.endswith(f"Warning: {NOTE}")
