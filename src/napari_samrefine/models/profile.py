@@ -70,8 +70,9 @@ class RefineDefaults:
         Where the numbers come from, for humans.
     adaptor_note : str
         What a SAMRefiner++ IoU adaptor measured for this model, when it makes its
-        masks worse (one line, shown by the adaption widget and ``napari-samrefine
-        adapt``); empty when nothing to warn about was measured.
+        masks worse (one line, shown by the adaption widget, by the refine widget
+        when it refines with an adaptor, and by ``napari-samrefine adapt``); empty
+        when nothing to warn about was measured.
     """
 
     iterations: int = 5
