@@ -208,3 +208,42 @@ def test_help_of_every_subcommand_shows_defaults(command):
                 "adapt": ["(default: 1)"], "benchmark": ["(default: 0.75 0.85)"], "models": []}
     for piece in expected[command]:
         assert piece in text
+
+
+@pytest.fixture()
+def noted_checkpoint(tmp_path):
+    """A tiny SAM file registered with a profile that carries an adaptor note (as LiteMedSAM's)."""
+    from dataclasses import replace
+
+    import pooch
+    import torch
+
+    from napari_samrefine.models.profile import SAM_PROFILE
+    from napari_samrefine.models.registry import register_model, unregister_model
+    from napari_samrefine.testing import tiny_sam
+
+    path = tmp_path / "noted.pth"
+    torch.save(tiny_sam(seed=11).state_dict(), path)
+    note = "IoU adaptors measured worse for this model: mean IoU 0.64 -> 0.61."
+    profile = replace(SAM_PROFILE, defaults=replace(SAM_PROFILE.defaults, adaptor_note=note))
+    register_model("noted_tiny_test", "https://example.org/noted.pth",
+                   pooch.file_hash(str(path), alg="xxh128"), "custom", profile=profile)
+    yield path, note
+    unregister_model("noted_tiny_test")
+
+
+def test_adapt_warns_with_the_model_profiles_adaptor_note(tmp_path, pair, checkpoint, noted_checkpoint,
+                                                          capsys):
+    img, lab = pair
+    path, note = noted_checkpoint
+    rc = main(["adapt", str(img), "--labels", str(lab), "-o", str(tmp_path / "a.pt"),
+               "--checkpoint", str(path), "--device", "cpu"])
+    out = capsys.readouterr()
+    assert rc == 0 and "Saved the IoU adaptor" in out.out
+    assert f"warning: {note}" in out.err
+    # a model whose profile has no note: no warning
+    rc = main(["adapt", str(img), "--labels", str(lab), "-o", str(tmp_path / "b.pt"),
+               "--checkpoint", str(checkpoint), "--device", "cpu"])
+    out = capsys.readouterr()
+    assert rc == 0 and "Saved the IoU adaptor" in out.out
+    assert "warning" not in out.err.lower()

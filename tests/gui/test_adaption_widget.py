@@ -139,3 +139,85 @@ def test_model_field_loads_a_checkpoint_and_reports_errors(make_napari_viewer, q
     widget._run_button.native.click()
     _wait(qtbot, widget)
     assert load_iou_adaptor(tmp_path / "a.pt").metadata["base_model"] == "tiny.pth"
+
+
+NOTE = "Measured here: this adaptor lowered the mean IoU with the truth from 0.64 to 0.61."
+
+
+def _shown(field) -> bool:
+    """Not hidden by the widget (the viewer itself is not shown in these tests)."""
+    return not field.native.isHidden()
+
+
+def _noted_tiny_sam(note: str = NOTE):
+    from dataclasses import replace
+
+    from napari_samrefine.models.profile import SAM_PROFILE, set_model_profile
+    from napari_samrefine.testing import tiny_sam
+
+    sam = tiny_sam()
+    set_model_profile(sam, replace(SAM_PROFILE, defaults=replace(SAM_PROFILE.defaults, adaptor_note=note)))
+    return sam
+
+
+def test_a_model_whose_adaptor_measured_worse_is_flagged(make_napari_viewer, qtbot, tmp_path):
+    """The profile's adaptor note shows beside the model, and again when the adaptor is saved."""
+    from napari_samrefine._napari.adaption_widget import AdaptionWidget
+
+    viewer = make_napari_viewer()
+    widget = AdaptionWidget(viewer, sam=_noted_tiny_sam())
+    viewer.window.add_dock_widget(widget)
+    assert _shown(widget._note) and NOTE in widget._note.value and widget._note.tooltip == NOTE
+
+    images, labels = _load()
+    widget.add_pair(viewer.add_image(images[1]), viewer.add_labels(labels[1]))
+    widget._output.value = tmp_path / "a.pt"
+    widget._run_button.native.click()
+    _wait(qtbot, widget)
+    assert "Saved a.pt" in widget._status.value and f"Warning: {NOTE}" in widget._status.value
+
+    # another model without a note: nothing shown, nothing added
+    widget.model.sam = _noted_tiny_sam(note="")
+    assert not _shown(widget._note) and widget._note.value == ""
+    widget._run_button.native.click()
+    _wait(qtbot, widget)
+    assert "Saved a.pt" in widget._status.value and "Warning" not in widget._status.value
+
+
+def test_registry_models_show_their_measured_adaptor_note(make_napari_viewer):
+    """Choosing a registry model shows its profile's note (from the registry, nothing loaded)."""
+    from napari_samrefine._napari.adaption_widget import AdaptionWidget
+    from napari_samrefine.models.registry import get_model, list_models
+
+    viewer = make_napari_viewer()
+    widget = AdaptionWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    noted = [n for n in list_models() if get_model(n).profile.defaults.adaptor_note]
+    plain = [n for n in list_models() if not get_model(n).profile.defaults.adaptor_note]
+    assert "vit_b_lm" in plain and "medsam_lite" in noted  # measured: docs/benchmarks.md
+    widget.model._model.value = "vit_b_lm"
+    assert not _shown(widget._note)
+    for name in noted:
+        widget.model._model.value = name
+        assert _shown(widget._note) and get_model(name).profile.defaults.adaptor_note in widget._note.value
+        widget.model._model.value = "vit_b_lm"
+        assert not _shown(widget._note)
+
+
+def test_the_refine_widget_warns_when_an_adaptor_is_applied_to_a_noted_model(viewer, qtbot, tmp_path):
+    """Refining with an adaptor on a model whose profile has an adaptor note repeats the note."""
+    from _widgets import refine_widget
+
+    from napari_samrefine import adapt_iou_head
+
+    sam = _noted_tiny_sam()
+    images, labels = _load()
+    adapt_iou_head(sam, images[1], labels[1]).save(tmp_path / "a.pt")
+    widget = refine_widget(viewer, sam, iterations=1)
+    widget.run()
+    _wait(qtbot, widget)
+    assert "Warning" not in widget._status.value  # no adaptor: nothing to warn about
+    widget.adaptor.value = tmp_path / "a.pt"
+    widget.run()
+    _wait(qtbot, widget)
+    assert widget._status.value.endswith(f"Warning: {NOTE}")

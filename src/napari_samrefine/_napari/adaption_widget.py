@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import FileEdit, SpinBox
-from napari.utils.notifications import show_info
+from magicgui.widgets import FileEdit, Label, SpinBox
+from napari.utils.notifications import show_info, show_warning
 
 from napari_samrefine._napari.field_help import set_help
 from napari_samrefine._napari.layers import in_memory, layer_data
@@ -20,8 +20,14 @@ from napari_samrefine._napari.model_choice import ModelPicker
 from napari_samrefine._napari.pairs import LayerPairs
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine.engine.encoder_progress import reporting_encoder
+from napari_samrefine.models.profile import ModelProfile, model_profile
 
-__all__ = ["AdaptionWidget", "adaption_summary"]
+__all__ = ["AdaptionWidget", "adaption_summary", "adaptor_note"]
+
+
+def adaptor_note(profile: ModelProfile | None) -> str:
+    """The measured warning about IoU adaptors for a model's profile ("" when none)."""
+    return "" if profile is None else profile.defaults.adaptor_note
 
 
 def adaption_summary(path: Path, m: dict) -> str:
@@ -64,6 +70,8 @@ class AdaptionWidget(TaskWidget):
         self._image_dir = FileEdit(label="or image folder", mode="d", value="")
         self._labels_dir = FileEdit(label="label folder", mode="d", value="")
         self.model = ModelPicker(sam)
+        # what was measured for the chosen model, when its adaptor made its masks worse
+        self._note = Label(label="", value="")
         self._epochs = SpinBox(label="epochs", value=1, min=1, max=100)
         self._output = FileEdit(label="save adaptor to", mode="w", filter="*.pt", value="")
         for field, key in (
@@ -74,9 +82,18 @@ class AdaptionWidget(TaskWidget):
         ):  # fmt: skip
             set_help(field, key)
         self.extend([
-            self.pairs, self._image_dir, self._labels_dir, self.model, self._epochs, self._output,
+            self.pairs, self._image_dir, self._labels_dir, self.model, self._note, self._epochs,
+            self._output,
         ])  # fmt: skip
         self.add_footer()
+        self.model.on_choice(self._profile_changed)
+
+    def _profile_changed(self, profile: ModelProfile | None) -> None:
+        note = adaptor_note(profile)
+        self._note.value = f"\u26a0 {note}" if note else ""
+        self._note.tooltip = note or None
+        self._note.native.setWordWrap(True)
+        self._note.visible = bool(note)
 
     def add_pair(self, image, labels) -> None:
         """Add an (image, labels) layer pair to the training set (scripting and tests)."""
@@ -140,9 +157,14 @@ class AdaptionWidget(TaskWidget):
             adaptor = adapt_iou_head(sam, images, labels, epochs=epochs, progress=progress)
         output.parent.mkdir(parents=True, exist_ok=True)
         adaptor.save(output)
-        return adaptor, output
+        return adaptor, output, adaptor_note(model_profile(sam))
 
     def _done(self, result) -> None:
-        self.adaptor, path = result
-        self.say(adaption_summary(path, self.adaptor.metadata))
-        show_info(f"IoU adaptor saved to {path}")
+        self.adaptor, path, note = result
+        summary = adaption_summary(path, self.adaptor.metadata)
+        if note:  # measured for this model (a local file's profile is known only now)
+            self.say(f"{summary} Warning: {note}")
+            show_warning(f"IoU adaptor saved to {path}. {note}")
+        else:
+            self.say(summary)
+            show_info(f"IoU adaptor saved to {path}")

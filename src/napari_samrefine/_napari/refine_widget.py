@@ -6,6 +6,7 @@ from pathlib import Path
 
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox
 from napari.layers import Image, Labels
+from napari.utils.notifications import show_warning
 
 from napari_samrefine._napari.field_help import HELP, set_help
 from napari_samrefine._napari.layers import in_memory, layer_field
@@ -236,10 +237,15 @@ class RefineWidget(TaskWidget):
             kwargs["out"] = inputs.out
         untrained = untrained_prompts(self.model.profile, kwargs)
         note = f" (the model was not trained with {' and '.join(untrained)} prompts)" if untrained else ""
+        profile = self.model.profile
+        # measured for this model: an IoU adaptor made its masks worse (the profile says so)
+        warn = profile.defaults.adaptor_note if profile is not None and "iou_adaptor" in kwargs else ""
         self.say(f"Refining {labels_layer.name!r}{note} ...")
+        if warn:
+            show_warning(warn)
         self.launch(
             self._work, inputs.image, inputs.labels, kwargs,
-            on_done=lambda result: self._done(result, labels_layer, inputs.snapshot, output),
+            on_done=lambda result: self._done(result, labels_layer, inputs.snapshot, output, warn),
             targets=(labels_layer,),
         )
 
@@ -252,7 +258,8 @@ class RefineWidget(TaskWidget):
         with reporting_encoder(sam, progress):  # the bar moves, Cancel acts, inside a pass
             return refine(image, labels, sam, progress=progress, **kwargs)
 
-    def _done(self, result, labels_layer, snapshot, output: str) -> None:
+    def _done(self, result, labels_layer, snapshot, output: str, warn: str = "") -> None:
         layer, edit = write_result(self._viewer, labels_layer, result, output, snapshot)
         self.last_table = result.table()
-        self.say(result_summary(result, output, layer, edit, labels_name=labels_layer.name))
+        summary = result_summary(result, output, layer, edit, labels_name=labels_layer.name)
+        self.say(f"{summary} Warning: {warn}" if warn else summary)

@@ -10,6 +10,7 @@ The adaptor is then used with ``napari-samrefine refine ... --adaptor adaptor.pt
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from napari_samrefine.cli.common import add_model_arguments, load_model_from_args, parse_channel
@@ -90,6 +91,7 @@ def run_adapt_cli(args: argparse.Namespace) -> int:
     from napari_samrefine.adaption.selection import evaluate_selection
     from napari_samrefine.adaption.training import adapt_iou_head
     from napari_samrefine.io import check_outputs, read_image
+    from napari_samrefine.models.profile import model_profile
 
     pairs = resolve_pairs(args.images, args.labels)
     eval_pairs, eval_gt = [], None
@@ -129,6 +131,9 @@ def run_adapt_cli(args: argparse.Namespace) -> int:
         f"{m['train_top1_after']:.3f}."
     )
     print(f"Saved the IoU adaptor to {output} ({output.stat().st_size} bytes).")
+    note = model_profile(sam).defaults.adaptor_note
+    if note:  # measured for this model: the adaptor made its masks worse
+        print(f"warning: {note}", file=sys.stderr)
     if eval_pairs:
         report = evaluate_selection(
             sam,

@@ -68,6 +68,11 @@ class RefineDefaults:
         The largest zoom ``scale="auto"`` uses.
     source : str
         Where the numbers come from, for humans.
+    adaptor_note : str
+        What a SAMRefiner++ IoU adaptor measured for this model, when it makes its
+        masks worse (one line, shown by the adaption widget, by the refine widget
+        when it refines with an adaptor, and by ``napari-samrefine adapt``); empty
+        when nothing to warn about was measured.
     """
 
     iterations: int = 5
@@ -80,6 +85,7 @@ class RefineDefaults:
         "the SAMRefiner paper's settings (T=5, CEBox 0.1, every prompt kind, the refined mask); "
         "not measured here: SAM's weights cannot be downloaded on the machines that measured."
     )
+    adaptor_note: str = ""
 
     def __post_init__(self):
         if self.keep not in ("refined", "better"):
@@ -162,6 +168,10 @@ BOX_ONLY_MINMAX_PROFILE = ModelProfile(
         source="docs/benchmarks.md: 'Mask quality with LiteMedSAM per coarse-mask kind' "
         "(1 iteration beats 5 for every kind) and 'Keep or replace: label-free signals' "
         "(keep the refined mask where its IoU with the coarse one is >= 0.7).",
+        adaptor_note="Measured: an IoU adaptor makes LiteMedSAM's masks worse (mean IoU with the "
+        "truth 0.706 -> 0.637 on 1740 DSB2018/StarDist nuclei, 1 iteration): with an adaptor the "
+        "decoder picks among three candidates instead of LiteMedSAM's single mask. Refine without "
+        "one (docs/benchmarks.md, 'SAMRefiner++ IoU adaptor with LiteMedSAM').",
     ),
 )
 """The profile of LiteMedSAM."""
