@@ -83,7 +83,9 @@ def test_the_tooltips_name_the_chosen_models_defaults(viewer):
     widget.model._model.value = "vit_b"
     assert widget.iterations.tooltip.endswith("This model's default: 5 iterations.")
     assert widget.keep.tooltip.endswith("This model's default: refined.")
+    assert "'auto' shows it the image as 'none' does" in widget.scale.tooltip
     widget.model._model.value = "medsam_lite"
     assert widget.iterations.tooltip.endswith("This model's default: 1 iteration.")
     assert widget.keep.tooltip.endswith("This model's default: better.")
-    assert "'auto' shows it the image as 'none' does" in widget.scale.tooltip
+    assert widget.scale.tooltip.endswith(
+        "This model's default: 'auto' zooms each object to 64-128 px of its input (at most 2x).")
