@@ -1,0 +1,98 @@
+"""The "Review refinement" widget driven like a user: refine, review worst first, revert, undo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _widgets import open_widget, refine_widget
+from qtpy.QtCore import Qt
+
+from napari_samrefine.quality.review import apply_decisions, review_table
+
+pytestmark = pytest.mark.gui
+
+
+def refined_viewer(viewer, qtbot, sam):
+    widget = refine_widget(viewer, sam, keep="refined")
+    widget._run_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is not None and not widget.busy, timeout=60_000)
+    return viewer.layers["nuclei coarse refined"], viewer.layers["nuclei coarse"]
+
+
+def test_review_worst_first_revert_accept_undo_redo_and_resume(viewer, qtbot, sam):
+    refined, coarse = refined_viewer(viewer, qtbot, sam)
+    start = refined.data.copy()
+    coarse_data = coarse.data.copy()
+    review = open_widget(viewer, "Review refinement")
+    assert review.refined_layer.value is refined and review.coarse_layer.value is coarse
+    review.load_button.native.click()
+    rows = review.rows
+    expected_rows = review_table(refined.metadata["samrefine_table"])
+    assert rows["label_id"].tolist() == expected_rows["label_id"].tolist()
+    iou = rows["iou_coarse"].dropna().to_numpy()
+    assert len(iou) > 3 and (np.diff(iou) >= 0).all()  # worst first
+    assert review.table.native.rowCount() == len(rows)
+    # the first row is selected: its label, centred
+    first, second, third = (int(v) for v in rows["label_id"][:3])
+    assert review.current == 0 and refined.selected_label == first
+    ys, xs = np.nonzero(start == first)
+    if ys.size == 0:  # all its pixels went to a neighbour: centred on its coarse mask
+        ys, xs = np.nonzero(coarse_data == first)
+    centre = ((ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2)
+    assert tuple(getattr(viewer, 'scene', viewer).camera.center[-2:]) == pytest.approx(centre)
+    # a row clicked in the table selects its object
+    review.table.native.selectRow(2)
+    assert review.current == 2 and refined.selected_label == third
+    review.table.native.selectRow(0)
+    assert review.current == 0
+
+    # revert the worst with the button, the next with the R key, accept the third with A
+    review.revert_button.native.click()
+    one = apply_decisions(start, coarse_data, {first: "reverted"})
+    np.testing.assert_array_equal(refined.data, one)
+    assert review.current == 1  # moved on
+    qtbot.keyClick(review.table.native, Qt.Key.Key_R)
+    two = apply_decisions(start, coarse_data, {first: "reverted", second: "reverted"})
+    np.testing.assert_array_equal(refined.data, two)
+    for label in (first, second):  # each object exactly its coarse mask again
+        np.testing.assert_array_equal(refined.data == label, coarse_data == label)
+    qtbot.keyClick(review.table.native, Qt.Key.Key_A)
+    np.testing.assert_array_equal(refined.data, two)
+    np.testing.assert_array_equal(coarse.data, coarse_data)  # the coarse layer is never written
+    decisions = refined.features.set_index("label_id")["decision"]
+    assert (decisions[first], decisions[second], decisions[third]) == ("reverted", "reverted", "accepted")
+    assert (decisions.drop([first, second, third]) == "").all()
+
+    # each revert is one undo step; the decisions follow undo and redo
+    refined.undo()
+    np.testing.assert_array_equal(refined.data, one)
+    assert refined.features.set_index("label_id")["decision"][second] == ""
+    refined.undo()
+    np.testing.assert_array_equal(refined.data, start)
+    decisions = refined.features.set_index("label_id")["decision"]
+    assert (decisions[first], decisions[third]) == ("", "accepted")
+    refined.redo()
+    np.testing.assert_array_equal(refined.data, one)
+    assert refined.features.set_index("label_id")["decision"][first] == "reverted"
+    assert review.rows.set_index("label_id")["decision"][first] == "reverted"
+
+    # a layer opened again with its features resumes the review where it stopped
+    reopened = viewer.add_labels(refined.data.copy(), name="reopened", features=refined.features.copy())
+    review.refined_layer.value = reopened
+    review.coarse_layer.value = coarse
+    review.load_button.native.click()
+    resumed = review.rows.set_index("label_id")["decision"]
+    assert (resumed[first], resumed[second], resumed[third]) == ("reverted", "", "accepted")
+    assert "2 decided" in review.status
+
+
+def test_review_says_what_is_missing(viewer):
+    review = open_widget(viewer, "Review refinement")
+    review.refined_layer.value = None
+    review.load_button.native.click()
+    assert "Choose the refined Labels layer" in review.status
+    review.revert_button.native.click()
+    assert "Load the objects" in review.status
+    review.refined_layer.value = viewer.layers["nuclei coarse"]  # not a refinement: no table
+    review.load_button.native.click()
+    assert "no ['status'] column" in review.status or "no ['label_id', 'status']" in review.status
