@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import numpy as np
 import pytest
 from _widgets import open_widget, refine_widget
 from qtpy.QtCore import Qt
 
+import napari_samrefine as nsr
 from napari_samrefine.quality.review import apply_decisions, review_table
 
 pytestmark = pytest.mark.gui
@@ -96,3 +100,74 @@ def test_review_says_what_is_missing(viewer):
     review.refined_layer.value = viewer.layers["nuclei coarse"]  # not a refinement: no table
     review.load_button.native.click()
     assert "no ['status'] column" in review.status or "no ['label_id', 'status']" in review.status
+
+
+def test_refine_review_revert_two_edit_one_rerefine_then_undo_everything(viewer, qtbot, sam, encoder_passes):
+    """The issue's walk: refine -> review worst -> revert two -> edit one's prompts and refine it
+    again -> undo everything; the layer is exactly what it should be at each step."""
+    refined, coarse = refined_viewer(viewer, qtbot, sam)
+    passes = encoder_passes.n
+    start, coarse_data, image = refined.data.copy(), coarse.data.copy(), viewer.layers["nuclei"].data
+    prompt_widget = open_widget(viewer, "Prompt excavation")
+    prompt_widget.labels_layer.value = coarse
+    prompt_widget._run_button.native.click()
+    qtbot.waitUntil(lambda: prompt_widget.worker is not None and not prompt_widget.busy, timeout=60_000)
+    points = viewer.layers["nuclei coarse points"]
+    review = open_widget(viewer, "Review refinement")
+    review.model.sam = sam
+    review.image_layer.value = viewer.layers["nuclei"]
+    review.load_button.native.click()
+    first, second, third = (int(v) for v in review.rows["label_id"][:3])
+    qtbot.keyClick(review.table.native, Qt.Key.Key_R)
+    qtbot.keyClick(review.table.native, Qt.Key.Key_R)
+    two = apply_decisions(start, coarse_data, {first: "reverted", second: "reverted"})
+    np.testing.assert_array_equal(refined.data, two)
+    assert review.current == 2
+
+    # the third object's positive point dragged to its box's corner, through the layer's data
+    features = points.features
+    at = np.flatnonzero((features["label_id"] == third) & (features["kind"] == "positive"))[0]
+    ys, xs = np.nonzero(coarse_data == third)
+    moved = points.data.copy()
+    moved[at] = (ys.min(), xs.min())
+    points.data = moved
+    review.refine_button.native.click()
+    assert encoder_passes.n == passes  # the image's embedding was cached: no encoder pass
+    (base,) = nsr.excavate_prompts(coarse_data, label_ids=[third], cebox=None)
+    kinds = features["kind"].to_numpy()[features["label_id"].to_numpy() == third]
+    xy = moved[features["label_id"].to_numpy() == third][:, ::-1]
+    expected_prompts = dataclasses.replace(base, points=xy, point_labels=(kinds == "positive").astype(int))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = nsr.refine(image, coarse_data, sam, label_ids=[third], prompts={third: expected_prompts},
+                           iterations=1, keep="refined").labels
+    three = two.copy()
+    three[three == third] = 0
+    three[again == third] = third
+    np.testing.assert_array_equal(refined.data, three)
+    assert not np.array_equal(three, two)  # the edit changed the object
+    decisions = refined.features.set_index("label_id")["decision"]
+    assert (decisions[first], decisions[second], decisions[third]) == ("reverted", "reverted", "re-refined")
+    assert "refined again from its edited prompts" in review.status
+
+    # undo everything, step by step
+    refined.undo()
+    np.testing.assert_array_equal(refined.data, two)
+    assert refined.features.set_index("label_id")["decision"][third] == ""
+    refined.undo()
+    np.testing.assert_array_equal(refined.data, apply_decisions(start, coarse_data, {first: "reverted"}))
+    refined.undo()
+    np.testing.assert_array_equal(refined.data, start)
+    assert (refined.features["decision"] == "").all()
+    np.testing.assert_array_equal(coarse.data, coarse_data)
+
+
+def test_refine_this_object_says_what_is_missing(viewer, qtbot, sam):
+    refine_viewer = refined_viewer(viewer, qtbot, sam)[0]
+    review = open_widget(viewer, "Review refinement")
+    review.model.sam = sam
+    review.load_button.native.click()
+    before = refine_viewer.data.copy()
+    review.refine_button.native.click()
+    assert "No prompt layers of 'nuclei coarse'" in review.status
+    np.testing.assert_array_equal(refine_viewer.data, before)

@@ -5,27 +5,38 @@ refined layer's per-object table (``metadata["samrefine_table"]``, else its
 ``features``); selecting a row shows the object (its plane, centred, its label
 selected); Accept keeps the refined mask, Revert restores the object's coarse
 mask from the coarse layer as one step of the refined layer's undo history
-(``Labels.data_setitem``). Decisions are stored in the layer's ``features`` (and
-its per-plane table), so a layer reopened with them resumes the review. Undoing
-a revert (Ctrl+Z on the layer) takes its decision back; redoing it restores it.
+(``Labels.data_setitem``); Refine this object decodes it from its edited prompt
+layers (:mod:`.edited_prompts`) and writes its new mask the same way.
+Decisions are stored in the layer's ``features`` (and its per-plane table), so
+a layer reopened with them resumes the review. Undoing a revert or a
+re-refinement (Ctrl+Z on the layer) takes its decision back; redoing it
+restores it.
 
-Keys, while the widget has focus: A accept, R revert, N next, P previous (Up and
-Down move through the table too).
+Keys, while the widget has focus: A accept, R revert, E refine this object, N
+next, P previous (Up and Down move through the table too).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from magicgui.widgets import ComboBox, Container, PushButton, Table
-from napari.layers import Labels
+from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import QAbstractItemView
 
-from napari_samrefine._napari.layers import is_refined_layer, is_result_layer, layer_field
+from napari_samrefine._napari.edited_prompts import refine_from_layers
+from napari_samrefine._napari.layers import (
+    is_refined_layer,
+    is_result_layer,
+    layer_field,
+)
+from napari_samrefine._napari.model_choice import ModelPicker
 from napari_samrefine._napari.status import StatusLine
-from napari_samrefine.quality.review import object_key, object_matches, revert_edit, review_table
+from napari_samrefine.quality.review import DecisionHistory, object_key, replace_edit, review_table
 
 __all__ = ["ReviewWidget", "ORDERS"]
 
@@ -72,12 +83,12 @@ class ReviewWidget(Container):
         The selected row.
     """
 
-    def __init__(self, napari_viewer):
+    def __init__(self, napari_viewer, sam=None):
         super().__init__(labels=True)
         self._viewer = napari_viewer
         self.rows = review_table(pd.DataFrame(columns=["label_id", "status"]))
         self.current: int | None = None
-        self._before: dict = {}  # decision of each reverted object before its revert
+        self._history = DecisionHistory()  # what each changed object's pixels stand for
         self._layer = None  # the refined layer whose events are connected
         self.refined_layer = layer_field(napari_viewer, Labels, "refined", prefer=is_refined_layer)
         self.coarse_layer = layer_field(napari_viewer, Labels, "coarse",
@@ -89,12 +100,16 @@ class ReviewWidget(Container):
         self.revert_button = PushButton(text="Revert to coarse (R)")
         self.previous_button = PushButton(text="Previous (P)")
         self.next_button = PushButton(text="Next (N)")
+        # "Refine this object": its edited prompt layers, decoded with the image's embedding
+        self.image_layer = layer_field(napari_viewer, Image, "image")
+        self.model = ModelPicker(sam)
+        self.refine_button = PushButton(text="Refine this object from its edited prompts (E)")
         self._status = StatusLine()
         buttons = Container(layout="horizontal", labels=False,
                             widgets=[self.previous_button, self.accept_button, self.revert_button,
                                      self.next_button])
         self.extend([self.refined_layer, self.coarse_layer, self.order, self.load_button, self.table,
-                     buttons, self._status])
+                     buttons, self.image_layer, self.model, self.refine_button, self._status])
         native = self.table.native
         native.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         native.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -107,8 +122,10 @@ class ReviewWidget(Container):
         self.revert_button.changed.connect(self.revert)
         self.next_button.changed.connect(self.next)
         self.previous_button.changed.connect(self.previous)
+        self.refine_button.changed.connect(self.refine_object)
         self._keys = _Keys({Qt.Key.Key_A: self.accept, Qt.Key.Key_R: self.revert,
-                            Qt.Key.Key_N: self.next, Qt.Key.Key_P: self.previous})
+                            Qt.Key.Key_N: self.next, Qt.Key.Key_P: self.previous,
+                            Qt.Key.Key_E: self.refine_object})
         for target in (self.native, native):
             target.installEventFilter(self._keys)
         napari_viewer.layers.events.inserted.connect(self.reset_choices)
@@ -162,7 +179,7 @@ class ReviewWidget(Container):
             layer.events.set_data.connect(self._sync)
             layer.events.paint.connect(self._sync)
             self._layer = layer
-        self.rows, self._before, self.current = rows, {}, None
+        self.rows, self._history, self.current = rows, DecisionHistory(), None
         self._fill()
         done = int((rows["decision"] != "").sum())
         self.say(f"{len(rows)} objects to review in {layer.name!r} ({done} decided), worst first: "
@@ -263,7 +280,10 @@ class ReviewWidget(Container):
         checked = self._checked()
         if checked is None:
             return
-        i = checked[0]
+        i, refined, _ = checked
+        key = self._key(i)
+        if key in self._history:  # after a revert or re-refinement: what undo and redo go by
+            self._history.record(key, "accepted", self._mask(refined.data, key), self.rows.at[i, "decision"])
         self._decide(i, "accepted")
         self.say(f"Object {self.rows.at[i, 'label_id']} accepted.")
         self.next()
@@ -274,17 +294,51 @@ class ReviewWidget(Container):
         if checked is None:
             return
         i, refined, coarse = checked
-        label_id, plane = int(self.rows.at[i, "label_id"]), self.rows.at[i, "plane"]
-        key = object_key(plane, label_id)
-        self._before.setdefault(key, self.rows.at[i, "decision"] if self.rows.at[i, "decision"] !=
-                                "reverted" else "")
-        indices, values = revert_edit(refined.data, coarse.data, label_id, plane)
-        self._decide(i, "reverted")  # before the write: the write's event finds it decided
-        if values.size:
-            refined.data_setitem(indices, values)
-        self.say(f"Object {label_id} reverted to its coarse mask ({values.size} pixels; Ctrl+Z on "
+        key = self._key(i)
+        n = self._write(i, refined, "reverted", self._mask(coarse.data, key))
+        self.say(f"Object {key[1]} reverted to its coarse mask ({n} pixels; Ctrl+Z on "
                  f"{refined.name!r} undoes it).")
         self.next()
+
+    def _key(self, i: int) -> tuple:
+        return object_key(self.rows.at[i, "plane"], self.rows.at[i, "label_id"])
+
+    @staticmethod
+    def _mask(data, key) -> np.ndarray:
+        plane, label_id = key
+        lead = () if plane is None else ((plane,) if np.isscalar(plane) else tuple(plane))
+        return np.asarray(data[lead]) == label_id
+
+    def _write(self, i: int, refined, decision: str, mask: np.ndarray) -> int:
+        """Object ``i``'s mask set to ``mask`` as one undo step, and ``decision`` recorded."""
+        key = self._key(i)
+        self._history.record(key, decision, mask, self.rows.at[i, "decision"])
+        indices, values = replace_edit(refined.data, mask, key[1], key[0])
+        self._decide(i, decision)  # before the write: the write's event finds it decided
+        if values.size:
+            refined.data_setitem(indices, values)
+        return int(values.size)
+
+    def refine_object(self, *_) -> None:
+        """Decode the selected object from its edited prompt layers and write its new mask
+        into the refined layer as one undo step (see :mod:`.edited_prompts`)."""
+        checked = self._checked()
+        if checked is None:
+            return
+        i, refined, coarse = checked
+        plane, label_id = key = self._key(i)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a size warning: the status line says the areas
+                mask = refine_from_layers(self._viewer, self.image_layer.value, coarse,
+                                          self.model.load, label_id, plane)
+        except (ValueError, TypeError, OSError) as err:
+            self.say(str(err), error=True)
+            return
+        before = int(self._mask(refined.data, key).sum())
+        self._write(i, refined, "re-refined", mask)
+        self.say(f"Object {label_id} refined again from its edited prompts: {before} -> "
+                 f"{int(mask.sum())} pixels (Ctrl+Z on {refined.name!r} undoes it).")
 
     def _decide(self, i: int, decision: str) -> None:
         self.rows.at[i, "decision"] = decision
@@ -292,26 +346,19 @@ class ReviewWidget(Container):
         self._store()
 
     def _sync(self, *_) -> None:
-        """After the refined layer's pixels changed (an undo, a redo, a paint): a reverted object
-        no longer at its coarse mask gets its decision before the revert back, and one at it again
-        (a redo) is "reverted" again."""
-        refined, coarse = self.refined_layer.value, self.coarse_layer.value
-        if refined is None or coarse is None or refined is not self._layer or not self._before:
-            return
-        if coarse.data.shape != refined.data.shape:
+        """After the refined layer's pixels changed (an undo, a redo, a paint): each object reverted
+        or refined again in this review gets the decision its pixels stand for
+        (:class:`~napari_samrefine.quality.review.DecisionHistory`)."""
+        refined = self.refined_layer.value
+        if refined is None or refined is not self._layer:
             return
         changed = False
         for i in range(len(self.rows)):
-            key = object_key(self.rows.at[i, "plane"], self.rows.at[i, "label_id"])
-            if key not in self._before:
+            key = self._key(i)
+            if key not in self._history:
                 continue
-            at_coarse = object_matches(refined.data, coarse.data, key[1], key[0])
             decision = self.rows.at[i, "decision"]
-            new = decision
-            if decision == "reverted" and not at_coarse:
-                new = self._before[key]
-            elif decision != "reverted" and at_coarse:
-                new = "reverted"
+            new = self._history.decision(key, self._mask(refined.data, key))
             if new != decision:
                 self.rows.at[i, "decision"] = new
                 self._show_decision(i)

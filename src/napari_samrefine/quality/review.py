@@ -27,12 +27,15 @@ __all__ = [
     "review_table",
     "object_key",
     "revert_edit",
+    "replace_edit",
     "object_matches",
     "apply_decisions",
+    "DecisionHistory",
 ]
 
-DECISIONS = ("", "accepted", "reverted")
-"""A reviewed object's decision: none yet, the refined mask accepted, the coarse mask restored."""
+DECISIONS = ("", "accepted", "reverted", "re-refined")
+"""A reviewed object's decision: none yet, the refined mask accepted, the coarse mask
+restored, or the object refined again from edited prompts."""
 
 REVIEW_COLUMNS = ("label_id", "plane", "iou_coarse", "area_ratio", "status", "decision")
 """The columns of :func:`review_table`."""
@@ -150,13 +153,31 @@ def revert_edit(current, coarse, label_id: int, plane=None) -> tuple[tuple[np.nd
     if current.shape != coarse.shape:
         raise ValueError(f"the labels {current.shape} and the coarse labels {coarse.shape} differ in "
                          "shape: choose the coarse layer the refinement was made from")
+    return replace_edit(current, coarse[_checked_lead(current, plane)] == label_id, label_id, plane)
+
+
+def _checked_lead(current: np.ndarray, plane) -> tuple[int, ...]:
     lead = _lead(plane)
     if len(lead) != current.ndim - 2:
         raise ValueError(f"labels of {current.ndim} dimensions need a plane of {current.ndim - 2} "
                          f"indices, got {plane!r}")
-    cur, old = current[lead], coarse[lead]
-    take = (old == label_id) & (cur != label_id)
-    drop = (cur == label_id) & (old != label_id)
+    return lead
+
+
+def replace_edit(current, mask, label_id: int, plane=None) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The pixels that make object ``label_id``'s mask in ``current`` equal ``mask``.
+
+    As :func:`revert_edit`, with the object's new mask given (bool, the shape
+    of one plane): its pixels outside ``mask`` become 0, every pixel of
+    ``mask`` becomes ``label_id``.
+    """
+    current = np.asarray(current)
+    lead = _checked_lead(current, plane)
+    cur, new = current[lead], np.asarray(mask, bool)
+    if new.shape != cur.shape:
+        raise ValueError(f"the mask {new.shape} is not the shape of a plane {cur.shape}")
+    take = new & (cur != label_id)
+    drop = (cur == label_id) & ~new
     rows, cols = np.nonzero(take | drop)
     values = np.where(take[rows, cols], label_id, 0).astype(current.dtype)
     indices = tuple(np.full(rows.size, v, np.intp) for v in lead) + (rows, cols)
@@ -204,3 +225,35 @@ def apply_decisions(refined, coarse, decisions: Mapping) -> np.ndarray:
             indices, values = revert_edit(out, coarse, int(label_id), plane)
             out[indices] = values
     return out
+
+
+class DecisionHistory:
+    """Which decision each object's pixels stand for, through undo and redo.
+
+    A decision that changes pixels (a revert, a re-refinement) records the
+    object's mask it leaves; an accept records the mask it accepted. After the
+    labels changed (an undo, a redo, a paint), :meth:`decision` finds the last
+    decision whose mask the object has again, or, when it has none of them, the
+    decision it had before the first one.
+    """
+
+    def __init__(self):
+        self._entries: dict[tuple, list[tuple[str, np.ndarray, str]]] = {}
+
+    def __contains__(self, key) -> bool:
+        return key in self._entries
+
+    def record(self, key: tuple, decision: str, mask: np.ndarray, before: str) -> None:
+        """``decision`` made for object ``key`` (:func:`object_key`), leaving it ``mask``
+        (bool, its plane); ``before``: its decision until then."""
+        if decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
+        self._entries.setdefault(key, []).append((decision, np.asarray(mask, bool), before))
+
+    def decision(self, key: tuple, mask: np.ndarray) -> str:
+        """The decision object ``key`` stands at with ``mask`` (bool, its plane) now."""
+        entries = self._entries[key]
+        for decision, target, _ in reversed(entries):
+            if np.array_equal(target, mask):
+                return decision
+        return entries[0][2]
