@@ -80,3 +80,25 @@ def test_the_scripting_examples_of_review_and_edited_prompts_run(sam, dsb_pair):
     np.testing.assert_array_equal(space["reviewed"] == worst[0], coarse == worst[0])
     changed = space["again"].labels != space["result"].labels
     assert not (changed & (space["again"].labels != 5) & (space["result"].labels != 5)).any()
+
+
+def test_the_decision_history_follows_undo_and_redo_of_the_pixels():
+    from napari_samrefine.quality.review import DecisionHistory
+
+    refined, coarse, edited = (np.zeros((4, 4), bool) for _ in range(3))
+    refined[:2] = True
+    coarse[:3] = True
+    edited[1:] = True
+    history = DecisionHistory()
+    key = (None, 7)
+    assert key not in history
+    history.record(key, "reverted", coarse, "")
+    history.record(key, "re-refined", edited, "reverted")
+    assert key in history
+    assert history.decision(key, edited) == "re-refined"
+    assert history.decision(key, coarse) == "reverted"  # the re-refinement undone
+    assert history.decision(key, refined) == ""  # and the revert: the decision before both
+    history.record(key, "accepted", edited, "re-refined")
+    assert history.decision(key, edited) == "accepted"
+    with pytest.raises(ValueError, match="must be one of"):
+        history.record(key, "kept", edited, "")

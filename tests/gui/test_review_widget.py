@@ -118,6 +118,9 @@ def test_refine_review_revert_two_edit_one_rerefine_then_undo_everything(viewer,
     review.image_layer.value = viewer.layers["nuclei"]
     review.load_button.native.click()
     first, second, third = (int(v) for v in review.rows["label_id"][:3])
+    # the selected object's prompts are selected in the prompt layers
+    mine = np.flatnonzero(points.features["label_id"] == first)
+    assert points.selected_data == set(mine.tolist()) and len(mine)
     qtbot.keyClick(review.table.native, Qt.Key.Key_R)
     qtbot.keyClick(review.table.native, Qt.Key.Key_R)
     two = apply_decisions(start, coarse_data, {first: "reverted", second: "reverted"})

@@ -22,13 +22,23 @@ from napari_samrefine._napari.layers import find_linked, layer_data, plane_index
 from napari_samrefine.pipeline.refiner import refine
 from napari_samrefine.samrefiner.prompts import ObjectPrompts, excavate_prompts
 
-__all__ = ["prompt_layers", "prompts_from_layers", "refine_object", "refine_from_layers"]
+__all__ = [
+    "prompt_layers", "select_object_prompts", "prompts_from_layers", "refine_object", "refine_from_layers",
+]
 
 
 def prompt_layers(viewer, coarse_layer):
     """The Points and Shapes layers the Prompt excavation widget drew for ``coarse_layer``
     (either may be None)."""
     return find_linked(viewer, coarse_layer, "points"), find_linked(viewer, coarse_layer, "boxes")
+
+
+def select_object_prompts(viewer, coarse_layer, label_id: int) -> None:
+    """Select object ``label_id``'s points and boxes in ``coarse_layer``'s prompt layers (to
+    show them, and so that a drag moves them)."""
+    for layer in prompt_layers(viewer, coarse_layer):
+        if layer is not None:
+            layer.selected_data = set(np.flatnonzero(_object_rows(layer, label_id)).tolist())
 
 
 def _in_plane(coords: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:

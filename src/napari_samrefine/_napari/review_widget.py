@@ -3,7 +3,7 @@
 A thin face of :mod:`napari_samrefine.quality.review`: the table comes from the
 refined layer's per-object table (``metadata["samrefine_table"]``, else its
 ``features``); selecting a row shows the object (its plane, centred, its label
-selected); Accept keeps the refined mask, Revert restores the object's coarse
+selected, its prompts selected in the prompt layers); Accept keeps the refined mask, Revert restores the object's coarse
 mask from the coarse layer as one step of the refined layer's undo history
 (``Labels.data_setitem``); Refine this object decodes it from its edited prompt
 layers (:mod:`.edited_prompts`) and writes its new mask the same way.
@@ -28,7 +28,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import QAbstractItemView
 
-from napari_samrefine._napari.edited_prompts import refine_from_layers
+from napari_samrefine._napari.edited_prompts import refine_from_layers, select_object_prompts
 from napari_samrefine._napari.layers import (
     is_refined_layer,
     is_result_layer,
@@ -246,6 +246,8 @@ class ReviewWidget(Container):
         if rows.size == 0 and coarse is not None and coarse.data.shape == layer.data.shape:
             rows, cols = np.nonzero(np.asarray(coarse.data[lead]) == label_id)
         layer.selected_label = label_id
+        if coarse is not None:
+            select_object_prompts(self._viewer, coarse, label_id)
         if rows.size == 0:
             return
         y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
