@@ -152,6 +152,9 @@ def test_refine_review_revert_two_edit_one_rerefine_then_undo_everything(viewer,
     decisions = refined.features.set_index("label_id")["decision"]
     assert (decisions[first], decisions[second], decisions[third]) == ("reverted", "reverted", "re-refined")
     assert "refined again from its edited prompts" in review.status
+    kept = refined.metadata["samrefine_edited_prompts"][(None, third)]  # kept with the layer
+    np.testing.assert_array_equal(kept.points, expected_prompts.points)
+    np.testing.assert_array_equal(kept.box, expected_prompts.box)
 
     # undo everything, step by step
     refined.undo()

@@ -126,9 +126,9 @@ def refine_object(image_plane, coarse_plane: np.ndarray, sam, prompts: ObjectPro
 
 
 def refine_from_layers(viewer, image_layer, coarse_layer, load_sam, label_id: int, plane=None,
-                       **options) -> np.ndarray:
+                       **options) -> tuple[np.ndarray, ObjectPrompts]:
     """Object ``label_id`` of ``coarse_layer`` refined again from its prompt layers in ``viewer``:
-    its new mask (bool, the plane).
+    its new mask (bool, the plane) and the prompts it was decoded from.
 
     ``load_sam()`` gives the model (called only when there is something to
     refine). Raises a ValueError saying what is missing (the prompt layers, the
@@ -144,4 +144,4 @@ def refine_from_layers(viewer, image_layer, coarse_layer, load_sam, label_id: in
     coarse_plane = np.asarray(coarse_layer.data[lead])
     image_plane = np.asarray(layer_data(image_layer, like=coarse_layer.data.shape)[lead])
     prompts = prompts_from_layers(points, boxes, coarse_plane, label_id, plane)
-    return refine_object(image_plane, coarse_plane, load_sam(), prompts, **options)
+    return refine_object(image_plane, coarse_plane, load_sam(), prompts, **options), prompts

@@ -6,7 +6,8 @@ refined layer's per-object table (``metadata["samrefine_table"]``, else its
 selected, its prompts selected in the prompt layers); Accept keeps the refined mask, Revert restores the object's coarse
 mask from the coarse layer as one step of the refined layer's undo history
 (``Labels.data_setitem``); Refine this object decodes it from its edited prompt
-layers (:mod:`.edited_prompts`) and writes its new mask the same way.
+layers (:mod:`.edited_prompts`) and writes its new mask the same way (the
+prompts go to the layer's ``metadata["samrefine_edited_prompts"]``).
 Decisions are stored in the layer's ``features`` (and its per-plane table), so
 a layer reopened with them resumes the review. Undoing a revert or a
 re-refinement (Ctrl+Z on the layer) takes its decision back; redoing it
@@ -332,12 +333,14 @@ class ReviewWidget(Container):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a size warning: the status line says the areas
-                mask = refine_from_layers(self._viewer, self.image_layer.value, coarse,
+                mask, prompts = refine_from_layers(self._viewer, self.image_layer.value, coarse,
                                           self.model.load, label_id, plane)
         except (ValueError, TypeError, OSError) as err:
             self.say(str(err), error=True)
             return
         before = int(self._mask(refined.data, key).sum())
+        # the edited prompts stay with the layer (ObjectPrompts by (plane, label id))
+        refined.metadata.setdefault("samrefine_edited_prompts", {})[key] = prompts
         self._write(i, refined, "re-refined", mask)
         self.say(f"Object {label_id} refined again from its edited prompts: {before} -> "
                  f"{int(mask.sum())} pixels (Ctrl+Z on {refined.name!r} undoes it).")
