@@ -177,3 +177,28 @@ def test_refine_this_object_says_what_is_missing(viewer, qtbot, sam):
     review.refine_button.native.click()
     assert "No prompt layers of 'nuclei coarse'" in review.status
     np.testing.assert_array_equal(refine_viewer.data, before)
+
+
+def test_a_stack_is_reviewed_plane_by_plane(viewer, sam):
+    image, coarse2d = viewer.layers["nuclei"].data, viewer.layers["nuclei coarse"].data
+    viewer.add_image(np.stack([image, image[::-1]]), name="stack")
+    coarse = viewer.add_labels(np.stack([coarse2d, coarse2d[::-1]]), name="stack coarse")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        refined = nsr.refine_layers(viewer, "stack", "stack coarse", sam, iterations=1)
+    start = refined.data.copy()
+    review = open_widget(viewer, "Review refinement")
+    review.refined_layer.value = refined
+    assert review.coarse_layer.value is coarse  # the layer it was made from
+    review.load_button.native.click()
+    assert len(review.rows) == 2 * len(np.unique(coarse2d[coarse2d > 0]))
+    i = int(np.flatnonzero(review.rows["plane"] == 1)[0])
+    review.select(i)
+    assert round(viewer.dims.point[0]) == 1  # its plane shown
+    label_id = int(review.rows.at[i, "label_id"])
+    review.revert_button.native.click()
+    np.testing.assert_array_equal(refined.data[0], start[0])
+    np.testing.assert_array_equal(refined.data[1] == label_id, coarse.data[1] == label_id)
+    table = refined.metadata["samrefine_table"]
+    decided = table[table["decision"] == "reverted"]
+    assert decided[["plane", "label_id"]].values.tolist() == [[1, label_id]]
