@@ -7,7 +7,7 @@ that is needed whole (semantic mode, binary masks split into components).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,7 @@ from napari_samrefine.pipeline.tiling import refine_plane
 from napari_samrefine.quality.keep import keep_objects
 from napari_samrefine.quality.signals import ObjectSignals, state_signals
 from napari_samrefine.samrefiner.cascade import REFINED_STATUSES, ObjectState, PromptSettings
+from napari_samrefine.samrefiner.given import given_for_objects
 from napari_samrefine.samrefiner.prompts import ObjectPrompts
 from napari_samrefine.samrefiner.result import ObjectResult, Plane
 from napari_samrefine.samrefiner.writeback import write_back
@@ -57,6 +58,13 @@ class PlaneJob:
     keep: str = "refined"
     keep_min_iou: float | None = None
     scale: object = None
+    prompts: Mapping[Plane, Mapping[int, ObjectPrompts]] | None = None
+    """Given prompts (:func:`~.given.resolve_given`): per plane, by label id, in the plane's frame."""
+
+    def given(self, plane: Plane, window=None) -> dict[int, ObjectPrompts]:
+        """The given prompts of ``plane``, moved into ``window``'s frame (None: the plane's)."""
+        mine = (self.prompts or {}).get(plane)
+        return given_for_objects(mine, list(mine or ()), window)
 
     def layout(self, shape: tuple[int, int]):
         """How a plane of ``shape`` is cut for the model
@@ -64,10 +72,12 @@ class PlaneJob:
         return resolve_layout(self.tile, self.halo, self.scale, self.sam, shape)
 
     def refine(
-        self, rgb: np.ndarray, objects: Sequence[ObjectMask], tiling, step: Step
+        self, rgb: np.ndarray, objects: Sequence[ObjectMask], tiling, step: Step,
+        prompts: Mapping[int, ObjectPrompts] | None = None,
     ) -> tuple[list[ObjectState], list[ObjectSignals]]:
-        """:func:`~.tiling.refine_plane` of ``objects`` in ``rgb`` with this job's options,
-        then its keep policy (:func:`~napari_samrefine.quality.keep.keep_objects`).
+        """:func:`~.tiling.refine_plane` of ``objects`` in ``rgb`` with this job's options
+        (and ``prompts``, given prompts in ``rgb``'s frame, :meth:`given`), then its keep
+        policy (:func:`~napari_samrefine.quality.keep.keep_objects`).
 
         Returns the states after the keep policy and, aligned with them, each
         object's label-free signals (:func:`~napari_samrefine.quality.signals.state_signals`
@@ -79,6 +89,7 @@ class PlaneJob:
             tiling=tiling, embedding_cache=self.embedding_cache,
             iterations=self.iterations, convergence=self.convergence,
             batch_size=self.batch_size, iou_adaptor=self.iou_adaptor, step=step,
+            prompts=prompts,
         )
         signals = state_signals(rgb, states)
         return keep_objects(states, self.keep, self.keep_min_iou), signals
@@ -241,7 +252,7 @@ def refine_loaded_plane(
         return None, objects, prompts
     rgb = to_sam_rgb(plane_image, channel=job.channel, percentiles=job.percentiles)
     layout = job.layout(rgb.shape[:2])
-    states, signals = job.refine(rgb, targets, layout, step)
+    states, signals = job.refine(rgb, targets, layout, step, job.given(plane))
     refined = write_back(plane_labels, states)
     zooms = object_zooms(targets, rgb.shape[:2], layout, int(job.sam.image_encoder.img_size))
     objects.extend(records(states, plane, job.mode, signals, zooms))

@@ -45,6 +45,7 @@ from napari_samrefine.labels.plane import table_foreground
 from napari_samrefine.labels.scan import ObjectTable, scan_objects
 from napari_samrefine.labels.values import EMPTY_LABELS, check_labels, negative_labels
 from napari_samrefine.pipeline.contrast import PlaneRGB
+from napari_samrefine.pipeline.given import check_present
 from napari_samrefine.pipeline.plane import (
     PlaneJob,
     kept_records,
@@ -172,6 +173,10 @@ def refine_planes(job: PlaneJob, src: Sources, out, plane_ids, binary, progress,
         split = max(counts) > 1
         if split:
             announce_components(fg, counts, stacklevel)
+    if split:
+        check_present(job.prompts, {p: np.arange(1, c + 1) for p, c in zip(every, counts, strict=True)})
+    else:
+        check_present(job.prompts, {p: t.ids for p, t in tables.items()})
     _check_whole_planes(job, src, split)
     store = open_out(out, labels) if out is not None else np.zeros(labels.shape, labels.dtype)
     chosen = set(plane_ids)
@@ -289,7 +294,7 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
         if plane + boxes <= src.budget:
             objs = _window_objects(labels, key, (0, 0, *shape), table, whole, shape)
             tick = group_step(step, 0, n, units, group_label(None, 0, n))
-            whole_states, whole_signals = job.refine(rgb.whole(), objs, None, tick)
+            whole_states, whole_signals = job.refine(rgb.whole(), objs, None, tick, job.given(p))
         else:
             too_large = whole
             _warn_too_large(table, whole, p, tiling, stacklevel)
@@ -314,7 +319,8 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
         plane = window == (0, 0, *shape)
         local = coarse if plane else [to_window(o, window) for o in coarse]
         tick = group_step(step, g, n, units, group_label(window, g, n))
-        found, signals = job.refine(rgb.window(window), local, None, tick)  # signals: in the window
+        given = job.given(p, window)  # the window's frame, like rgb.window and local
+        found, signals = job.refine(rgb.window(window), local, None, tick, given)
         if not plane:
             found = [from_window(s, o, window) for s, o in zip(found, coarse, strict=True)]
         writer.paint(found, alone=alone_flags(found) if single else None)

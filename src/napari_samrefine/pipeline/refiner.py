@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import numpy as np
@@ -18,6 +18,7 @@ from napari_samrefine._progress import ProgressCallback
 from napari_samrefine.engine.embedding import EmbeddingCache, default_cache
 from napari_samrefine.labels.binary import BinaryMode
 from napari_samrefine.models.loading import resolve_sam
+from napari_samrefine.pipeline.given import resolve_given
 from napari_samrefine.pipeline.options import DEFAULTS, OPTION_NAMES, RefineOptions
 from napari_samrefine.pipeline.plane import PlaneJob, plane_indices
 from napari_samrefine.pipeline.plane_loop import check_inputs, refine_planes
@@ -57,6 +58,7 @@ def refine(
     binary: BinaryMode = DEFAULTS.binary,
     keep: Literal["refined", "better"] | None = DEFAULTS.keep,
     scale: float | Literal["auto"] | None = DEFAULTS.scale,
+    prompts: Mapping | None = None,
     out=None,
 ) -> RefineResult:
     """Refine coarse masks with SAM using SAMRefiner's noise-tolerant prompts.
@@ -185,6 +187,20 @@ def refine(
         without that measurement, and with an explicit ``tile``, as None. None:
         the image (or its tiles, see ``tile``) as a whole, resized to the model's
         input, as before this option existed.
+    prompts : mapping, optional
+        Given prompts for some objects (instance mode), e.g. edited
+        :func:`~napari_samrefine.excavate_prompts` output or ``RefineResult.prompts``
+        with a point moved (``dataclasses.replace``): ``{label_id: ObjectPrompts}``
+        for 2D labels or a stack of which one plane is refined, else
+        ``{(plane, label_id): ObjectPrompts}``, in the plane's pixel frame. At the
+        first cascade iteration those objects are decoded from these prompts
+        instead of prompts mined from their coarse mask (every point, positive or
+        negative, is given; the mask prompt is the Gaussian map's positive pixels
+        at ``strength``); later iterations, the keep policy and the other objects
+        go as the other options say. Prompts equal to the mined ones give the
+        same masks. With a cached embedding (``embedding_cache``) no encoder pass
+        runs again. Unknown ids, objects not refined (``label_ids``, ``planes``)
+        and prompts outside the plane are refused with a ValueError.
     out : zarr array, writable array, path or None
         Where to write the refined labels (see Notes), tile row by tile row, also
         for numpy input. The labels are never written into.
@@ -255,6 +271,7 @@ def refine(
     src = check_inputs(image, labels, channel_axis, out)
     plane_ids = plane_indices(tuple(src.labels.shape), options.planes)
     ids = None if options.label_ids is None else list(options.label_ids)
+    given = resolve_given(prompts, tuple(src.labels.shape), plane_ids, ids, options.mode)
     sam = resolve_sam(sam, device)
     chosen = options.model_defaults(sam)
     job = PlaneJob(
@@ -263,6 +280,7 @@ def refine(
         halo=options.halo, embedding_cache=embedding_cache, iterations=chosen.iterations,
         convergence=options.convergence, batch_size=options.batch_size, iou_adaptor=iou_adaptor,
         keep=chosen.keep, keep_min_iou=chosen.keep_min_iou, scale=options.scale,
+        prompts=given,
     )
     result = refine_planes(job, src, out, plane_ids, options.binary, progress, stacklevel=3)
     if job.keep == "refined":  # never keep an explosion silently

@@ -17,7 +17,7 @@ translated by the window's offset.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -27,6 +27,8 @@ from napari_samrefine.engine.embedding import EmbeddingCache, embed_image
 from napari_samrefine.labels.objects import ObjectMask
 from napari_samrefine.samrefiner.cascade import ObjectState, PromptSettings, run_cascade
 from napari_samrefine.samrefiner.defaults import BATCH_SIZE, CONVERGENCE, ITERATIONS
+from napari_samrefine.samrefiner.given import given_for_objects, shift_prompts
+from napari_samrefine.samrefiner.prompts import ObjectPrompts
 
 __all__ = [
     "TileSpec",
@@ -166,17 +168,8 @@ def from_window(state: ObjectState, coarse: ObjectMask, window: Window) -> Objec
     if state.region is not None:
         y0, x0, y1, x1 = state.region
         region = (y0 + wy, x0 + wx, y1 + wy, x1 + wx)
-    prompts = state.prompts
-    if prompts is not None:
-        shift = np.array([wx, wy, wx, wy], dtype=np.int64)
-        prompts = replace(
-            prompts,
-            tight_box=prompts.tight_box + shift,
-            box=prompts.box + shift,
-            points=prompts.points + np.array([wx, wy], dtype=np.float64),
-            offset=(prompts.offset[0] + wy, prompts.offset[1] + wx),
-            mask_input=None,  # it lives in the window's low-res frame
-        )
+    # mask_input is dropped: it lives in the window's low-res frame
+    prompts = None if state.prompts is None else shift_prompts(state.prompts, wy, wx)
     return replace(state, coarse=coarse, mask=mask, region=region, prompts=prompts)
 
 
@@ -246,6 +239,7 @@ def refine_plane(
     batch_size: int = BATCH_SIZE,
     iou_adaptor=None,
     step: Callable[[int, str], None] | None = None,
+    prompts: Mapping[int, ObjectPrompts] | None = None,
 ) -> list[ObjectState]:
     """Encode one image (whole or per tile) and run the cascade for its objects.
 
@@ -270,6 +264,11 @@ def refine_plane(
         ``step(units, message)`` with ``units`` rising from 0 to
         ``iterations + 1`` over the call (encoding is one unit, each cascade
         iteration one); it may raise to cancel.
+    prompts : mapping of int to ObjectPrompts, optional
+        Given prompts by label id, in the image's frame: those objects are
+        decoded from them at the first iteration
+        (:func:`~napari_samrefine.samrefiner.cascade.run_cascade`), in whichever
+        window they are refined in.
 
     Returns
     -------
@@ -301,6 +300,7 @@ def refine_plane(
             iterations=iterations, convergence=convergence, batch_size=batch_size,
             iou_adaptor=iou_adaptor,
             step=lambda t, message, _s=tick: _s(1 + t, message),
+            prompts=given_for_objects(prompts, [o.label_id for o in local], window),
         )
         for i, s in zip(members, result, strict=True):
             states[i] = s if window is None else from_window(s, objects[i], window)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -13,7 +13,13 @@ from napari_samrefine.labels.iou import crop_iou
 from napari_samrefine.labels.objects import ObjectMask, trim
 from napari_samrefine.models.profile import resolve_prompt_use
 from napari_samrefine.samrefiner.cebox import FeatureGrid
-from napari_samrefine.samrefiner.decode import PromptSwitches, decode_prompts, lean_decoder
+from napari_samrefine.samrefiner.decode import (
+    PromptSwitches,
+    decode_batch,
+    decode_prompts,
+    lean_decoder,
+    prompt_arrays,
+)
 from napari_samrefine.samrefiner.defaults import (
     BATCH_SIZE,
     CEBOX_LAMBDA,
@@ -22,6 +28,7 @@ from napari_samrefine.samrefiner.defaults import (
     ITERATIONS,
     STRENGTH,
 )
+from napari_samrefine.samrefiner.given import prompts_for_frame
 from napari_samrefine.samrefiner.prompts import ObjectPrompts, excavate_object
 
 __all__ = [
@@ -208,6 +215,41 @@ def _update(state: ObjectState, embedding: ImageEmbedding, lowres, iou: float, c
         state.active = False
 
 
+def _point_count(p: ObjectPrompts, switches: PromptSwitches) -> int:
+    """How many points :func:`~.decode.prompt_arrays` gives SAM for ``p``."""
+    return len(p.points) if switches.negative_point else int(np.count_nonzero(p.point_labels))
+
+
+def _decode_chunk(sam, embedding, mined, rows, switches, **decoding):
+    """Decode a chunk's mined prompts with the given ones (``rows``: position -> prompts)
+    in place of theirs; returns the low-res logits, predicted IoUs and prompts used.
+
+    The other objects' decoder call is the one without given prompts, tensor for
+    tensor (SAM reads every point slot, padding included): given prompts take their
+    object's row, padded to the mined prompts' number of points; given prompts with
+    more points than that are decoded in a call of their own.
+    """
+    if not rows:
+        decoded = decode_prompts(sam, embedding, mined, switches, **decoding)
+        return decoded.lowres, decoded.iou, mined
+    slots = max(1, *(_point_count(p, switches) for p in mined))
+    fits = {i: p for i, p in rows.items() if not switches.points or _point_count(p, switches) <= slots}
+    batch = [fits.get(i, p) for i, p in enumerate(mined)]
+    arrays = prompt_arrays(batch, switches)
+    if arrays["points"] is not None and arrays["points"].shape[1] < slots:
+        pad = slots - arrays["points"].shape[1]
+        arrays["points"] = np.pad(arrays["points"], ((0, 0), (0, pad), (0, 0)))
+        arrays["point_labels"] = np.pad(arrays["point_labels"], ((0, 0), (0, pad)), constant_values=-1)
+    decoded = decode_batch(sam, embedding, **arrays, **decoding)
+    lowres, iou = decoded.lowres, decoded.iou.copy()
+    rest = [i for i in rows if i not in fits]
+    if rest:
+        extra = decode_prompts(sam, embedding, [rows[i] for i in rest], switches, **decoding)
+        for j, i in enumerate(rest):
+            lowres[i], iou[i], batch[i] = extra.lowres[j], extra.iou[j], rows[i]
+    return lowres, iou, batch
+
+
 def run_cascade(
     sam,
     embedding: ImageEmbedding,
@@ -220,6 +262,7 @@ def run_cascade(
     iou_adaptor=None,
     step: Callable[[int, str], None] | None = None,
     decoder: str = "lean",
+    prompts: Mapping[int, ObjectPrompts] | None = None,
 ) -> list[ObjectState]:
     """Refine all objects of one image through ``iterations`` cascaded SAM passes.
 
@@ -256,6 +299,12 @@ def run_cascade(
         :class:`~napari_samrefine.engine.lean_decoder.LeanMaskDecoder`, built once for
         the image; "reference" with segment-anything's modules (same masks to
         float rounding, slower).
+    prompts : mapping of int to ObjectPrompts, optional
+        Given prompts (e.g. edited ones) by label id, in the embedding's frame:
+        at the first iteration those objects are decoded from them instead of
+        from prompts mined from their coarse mask (their mask prompt is rebuilt
+        in the embedding's frame, :func:`~.given.prompts_for_frame`); later
+        iterations mine prompts from the mask as for every object.
 
     Returns
     -------
@@ -265,6 +314,7 @@ def run_cascade(
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
     states = [ObjectState(coarse=o, mask=o) for o in objects]
+    given = {} if prompts is None else {int(k): v for k, v in prompts.items()}
     # CEBox features, prepared once per image rather than per object
     grid = FeatureGrid.from_embedding(embedding) if settings.cebox else None
     # decoder terms that depend only on the image, likewise prepared once
@@ -278,20 +328,24 @@ def run_cascade(
             break
         for start in range(0, len(active), batch_size):
             chunk = active[start : start + batch_size]
-            prompts = []
+            mined = []
             for k, s in enumerate(chunk):
-                prompts.append(settings.excavate(s.mask, embedding, grid))
+                mined.append(settings.excavate(s.mask, embedding, grid))
                 if step is not None and k % 4 == 3:  # progress (and Cancel) between objects too
                     step(t, f"iteration {t + 1}/{iterations}: prompts of {start + k + 1}/{len(active)} objects")
-            decoded = decode_prompts(
-                sam, embedding, prompts, settings.switches,
+            rows = {} if t else {
+                i: prompts_for_frame(given[s.coarse.label_id], embedding.frame)
+                for i, s in enumerate(chunk) if s.coarse.label_id in given
+            }
+            lowres, iou, batch = _decode_chunk(
+                sam, embedding, mined, rows, settings.switches,
                 batch_size=batch_size, iou_adaptor=iou_adaptor, decoder=decoder,
             )
             for i, s in enumerate(chunk):
                 # the low-res mask input (256 kB for published models) is not kept:
                 # it is only needed for this decoder call and can be recomputed
-                s.prompts = replace(prompts[i], mask_input=None)
-                _update(s, embedding, decoded.lowres[i], decoded.iou[i], convergence)
+                s.prompts = replace(batch[i], mask_input=None)
+                _update(s, embedding, lowres[i], iou[i], convergence)
             if step is not None:
                 step(t, f"iteration {t + 1}/{iterations}: {start + len(chunk)}/{len(active)} objects")
     return states

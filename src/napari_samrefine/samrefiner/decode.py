@@ -130,6 +130,9 @@ def _numpy(x) -> np.ndarray:
 def prompt_arrays(prompts: Sequence[ObjectPrompts], switches: PromptSwitches) -> dict:
     """The switched-on prompts of several objects, stacked (original frame).
 
+    Every point of an object is given (mined prompts have a positive point and
+    at most one negative one; edited ones may have any number); with
+    ``switches.negative_point`` off, its negative points (label 0) are left out.
     Objects with fewer points are padded with SAM's ignore label -1.
 
     Returns
@@ -140,14 +143,18 @@ def prompt_arrays(prompts: Sequence[ObjectPrompts], switches: PromptSwitches) ->
     """
     out = dict(points=None, point_labels=None, boxes=None, masks=None)
     if switches.points:
-        keep = 1 + switches.negative_point
-        n_max = max(len(p.points[:keep]) for p in prompts)
+        chosen = [
+            np.ones(len(p.points), bool) if switches.negative_point
+            else np.asarray(p.point_labels) != 0
+            for p in prompts
+        ]
+        n_max = max(1, *(int(k.sum()) for k in chosen))
         coords = np.zeros((len(prompts), n_max, 2), dtype=np.float32)
         labels = -np.ones((len(prompts), n_max), dtype=np.float32)
-        for i, p in enumerate(prompts):
-            c = p.points[:keep]
+        for i, (p, k) in enumerate(zip(prompts, chosen, strict=True)):
+            c = np.asarray(p.points)[k]
             coords[i, : len(c)] = c
-            labels[i, : len(c)] = p.point_labels[:keep]
+            labels[i, : len(c)] = np.asarray(p.point_labels)[k]
         out["points"], out["point_labels"] = coords, labels
     if switches.box:
         out["boxes"] = np.stack([p.box for p in prompts]).astype(np.float32)
