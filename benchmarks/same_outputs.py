@@ -202,6 +202,10 @@ def cases(data: dict) -> list[Case]:
                     Case(f"{d}/excavate-embedded", d, call="excavate-embedded")]
     for d in MEDSAM_IMAGES:
         out.append(Case(f"medsam/{d}/default", d, model="medsam_lite"))
+        # the defaults before issue 20, pinned: scale=None where refine has it (a tree without
+        # the option behaves so)
+        out.append(Case(f"medsam/{d}/paper-settings", d, {"iterations": 5, "keep": "refined",
+                                                           "scale": None}, model="medsam_lite"))
     out.append(Case(f"medsam/{MEDSAM_IMAGES[0]}/all-prompts", MEDSAM_IMAGES[0],
                     {"use_points": True, "use_mask": True, "use_negative_point": True},
                     model="medsam_lite"))
@@ -276,11 +280,16 @@ def pack_prompts(prompts) -> dict[str, np.ndarray]:
     return out
 
 
+NEUTRAL = {"scale": None}
+"""Options a tree without them behaves as if given these values (left out there)."""
+
+
 def unsupported(case: Case, nsr) -> str | None:
     """Why the recorded tree cannot run a case, or None."""
     if case.call == "refine":
         params = inspect.signature(nsr.refine).parameters
-        missing = [k for k in {*case.kwargs, "embedding_cache", "device"} if k not in params]
+        missing = [k for k in {*case.kwargs, "embedding_cache", "device"}
+                   if k not in params and k not in NEUTRAL]
         if case.inputs == "out" and "out" not in params:
             missing.append("out")
         if missing:
@@ -299,8 +308,9 @@ def run_case(case: Case, nsr, models: dict, data: dict, cache) -> dict[str, np.n
             embedding = nsr.embed_image(sam, nsr.to_sam_rgb(image))
         prompts = nsr.excavate_prompts(labels, embedding, **case.kwargs)
         return {f"prompts{SEP}{k}": v for k, v in pack_prompts(prompts).items()}
-    result = nsr.refine(image, labels, sam, device="cpu", embedding_cache=cache,
-                        **case.kwargs, **extra)
+    params = inspect.signature(nsr.refine).parameters
+    kwargs = {k: v for k, v in case.kwargs.items() if k in params or k not in NEUTRAL}
+    result = nsr.refine(image, labels, sam, device="cpu", embedding_cache=cache, **kwargs, **extra)
     arrays = {"labels": np.asarray(result.labels[...]), "mode": np.array(str(result.mode))}
     arrays |= {f"table{SEP}{k}": v for k, v in pack_table(result.table()).items()}
     arrays |= {f"prompts{SEP}{k}": v for k, v in pack_prompts(result.prompts).items()}
@@ -420,9 +430,16 @@ def compare_group(a: dict, b: dict, prefix: str) -> tuple[str, bool]:
     kb = {k for k in b if k.startswith(prefix)}
     if not ka and not kb:
         return "-", True
-    problems, worst = [], 0.0
+    problems, worst, added = [], 0.0, []
     for k in sorted(ka | kb):
         short = k[len(prefix):].removesuffix(".data")
+        if prefix == f"table{SEP}" and k not in ka and short != "dtypes":
+            added.append(short)  # a column the newer tree added: the others must agree
+            continue
+        if prefix == f"table{SEP}" and short == "dtypes":
+            dtypes_a = set(a[k].tolist())
+            if dtypes_a <= set(b[k].tolist()):
+                continue
         if k not in ka or k not in kb:
             problems.append(f"{short} only in {'B' if k not in ka else 'A'}")
         elif not bitwise_equal(a[k], b[k]):
@@ -434,7 +451,7 @@ def compare_group(a: dict, b: dict, prefix: str) -> tuple[str, bool]:
                 worst = max(worst, d)
                 problems.append(f"{short} (max {d:.3g})")
     if not problems:
-        return "identical", True
+        return ("identical" + (f" (B adds {', '.join(added)})" if added else "")), True
     if prefix.endswith(f"prompts{SEP}") and all("(max " in p for p in problems):
         return f"max abs diff {worst:.3g} in {', '.join(p.split(' ')[0] for p in problems)}", False
     return "; ".join(problems), False
