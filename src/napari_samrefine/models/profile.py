@@ -66,6 +66,10 @@ class RefineDefaults:
         ``scale=None`` does.
     max_scale : float
         The largest zoom ``scale="auto"`` uses.
+    native_too : bool
+        Whether ``scale="auto"`` also refines each zoomed object at zoom 1 and keeps,
+        per object, the one of the two masks that agrees more with the coarse mask
+        (its IoU with it; :func:`~napari_samrefine.pipeline.scale.choose_view`).
     source : str
         Where the numbers come from, for humans.
     adaptor_note : str
@@ -81,6 +85,7 @@ class RefineDefaults:
     keep_min_iou: float = 0.7
     object_size: tuple[float, float] | None = None
     max_scale: float = 4.0
+    native_too: bool = False
     source: str = (
         "the SAMRefiner paper's settings (T=5, CEBox 0.1, every prompt kind, the refined mask); "
         "not measured here: SAM's weights cannot be downloaded on the machines that measured."
@@ -165,6 +170,7 @@ BOX_ONLY_MINMAX_PROFILE = ModelProfile(
         keep_min_iou=0.7,
         object_size=(64.0, 128.0),
         max_scale=2.0,
+        native_too=True,
         source="docs/benchmarks.md: 'Mask quality with LiteMedSAM per coarse-mask kind' "
         "(1 iteration beats 5 for every kind) and 'Keep or replace: label-free signals' "
         "(keep the refined mask where its IoU with the coarse one is >= 0.7).",

@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_samrefine.engine.preprocess import to_sam_rgb
 from napari_samrefine.labels.objects import ObjectMask, objects_from_labels
-from napari_samrefine.pipeline.scale import object_zooms, resolve_layout
+from napari_samrefine.pipeline.scale import resolve_layout
 from napari_samrefine.pipeline.tiling import refine_plane
 from napari_samrefine.quality.keep import keep_objects
 from napari_samrefine.quality.signals import ObjectSignals, state_signals
@@ -189,15 +189,13 @@ def records(
     plane: Plane,
     mode: str,
     signals: Sequence[ObjectSignals] | None = None,
-    zooms: Sequence[float] | None = None,
 ) -> list[ObjectResult]:
     """One :class:`ObjectResult` per cascade state (groups numbered per class in semantic mode),
-    with the object's ``signals`` and the zoom it was refined at (both aligned with
-    ``states``; None: NaN)."""
+    with the object's ``signals`` (aligned with ``states``; None: NaN) and the zoom of the
+    view it was refined in (``ObjectState.zoom``)."""
     out, group_count = [], {}
     signals = [None] * len(states) if signals is None else signals
-    zooms = [float("nan")] * len(states) if zooms is None else zooms
-    for s, q, zoom in zip(states, signals, zooms, strict=True):
+    for s, q in zip(states, signals, strict=True):
         nan = float("nan")
         g = group_count.get(s.coarse.label_id, 0)
         group_count[s.coarse.label_id] = g + 1
@@ -214,7 +212,7 @@ def records(
                 iou_coarse=nan if q is None else q.iou_coarse,
                 stability=nan if q is None else q.stability,
                 edge_contrast=nan if q is None else q.edge_contrast,
-                scale=float(zoom),
+                scale=float(s.zoom),
             )
         )
     return out
@@ -251,10 +249,8 @@ def refine_loaded_plane(
     if not targets:
         return None, objects, prompts
     rgb = to_sam_rgb(plane_image, channel=job.channel, percentiles=job.percentiles)
-    layout = job.layout(rgb.shape[:2])
-    states, signals = job.refine(rgb, targets, layout, step, job.given(plane))
+    states, signals = job.refine(rgb, targets, job.layout(rgb.shape[:2]), step, job.given(plane))
     refined = write_back(plane_labels, states)
-    zooms = object_zooms(targets, rgb.shape[:2], layout, int(job.sam.image_encoder.img_size))
-    objects.extend(records(states, plane, job.mode, signals, zooms))
+    objects.extend(records(states, plane, job.mode, signals))
     prompts.extend(s.prompts for s in states)
     return refined, objects, prompts

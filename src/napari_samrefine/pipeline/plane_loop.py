@@ -32,6 +32,7 @@ names ``tile=``). numpy inputs are in memory already: no budget applies.
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +56,6 @@ from napari_samrefine.pipeline.plane import (
     refine_loaded_plane,
     select_ids,
 )
-from napari_samrefine.pipeline.scale import object_zooms
 from napari_samrefine.pipeline.sink import open_out
 from napari_samrefine.pipeline.strips import StripWriter
 from napari_samrefine.pipeline.tiling import (
@@ -65,6 +65,7 @@ from napari_samrefine.pipeline.tiling import (
     group_step,
     to_window,
 )
+from napari_samrefine.quality.keep import choose_view
 from napari_samrefine.samrefiner.result import RefineResult
 from napari_samrefine.samrefiner.writeback import alone_flags
 
@@ -277,11 +278,9 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
     rgb = PlaneRGB(src.image, key, shape, channel=job.channel, percentiles=job.percentiles,
                    in_memory=src.in_memory)
     tiling = job.layout(shape)
-    boxes = [table.box(i) for i in targets]
-    groups = group_objects(boxes, shape, tiling)
+    groups = group_objects([table.box(i) for i in targets], shape, tiling)
     groups = [(w, [targets[k] for k in m]) for w, m in groups]
-    zoom = dict(zip(targets, object_zooms(boxes, shape, tiling, int(job.sam.image_encoder.img_size)),
-                    strict=True))
+    views = Counter(i for _, m in groups for i in m)  # two where an object has two views
     n = len(groups)
     units = job.iterations + 1
     whole = groups[0][1] if groups[0][0] is None else []
@@ -295,19 +294,34 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
             objs = _window_objects(labels, key, (0, 0, *shape), table, whole, shape)
             tick = group_step(step, 0, n, units, group_label(None, 0, n))
             whole_states, whole_signals = job.refine(rgb.whole(), objs, None, tick, job.given(p))
-        else:
-            too_large = whole
-            _warn_too_large(table, whole, p, tiling, stacklevel)
-    done = {
-        i: (records([s], p, "instance", [q], [zoom[i]])[0], s.prompts)
-        for i, s, q in zip(whole if whole_states else [], whole_states, whole_signals, strict=True)
-    }
+        else:  # refined in their other view, if they have one
+            too_large = [i for i in whole if views[i] == 1]
+            views.subtract(whole)
+            if too_large:
+                _warn_too_large(table, too_large, p, tiling, stacklevel)
+    seen: dict[int, list] = {}  # an object's (state, signals) of each view so far
+    done: dict[int, tuple] = {}
+
+    def finished(members, found, signals) -> list:
+        """The states of ``members`` whose every view is refined, each the chosen view; their
+        records and prompts are kept (the masks and logits are dropped once painted)."""
+        out = []
+        for i, s, q in zip(members, found, signals, strict=True):
+            seen.setdefault(i, []).append((s, q))
+            if len(seen[i]) == views[i]:
+                best = choose_view([c for c, _ in seen[i]])
+                q = next(qq for c, qq in seen.pop(i) if c is best)
+                done[i] = (records([best], p, "instance", [q])[0], best.prompts)
+                out.append(best)
+        return out
+
+    whole_final = finished(whole if whole_states else [], whole_states, whole_signals)
     refined = [ids[i] for i in targets if i not in set(too_large)]
     # with one group, every refined object of the plane is painted at once: boxes that
     # meet no other need no logits
     single = n == 1
-    writer = StripWriter(store, labels, key, shape, refined, whole_states,
-                         alone_flags(whole_states) if single else None)
+    writer = StripWriter(store, labels, key, shape, refined, whole_final,
+                         alone_flags(whole_final) if single else None)
     if single and whole:
         writer.advance(0, shape[0])  # the whole plane is one strip
     for g, (window, members) in enumerate(groups):
@@ -323,12 +337,10 @@ def _refine_tiles(job, src: Sources, store, p, table: ObjectTable, step, stackle
         found, signals = job.refine(rgb.window(window), local, None, tick, given)
         if not plane:
             found = [from_window(s, o, window) for s, o in zip(found, coarse, strict=True)]
-        writer.paint(found, alone=alone_flags(found) if single else None)
-        # keep the records and prompts, drop the masks and logits
-        done.update(
-            (i, (records([s], p, "instance", [q], [zoom[i]])[0], s.prompts))
-            for i, s, q in zip(members, found, signals, strict=True)
-        )
+        # an object is painted once its last view is refined: every view holds it, so its
+        # rows are still held then (rows above this window's top are all that was written)
+        final = finished(members, found, signals)
+        writer.paint(final, alone=alone_flags(final) if single else None)
     writer.close()
     for i in targets:
         if i in done:

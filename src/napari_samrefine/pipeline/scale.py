@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_samrefine.models.profile import model_profile
-from napari_samrefine.pipeline.tiling import TileSpec, context_box, group_objects, resolve_tiling
+from napari_samrefine.pipeline.tiling import TileSpec, context_box, resolve_tiling
 
-__all__ = ["ScaleSpec", "scale_level", "resolve_layout", "object_zooms"]
+__all__ = ["ScaleSpec", "scale_level", "resolve_layout"]
 
 Window = tuple[int, int, int, int]
 
@@ -59,12 +59,17 @@ class ScaleSpec:
         The best object side in model-input pixels (needed when ``scale`` is None).
     max_scale : float
         The largest zoom chosen for ``object_size``.
+    also : float or None
+        A second zoom every object is refined at too (its own window), where it
+        gives another view than the first: each object then has two candidates,
+        and :func:`~napari_samrefine.quality.keep.choose_view` keeps one.
     """
 
     input_size: int
     scale: float | None = None
     object_size: tuple[float, float] | None = None
     max_scale: float = 4.0
+    also: float | None = None
 
     def __post_init__(self):
         if self.scale is None and self.object_size is None:
@@ -83,11 +88,13 @@ class ScaleSpec:
             return scale_level(high / side, up=False)
         return 0
 
-    def window_side(self, side: int, need: int) -> int:
+    def window_side(self, side: int, need: int, zoom: float | None = None) -> int:
         """The side, in image pixels, of the window of an object whose box's longer side is
         ``side``, and whose context box's is ``need`` (a window holds it: objects too large
-        for their zoom get the largest level 2 ** (k / 2) that fits)."""
-        zoom = self.scale if self.scale is not None else 2 ** (self.level(side) / 2)
+        for their zoom get the largest level 2 ** (k / 2) that fits). ``zoom`` overrides
+        the spec's own."""
+        if zoom is None:
+            zoom = self.scale if self.scale is not None else 2 ** (self.level(side) / 2)
         window = math.ceil(self.input_size / zoom - 1e-9)
         if window < need:
             window = math.ceil(self.input_size / 2 ** (scale_level(self.input_size / need, up=False) / 2) - 1e-9)
@@ -108,20 +115,24 @@ class ScaleSpec:
         -------
         list of (window or None, list of int)
             First the objects refined on the whole plane (window None), then the
-            windows sorted by their top row, then their left column.
+            windows sorted by their top row, then their left column. With ``also``,
+            an object is in two groups where the two zooms give two views.
         """
         h, w = shape
+        largest = max(h, w)
         contexts = np.array([context_box(o) for o in objects], dtype=np.int64).reshape(-1, 4)
         need = np.maximum(contexts[:, 2] - contexts[:, 0], contexts[:, 3] - contexts[:, 1])
-        sides = []
-        for obj, c in zip(objects, need, strict=True):
+        views: list[tuple[int, int]] = []  # (window side, object); a side >= the plane: whole
+        for i, (obj, c) in enumerate(zip(objects, need, strict=True)):
             y0, x0, y1, x1 = obj.bbox
-            sides.append(self.window_side(max(y1 - y0, x1 - x0), int(c)))
-        whole = [i for i, side in enumerate(sides) if side >= max(h, w)]
+            zooms = (None,) if self.also is None else (None, self.also)
+            sides = {min(self.window_side(max(y1 - y0, x1 - x0), int(c), z), largest) for z in zooms}
+            views += [(side, i) for side in sorted(sides)]
+        whole = [i for side, i in views if side >= largest]
         out: list[tuple[Window | None, list[int]]] = [(None, whole)] if whole else []
         windows = []
-        for side in sorted(set(sides) - {s for s in sides if s >= max(h, w)}):
-            members = [i for i, si in enumerate(sides) if si == side]
+        for side in sorted({side for side, _ in views if side < largest}):
+            members = [i for si, i in views if si == side]
             windows += _cover(contexts, members, side, shape)
         return out + sorted(windows, key=lambda g: g[0][:2])
 
@@ -191,22 +202,10 @@ def resolve_layout(tile, halo, scale, sam, shape: tuple[int, int]) -> TileSpec |
         if tile != "auto" or chosen.object_size is None:
             scale = None
         else:
-            return ScaleSpec(int(sam.image_encoder.img_size), None, chosen.object_size, chosen.max_scale)
+            return ScaleSpec(int(sam.image_encoder.img_size), None, chosen.object_size,
+                             chosen.max_scale, 1.0 if chosen.native_too else None)
     if scale is None:
         return resolve_tiling(tile, halo, sam, shape)
     return ScaleSpec(int(sam.image_encoder.img_size), float(scale))
 
 
-def object_zooms(objects: Sequence, shape: tuple[int, int], layout, input_size: int) -> list[float]:
-    """The zoom each object is refined at: model-input pixels per image pixel.
-
-    ``input_size`` over the longer side of the window the object is refined in
-    (:func:`~.tiling.group_objects` with ``layout``), or of the plane for objects
-    refined on the whole plane.
-    """
-    zooms = [float("nan")] * len(objects)
-    for window, members in group_objects(objects, shape, layout):
-        y0, x0, y1, x1 = (0, 0, *shape) if window is None else window
-        for i in members:
-            zooms[i] = input_size / max(y1 - y0, x1 - x0)
-    return zooms

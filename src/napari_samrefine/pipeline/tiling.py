@@ -25,6 +25,7 @@ import numpy as np
 
 from napari_samrefine.engine.embedding import EmbeddingCache, embed_image
 from napari_samrefine.labels.objects import ObjectMask
+from napari_samrefine.quality.keep import choose_view
 from napari_samrefine.samrefiner.cascade import ObjectState, PromptSettings, run_cascade
 from napari_samrefine.samrefiner.defaults import BATCH_SIZE, CONVERGENCE, ITERATIONS
 from napari_samrefine.samrefiner.given import given_for_objects, shift_prompts
@@ -42,6 +43,7 @@ __all__ = [
     "group_step",
     "group_label",
     "refine_plane",
+    "view_zoom",
 ]
 
 Window = tuple[int, int, int, int]
@@ -226,6 +228,13 @@ def group_label(window: Window | None, g: int, n: int) -> str:
     return "image" if window is None else f"tile {g + 1}/{n}"
 
 
+def view_zoom(window: Window | None, shape: tuple[int, int], input_size: int) -> float:
+    """The zoom of a view: the model's input side over the longer side of the window (or of
+    the whole plane of ``shape`` for None)."""
+    y0, x0, y1, x1 = (0, 0, *shape) if window is None else window
+    return input_size / max(y1 - y0, x1 - x0)
+
+
 def refine_plane(
     sam,
     rgb: np.ndarray,
@@ -278,7 +287,8 @@ def refine_plane(
     settings = PromptSettings() if settings is None else settings
     groups = group_objects(objects, rgb.shape[:2], tiling)
     units = iterations + 1
-    states: list[ObjectState | None] = [None] * len(objects)
+    candidates: list[list[ObjectState]] = [[] for _ in objects]
+    size = int(sam.image_encoder.img_size)
     for g, (window, members) in enumerate(groups):
         label = group_label(window, g, len(groups))
         tick = group_step(step, g, len(groups), units, label)
@@ -302,7 +312,9 @@ def refine_plane(
             step=lambda t, message, _s=tick: _s(1 + t, message),
             prompts=given_for_objects(prompts, [o.label_id for o in local], window),
         )
+        zoom = view_zoom(window, rgb.shape[:2], size)
         for i, s in zip(members, result, strict=True):
-            states[i] = s if window is None else from_window(s, objects[i], window)
+            s = replace(s, zoom=zoom)
+            candidates[i].append(s if window is None else from_window(s, objects[i], window))
         tick(units, "done")
-    return states
+    return [choose_view(c) for c in candidates]

@@ -17,7 +17,7 @@ from dataclasses import replace
 from napari_samrefine.labels.iou import crop_iou
 from napari_samrefine.samrefiner.cascade import REFINED_STATUSES, ObjectState
 
-__all__ = ["KEEP_CHOICES", "KEEP_MIN_IOU", "keep_objects"]
+__all__ = ["KEEP_CHOICES", "KEEP_MIN_IOU", "keep_objects", "choose_view"]
 
 KEEP_CHOICES = ("refined", "better")
 """The values of ``keep``."""
@@ -62,3 +62,22 @@ def keep_objects(
         else s
         for s in states
     ]
+
+
+def choose_view(candidates: Sequence[ObjectState]) -> ObjectState:
+    """Of one object's candidates from several views, the one whose mask agrees most with the
+    coarse mask (IoU), refined ones before those whose refinement came out empty; ties go
+    to the first. One candidate is returned as it is.
+
+    Used where ``scale="auto"`` refines an object at two zooms (the model's
+    ``native_too``); measured with LiteMedSAM in docs/benchmarks.md, "Object scale and
+    the defaults per model".
+    """
+    if len(candidates) == 1:
+        return candidates[0]
+
+    def score(s: ObjectState) -> tuple[bool, float]:
+        refined = s.status in REFINED_STATUSES
+        return refined, crop_iou(s.coarse, s.mask) if refined else -1.0
+
+    return max(candidates, key=score)

@@ -158,7 +158,8 @@ class ObjectState:
     iteration). ``region`` (half-open y0, x0, y1, x1) is the box outside which
     the last iteration's chosen logits cannot be positive; ``chosen`` keeps those
     logits at low resolution and :meth:`region_logits` upsamples them inside
-    ``region``.
+    ``region``. ``zoom`` is the view's: pixels of the model's input per image
+    pixel (set by whoever chose the view; NaN until then).
     """
 
     coarse: ObjectMask
@@ -171,6 +172,7 @@ class ObjectState:
     active: bool = True
     history: list[float] = field(default_factory=list)
     chosen: ChosenLogits | None = None
+    zoom: float = float("nan")
 
     def region_logits(self, box: tuple[int, int, int, int] | None = None) -> np.ndarray | None:
         """The chosen candidate's float32 logits inside ``region`` or a box within it.
