@@ -2,7 +2,7 @@
 
 docs/benchmarks.md states, per registered model with measured defaults, one line
 ``Measured defaults of NAME: iterations=..., cebox=..., keep=..., keep_min_iou=...,
-object_size=LOW-HIGH, max_scale=...``, next to the table that chose them. The
+object_size=LOW-HIGH, max_scale=..., native_too=yes|no``, next to the table that chose them. The
 registry's profile must say the same: changing either alone fails here.
 """
 
@@ -35,6 +35,7 @@ def _as_text(defaults: RefineDefaults) -> dict[str, str]:
         "keep_min_iou": f"{defaults.keep_min_iou:g}",
         "object_size": "none" if size is None else f"{size[0]:g}-{size[1]:g}",
         "max_scale": f"{defaults.max_scale:g}",
+        "native_too": "yes" if defaults.native_too else "no",
     }
 
 
