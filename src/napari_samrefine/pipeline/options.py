@@ -185,8 +185,9 @@ class RefineOptions:
         refines each object in a window of input_size / s pixels around it, which
         the model resizes to its input; "auto" (default) picks s per object so
         that it spans the model's measured best size (``object_size`` of its
-        :class:`~napari_samrefine.models.profile.RefineDefaults`), or, for a
-        model without that measurement, behaves as None. None: the image (or its
+        :class:`~napari_samrefine.models.profile.RefineDefaults`; with its
+        ``native_too``, also at zoom 1, the view agreeing more with the coarse mask
+        kept), or, for a model without that measurement, behaves as None. None: the image (or its
         tiles, see ``tile``) as a whole, resized to the model's input. A number
         cannot be combined with an explicit ``tile``; an explicit ``tile`` (an
         int, or None) turns "auto" off.

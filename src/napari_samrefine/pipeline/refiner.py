@@ -183,8 +183,10 @@ def refine(
         input, and maps the mask back to the image's pixels exactly. "auto"
         (default): per object, the zoom that brings it into the model's measured
         best size (``object_size`` of its
-        :class:`~napari_samrefine.models.profile.RefineDefaults`); for a model
-        without that measurement, and with an explicit ``tile``, as None. None:
+        :class:`~napari_samrefine.models.profile.RefineDefaults`), and where its
+        ``native_too`` says so (LiteMedSAM) also at zoom 1, keeping per object the
+        view whose mask agrees more with the coarse mask; for a model without
+        that measurement, and with an explicit ``tile``, as None. None:
         the image (or its tiles, see ``tile``) as a whole, resized to the model's
         input, as before this option existed.
     prompts : mapping, optional
