@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "samrefiner": {"engine", "models", "labels", "_progress"},
     "adaption": {"samrefiner", "engine", "models", "labels", *BASE},
     "quality": {"samrefiner", "engine", "models", "labels", "_progress"},
-    "pipeline": {"quality", "samrefiner", "engine", "models", "labels", *BASE},
+    "pipeline": {"judge", "quality", "samrefiner", "engine", "models", "labels", *BASE},
     "judge": {"samrefiner", "engine", "models", "labels", *BASE},
     "evaluation": {"pipeline", "quality", "samrefiner", "engine", "models", "labels", *BASE},
     "batch": {"pipeline", "quality", "adaption", "samrefiner", "engine", "models", "labels", *BASE},

@@ -46,7 +46,8 @@ def test_the_table_holds_the_signals_of_the_cascade_and_nan_where_nothing_was_re
     chosen = ids[: len(ids) // 2]
     result = nsr.refine(image, coarse, sam, iterations=2, keep="refined", label_ids=[*chosen, 9999])
     table = result.table().set_index("label_id")
-    assert list(result.table().columns[-4:-1]) == COLUMNS  # added at the end of the record
+    # added at the end of the record (then scale, jfs_verdict)
+    assert list(result.table().columns[-5:-2]) == COLUMNS
     # the same cascade, run directly
     objects = [o for o in objects_from_labels(coarse) if o.label_id in chosen]
     options = RefineOptions(iterations=2)

@@ -77,6 +77,11 @@ def add_refine_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--adaptor", type=Path, default=None,
                    help="SAMRefiner++ IoU adaptor file (default: none, SAM's own IoU head)")
     g.add_argument("--table", action="store_true", help="also write <output>.csv with per-object results")
+    g.add_argument("--support", type=Path, nargs=2, default=None, metavar=("IMAGE", "LABELS"),
+                   help="a support pair (an image of the same kind of objects and its trusted "
+                   "instance labels): each refined object's JFS verdict goes into the table's "
+                   "jfs_verdict column (a column only: it does not change the masks); single "
+                   "2D file input only (default: none, no jfs_verdict)")
     _add_image_arguments(p)
     _add_batch_arguments(p)
     p.set_defaults(func=run_refine)
@@ -208,6 +213,13 @@ def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
     if not args.image.is_dir() and (args.scheduler is not None or (args.workers or 0) > 1):
         raise ValueError("--scheduler and --workers are for folder input; a single file is "
                          "refined in this process.")
+    if args.support is not None:
+        if args.image.is_dir():
+            raise ValueError("--support is for single-file input (one 2D image and its labels), "
+                             "not folders: refine the files one by one to get JFS verdicts.")
+        for given in args.support:
+            if not given.is_file():
+                raise FileNotFoundError(f"--support: no such file: {given}")
     if args.image.is_dir():
         pairs = find_pairs(args.image, args.labels)
         outputs = [args.output / (lab.stem + ".tif") for _, lab in pairs]
@@ -217,7 +229,7 @@ def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
         if out.suffix.lower() not in (".tif", ".tiff", ".png"):
             raise ValueError(f"Output {out} must end in .tif or .png (or be a folder for folder input).")
     written = outputs + ([o.with_suffix(".csv") for o in outputs] if args.table else [])
-    models = [p for p in (args.checkpoint, args.adaptor) if p is not None]
+    models = [p for p in (args.checkpoint, args.adaptor, *(args.support or ())) if p is not None]
     check_outputs(
         written, [p for pair in pairs for p in pair] + models,
         output_dir=args.output if args.image.is_dir() else None,
@@ -250,6 +262,10 @@ def _run_file(args, kwargs: dict, pair: tuple[Path, Path], out: Path) -> int:
         from napari_samrefine.adaption.adaptor import load_iou_adaptor
 
         adaptor = load_iou_adaptor(args.adaptor)
+    if args.support is not None:
+        from napari_samrefine.io import read_image
+
+        kwargs = {**kwargs, "support": tuple(read_image(p) for p in args.support)}
     image_path, labels_path = pair
     row = refine_file(
         image_path, labels_path, out, sam, table=args.table, iou_adaptor=adaptor, **kwargs,

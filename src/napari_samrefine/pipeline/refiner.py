@@ -22,6 +22,7 @@ from napari_samrefine.pipeline.given import resolve_given
 from napari_samrefine.pipeline.options import DEFAULTS, OPTION_NAMES, RefineOptions
 from napari_samrefine.pipeline.plane import PlaneJob, plane_indices
 from napari_samrefine.pipeline.plane_loop import check_inputs, refine_planes
+from napari_samrefine.pipeline.support import add_jfs_verdicts, check_support_inputs
 from napari_samrefine.samrefiner.result import ObjectResult, RefineResult
 from napari_samrefine.samrefiner.summary import GrowthWarning, size_warnings
 
@@ -59,6 +60,7 @@ def refine(
     keep: Literal["refined", "better"] | None = DEFAULTS.keep,
     scale: float | Literal["auto"] | None = DEFAULTS.scale,
     prompts: Mapping | None = None,
+    support=None,
     out=None,
 ) -> RefineResult:
     """Refine coarse masks with SAM using SAMRefiner's noise-tolerant prompts.
@@ -203,6 +205,19 @@ def refine(
         same masks. With a cached embedding (``embedding_cache``) no encoder pass
         runs again. Unknown ids, objects not refined (``label_ids``, ``planes``)
         and prompts outside the plane are refused with a ValueError.
+    support : (image, labels) or list of such pairs, optional
+        Support pairs for the JFS judge (:func:`~napari_samrefine.judge_refinement`):
+        images of the same kind of objects with trusted instance labels. Each
+        refined object's verdict ("improved", "degraded", "uncertain") is then
+        in ``ObjectResult.jfs_verdict`` (the table's ``jfs_verdict`` column),
+        from one ``judge_refinement`` call, with ``sam`` as the few-shot
+        model, on the coarse labels and the labels returned (after ``keep``:
+        an object kept coarse is judged on its coarse mask, "uncertain"). The
+        verdict is reported only; it does not change which mask is kept (the
+        verdicts' agreement with the truth is in docs/benchmarks.md). 2D
+        instance labels in memory only: stacks, semantic mode, lazy inputs,
+        ``out=`` and binary masks split into components are refused with a
+        ValueError.
     out : zarr array, writable array, path or None
         Where to write the refined labels (see Notes), tile row by tile row, also
         for numpy input. The labels are never written into.
@@ -271,6 +286,11 @@ def refine(
     # the options, checked (before any work) and made immutable in one object
     options = RefineOptions(**{k: v for k, v in locals().items() if k in OPTION_NAMES})
     src = check_inputs(image, labels, channel_axis, out)
+    if support is not None:
+        check_support_inputs(
+            support, src.labels, in_memory=src.in_memory, mode=options.mode,
+            binary=options.binary, out=out,
+        )  # fmt: skip
     plane_ids = plane_indices(tuple(src.labels.shape), options.planes)
     ids = None if options.label_ids is None else list(options.label_ids)
     given = resolve_given(prompts, tuple(src.labels.shape), plane_ids, ids, options.mode)
@@ -285,6 +305,11 @@ def refine(
         prompts=given,
     )
     result = refine_planes(job, src, out, plane_ids, options.binary, progress, stacklevel=3)
+    if support is not None:
+        result = add_jfs_verdicts(
+            result, np.asarray(src.image), np.asarray(src.labels), support, sam=sam,
+            channel=options.channel, embedding_cache=embedding_cache, progress=progress,
+        )  # fmt: skip
     if job.keep == "refined":  # never keep an explosion silently
         for sentence in size_warnings(result.table(), shrank=math.inf):
             warnings.warn(

@@ -62,6 +62,13 @@ class ObjectResult:
         The zoom the object was refined at: pixels of the model's input per
         pixel of the image (``refine``'s ``scale``; below 1 where the image or
         tile was shrunk to the model's input). NaN for objects not refined.
+    jfs_verdict : str
+        With ``refine(..., support=...)``: the JFS judge's verdict on the mask
+        ``refine`` returned for the object (after the keep policy, so a
+        "kept-coarse" object is judged on its coarse mask and comes out
+        "uncertain"): "improved", "degraded" or "uncertain". "" without
+        support, and for objects not refined. A column only: it does not
+        change which mask is kept.
     """
 
     label_id: int
@@ -76,6 +83,7 @@ class ObjectResult:
     stability: float = float("nan")
     edge_contrast: float = float("nan")
     scale: float = float("nan")
+    jfs_verdict: str = ""
 
 
 @dataclass
