@@ -23,10 +23,15 @@ real LiteMedSAM weights (``load_sam("medsam_lite")``) and every matched object
 is scored: IoU and boundary IoU (``evaluation.metrics.object_ious``) of its
 coarse and its refined mask with its true object. Configurations:
 
-* ``defaults``: ``refine(image, coarse, sam)`` (5 iterations, CEBox 0.1, the
+* ``defaults``: ``refine(image, coarse, sam)`` at today's defaults; ``paper``: the defaults
+  before issue 20 (5 iterations, CEBox 0.1, the
   profile's box prompt, ``tile="auto"``); ``T1``: 1 iteration; ``noCEBox``:
   tight box; ``box``: 1 iteration and the tight box (one box call per object);
   ``allprompts``: points, box and mask forced on (not the profile's box only);
+* ``box scale=S`` / ``box scale=auto`` / ``T1 scale=...``: refine's own object scale
+  (``scale=``), 1 iteration, tight box (``T1``: CEBox 0.1), every mask replaced;
+  ``--by-size`` and ``--keep-table`` print IoU per object size in model-input pixels
+  and per agreement threshold from such rows;
 * ``box@Sx`` / ``defaults@Sx``: the object scale, outside refine: image
   resampled bilinearly by S (``skimage.transform.resize``, order 1), labels
   repeated (nearest neighbour), refined with ``tile=256`` (the model's input:
