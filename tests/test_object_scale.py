@@ -72,6 +72,7 @@ def test_auto_zooms_each_object_into_the_profiles_size():
         ScaleSpec(256)
 
 
+@pytest.mark.float_sensitive
 def test_scale_none_and_auto_without_a_measured_size_are_todays_refine(sam, dsb_pair):
     image, labels = dsb_pair
     assert model_profile(sam).defaults.object_size is None
@@ -86,6 +87,7 @@ def test_scale_none_and_auto_without_a_measured_size_are_todays_refine(sam, dsb_
     assert resolve_layout(None, None, "auto", sam, (100, 100)) is None
 
 
+@pytest.mark.float_sensitive
 def test_objects_refined_in_their_window_equal_refining_the_cropped_window(sam, dsb_pair):
     image, labels = dsb_pair
     rgb = np.repeat(image[..., None], 3, -1)
@@ -99,15 +101,19 @@ def test_objects_refined_in_their_window_equal_refining_the_cropped_window(sam, 
         assert (y1 - y0, x1 - x0) == (64, 64)
         ids = [objects[i].label_id for i in members]
         crop = np.where(np.isin(labels[y0:y1, x0:x1], ids), labels[y0:y1, x0:x1], 0)
-        alone = refine_plane(sam, rgb[y0:y1, x0:x1], objects_from_labels(crop), **kw)
-        assert sorted(ids) == [a.coarse.label_id for a in alone]
-        for i, a in zip(sorted(members, key=lambda i: objects[i].label_id), alone, strict=True):
+        by_id = {o.label_id: o for o in objects_from_labels(crop)}
+        assert sorted(by_id) == sorted(ids)
+        # in the window's order, so that the decoder batches match (float kernels differ
+        # in the last bits between batch layouts on some CPUs)
+        alone = refine_plane(sam, rgb[y0:y1, x0:x1], [by_id[i] for i in ids], **kw)
+        for i, a in zip(members, alone, strict=True):
             z = zoomed[i]
             assert (z.status, z.iterations, z.predicted_iou) == (a.status, a.iterations, a.predicted_iou)
             assert z.mask.offset == (a.mask.offset[0] + y0, a.mask.offset[1] + x0)
             np.testing.assert_array_equal(z.mask.mask, a.mask.mask)
 
 
+@pytest.mark.float_sensitive
 def test_lazy_and_numpy_inputs_give_the_same_zoomed_result(sam, dsb_pair, tmp_path):
     image, labels = dsb_pair
     kw = dict(iterations=1, scale=2.5, embedding_cache=None)
