@@ -207,3 +207,52 @@ def test_windows_lie_on_a_grid_so_that_a_small_edit_keeps_them_and_their_embeddi
     misses = cache.misses
     nsr.refine(image, edited, sam, iterations=1, scale=4, embedding_cache=cache)
     assert cache.misses == misses
+
+
+def test_choose_view_keeps_the_view_that_agrees_most_with_the_coarse_mask():
+    from napari_samrefine.quality.keep import choose_view, keep_objects
+    from napari_samrefine.samrefiner.cascade import ObjectState
+
+    shape = (40, 40)
+    coarse = _box(10, 10, 20, 20, shape)
+    near, far = _box(10, 10, 20, 21, shape), _box(5, 5, 25, 25, shape)  # IoU 0.91 and 0.25
+    a, b = ObjectState(coarse, far), ObjectState(coarse, near)
+    assert choose_view([a, b]) is b and choose_view([b, a]) is b and choose_view([a]) is a
+    empty = ObjectState(coarse, coarse, status="empty-output")
+    assert choose_view([empty, a]) is a  # a refined view before one that came out empty
+    # choosing before or after the keep policy picks the same view
+    for views in ([a, b], [b, a], [a, ObjectState(coarse, _box(0, 0, 25, 25, shape))]):
+        before = keep_objects([choose_view(views)], "better")[0]
+        after = choose_view(keep_objects(views, "better"))
+        assert (after.status, after.mask.bbox) == (before.status, before.mask.bbox)
+
+
+@pytest.mark.float_sensitive
+def test_two_views_per_object_paint_the_chosen_view_as_in_memory(sam, dsb_pair):
+    """native_too: the plane loop (numpy and zarr alike) defers painting until an object's
+    last view; it equals refining the plane in memory with the same views."""
+    from napari_samrefine.engine.preprocess import to_sam_rgb
+    from napari_samrefine.quality.keep import keep_objects
+    from napari_samrefine.samrefiner.writeback import write_back
+
+    image, labels = dsb_pair
+    profile = replace(SAM_PROFILE, defaults=replace(SAM_PROFILE.defaults, object_size=(64, 128),
+                                                    max_scale=2, native_too=True))
+    set_model_profile(sam, profile)
+    try:
+        spec = resolve_layout("auto", None, "auto", sam, labels.shape)
+        result = nsr.refine(image, labels, sam, iterations=1, keep="better", embedding_cache=None)
+    finally:
+        set_model_profile(sam, None)
+    assert spec.also == 1.0
+    objects = objects_from_labels(labels)
+    groups = spec.groups(objects, labels.shape)
+    counts = np.bincount([i for _, m in groups for i in m], minlength=len(objects))
+    assert (counts == 2).sum() > 10  # most nuclei have a zoomed view and a whole-image one
+    states = keep_objects(refine_plane(sam, to_sam_rgb(image), objects, tiling=spec, iterations=1), "better")
+    np.testing.assert_array_equal(result.labels, write_back(labels, states))
+    table = result.table().set_index("label_id")
+    for s in states:
+        row = table.loc[s.coarse.label_id]
+        assert (row.status, row.scale) == (s.status, s.zoom)
+    assert set(table.scale) <= {1.0, 2.0}  # one of its two views each

@@ -67,7 +67,9 @@ def keep_objects(
 def choose_view(candidates: Sequence[ObjectState]) -> ObjectState:
     """Of one object's candidates from several views, the one whose mask agrees most with the
     coarse mask (IoU), refined ones before those whose refinement came out empty; ties go
-    to the first. One candidate is returned as it is.
+    to the first. One candidate is returned as it is. A candidate the keep policy already
+    marked "kept-coarse" is scored by the mask it rejected, so that choosing before or
+    after :func:`keep_objects` picks the same view.
 
     Used where ``scale="auto"`` refines an object at two zooms (the model's
     ``native_too``); measured with LiteMedSAM in docs/benchmarks.md, "Object scale and
@@ -77,7 +79,7 @@ def choose_view(candidates: Sequence[ObjectState]) -> ObjectState:
         return candidates[0]
 
     def score(s: ObjectState) -> tuple[bool, float]:
-        refined = s.status in REFINED_STATUSES
+        refined = s.status in (*REFINED_STATUSES, "kept-coarse")
         return refined, crop_iou(s.coarse, s.mask) if refined else -1.0
 
     return max(candidates, key=score)
