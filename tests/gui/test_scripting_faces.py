@@ -1,0 +1,94 @@
+"""The script faces on layers: refine_layers takes refine's planes and reports to the activity dock;
+excavate_layers draws excavate_prompts' prompts."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from napari.utils import progress
+
+import napari_samrefine as nsr
+import napari_samrefine.testing  # noqa: F401  the model code, before any viewer (see test_no_crash.py)
+from napari_samrefine._napari.layers import points_data
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture()
+def stack_viewer(viewer):
+    """The nuclei sample and a 3-plane stack of it ("stack", "stack coarse")."""
+    coarse = viewer.layers["nuclei coarse"].data
+    viewer.add_image(np.stack([viewer.layers["nuclei"].data] * 3), name="stack")
+    viewer.add_labels(np.stack([coarse, np.zeros_like(coarse), coarse]), name="stack coarse")
+    return viewer
+
+
+def test_refine_layers_takes_the_planes_refine_takes(stack_viewer, sam):
+    viewer = stack_viewer
+    coarse = viewer.layers["stack coarse"].data.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer = nsr.refine_layers(viewer, "stack", "stack coarse", sam, planes=[2], iterations=1)
+        expected = nsr.refine(viewer.layers["stack"].data, coarse, sam, planes=[2], iterations=1)
+    np.testing.assert_array_equal(layer.data, expected.labels)
+    np.testing.assert_array_equal(layer.data[:2], coarse[:2])
+    assert set(layer.metadata["samrefine_table"]["plane"]) == {2}
+    np.testing.assert_array_equal(viewer.layers["stack coarse"].data, coarse)  # input untouched
+    # refine's own checks and words, before a model is loaded (a registry name: no download here)
+    for planes in ([5], ["a"], 1.5, "3"):
+        with pytest.raises(ValueError) as expected_error:
+            nsr.refine(viewer.layers["stack"].data, coarse, sam, planes=planes)
+        with pytest.raises(ValueError) as error:
+            nsr.refine_layers(viewer, "stack", "stack coarse", "vit_b_lm", planes=planes)
+        if planes != "3":
+            assert str(error.value) == str(expected_error.value)
+        else:  # a string is one of the widget's choices
+            assert "planes must be one of" in str(error.value)
+    with pytest.raises(ValueError, match="applies to 3D and 4D stacks"):
+        nsr.refine_layers(viewer, "nuclei", "nuclei coarse", "vit_b_lm", planes=[1])
+
+
+def test_refine_layers_reports_its_progress_in_the_activity_dock(viewer, sam):
+    bars, values = [], []
+
+    def recorder(bar):
+        def record(event):
+            values.append((event.value, bar.total))
+
+        return record
+
+    def added(event):
+        for bar in event.added:
+            bars.append(bar)
+            bar.events.value.connect(recorder(bar))
+
+    progress._all_instances.events.changed.connect(added)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nsr.refine_layers(viewer, "nuclei", "nuclei coarse", sam, iterations=1)
+    finally:
+        progress._all_instances.events.changed.disconnect(added)
+    assert bars
+    assert str(bars[0].desc).startswith("refining 'nuclei coarse'")
+    assert len(values) > 2 and values[-1][0] == values[-1][1] > 0  # it got to its end
+    assert not [b for b in bars if b in progress._all_instances]  # and left the dock
+
+
+def test_excavate_layers_draws_the_prompts_excavate_prompts_mines(viewer, sam):
+    coarse = viewer.layers["nuclei coarse"].data.copy()
+    layers = nsr.excavate_layers(viewer, "nuclei coarse", label_ids=[3, 7])
+    coords, features, _ = points_data(nsr.excavate_prompts(coarse, label_ids=[3, 7]))
+    np.testing.assert_array_equal(layers["points"].data, coords)
+    assert layers["points"].features["label_id"].tolist() == features["label_id"].tolist()
+    assert set(layers["boxes"].features["label_id"]) == {3, 7}
+    with pytest.raises(ValueError, match="label 999 is not in 'nuclei coarse'"):
+        nsr.excavate_layers(viewer, "nuclei coarse", label_ids=[999])
+    with pytest.raises(ValueError, match="CEBox needs the image and a model"):
+        nsr.excavate_layers(viewer, "nuclei coarse", cebox=0.1)
+    grown = nsr.excavate_layers(viewer, "nuclei coarse", "nuclei", sam, cebox=0.1, label_ids=[3, 7])
+    assert grown["points"] is layers["points"]  # updated, not stacked
+    with pytest.raises(ValueError, match="is 2D: leave plane=None"):
+        nsr.excavate_layers(viewer, "nuclei coarse", plane=0)
