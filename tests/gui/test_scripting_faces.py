@@ -92,3 +92,77 @@ def test_excavate_layers_draws_the_prompts_excavate_prompts_mines(viewer, sam):
     assert grown["points"] is layers["points"]  # updated, not stacked
     with pytest.raises(ValueError, match="is 2D: leave plane=None"):
         nsr.excavate_layers(viewer, "nuclei coarse", plane=0)
+
+
+def test_rerefine_object_changes_that_object_only_as_one_undo_step_without_an_encoder_pass(
+    viewer, sam, encoder_passes
+):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        refined = nsr.refine_layers(viewer, "nuclei", "nuclei coarse", sam, iterations=1)
+    before = refined.data.copy()
+    points = nsr.excavate_layers(viewer, "nuclei coarse")["points"]
+    label_id = 7
+    moved = points.data.copy()
+    positive = ((points.features["label_id"] == label_id) & (points.features["kind"] == "positive")).to_numpy()
+    moved[positive] += (3.0, 1.0)
+    points.data = moved
+    passes = encoder_passes.n
+    with pytest.raises(ValueError, match=r"objects \[999\] are not in"):
+        nsr.rerefine_object(viewer, "nuclei", "nuclei coarse", refined, 999, sam)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prompts = nsr.rerefine_object(viewer, "nuclei", "nuclei coarse", refined, label_id, sam)
+    assert encoder_passes.n == passes  # the embedding of refine_layers' run, cached
+    np.testing.assert_allclose(prompts.points[prompts.point_labels == 1][:, ::-1], moved[positive])
+    after = refined.data.copy()
+    changed = after != before
+    assert changed.any() and not (changed & (after != label_id) & (before != label_id)).any()
+    assert refined.features.set_index("label_id")["decision"][label_id] == "re-refined"
+    assert refined.metadata["samrefine_edited_prompts"][(None, label_id)] is prompts
+    refined.undo()
+    np.testing.assert_array_equal(refined.data, before)
+
+
+def test_judge_and_adaption_faces_give_what_the_array_functions_give(viewer, sam, tmp_path):
+    from napari_samrefine.adaption.training import adapt_iou_head
+    from napari_samrefine.judge.jfs import judge_refinement
+
+    image, coarse = viewer.layers["nuclei"].data, viewer.layers["nuclei coarse"].data.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        refined = nsr.refine_layers(viewer, "nuclei", "nuclei coarse", sam, iterations=1)
+        options = dict(k=1, label_ids=[3, 7])
+        layers = nsr.judge_layers(viewer, "nuclei", "nuclei coarse", refined, ("nuclei", "nuclei coarse"),
+                                  sam, **options)
+        expected = judge_refinement(image, coarse, refined.data, [image], [coarse], sam=sam, **options)
+    table = layers["accepted"].features
+    assert table["label_id"].tolist() == [3, 7]
+    assert table["verdict"].tolist() == expected.table()["verdict"].tolist()
+    np.testing.assert_array_equal(layers["accepted"].data, expected.accepted)
+    np.testing.assert_array_equal(layers["verdicts"].data, expected.verdict_image())
+    with pytest.raises(ValueError, match="same layer"):
+        nsr.judge_layers(viewer, "nuclei", refined, refined, ("nuclei", "nuclei coarse"), sam)
+    path = tmp_path / "sub" / "adaptor.pt"
+    adaptor = nsr.adapt_layers(viewer, [("nuclei", "nuclei coarse")], sam, output=path)
+    again = adapt_iou_head(sam, [image], [coarse], epochs=1)
+    assert adaptor.metadata["loss_history"] == again.metadata["loss_history"]
+    assert nsr.load_iou_adaptor(path).metadata["loss_history"] == adaptor.metadata["loss_history"]
+    with pytest.raises(ValueError, match="each pair is \\(image, labels\\)"):
+        nsr.adapt_layers(viewer, ["nuclei"], sam)
+
+
+def test_excavate_layers_on_a_stack_takes_the_plane_shown_or_the_one_given(stack_viewer):
+    viewer = stack_viewer
+    coarse = viewer.layers["stack coarse"].data
+    viewer.dims.set_point(0, 2)
+    shown = nsr.excavate_layers(viewer, "stack coarse", label_ids=[3])["points"].data.copy()
+    coords, _, _ = points_data(nsr.excavate_prompts(coarse[2], label_ids=[3]), plane=2)
+    np.testing.assert_array_equal(shown, coords)
+    assert (shown[:, 0] == 2).all()
+    given = nsr.excavate_layers(viewer, "stack coarse", label_ids=[3], plane=0)["points"].data
+    assert (given[:, 0] == 0).all()
+    with pytest.raises(ValueError, match="label 3 is not in plane 1"):
+        nsr.excavate_layers(viewer, "stack coarse", label_ids=[3], plane=1)
+    with pytest.raises(ValueError, match="plane 5 is not a plane of 'stack coarse'"):
+        nsr.excavate_layers(viewer, "stack coarse", plane=5)
