@@ -166,3 +166,22 @@ def test_excavate_layers_on_a_stack_takes_the_plane_shown_or_the_one_given(stack
         nsr.excavate_layers(viewer, "stack coarse", label_ids=[3], plane=1)
     with pytest.raises(ValueError, match="plane 5 is not a plane of 'stack coarse'"):
         nsr.excavate_layers(viewer, "stack coarse", plane=5)
+
+
+def test_decide_objects_on_a_stack_goes_by_plane_and_id(stack_viewer, sam):
+    viewer = stack_viewer
+    coarse = viewer.layers["stack coarse"].data.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        refined = nsr.refine_layers(viewer, "stack", "stack coarse", sam, planes=[0, 2], iterations=1)
+    before = refined.data.copy()
+    with pytest.raises(ValueError, match=r"\(plane, label_id\) pairs"):
+        nsr.decide_objects(viewer, refined, "stack coarse", {3: "reverted"})
+    with pytest.raises(ValueError, match=r"objects \[\(1, 3\)\] are not in"):
+        nsr.decide_objects(viewer, refined, "stack coarse", {(1, 3): "reverted"})
+    queue = nsr.decide_objects(viewer, refined, "stack coarse", {(2, 3): "reverted", (0, 3): "accepted"})
+    np.testing.assert_array_equal(refined.data[2] == 3, coarse[2] == 3)
+    np.testing.assert_array_equal(refined.data[0], before[0])
+    decided = {(p, i): d for p, i, d in queue[["plane", "label_id", "decision"]].itertuples(index=False) if d}
+    assert decided == {(2, 3): "reverted", (0, 3): "accepted"}
+    assert refined.features.set_index("label_id")["decision"][3] == "mixed"  # one row per label
