@@ -55,7 +55,7 @@ from napari_samrefine._napari.judge_layers import (
 from napari_samrefine._napari.layers import displayed_plane, is_refined_layer, layer_field
 from napari_samrefine._napari.model_choice import ModelPicker
 from napari_samrefine._napari.pairs import LayerPairs
-from napari_samrefine._napari.scripting import OBJECTS
+from napari_samrefine._napari.refine_output import OBJECTS
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine._progress import report
 from napari_samrefine.engine.encoder_progress import reporting_encoder

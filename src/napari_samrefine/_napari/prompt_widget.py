@@ -21,7 +21,7 @@ from napari_samrefine._napari.layers import (
     upsert_layer,
 )
 from napari_samrefine._napari.model_choice import ModelPicker
-from napari_samrefine._napari.scripting import OBJECTS, missing_label_text
+from napari_samrefine._napari.refine_output import OBJECTS, missing_label_text
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine._progress import report
 from napari_samrefine.engine.embedding import default_cache

@@ -12,7 +12,7 @@ from napari_samrefine._napari.field_help import HELP, set_help
 from napari_samrefine._napari.layers import in_memory, layer_field
 from napari_samrefine._napari.lazy_layers import refine_inputs
 from napari_samrefine._napari.model_choice import ModelPicker
-from napari_samrefine._napari.scripting import (
+from napari_samrefine._napari.refine_output import (
     OBJECTS,
     PLANES,
     check_pair,

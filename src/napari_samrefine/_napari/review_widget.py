@@ -36,8 +36,14 @@ from napari_samrefine._napari.layers import (
     layer_field,
 )
 from napari_samrefine._napari.model_choice import ModelPicker
+from napari_samrefine._napari.review_layers import (
+    EDITED_PROMPTS,
+    decision_table,
+    set_object_mask,
+    store_decisions,
+)
 from napari_samrefine._napari.status import StatusLine
-from napari_samrefine.quality.review import DecisionHistory, object_key, replace_edit, review_table
+from napari_samrefine.quality.review import DecisionHistory, object_key, review_table
 
 __all__ = ["ReviewWidget", "ORDERS"]
 
@@ -154,15 +160,6 @@ class ReviewWidget(Container):
             if source is not None and isinstance(layer, Labels) and layer.unique_id == source:
                 self.coarse_layer.value = layer
 
-    def _source_table(self, layer) -> pd.DataFrame:
-        table = layer.metadata.get("samrefine_table")
-        if isinstance(table, pd.DataFrame) and not table.empty:
-            return table
-        if layer.ndim > 2:
-            raise ValueError(f"{layer.name!r} has no per-plane table (metadata['samrefine_table']): "
-                             "refine the stack again to review it plane by plane.")
-        return layer.features
-
     def load(self, *_) -> None:
         """Read the refined layer's objects into the table (decisions stored there included)."""
         layer = self.refined_layer.value
@@ -170,7 +167,7 @@ class ReviewWidget(Container):
             self.say("Choose the refined Labels layer (the SAM refine widget's result).", error=True)
             return
         try:
-            rows = review_table(self._source_table(layer), ORDERS[self.order.value])
+            rows = review_table(decision_table(layer), ORDERS[self.order.value])
         except ValueError as err:
             self.say(str(err), error=True)
             return
@@ -316,11 +313,8 @@ class ReviewWidget(Container):
         """Object ``i``'s mask set to ``mask`` as one undo step, and ``decision`` recorded."""
         key = self._key(i)
         self._history.record(key, decision, mask, self.rows.at[i, "decision"])
-        indices, values = replace_edit(refined.data, mask, key[1], key[0])
         self._decide(i, decision)  # before the write: the write's event finds it decided
-        if values.size:
-            refined.data_setitem(indices, values)
-        return int(values.size)
+        return set_object_mask(refined, key, mask)
 
     def refine_object(self, *_) -> None:
         """Decode the selected object from its edited prompt layers and write its new mask
@@ -340,7 +334,7 @@ class ReviewWidget(Container):
             return
         before = int(self._mask(refined.data, key).sum())
         # the edited prompts stay with the layer (ObjectPrompts by (plane, label id))
-        refined.metadata.setdefault("samrefine_edited_prompts", {})[key] = prompts
+        refined.metadata.setdefault(EDITED_PROMPTS, {})[key] = prompts
         self._write(i, refined, "re-refined", mask)
         self.say(f"Object {label_id} refined again from its edited prompts: {before} -> "
                  f"{int(mask.sum())} pixels (Ctrl+Z on {refined.name!r} undoes it).")
@@ -376,23 +370,5 @@ class ReviewWidget(Container):
         layer = self.refined_layer.value
         if layer is None:
             return
-        by_key = {object_key(p, i): d for p, i, d in
-                  self.rows[["plane", "label_id", "decision"]].itertuples(index=False)}
-        table = layer.metadata.get("samrefine_table")
-        if isinstance(table, pd.DataFrame) and not table.empty:
-            table = table.copy()
-            planes = table["plane"] if "plane" in table else [None] * len(table)
-            table["decision"] = [by_key.get(object_key(p, i), "") for p, i in
-                                 zip(planes, table["label_id"], strict=True)]
-            layer.metadata["samrefine_table"] = table
-        by_id: dict[int, set] = {}
-        for (_, label_id), decision in by_key.items():
-            by_id.setdefault(label_id, set()).add(decision)
-        features = layer.features.copy()
-        if "label_id" in features:
-            ids = features["label_id"].astype(np.int64)
-            features["decision"] = [
-                next(iter(by_id[i])) if len(by_id.get(i, ())) == 1 else
-                ("" if i not in by_id else "mixed") for i in ids
-            ]
-            layer.features = features
+        store_decisions(layer, {object_key(p, i): d for p, i, d in
+                                self.rows[["plane", "label_id", "decision"]].itertuples(index=False)})
