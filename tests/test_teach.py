@@ -69,18 +69,22 @@ def test_views_are_the_windows_refine_uses(pairs):
             assert t[v.coarse == i].mean() > 0.5  # the eroded object lies in its truth
 
 
-def test_examples_turn_prompts_with_the_window(pairs, sam):
+def test_examples_turn_prompts_with_the_window(pairs):
     """A turned view's box is the turned box; targets live in the low-res frame."""
+    sam = tiny_sam(seed=0)
+    profile = model_profile(sam)
+    set_model_profile(sam, dataclasses.replace(
+        profile, defaults=dataclasses.replace(profile.defaults, cebox=None)))  # tight boxes
     image, labels = pairs[0]
     views = teaching_views([image], [labels], sam, kinds=("eroded",))
     plain, turned = teaching_examples(views[:1], sam, prompts=("box",), augment=(0, 1))
-    lowres = sam.mask_decoder.output_upscaling[0].out_channels and plain.targets.shape[-1]
-    assert plain.targets.shape[1:] == (lowres, lowres) and plain.masks is None
+    lowres = plain.embedding.frame.lowres_size
+    assert plain.targets.shape[1:] == (lowres, lowres) and plain.prompts["masks"] is None
     assert len(plain) == len(turned) == len(views[0].ids)
-    w = sam.image_encoder.img_size  # a 96 px square view fills SAM's frame
-    x0, y0, x1, y1 = plain.boxes[0].tolist()
-    # one quarter turn (numpy's rot90): (x, y) -> (y, W - x)
-    assert turned.boxes[0].tolist() == pytest.approx([y0, w - x1, y1, w - x0], abs=w / 96 + 1e-4)
+    w = 96
+    x0, y0, x1, y1 = plain.prompts["boxes"][0].tolist()
+    # one quarter turn (numpy's rot90): column x, row y -> column y, row W - 1 - x
+    assert turned.prompts["boxes"][0].tolist() == [y0, w - 1 - x1, y1, w - 1 - x0]
     assert np.array_equal(turn(np.arange(6).reshape(2, 3), 1), np.rot90(np.arange(6).reshape(2, 3)))
 
 

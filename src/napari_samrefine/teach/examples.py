@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from napari_samrefine._progress import ProgressCallback, report
-from napari_samrefine.engine.embedding import EmbeddingCache
+from napari_samrefine.engine.embedding import EmbeddingCache, ImageEmbedding
 from napari_samrefine.models.profile import model_profile
-from napari_samrefine.samrefiner.decode import PromptSwitches, prompt_arrays, sam_frame_prompts
+from napari_samrefine.samrefiner.decode import PromptSwitches, prompt_arrays
 from napari_samrefine.samrefiner.prompts import excavate_prompts
 from napari_samrefine.teach.views import TeachingView
 
-__all__ = ["DIHEDRAL", "TeachingExample", "turn", "teaching_examples"]
+__all__ = ["DIHEDRAL", "TeachingExample", "switches_for", "turn", "teaching_examples"]
 
 DIHEDRAL = tuple(range(8))
 """The augmentations: k % 4 quarter turns, then a left-right flip when k >= 4 (0: none)."""
@@ -43,14 +43,12 @@ class TeachingExample:
 
     Attributes
     ----------
-    features : torch.Tensor
-        (1, C, g, g) image embedding (CPU).
-    points : (torch.Tensor, torch.Tensor) or None
-        Point coordinates (n, P, 2) and labels (n, P) in SAM's frame.
-    boxes : torch.Tensor or None
-        (n, 4) boxes in SAM's frame.
-    masks : torch.Tensor or None
-        (n, 1, L, L) mask prompts.
+    embedding : ImageEmbedding
+        The turned window's embedding (features on the CPU) and frame.
+    prompts : dict
+        The objects' prompts as :func:`~napari_samrefine.samrefiner.decode.prompt_arrays`
+        stacks them (original frame of the turned window): ``points``,
+        ``point_labels``, ``boxes``, ``masks`` (None for a kind not given).
     targets : torch.Tensor
         (n, L, L) float32 0/1 true masks in the low-res frame.
     coarse : torch.Tensor
@@ -59,10 +57,8 @@ class TeachingExample:
         Index of the training image.
     """
 
-    features: torch.Tensor
-    points: tuple | None
-    boxes: torch.Tensor | None
-    masks: torch.Tensor | None
+    embedding: ImageEmbedding
+    prompts: dict
     targets: torch.Tensor
     coarse: torch.Tensor
     image: int
@@ -127,12 +123,10 @@ def teaching_examples(
                 continue
             rows = [view.ids.index(i) for i in found]
             targets = turn(np.moveaxis(view.targets[rows], 0, -1), k)
-            arrays = prompt_arrays([mined[i] for i in found], switches)
-            p, b, m = sam_frame_prompts(emb.frame, "cpu", **arrays)
             frame = emb.frame
             out.append(TeachingExample(
-                features=emb.features.detach().to("cpu"),
-                points=p, boxes=b, masks=m,
+                embedding=ImageEmbedding(emb.features.detach().to("cpu"), frame, emb.key),
+                prompts=prompt_arrays([mined[i] for i in found], switches),
                 targets=_lowres(frame, np.moveaxis(targets, -1, 0)).float(),
                 coarse=_lowres(frame, np.stack([coarse == i for i in found])),
                 image=view.image,

@@ -41,11 +41,12 @@ from napari_samrefine.models.finetune_file import (
 )
 from napari_samrefine.models.profile import PROMPT_KINDS, model_profile
 from napari_samrefine.models.source import model_source
+from napari_samrefine.samrefiner.decode import decode_batch, sam_frame_prompts
 from napari_samrefine.teach.examples import DIHEDRAL, TeachingExample, teaching_examples
 from napari_samrefine.teach.losses import mask_iou, refine_loss
 from napari_samrefine.teach.views import TEACH_KINDS, teaching_views
 
-__all__ = ["TeachOptions", "Taught", "decode_example", "finetune"]
+__all__ = ["TeachOptions", "Taught", "decode_example", "finetune", "validation_iou"]
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,13 @@ class TeachOptions:
     validation : float
         Fraction of the images (at least one when there are two or more) held
         out to validate; with one image, its unturned views validate.
+    validation_objects : int
+        At most about this many validation objects are scored after each epoch.
     patience : int
         Epochs without a better validation IoU before teaching stops.
     max_minutes : float or None
-        Stop after this much training time (the best epoch so far is kept).
+        Stop training after this many minutes (counted from the first step; the
+        epoch under way ends there, is validated, and the best epoch is kept).
     keep : {"better", "refined"}
         The keep policy the taught model refines with by default.
     seed : int
@@ -92,6 +96,7 @@ class TeachOptions:
     lr: float = 1e-4
     weight_decay: float = 1e-4
     validation: float = 0.2
+    validation_objects: int = 400
     patience: int = 3
     max_minutes: float | None = None
     keep: str = "better"
@@ -156,31 +161,46 @@ def _split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
 
 
 def decode_example(model, ex: TeachingExample, rows=None):
-    """Low-res logits (n, L, L) and predicted IoU (n,) of ``ex``'s objects (``rows`` of them)."""
+    """Low-res logits (n, L, L) and predicted IoU (n,) of ``ex``'s objects (``rows`` of them),
+    through segment-anything's prompt encoder and mask decoder (differentiable), single mask."""
     device = next(model.mask_decoder.parameters()).device
-
-    def to(x):
-        return None if x is None else (x if rows is None else x[rows]).to(device)
-
-    points = None if ex.points is None else (to(ex.points[0]), to(ex.points[1]))
-    sparse, dense = model.prompt_encoder(points=points, boxes=to(ex.boxes), masks=to(ex.masks))
+    rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+    chosen = {k: None if v is None else (v if rows is None else v[rows]) for k, v in ex.prompts.items()}
+    points, boxes, masks = sam_frame_prompts(ex.embedding.frame, device, **chosen)
+    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
     low, iou = model.mask_decoder(
-        image_embeddings=ex.features.to(device), image_pe=model.prompt_encoder.get_dense_pe(),
+        image_embeddings=ex.embedding.features.to(device), image_pe=model.prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
     return low[:, 0], iou[:, 0]
 
 
-@torch.no_grad()
-def _validate(model, examples: Sequence[TeachingExample]) -> tuple[float, float]:
-    """Mean IoU with the truth of the taught masks and of the coarse masks, per object."""
+def validation_iou(model, examples: Sequence[TeachingExample]) -> tuple[float, float]:
+    """Mean IoU with the truth, per object, of ``model``'s masks and of the coarse masks.
+
+    The masks are decoded as refine decodes them
+    (:func:`~napari_samrefine.samrefiner.decode.decode_batch`, single mask).
+    """
     ious, coarse = [], []
     for ex in examples:
-        low, _ = decode_example(model, ex)
-        ious.append(mask_iou(low.cpu(), ex.targets))
+        low = decode_batch(model, ex.embedding, **ex.prompts, multimask=False).lowres
+        ious.append(mask_iou(low, ex.targets))
         coarse.append(mask_iou(ex.coarse.float() * 2 - 1, ex.targets))
     if not ious:
         return math.nan, math.nan
     return float(torch.cat(ious).mean()), float(torch.cat(coarse).mean())
+
+
+def _subset(examples: list, most: int, rng) -> list:
+    """At most about ``most`` objects' examples, drawn once (validation stays cheap)."""
+    if sum(map(len, examples)) <= most:
+        return examples
+    out, n = [], 0
+    for i in rng.permutation(len(examples)).tolist():
+        if n >= most:
+            break
+        out.append(examples[i])
+        n += len(examples[i])
+    return out
 
 
 def _batches(examples: Sequence[TeachingExample], size: int, rng) -> list[dict[int, list[int]]]:
@@ -297,7 +317,8 @@ def finetune(
     optimiser = torch.optim.AdamW(taught, lr=opts.lr, weight_decay=opts.weight_decay)
     rng = np.random.default_rng(opts.seed)
     torch.manual_seed(opts.seed)
-    best_iou, coarse_iou = _validate(student.eval(), val)
+    val = _subset(val, opts.validation_objects, rng)
+    best_iou, coarse_iou = validation_iou(student.eval(), val)
     best = (0, taught_weights(student))
     history = [dict(epoch=0, loss=math.nan, val_iou=best_iou, val_coarse_iou=coarse_iou, seconds=0.0)]
     if log is not None:
@@ -306,6 +327,10 @@ def finetune(
     steps_per_epoch = math.ceil(sum(map(len, train)) / opts.batch_size)
     total = steps_per_epoch * opts.epochs
     start, done, stale = time.perf_counter(), 0, 0
+
+    def out_of_time() -> bool:
+        return opts.max_minutes is not None and time.perf_counter() - start > 60 * opts.max_minutes
+
     for epoch in range(1, opts.epochs + 1):
         student.train()
         losses, count = 0.0, 0
@@ -314,15 +339,17 @@ def finetune(
             n = sum(map(len, step.values()))
             loss = 0.0
             for e, rows in step.items():
-                low, iou = decode_example(student, train[e], torch.as_tensor(rows))
-                part = refine_loss(low, iou, train[e].targets[rows].to(low.device)) / n
+                low, iou = decode_example(student, train[e], rows)
+                part = refine_loss(low, iou, train[e].targets[torch.as_tensor(rows)].to(low.device)) / n
                 part.backward()
                 loss += float(part.detach()) * n
             optimiser.step()
             losses, count, done = losses + loss, count + n, done + 1
             report(progress, 350 + int(650 * done / total), 1000,
                    f"epoch {epoch}/{opts.epochs}, loss {losses / count:.3f}{_eta(start, done, total)}")
-        val_iou, _ = _validate(student.eval(), val)
+            if out_of_time():
+                break
+        val_iou, _ = validation_iou(student.eval(), val)
         seconds = time.perf_counter() - start
         history.append(dict(epoch=epoch, loss=losses / count, val_iou=val_iou,
                             val_coarse_iou=coarse_iou, seconds=seconds))
@@ -333,7 +360,7 @@ def finetune(
             best_iou, best, stale = val_iou, (epoch, taught_weights(student)), 0
         else:
             stale += 1
-        if stale >= opts.patience or (opts.max_minutes is not None and seconds > 60 * opts.max_minutes):
+        if stale >= opts.patience or out_of_time():
             break
     report(progress, 1000, 1000, f"taught: validation IoU {best_iou:.3f} at epoch {best[0]}")
     source = model_source(sam)
