@@ -8,19 +8,21 @@ from napari.layers import Image, Labels
 
 from napari_samrefine._napari.field_help import set_help
 from napari_samrefine._napari.layers import (
-    boxes_data,
     current_plane,
-    gaussian_data,
     geometry,
     in_memory,
     layer_data,
     layer_field,
     plane_index,
-    point_sizes,
-    points_data,
     upsert_layer,
 )
 from napari_samrefine._napari.model_choice import ModelPicker
+from napari_samrefine._napari.prompt_layers import (
+    boxes_data,
+    gaussian_data,
+    point_sizes,
+    points_data,
+)
 from napari_samrefine._napari.scripting import OBJECTS, missing_label_text
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine._progress import report
