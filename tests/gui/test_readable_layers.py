@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from _widgets import refine_widget
+from _widgets import open_widget, refine_widget
 from napari_builtins._qt.features_table import FeaturesTable
 
 from napari_samrefine._napari.layers import features_table
@@ -75,3 +75,33 @@ def test_features_of_huge_ids_stay_one_row_per_object():
     table = pd.DataFrame({"label_id": [3, 2**31 - 1], "status": ["ok", "ok"]})
     features = features_table(table)
     assert list(features["index"]) == [3, 2**31 - 1]
+
+
+def test_prompts_have_their_objects_colour_and_id(viewer, qtbot):
+    coarse = viewer.layers["nuclei coarse"]
+    widget = open_widget(viewer, "Prompt excavation")
+    click_run(qtbot, widget)
+    points = viewer.layers["nuclei coarse points"]
+    boxes = viewer.layers["nuclei coarse boxes"]
+    ids = sorted(int(i) for i in np.unique(coarse.data) if i)
+    assert sorted(set(points.features["label_id"])) == ids == sorted(set(boxes.features["label_id"]))
+    # the colour napari draws each object with in the coarse labels layer
+    drawn = {i: np.asarray(coarse.colormap.map(np.array([i], coarse.data.dtype)))[0, :3] for i in ids}
+    assert len({tuple(np.round(c, 3)) for c in drawn.values()}) > len(ids) // 2, "objects differ in colour"
+    for color, lid in zip(points.face_color, points.features["label_id"], strict=True):
+        np.testing.assert_allclose(color[:3], drawn[int(lid)], atol=1e-6)
+    for color, lid in zip(boxes.edge_color, boxes.features["label_id"], strict=True):
+        np.testing.assert_allclose(color[:3], drawn[int(lid)], atol=1e-6)
+    # labelled with the object's id; positive and negative points told apart by their marker
+    assert list(points.text.values) == [str(i) for i in points.features["label_id"]]
+    assert list(boxes.text.values) == [str(i) for i in boxes.features["label_id"]]
+    symbols = {str(s) for s, k in zip(points.symbol, points.features["kind"], strict=True) if k == "negative"}
+    assert symbols and "disc" not in symbols
+
+    # the user recolours the labels: the next run follows
+    coarse.new_colormap(seed=1234)
+    click_run(qtbot, widget)
+    first = int(points.features["label_id"].iloc[0])
+    recoloured = np.asarray(coarse.colormap.map(np.array([first], coarse.data.dtype)))[0, :3]
+    assert not np.allclose(recoloured, drawn[first])
+    np.testing.assert_allclose(points.face_color[0][:3], recoloured, atol=1e-6)
