@@ -105,3 +105,23 @@ def test_prompts_have_their_objects_colour_and_id(viewer, qtbot):
     recoloured = np.asarray(coarse.colormap.map(np.array([first], coarse.data.dtype)))[0, :3]
     assert not np.allclose(recoloured, drawn[first])
     np.testing.assert_allclose(points.face_color[0][:3], recoloured, atol=1e-6)
+
+
+def test_refined_layer_reads_apart_from_the_coarse_one(viewer, qtbot, sam):
+    coarse = viewer.layers["nuclei coarse"]
+    coarse.new_colormap(seed=7)  # the user's colours, not napari's default ones
+    widget = refine_widget(viewer, sam, iterations=1)
+    click_run(qtbot, widget)
+    refined = viewer.layers["nuclei coarse refined"]
+    assert coarse.contour == 0 and refined.contour > 0, "refined objects drawn as outlines"
+    assert refined.opacity == 1.0
+    ids = np.unique(np.asarray(refined.data))
+    ids = ids[ids > 0]
+    np.testing.assert_array_equal(refined.colormap.map(ids), coarse.colormap.map(ids))
+    # the canvas shows both: the refined outlines over the coarse fill
+    assert refined.visible and coarse.visible
+    assert list(viewer.layers).index(refined) > list(viewer.layers).index(coarse)
+
+    refined.contour = 0  # the user's choice of style stays through the next run
+    click_run(qtbot, widget)
+    assert viewer.layers["nuclei coarse refined"] is refined and refined.contour == 0

@@ -8,6 +8,8 @@ stacking a new copy.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import xxhash
@@ -27,6 +29,8 @@ __all__ = [
     "displayed_plane",
     "find_linked",
     "upsert_layer",
+    "role_style",
+    "REFINED_CONTOUR",
     "features_table",
     "label_rows",
     "MAX_FEATURE_ROWS",
@@ -196,7 +200,9 @@ def upsert_layer(viewer, source, role: str, kind: str, data, name: str, **kwargs
     name : str
         Name for a new layer.
     **kwargs
-        Layer properties (features, colours, geometry...), set on update too.
+        Layer properties (features, colours, geometry...), set on update too. A
+        new layer also gets :func:`role_style` (unless ``kwargs`` say otherwise);
+        an updated one keeps the style the user gave it.
 
     Notes
     -----
@@ -215,6 +221,9 @@ def upsert_layer(viewer, source, role: str, kind: str, data, name: str, **kwargs
     if layer is None:
         add = getattr(viewer, f"add_{kind}")
         layer = add(data, name=name, metadata={"samrefine": {"role": role, "source": source.unique_id}}, **kwargs)
+        for key, value in role_style(role, kind, source).items():
+            if key not in kwargs:
+                setattr(layer, key, value)
         if kind == "labels":
             _link(layer)["written"] = _digest(layer.data)
         return layer
@@ -238,6 +247,27 @@ def upsert_layer(viewer, source, role: str, kind: str, data, name: str, **kwargs
     for key, value in kwargs.items():
         setattr(layer, key, value)
     return layer
+
+
+REFINED_CONTOUR = 2
+"""Width (pixels) of the outlines a refined labels layer is drawn with."""
+
+
+def role_style(role: str, kind: str, source) -> dict:
+    """How a new result layer of ``role`` is drawn, so it reads apart from its source.
+
+    A refined labels layer is drawn as outlines (``contour`` =
+    :data:`REFINED_CONTOUR`, opaque) in the colours of its coarse layer: laid
+    over the filled coarse labels, each object's refined outline has the colour
+    of its coarse fill. Other roles: no style.
+    """
+    if role != "refined" or kind != "labels":
+        return {}
+    style = {"contour": REFINED_CONTOUR, "opacity": 1.0}
+    colormap = getattr(source, "colormap", None)
+    if colormap is not None and hasattr(source, "selected_label"):  # a Labels layer
+        style["colormap"] = copy.deepcopy(colormap)
+    return style
 
 
 def _link(layer) -> dict:
