@@ -340,8 +340,11 @@ def label_rows(features: pd.DataFrame, id_column: str = "label_id", background: 
         kind = out[column].dtype.kind
         if kind in "iub":
             dense[column] = dense[column].fillna(0).astype(out[column].dtype)
-        elif kind not in "fc":
-            dense[column] = dense[column].astype(object).where(~absent, "")
+        elif kind not in "fc":  # strings and objects: "" (their dtype kept)
+            values = dense[column]
+            if isinstance(values.dtype, pd.CategoricalDtype) and "" not in values.cat.categories:
+                values = values.cat.add_categories([""])
+            dense[column] = values.where(~absent, "")
     dense[id_column] = np.arange(top + 1, dtype=np.int64)
     if "status" in dense and absent[0]:
         dense.loc[0, "status"] = background
