@@ -119,6 +119,7 @@ class JudgeWidget(TaskWidget):
         self._show_smp = CheckBox(text="show support mask predictions (SMP1, SMP2)", value=False)
         self._legend = Label(label="verdicts", value=legend_html())
         self._legend.native.setTextFormat(Qt.TextFormat.RichText)
+        self._legend.native.setWordWrap(True)  # the legend wraps rather than widen the dock
         self._csv = FileEdit(label="table CSV", mode="w", filter="*.csv", value="")
         self._save = PushButton(text="Save table")
         self.extend([
