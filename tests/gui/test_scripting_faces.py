@@ -11,7 +11,7 @@ from napari.utils import progress
 
 import napari_samrefine as nsr
 import napari_samrefine.testing  # noqa: F401  the model code, before any viewer (see test_no_crash.py)
-from napari_samrefine._napari.layers import points_data
+from napari_samrefine._napari.prompt_layers import points_data
 
 pytestmark = pytest.mark.gui
 
