@@ -45,7 +45,7 @@ from napari_samrefine.teach.examples import DIHEDRAL, TeachingExample, teaching_
 from napari_samrefine.teach.losses import mask_iou, refine_loss
 from napari_samrefine.teach.views import TEACH_KINDS, teaching_views
 
-__all__ = ["TeachOptions", "Taught", "decode_example", "finetune"]
+__all__ = ["TeachOptions", "Taught", "check_teaching_data", "decode_example", "finetune"]
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,31 @@ def _eta(start: float, done: int, total: int) -> str:
     return f"; about {left / 60:.0f} min left" if left >= 60 else f"; about {left:.0f} s left"
 
 
+def check_teaching_data(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> None:
+    """Refuse what :func:`finetune` cannot learn from, before any model is loaded.
+
+    Raises
+    ------
+    ValueError
+        For no images, images and labels of different counts or shapes, labels
+        that are not 2D integers, or labels without objects (the message names
+        the pair and the fix).
+    """
+    if not images or len(images) != len(labels):
+        raise ValueError(f"finetune needs pairs of images and labels; got {len(images)} images "
+                         f"and {len(labels)} label images.")
+    for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
+        check_label_values(lab, f"labels[{i}]")
+        if np.ndim(lab) != 2:
+            raise ValueError(f"labels[{i}] has shape {np.shape(lab)}: finetune takes 2D label images "
+                             "(give the planes of a stack one by one).")
+        if np.shape(im)[:2] != np.shape(lab) and np.shape(im)[-2:] != np.shape(lab):
+            raise ValueError(f"images[{i}] has shape {np.shape(im)}, its labels {np.shape(lab)}: "
+                             "give each image with labels of its own height and width.")
+        if not np.any(lab):
+            raise ValueError(f"labels[{i}] holds no object: give labels with the objects to learn.")
+
+
 def finetune(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
@@ -255,19 +280,7 @@ def finetune(
     """
     opts = options or TeachOptions()
     images, labels = list(images), list(labels)
-    if not images or len(images) != len(labels):
-        raise ValueError(f"finetune needs pairs of images and labels; got {len(images)} images "
-                         f"and {len(labels)} label images.")
-    for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
-        check_label_values(lab, f"labels[{i}]")
-        if np.ndim(lab) != 2:
-            raise ValueError(f"labels[{i}] has shape {np.shape(lab)}: finetune takes 2D label images "
-                             "(give the planes of a stack one by one).")
-        if np.shape(im)[:2] != np.shape(lab) and np.shape(im)[-2:] != np.shape(lab):
-            raise ValueError(f"images[{i}] has shape {np.shape(im)}, its labels {np.shape(lab)}: "
-                             "give each image with labels of its own height and width.")
-        if not np.any(lab):
-            raise ValueError(f"labels[{i}] holds no object: give labels with the objects to learn.")
+    check_teaching_data(images, labels)
     cache = embedding_cache if embedding_cache is not None else EmbeddingCache(max_items=4)
     train_ids, val_ids = _split(len(images), opts.validation, opts.seed)
 
