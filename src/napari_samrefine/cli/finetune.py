@@ -66,11 +66,13 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
                    help="turns and flips of each view: all (the 8), none, or numbers 0-7 (k %% 4 "
                    "quarter turns, flipped when k >= 4)")
     g.add_argument("--kinds", nargs="+", choices=TEACH_KINDS, default=list(_DEFAULTS["kinds"]),
-                   help="kinds of coarse masks made from the labels")
-    g.add_argument("--seeds", nargs="+", type=int, default=list(_DEFAULTS["seeds"]),
+                   metavar="KIND",
+                   help=f"kinds of coarse masks made from the labels, of {', '.join(TEACH_KINDS)}")
+    g.add_argument("--seeds", nargs="+", type=int, default=list(_DEFAULTS["seeds"]), metavar="N",
                    help="seeds of the random coarse masks (more seeds, more examples)")
     g.add_argument("--prompts", nargs="+", choices=PROMPT_KINDS, default=list(_DEFAULTS["prompts"]),
-                   help="prompt kinds the model learns (and refine then uses)")
+                   metavar="KIND",
+                   help=f"prompt kinds the model learns (and refine then uses), of {', '.join(PROMPT_KINDS)}")
     g.add_argument("--validation", type=float, default=_DEFAULTS["validation"],
                    help="fraction of the images held out to validate (with one image, its "
                    "unturned views validate)")
@@ -80,7 +82,8 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
                    help="stop after this many minutes of training, keeping the best epoch "
                    "(default: no limit)")
     g.add_argument("--keep", choices=("better", "refined"), default=_DEFAULTS["keep"],
-                   help="the keep policy refine uses with the taught model by default")
+                   help="the keep policy the taught model refines with, unless refine is given "
+                   "--keep")
     g.add_argument("--seed", type=int, default=_DEFAULTS["seed"],
                    help="seed of the validation split and the order of the examples")
     g.add_argument("--channel", default=None,
