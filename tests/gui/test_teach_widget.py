@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _widgets import open_widget
 from magicgui.widgets import Container, PushButton
 from skimage.segmentation import relabel_sequential
@@ -70,7 +71,10 @@ def test_teach_then_refine_with_the_taught_file(pair_viewer, qtbot, tmp_path, ch
 
     path = tmp_path / "my cells.pt"
     assert path.is_file(), teach.status
-    assert read_finetune_file(path).metadata["base_model"] == checkpoint.name
+    saved = read_finetune_file(path)
+    assert saved.metadata["base_model"] == checkpoint.name and teach.taught.path == path
+    state = teach.taught.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in saved.weights.items())  # the best epoch's
     assert [line.split(":")[0] for line in teach.log.value.splitlines()] == ["epoch 0", "epoch 1"]
     assert any(re.search(r"epoch 1/1, loss [\d.]+; about \d+ s left", m) for m in messages)
     label = f"{checkpoint.name} + my cells.pt"

@@ -26,6 +26,7 @@ from napari_samrefine._napari.model_choice import ModelPicker, offer_taught
 from napari_samrefine._napari.pairs import LayerPairs
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine.engine.encoder_progress import reporting_encoder
+from napari_samrefine.models.finetune_file import taught_weights, write_finetune_file
 from napari_samrefine.models.profile import model_profile
 from napari_samrefine.models.registry import list_models
 from napari_samrefine.models.source import model_source
@@ -149,7 +150,8 @@ class TeachWidget(TaskWidget):
             return
         self.log.value = ""
         self.say(f"Teaching on {len(images)} image(s) ...")
-        self.launch(self._work, images, labels, output, options, on_done=lambda t: self._done(t, base))
+        self.launch(self._work, images, labels, options,
+                    on_done=lambda taught: self._done(taught, output, base))
 
     @ensure_main_thread
     def _log_line(self, line: str) -> None:
@@ -157,23 +159,29 @@ class TeachWidget(TaskWidget):
             return
         self.log.value = f"{self.log.value}\n{line}" if self.log.value else line
 
-    def _work(self, images, labels, output: Path, options: TeachOptions):
+    def _work(self, images, labels, options: TeachOptions):
         from napari_samrefine.teach.finetune import finetune
 
         progress = self.progress_callback()
         self._show_progress(0, 1, "loading the model")
         sam = self.model.load(progress)  # a download moves the bar; Cancel stops it
         with reporting_encoder(sam, progress):
-            return finetune(images, labels, sam, out=output, options=options,
-                            progress=progress, log=self._log_line)
+            # the file is written once the run is known not to be cancelled (_done)
+            return finetune(images, labels, sam, options=options, progress=progress,
+                            log=self._log_line)
 
-    def _done(self, taught, base: str | None) -> None:
-        self.taught = taught
+    def _done(self, taught, output: Path, base: str | None) -> None:
+        try:  # atomic: a file at ``output`` is always whole
+            path = write_finetune_file(taught_weights(taught.model), taught.metadata, output)
+        except OSError as err:
+            self.say(f"Could not write the taught model to {output}: {err}", error=True)
+            return
+        self.taught = replace(taught, path=path)
         offered = None
         if base is not None:
             v = taught.metadata["validation"]
-            offered = offer_taught(base, taught.path, model_profile(taught.model),
+            offered = offer_taught(base, path, model_profile(taught.model),
                                    note=f"Validation IoU {v['best_iou']:.3f} (coarse masks "
                                    f"{v['coarse_iou']:.3f}).")
-        self.say(teach_summary(taught.path, taught.metadata, offered))
-        show_info(f"Taught model saved to {taught.path}")
+        self.say(teach_summary(path, taught.metadata, offered))
+        show_info(f"Taught model saved to {path}")
