@@ -23,8 +23,9 @@ from napari_samrefine.models.profile import (
     set_model_profile,
 )
 from napari_samrefine.teach.examples import teaching_examples, turn
-from napari_samrefine.teach.finetune import TeachOptions, decode_example, finetune
+from napari_samrefine.teach.finetune import TeachOptions, finetune
 from napari_samrefine.teach.losses import refine_loss
+from napari_samrefine.teach.steps import decode_example
 from napari_samrefine.teach.views import coarse_targets, teaching_views
 from napari_samrefine.testing import tiny_sam
 

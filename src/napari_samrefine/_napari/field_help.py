@@ -9,7 +9,7 @@ from __future__ import annotations
 from napari_samrefine.judge.fss_seggpt import DEFAULT_MODEL
 from napari_samrefine.pipeline.options import DEFAULTS
 
-__all__ = ["HELP", "JUDGE_HELP", "set_help"]
+__all__ = ["HELP", "JUDGE_HELP", "TEACH_HELP", "set_help"]
 
 HELP = {
     # layers
@@ -144,3 +144,19 @@ JUDGE_HELP = {
 def set_help(widget, key: str) -> None:
     """Give ``widget`` the tooltip ``HELP[key]``."""
     widget.tooltip = HELP[key]
+
+TEACH_HELP = {
+    "image": "An image whose labels you corrected, with those labels below; add as many pairs as you like.",
+    "corrected labels": "The corrected (true) instance labels of that image: what the model learns to answer.",
+    "pairs": "The image and labels pairs to teach on; select some and press Remove to drop them.",
+    "epochs": "At most this many passes over the training objects; teaching stops earlier when "
+    "the validation IoU stops improving, and the best epoch is kept.",
+    "turns and flips": "Also teach on the 8 turns and flips of each window: more examples "
+    "from the same images, longer teaching.",
+    "max minutes": "Stop after this many minutes of training, keeping the best epoch so far "
+    "(0: no limit).",
+    "save taught model to": "The .pt file to write the taught model to; it is then offered "
+    "in every model field as '<base> + <file name>'.",
+    "log": "One line per epoch: the training loss and the validation IoU, beside the coarse masks' own.",
+}
+"""Tooltips of the "Teach the model" widget's fields, by a short key."""

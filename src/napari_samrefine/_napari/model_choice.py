@@ -5,6 +5,10 @@ whose process-wide cache (:mod:`~napari_samrefine.models.cache`) keeps the
 most recently used model for the session, so every widget that uses the same
 choice shares one model in memory, with scripts in the same process too.
 
+A model taught in this session (the "Teach the model" widget,
+:func:`offer_taught`) is offered in every model field as "<base> + <file name>"
+and loaded with ``load_sam(base, finetune=file)``.
+
 Each registry entry's label says whether it works offline ("in cache",
 "installed") or needs a download and how big it is; the labels are computed
 from the files on disk (:func:`~napari_samrefine.models.download.checkpoint_status`),
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from magicgui.widgets import ComboBox, Container, FileEdit
@@ -41,13 +46,88 @@ from napari_samrefine.models.registry import list_models
 __all__ = [
     "LOCAL_FILE",
     "ModelPicker",
+    "TaughtChoice",
     "choice_label",
+    "forget_taught",
     "get_model",
+    "offer_taught",
     "offline_text",
     "refresh_pickers",
+    "taught_choices",
 ]
 
 LOCAL_FILE = "local file..."
+
+
+@dataclass(frozen=True)
+class TaughtChoice:
+    """A taught model offered in the model fields: a base model and a taught file over it.
+
+    Attributes
+    ----------
+    base : str
+        The base model's registry name or checkpoint path.
+    path : pathlib.Path
+        The taught model's file (:func:`~napari_samrefine.teach.finetune.finetune`).
+    profile : ModelProfile or None
+        The taught model's profile (its prompts and defaults), when known.
+    note : str
+        What the field's tooltip says about it (e.g. its validation IoU).
+    """
+
+    base: str
+    path: Path
+    profile: ModelProfile | None = None
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        """"<base> + <file name>": the model field's label and value."""
+        base = self.base if self.base in list_models() else Path(self.base).name
+        return f"{base} + {self.path.name}"
+
+
+_taught: dict[str, TaughtChoice] = {}  # by label, in the order offered
+
+
+def offer_taught(base: str, path, profile: ModelProfile | None = None, note: str = "") -> str:
+    """Offer a taught model in every model field (now and later ones) for this session.
+
+    Parameters
+    ----------
+    base : str
+        The registry name or checkpoint path the file was taught from.
+    path : path-like
+        The taught model's file.
+    profile, note
+        See :class:`TaughtChoice`.
+
+    Returns
+    -------
+    str
+        The choice's label and value, "<base> + <file name>" (a later file of the
+        same name over the same base takes its place).
+
+    Notes
+    -----
+    Call it on the main thread (it updates the open model fields).
+    """
+    choice = TaughtChoice(str(base), Path(path).resolve(), profile, note)
+    _taught[choice.label] = choice
+    refresh_pickers()
+    return choice.label
+
+
+def taught_choices() -> dict[str, TaughtChoice]:
+    """The taught models offered in the model fields, by label."""
+    return dict(_taught)
+
+
+def forget_taught() -> None:
+    """Stop offering every taught model (the open fields are updated)."""
+    _taught.clear()
+    refresh_pickers()
+
 
 def get_model(spec: str, device: str = "auto"):
     """The SAM model for a registry name or checkpoint path (loaded once per session)."""
@@ -135,7 +215,8 @@ class ModelPicker(Container):
 
     @staticmethod
     def _choices() -> list[tuple[str, str]]:
-        return [*((choice_label(n), n) for n in list_models()), (LOCAL_FILE, LOCAL_FILE)]
+        return [*((choice_label(n), n) for n in list_models()), *((k, k) for k in _taught),
+                (LOCAL_FILE, LOCAL_FILE)]
 
     @property
     def labels(self) -> dict[str, str]:
@@ -164,6 +245,11 @@ class ModelPicker(Container):
         if choice == LOCAL_FILE:
             self._model.tooltip = general
             return
+        if choice in _taught:
+            taught = _taught[choice]
+            self._model.tooltip = (f"{taught.base} taught to refine, from {taught.path}. "
+                                   f"{taught.note}\n{general}")
+            return
         entry = registry_entry(choice)
         needs = ""
         if entry.arch in ("vit_t", "lite_medsam"):
@@ -187,7 +273,7 @@ class ModelPicker(Container):
 
     @property
     def spec(self) -> str:
-        """Registry name or checkpoint path of the current choice."""
+        """Registry name or checkpoint path of the current choice ("<base> + <file>" if taught)."""
         if self._model.value != LOCAL_FILE:
             return self._model.value
         path = str(self._file.value)
@@ -204,6 +290,8 @@ class ModelPicker(Container):
             return model_profile(self._sam)
         if self._model.value == LOCAL_FILE:
             return None
+        if self._model.value in _taught:
+            return _taught[self._model.value].profile
         return registry_entry(self._model.value).profile
 
     def on_choice(self, callback: Callable[[ModelProfile | None], None]) -> None:
@@ -236,17 +324,21 @@ class ModelPicker(Container):
         if self._sam is not None:
             return self._sam
         spec, device = self.spec, self.device
-        registered = self._model.value != LOCAL_FILE
+        taught = _taught.get(spec)
+        base = taught.base if taught is not None else spec
+        registered = base in list_models()
         try:
-            if registered and checkpoint_status(spec) == "download":
+            if registered and checkpoint_status(base) == "download":
                 # downloaded here, not in load_sam, to report to the widget's bar and Cancel
-                fetch_checkpoint(spec, progress=progress, progressbar=False)
+                fetch_checkpoint(base, progress=progress, progressbar=False)
                 _refresh_pickers_on_main_thread()
-                report(progress, 0, 1, f"loading {spec}")
+                report(progress, 0, 1, f"loading {base}")
+            if taught is not None:
+                return load_sam(base, device=device, finetune=taught.path)
             return get_model(spec, device)
         except ModelDownloadError as err:
             if registered and _is_network_error(err):
-                raise ModelDownloadError(offline_text(spec, err)) from err
+                raise ModelDownloadError(offline_text(base, err)) from err
             raise
 
 

@@ -66,7 +66,7 @@ __all__ = ["batch_summary", "refine_many"]
 _NOT_PASSED = ("image", "labels", "sam", "device", "iou_adaptor", "progress")
 
 
-def _model_spec(model, device, allow_unsafe_pickle, iou_adaptor) -> ModelSpec | None:
+def _model_spec(model, device, allow_unsafe_pickle, iou_adaptor, finetune) -> ModelSpec | None:
     """A :class:`ModelSpec`, or None for a loaded model (in-process only)."""
     if isinstance(model, ModelSpec):
         return model
@@ -80,7 +80,8 @@ def _model_spec(model, device, allow_unsafe_pickle, iou_adaptor) -> ModelSpec | 
     ):
         name = str(Path(name).expanduser().absolute())  # the workers may run elsewhere
     adaptor = None if iou_adaptor is None else str(Path(iou_adaptor).expanduser().absolute())
-    return ModelSpec(name, str(device), bool(allow_unsafe_pickle), adaptor)
+    taught = None if finetune is None else str(Path(finetune).expanduser().absolute())
+    return ModelSpec(name, str(device), bool(allow_unsafe_pickle), adaptor, taught)
 
 
 def _check_model_here(spec: ModelSpec) -> None:
@@ -94,6 +95,8 @@ def _check_model_here(spec: ModelSpec) -> None:
         )
     if spec.iou_adaptor is not None and not Path(spec.iou_adaptor).is_file():
         raise FileNotFoundError(f"No such IoU adaptor file: {spec.iou_adaptor}")
+    if spec.finetune is not None and not Path(spec.finetune).is_file():
+        raise FileNotFoundError(f"No such taught-model file: {spec.finetune}")
 
 
 def _check_options(refine_kwargs: dict) -> dict:
@@ -157,6 +160,7 @@ def refine_many(
     device: str = "auto",
     allow_unsafe_pickle: bool = False,
     iou_adaptor: str | os.PathLike | None = None,
+    finetune: str | os.PathLike | None = None,
     overwrite: bool = False,
     table: bool = False,
     progress: ProgressCallback | None = None,
@@ -195,6 +199,9 @@ def refine_many(
         See :func:`~napari_samrefine.models.loading.load_sam`.
     iou_adaptor : path-like, optional
         A SAMRefiner++ IoU adaptor file, loaded with the model.
+    finetune : path-like, optional
+        A taught model's file over ``model``
+        (:func:`~napari_samrefine.teach.finetune.finetune`), loaded with it.
     overwrite : bool
         Refine again and replace outputs that exist.
     table : bool
@@ -247,7 +254,11 @@ def refine_many(
 
     options = _check_options(refine_kwargs)
     pairs, outputs, done = _plan(list(pairs), output, overwrite, table)
-    spec = _model_spec(model, device, allow_unsafe_pickle, iou_adaptor)
+    spec = _model_spec(model, device, allow_unsafe_pickle, iou_adaptor, finetune)
+    if spec is None and finetune is not None:  # a loaded model: taught here
+        from napari_samrefine.models.finetune_file import apply_finetune
+
+        model = apply_finetune(model, finetune)
     rows: list[dict | None] = [
         result_row(i, lab, out, SKIPPED) if skip else None
         for (i, lab), out, skip in zip(pairs, outputs, done, strict=True)

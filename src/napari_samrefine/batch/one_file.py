@@ -67,12 +67,15 @@ class ModelSpec:
         Passed to :func:`~napari_samrefine.models.loading.load_sam`.
     iou_adaptor : str, optional
         Path of a SAMRefiner++ IoU adaptor file, loaded with the model.
+    finetune : str, optional
+        Path of a taught model's file over ``model`` (``load_sam(model, finetune=...)``).
     """
 
     model: str = "vit_b_lm"
     device: str = "auto"
     allow_unsafe_pickle: bool = False
     iou_adaptor: str | None = None
+    finetune: str | None = None
 
     def load(self, progressbar: bool = False):
         """Load the model (and adaptor); returns ``(sam, iou_adaptor or None)``.
@@ -90,7 +93,7 @@ class ModelSpec:
 
         sam = load_sam(
             self.model, device=self.device, allow_unsafe_pickle=self.allow_unsafe_pickle,
-            progressbar=progressbar,
+            progressbar=progressbar, finetune=self.finetune,
         )
         adaptor = None
         if self.iou_adaptor is not None:

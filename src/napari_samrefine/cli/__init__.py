@@ -3,6 +3,7 @@
     napari-samrefine refine IMAGE LABELS -o OUT      # SAMRefiner (cli/refine.py)
     napari-samrefine judge IMAGE COARSE REFINED ...  # JFS (cli/judge.py)
     napari-samrefine adapt IMAGES --labels ... -o F  # SAMRefiner++ (cli/adapt.py)
+    napari-samrefine finetune IMAGES --labels ... -o F  # teach SAM to refine (cli/finetune.py)
     napari-samrefine benchmark --data DIR            # quality tables (cli/benchmark.py)
     napari-samrefine models                          # the registry (cli/models.py)
     napari-samrefine cache info|clear                # embeddings on disk (cli/cache.py)
@@ -20,6 +21,7 @@ from napari_samrefine.cli.adapt import add_adapt_parser
 from napari_samrefine.cli.benchmark import add_benchmark_parser
 from napari_samrefine.cli.cache import add_cache_parser
 from napari_samrefine.cli.common import HelpFormatter, Parser, parse_ids
+from napari_samrefine.cli.finetune import add_finetune_parser
 from napari_samrefine.cli.judge import add_judge_parser
 from napari_samrefine.cli.models import add_models_parser
 from napari_samrefine.cli.refine import add_refine_parser
@@ -27,8 +29,8 @@ from napari_samrefine.cli.refine import add_refine_parser
 __all__ = ["main", "build_parser", "HelpFormatter", "Parser", "parse_ids"]
 
 _SUBCOMMANDS = (
-    add_refine_parser, add_judge_parser, add_adapt_parser, add_benchmark_parser, add_models_parser,
-    add_cache_parser,
+    add_refine_parser, add_judge_parser, add_adapt_parser, add_finetune_parser, add_benchmark_parser,
+    add_models_parser, add_cache_parser,
 )
 
 

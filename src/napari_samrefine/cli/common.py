@@ -7,7 +7,7 @@ from pathlib import Path
 
 __all__ = [
     "HelpFormatter", "Parser", "parse_ids", "parse_channel", "add_model_arguments",
-    "load_model_from_args",
+    "load_model_from_args", "check_finetune_base",
 ]
 
 
@@ -91,15 +91,56 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model_from_args(args):
-    """Load the SAM model that ``--model``/``--checkpoint``/``--device`` describe."""
+    """Load the SAM model that ``--model``/``--checkpoint``/``--device`` describe.
+
+    With a ``--finetune`` option (``refine``), the taught model over that base.
+    """
     from napari_samrefine.models.loading import load_sam
 
     return load_sam(
         args.checkpoint if args.checkpoint is not None else args.model,
         device=args.device,
         allow_unsafe_pickle=args.allow_unsafe_pickle,
+        finetune=getattr(args, "finetune", None),
     )
 
+
+def check_finetune_base(args) -> None:
+    """Refuse a ``--finetune`` file that does not fit the chosen base model, before loading it.
+
+    The file is read safely (:func:`~napari_samrefine.models.finetune_file.read_finetune_file`)
+    and the base it names is compared with the ``--model``/``--checkpoint``
+    file's hash (a registry name's hash is known without its file).
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing file.
+    ValueError
+        For a file that is not a taught-model file, or was taught from another base
+        (the message names both and the option to use).
+    """
+    path = getattr(args, "finetune", None)
+    if path is None:
+        return
+    from napari_samrefine.models.checkpoint import checkpoint_digest
+    from napari_samrefine.models.finetune_file import read_finetune_file
+    from napari_samrefine.models.registry import get_model, list_models
+
+    meta = read_finetune_file(path).metadata
+    base = args.checkpoint if args.checkpoint is not None else args.model
+    if isinstance(base, str) and base in list_models():
+        digest = get_model(base).xxh128
+    elif Path(base).expanduser().is_file():
+        digest = checkpoint_digest(Path(base).expanduser().resolve())
+    else:
+        return  # an unknown model: load_sam says so
+    if meta["base_identity"] != f"file:{digest}":
+        raise ValueError(
+            f"--finetune {path} was taught from {meta['base_model']!r}, not from {str(base)!r}: "
+            "give the model it was taught from, with --model (a registry name) or "
+            "--checkpoint (its file)."
+        )
 
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from napari_samrefine.cli.common import (
     add_model_arguments,
+    check_finetune_base,
     load_model_from_args,
     parse_channel,
     parse_ids,
@@ -76,6 +77,9 @@ def add_refine_parser(sub) -> argparse.ArgumentParser:
                    help="objects per decoder call")
     g.add_argument("--adaptor", type=Path, default=None,
                    help="SAMRefiner++ IoU adaptor file (default: none, SAM's own IoU head)")
+    g.add_argument("--finetune", type=Path, default=None, metavar="FILE",
+                   help="a taught model's file (from `napari-samrefine finetune`) over the "
+                   "--model/--checkpoint it was taught from (default: none, the model as it is)")
     g.add_argument("--table", action="store_true", help="also write <output>.csv with per-object results")
     g.add_argument("--support", type=Path, nargs=2, default=None, metavar=("IMAGE", "LABELS"),
                    help="a support pair (an image of the same kind of objects and its trusted "
@@ -229,7 +233,8 @@ def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
         if out.suffix.lower() not in (".tif", ".tiff", ".png"):
             raise ValueError(f"Output {out} must end in .tif or .png (or be a folder for folder input).")
     written = outputs + ([o.with_suffix(".csv") for o in outputs] if args.table else [])
-    models = [p for p in (args.checkpoint, args.adaptor, *(args.support or ())) if p is not None]
+    models = [p for p in (args.checkpoint, args.adaptor, args.finetune, *(args.support or ()))
+              if p is not None]
     check_outputs(
         written, [p for pair in pairs for p in pair] + models,
         output_dir=args.output if args.image.is_dir() else None,
@@ -239,6 +244,7 @@ def _plan_refine(args) -> tuple[list[tuple[Path, Path]], list[Path]]:
     if args.output.suffix.lower() == ".png" and not args.image.is_dir():
         labels = read_image(args.labels)  # the output keeps the labels' dtype
         check_png_labels(labels.dtype, labels.ndim, labels.shape)
+    check_finetune_base(args)
     return pairs, outputs
 
 
@@ -307,7 +313,7 @@ def _run_folder(args, kwargs: dict, pairs: list[tuple[Path, Path]]) -> int:
             pairs, args.output, args.checkpoint if args.checkpoint is not None else args.model,
             client=args.scheduler, workers=args.workers, device=args.device,
             allow_unsafe_pickle=args.allow_unsafe_pickle, iou_adaptor=args.adaptor,
-            overwrite=args.overwrite, table=args.table, progress=progress, **kwargs,
+            finetune=args.finetune, overwrite=args.overwrite, table=args.table, progress=progress, **kwargs,
         )
     except ModuleNotFoundError as err:  # e.g. a TinyViT model without its extra
         raise ValueError(str(err)) from err

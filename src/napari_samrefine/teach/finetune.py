@@ -41,12 +41,17 @@ from napari_samrefine.models.finetune_file import (
 )
 from napari_samrefine.models.profile import PROMPT_KINDS, model_profile
 from napari_samrefine.models.source import model_source
-from napari_samrefine.samrefiner.decode import decode_batch, sam_frame_prompts
-from napari_samrefine.teach.examples import DIHEDRAL, TeachingExample, teaching_examples
-from napari_samrefine.teach.losses import mask_iou, refine_loss
+from napari_samrefine.teach.examples import DIHEDRAL, teaching_examples
+from napari_samrefine.teach.losses import refine_loss
+from napari_samrefine.teach.steps import (
+    decode_example,
+    epoch_batches,
+    validation_iou,
+    validation_subset,
+)
 from napari_samrefine.teach.views import TEACH_KINDS, teaching_views
 
-__all__ = ["TeachOptions", "Taught", "decode_example", "finetune", "validation_iou"]
+__all__ = ["TeachOptions", "Taught", "check_teaching_data", "finetune"]
 
 
 @dataclass(frozen=True)
@@ -160,68 +165,36 @@ def _split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[k:]), sorted(order[:k])
 
 
-def decode_example(model, ex: TeachingExample, rows=None):
-    """Low-res logits (n, L, L) and predicted IoU (n,) of ``ex``'s objects (``rows`` of them),
-    through segment-anything's prompt encoder and mask decoder (differentiable), single mask."""
-    device = next(model.mask_decoder.parameters()).device
-    rows = None if rows is None else np.asarray(rows, dtype=np.int64)
-    chosen = {k: None if v is None else (v if rows is None else v[rows]) for k, v in ex.prompts.items()}
-    points, boxes, masks = sam_frame_prompts(ex.embedding.frame, device, **chosen)
-    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
-    low, iou = model.mask_decoder(
-        image_embeddings=ex.embedding.features.to(device), image_pe=model.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
-    return low[:, 0], iou[:, 0]
-
-
-def validation_iou(model, examples: Sequence[TeachingExample]) -> tuple[float, float]:
-    """Mean IoU with the truth, per object, of ``model``'s masks and of the coarse masks.
-
-    The masks are decoded as refine decodes them
-    (:func:`~napari_samrefine.samrefiner.decode.decode_batch`, single mask).
-    """
-    ious, coarse = [], []
-    for ex in examples:
-        low = decode_batch(model, ex.embedding, **ex.prompts, multimask=False).lowres
-        ious.append(mask_iou(low, ex.targets))
-        coarse.append(mask_iou(ex.coarse.float() * 2 - 1, ex.targets))
-    if not ious:
-        return math.nan, math.nan
-    return float(torch.cat(ious).mean()), float(torch.cat(coarse).mean())
-
-
-def _subset(examples: list, most: int, rng) -> list:
-    """At most about ``most`` objects' examples, drawn once (validation stays cheap)."""
-    if sum(map(len, examples)) <= most:
-        return examples
-    out, n = [], 0
-    for i in rng.permutation(len(examples)).tolist():
-        if n >= most:
-            break
-        out.append(examples[i])
-        n += len(examples[i])
-    return out
-
-
-def _batches(examples: Sequence[TeachingExample], size: int, rng) -> list[dict[int, list[int]]]:
-    """One epoch's optimiser steps: per step, the objects (example -> rows) it learns from."""
-    items = [(e, r) for e, ex in enumerate(examples) for r in range(len(ex))]
-    order = rng.permutation(len(items))
-    out = []
-    for start in range(0, len(order), size):
-        step: dict[int, list[int]] = {}
-        for j in order[start:start + size]:
-            e, r = items[j]
-            step.setdefault(e, []).append(r)
-        out.append(step)
-    return out
-
-
 def _eta(start: float, done: int, total: int) -> str:
     if done == 0:
         return ""
     left = (time.perf_counter() - start) / done * (total - done)
     return f"; about {left / 60:.0f} min left" if left >= 60 else f"; about {left:.0f} s left"
+
+
+def check_teaching_data(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> None:
+    """Refuse what :func:`finetune` cannot learn from, before any model is loaded.
+
+    Raises
+    ------
+    ValueError
+        For no images, images and labels of different counts or shapes, labels
+        that are not 2D integers, or labels without objects (the message names
+        the pair and the fix).
+    """
+    if not images or len(images) != len(labels):
+        raise ValueError(f"finetune needs pairs of images and labels; got {len(images)} images "
+                         f"and {len(labels)} label images.")
+    for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
+        check_label_values(lab, f"labels[{i}]")
+        if np.ndim(lab) != 2:
+            raise ValueError(f"labels[{i}] has shape {np.shape(lab)}: finetune takes 2D label images "
+                             "(give the planes of a stack one by one).")
+        if np.shape(im)[:2] != np.shape(lab) and np.shape(im)[-2:] != np.shape(lab):
+            raise ValueError(f"images[{i}] has shape {np.shape(im)}, its labels {np.shape(lab)}: "
+                             "give each image with labels of its own height and width.")
+        if not np.any(lab):
+            raise ValueError(f"labels[{i}] holds no object: give labels with the objects to learn.")
 
 
 def finetune(
@@ -275,19 +248,7 @@ def finetune(
     """
     opts = options or TeachOptions()
     images, labels = list(images), list(labels)
-    if not images or len(images) != len(labels):
-        raise ValueError(f"finetune needs pairs of images and labels; got {len(images)} images "
-                         f"and {len(labels)} label images.")
-    for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
-        check_label_values(lab, f"labels[{i}]")
-        if np.ndim(lab) != 2:
-            raise ValueError(f"labels[{i}] has shape {np.shape(lab)}: finetune takes 2D label images "
-                             "(give the planes of a stack one by one).")
-        if np.shape(im)[:2] != np.shape(lab) and np.shape(im)[-2:] != np.shape(lab):
-            raise ValueError(f"images[{i}] has shape {np.shape(im)}, its labels {np.shape(lab)}: "
-                             "give each image with labels of its own height and width.")
-        if not np.any(lab):
-            raise ValueError(f"labels[{i}] holds no object: give labels with the objects to learn.")
+    check_teaching_data(images, labels)
     cache = embedding_cache if embedding_cache is not None else EmbeddingCache(max_items=4)
     train_ids, val_ids = _split(len(images), opts.validation, opts.seed)
 
@@ -317,7 +278,7 @@ def finetune(
     optimiser = torch.optim.AdamW(taught, lr=opts.lr, weight_decay=opts.weight_decay)
     rng = np.random.default_rng(opts.seed)
     torch.manual_seed(opts.seed)
-    val = _subset(val, opts.validation_objects, rng)
+    val = validation_subset(val, opts.validation_objects, rng)
     best_iou, coarse_iou = validation_iou(student.eval(), val)
     best = (0, taught_weights(student))
     history = [dict(epoch=0, loss=math.nan, val_iou=best_iou, val_coarse_iou=coarse_iou, seconds=0.0)]
@@ -334,7 +295,7 @@ def finetune(
     for epoch in range(1, opts.epochs + 1):
         student.train()
         losses, count = 0.0, 0
-        for step in _batches(train, opts.batch_size, rng):
+        for step in epoch_batches(train, opts.batch_size, rng):
             optimiser.zero_grad()
             n = sum(map(len, step.values()))
             loss = 0.0
