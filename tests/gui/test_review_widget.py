@@ -135,6 +135,7 @@ def test_refine_review_revert_two_edit_one_rerefine_then_undo_everything(viewer,
     moved[at] = (ys.min(), xs.min())
     points.data = moved
     review.refine_button.native.click()
+    qtbot.waitUntil(lambda: review.worker is not None and not review.busy, timeout=60_000)
     assert encoder_passes.n == passes  # the image's embedding was cached: no encoder pass
     (base,) = nsr.excavate_prompts(coarse_data, label_ids=[third], cebox=None)
     kinds = features["kind"].to_numpy()[features["label_id"].to_numpy() == third]

@@ -1,0 +1,112 @@
+"""Where a review's decisions go: the refined layer's features and per-plane table, a CSV file.
+
+:func:`store_decisions` writes the decisions of the review's rows into the
+refined layer (``features["decision"]``, one per label, and
+``metadata["samrefine_table"]``, one per object and plane);
+:func:`reverts_edit` gives the pixels that revert many objects at once (a
+decisions table loaded: one undo step); :class:`DecisionsFile` is the widget's
+file field with its Save and Load buttons (the file format is
+:mod:`napari_samrefine.quality.review_file`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from magicgui.widgets import Container, FileEdit, PushButton
+
+from napari_samrefine._napari.layers import plane_index
+from napari_samrefine.quality.review import object_key, replace_edit
+
+__all__ = ["object_mask", "store_decisions", "reverts_edit", "DecisionsFile"]
+
+
+def object_mask(data, key: tuple) -> np.ndarray:
+    """Object ``key`` = ``(plane, label_id)``'s mask in ``data`` (bool, its plane)."""
+    plane, label_id = key
+    return np.asarray(data[plane_index(plane)]) == label_id
+
+
+def store_decisions(layer, by_key: dict) -> pd.DataFrame | None:
+    """The decisions ``{(plane, label_id): decision}`` into ``layer``'s per-plane table and features.
+
+    Returns the new features (None when the layer has no ``label_id`` feature):
+    the caller sets them (``layer.features = ...``), so it knows the event is its
+    own. A label decided differently in two planes gets "mixed".
+    """
+    table = layer.metadata.get("samrefine_table")
+    if isinstance(table, pd.DataFrame) and not table.empty:
+        table = table.copy()
+        planes = table["plane"] if "plane" in table else [None] * len(table)
+        table["decision"] = [by_key.get(object_key(p, i), "") for p, i in
+                             zip(planes, table["label_id"], strict=True)]
+        layer.metadata["samrefine_table"] = table
+    by_id: dict[int, set] = {}
+    for (_, label_id), decision in by_key.items():
+        by_id.setdefault(label_id, set()).add(decision)
+    features = layer.features.copy()
+    if "label_id" not in features:
+        return None
+    features["decision"] = [
+        next(iter(by_id[i])) if len(by_id.get(i, ())) == 1 else ("" if i not in by_id else "mixed")
+        for i in features["label_id"].astype(np.int64)
+    ]
+    return features
+
+
+def reverts_edit(refined, coarse, keys: Iterable[tuple]):
+    """The pixels that revert the objects ``keys`` to their coarse masks, all at once.
+
+    Returns ``(indices, values, masks)``: one ``Labels.data_setitem`` edit (None
+    when nothing changes) and each reverted object's mask after it.
+    """
+    planes: dict[tuple, np.ndarray] = {}
+    masks = {}
+    for key in keys:
+        lead = plane_index(key[0])
+        plane = planes.setdefault(lead, np.array(refined[lead]))
+        indices, values = replace_edit(plane, object_mask(coarse, key), key[1])
+        plane[indices] = values
+        masks[key] = plane == key[1]
+    indices, values = [], []
+    for lead, plane in planes.items():
+        ys, xs = np.nonzero(plane != np.asarray(refined[lead]))
+        indices.append([np.full(ys.size, v, np.intp) for v in lead] + [ys, xs])
+        values.append(plane[ys, xs])
+    if not values or not sum(v.size for v in values):
+        return None, np.zeros(0, np.asarray(refined).dtype), masks
+    return (tuple(np.concatenate(axis) for axis in zip(*indices, strict=True)),
+            np.concatenate(values), masks)
+
+
+class DecisionsFile(Container):
+    """The decisions table's file and its Save and Load buttons.
+
+    Parameters
+    ----------
+    save, load : callable
+        ``save(path)``, ``load(path)`` when their button is pressed with a file chosen.
+    say : callable
+        ``say(text, error=True)`` when no file is chosen.
+    """
+
+    def __init__(self, save: Callable[[Path], None], load: Callable[[Path], None], say: Callable):
+        self.file = FileEdit(label="decisions table", mode="w", filter="*.csv")
+        self.save_button = PushButton(text="Save decisions")
+        self.load_button = PushButton(text="Load decisions")
+        buttons = Container(layout="horizontal", labels=False, widgets=[self.save_button, self.load_button])
+        super().__init__(labels=True, widgets=[self.file, buttons])
+        self.margins = (0, 0, 0, 0)
+        self._say = say
+        self.save_button.changed.connect(lambda *_: self._call(save))
+        self.load_button.changed.connect(lambda *_: self._call(load))
+
+    def _call(self, action: Callable[[Path], None]) -> None:
+        path = self.file.value
+        if path is None or str(path) in ("", "."):
+            self._say("Choose the decisions table's file (decisions table) first.", error=True)
+            return
+        action(Path(path))
