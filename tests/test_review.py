@@ -68,16 +68,19 @@ def _block(doc: str, heading: str) -> str:
     return re.search(r"```\n(.*?)```", section, re.S).group(1)
 
 
-def test_the_scripting_examples_of_review_and_edited_prompts_run(sam, dsb_pair):
+def test_the_scripting_examples_of_review_and_edited_prompts_run(sam, dsb_pair, tmp_path, monkeypatch):
     doc = (Path(__file__).resolve().parents[1] / "docs" / "scripting.md").read_text()
     image, coarse = dsb_pair
     space = {"nsr": nsr, "np": np, "image": image, "coarse": coarse, "sam": sam}
+    monkeypatch.chdir(tmp_path)  # the review example writes decisions.csv
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         exec(_block(doc, "Review decisions by id"), space)
         exec(_block(doc, "Re-refining one object from edited prompts"), space)
     worst = space["worst"]
     np.testing.assert_array_equal(space["reviewed"] == worst[0], coarse == worst[0])
+    np.testing.assert_array_equal(space["resumed"], space["reviewed"])  # saved and read back
+    assert (tmp_path / "decisions.csv").is_file()
     changed = space["again"].labels != space["result"].labels
     assert not (changed & (space["again"].labels != 5) & (space["result"].labels != 5)).any()
 
