@@ -237,3 +237,19 @@ def test_an_objects_mask_prompt_is_its_part_of_the_painted_image():
     want[8, 1:4] = 0.5
     assert edited.offset == (2, 1)  # the mined crop grown to what was painted
     np.testing.assert_array_equal(edited.gaussian, want[2:9, 1:6])
+
+
+def test_the_mask_prompt_of_a_stack_is_read_in_the_plane_it_shows(viewer):
+    from napari_samrefine._napari.edited_prompts import mask_prompt_plane
+    from napari_samrefine._napari.prompt_widget import show_prompts
+
+    coarse2d = viewer.layers["nuclei coarse"].data
+    stack = viewer.add_labels(np.stack([coarse2d, coarse2d[::-1]]), name="stack coarse", scale=(2, 1, 1))
+    assert mask_prompt_plane(viewer, stack, 1) is None  # no prompts shown yet
+    prompts = nsr.excavate_prompts(stack.data[1], cebox=None)
+    show_prompts(viewer, stack, prompts, plane=1)
+    image = mask_prompt_plane(viewer, stack, 1)
+    np.testing.assert_array_equal(image, np.max([p.gaussian_full(coarse2d.shape) for p in prompts], axis=0))
+    assert mask_prompt_plane(viewer, stack, 0) is None  # another plane: the mined mask prompt
+    image[:] = 0
+    assert viewer.layers["stack coarse Gaussian prompts"].data.any()  # a copy: the layer is not written

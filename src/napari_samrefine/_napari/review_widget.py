@@ -131,7 +131,7 @@ class ReviewWidget(TaskWidget):
             self.refined_layer.value = layer  # loads it
 
     def _layer_inserted(self, event) -> None:
-        if has_review_table(event.value) or is_refined_layer(event.value):
+        if has_review_table(event.value):
             layer = event.value  # its table is set right after it was added: load once it is
             QTimer.singleShot(0, lambda: self._adopt(layer))
 
