@@ -81,6 +81,8 @@ def test_the_table_fills_itself_after_a_refine_run_and_sorts_by_a_header_click(v
     run_refine(refine_widget(viewer, sam, keep="refined", iterations=1), qtbot)
     qtbot.waitUntil(lambda: (review.rows["decision"] == "").all(), timeout=5_000)
     assert set(review.rows["label_id"]) == set(expected["label_id"])
+    assert review.rows["label_id"].tolist() == sorted(expected["label_id"])  # still by id
+    assert "by id, ascending" in review.status
 
 
 def test_selecting_a_layer_with_saved_features_resumes_its_review(viewer, qtbot, sam):

@@ -138,6 +138,14 @@ class ObjectTable:
         self._show_indicator()
 
     @property
+    def order_text(self) -> str:
+        """The order shown, in words ("worst first", "by stability, descending")."""
+        column, ascending = self.sort_by
+        if (column, ascending) == DEFAULT_SORT:
+            return "worst first"
+        return f"by {SHOWN[column]}, {'ascending' if ascending else 'descending'}"
+
+    @property
     def native(self):
         """The Qt table (QTableWidget)."""
         return self.widget.native

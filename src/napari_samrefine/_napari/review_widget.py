@@ -171,9 +171,9 @@ class ReviewWidget(TaskWidget):
         self._history, self.current = DecisionHistory(), None
         self._table.show(rows)
         done = int((rows["decision"] != "").sum())
-        self.say(f"{len(rows)} objects to review in {layer.name!r} ({done} decided), worst first "
-                 "(a click on a column's header sorts by it): select a row, then Accept (A) or "
-                 "Revert (R).")
+        self.say(f"{len(rows)} objects to review in {layer.name!r} ({done} decided), "
+                 f"{self._table.order_text} (a click on a column's header sorts by it): select a "
+                 "row, then Accept (A) or Revert (R).")
         if len(rows):
             self.select(0)
 
