@@ -109,3 +109,43 @@ def test_a_table_of_another_layer_or_a_missing_file_is_refused(tmp_path):
     stack = read_decisions(_write(tmp_path, "label_id,plane,decision\n1,0,reverted\n"))
     with pytest.raises(ValueError, match=r"has not: 1 \(plane 0\)"):
         merge_decisions(rows, stack)  # a stack's table for a 2D layer
+
+
+def test_edited_prompts_saved_with_the_decisions_refine_the_same(tmp_path, sam, dsb_pair):
+    import dataclasses
+    import warnings
+
+    import napari_samrefine as nsr
+    from napari_samrefine.quality.review_file import saved_prompts
+
+    image, coarse = dsb_pair
+    label = int(np.unique(coarse)[5])
+    (mined,) = nsr.excavate_prompts(coarse, label_ids=[label], cebox=None)
+    x1, y1, x2, y2 = (int(v) for v in mined.box)
+    edited = dataclasses.replace(mined, points=np.array([[x1 + 0.5, y1 + 1.0], [x2 + 2.0, y2 + 2.5]]),
+                                 point_labels=np.array([1, 0]), box=np.array([x1, y1, x2 + 3, y2 + 1]))
+    rows = review_table(pd.DataFrame({"label_id": np.unique(coarse)[1:], "status": "ok"}))
+    rows.loc[rows["label_id"] == label, "decision"] = "re-refined"
+    path = write_decisions(tmp_path / "d.csv", rows, prompts={(None, label): edited})
+    table = read_decisions(path)
+    mine = table[table["label_id"] == label].iloc[0]
+    assert (mine["prompt_box"], mine["prompt_strength"]) == (f"{x1} {y1} {x2 + 3} {y2 + 1}", f"{mined.strength:g}")
+    assert (table.loc[table["label_id"] != label, "prompt_box"] == "").all()
+    saved = saved_prompts(table, coarse)
+    assert list(saved) == [(None, label)]
+    back = saved[(None, label)]
+    np.testing.assert_array_equal(back.points, edited.points)
+    np.testing.assert_array_equal(back.point_labels, edited.point_labels)
+    np.testing.assert_array_equal(back.box, edited.box)
+    assert back.strength == edited.strength and back.expanded
+    np.testing.assert_array_equal(back.gaussian, mined.gaussian)  # the mined mask prompt
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = [nsr.refine(image, coarse, sam, label_ids=[label], prompts={label: p}, iterations=1,
+                            embedding_cache=None).labels for p in (edited, back)]
+    np.testing.assert_array_equal(again[0], again[1])
+    assert saved_prompts(read_decisions(write_decisions(tmp_path / "none.csv", rows)), coarse) == {}
+    bad = table.copy()
+    bad.loc[bad["label_id"] == label, "prompt_box"] = "1 2 3"
+    with pytest.raises(ValueError, match="is not x1 y1 x2 y2"):
+        saved_prompts(bad, coarse)

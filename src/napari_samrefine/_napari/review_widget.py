@@ -7,10 +7,8 @@ object's coarse mask, Refine this object decodes it from its edited prompt layer
 (:mod:`.edited_prompts`) in a worker thread; each change is one step of the
 refined layer's undo history (``Labels.data_setitem``), and undo and redo take
 the decision back and forth. Decisions live in the layer's features and per-plane
-table (:mod:`.review_store`) and in a CSV table (Save / Load decisions).
-
-Keys, while the widget has focus: A accept, R revert, E refine this object, N
-next, P previous (Up and Down move through the table too).
+table (:mod:`.review_store`) and in a CSV table (Save / Load decisions). Keys, while
+the widget has focus: A accept, R revert, E refine this object, N next, P previous.
 """
 
 from __future__ import annotations
@@ -37,8 +35,8 @@ from napari_samrefine._napari.review_table import (
     source_table,
 )
 from napari_samrefine._napari.workers import TaskWidget
+from napari_samrefine.quality import review_file
 from napari_samrefine.quality.review import DecisionHistory, replace_edit, review_table
-from napari_samrefine.quality.review_file import merge_decisions, read_decisions, write_decisions
 
 __all__ = ["ReviewWidget"]
 
@@ -268,10 +266,6 @@ class ReviewWidget(TaskWidget):
             refined.data_setitem(indices, values)
         return int(values.size)
 
-    def run(self, *_) -> None:
-        """The Run button: :meth:`refine_object`."""
-        self.refine_object()
-
     def refine_object(self, *_) -> None:
         """Decode the selected object from its edited prompt layers (points, box, mask prompt) in
         a worker thread; its new mask goes into the refined layer as one undo step."""
@@ -288,6 +282,8 @@ class ReviewWidget(TaskWidget):
         before = int(object_mask(refined.data, key).sum())
         self.launch(self._decode, *inputs, targets=(refined, coarse),
                     on_done=lambda mask: self._refined(refined, key, inputs[2], mask, before))
+
+    run = refine_object  # the Run button
 
     def _decode(self, image_plane, coarse_plane, prompts) -> np.ndarray:
         progress = self.progress_callback()
@@ -325,7 +321,8 @@ class ReviewWidget(TaskWidget):
             self.say("No objects to save: load a refined layer's objects first.", error=True)
             return
         try:
-            write_decisions(path, self.rows, layer.name)
+            prompts = layer.metadata.get("samrefine_edited_prompts")  # re-refined objects' prompts
+            review_file.write_decisions(path, self.rows, layer.name, prompts)
         except (OSError, ValueError) as err:
             self.say(f"Could not save the decisions: {err}", error=True)
             return
@@ -342,24 +339,27 @@ class ReviewWidget(TaskWidget):
             self.say("Load the refined layer's objects first (Load objects).", error=True)
             return
         try:
-            rows = merge_decisions(self.rows, read_decisions(path), path.name, repr(refined.name))
+            table = review_file.read_decisions(path)
+            rows = review_file.merge_decisions(self.rows, table, path.name, repr(refined.name))
+            kept = review_file.saved_prompts(table, coarse.data)  # re-refined objects' prompts
         except (OSError, ValueError) as err:
             self.say(str(err), error=True)
             return
         keys = [self._key(i) for i in range(len(rows)) if rows.at[i, "decision"] == "reverted"]
         indices, values, masks = store.reverts_edit(refined.data, coarse.data, keys)
-        for i in range(len(rows)):
-            if self._key(i) in masks:
-                self._history.record(self._key(i), "reverted", masks[self._key(i)], self.rows.at[i, "decision"])
+        for i, key in enumerate(self._key(j) for j in range(len(rows))):
+            if key in masks:
+                self._history.record(key, "reverted", masks[key], self.rows.at[i, "decision"])
         self.rows["decision"] = rows["decision"].to_numpy()
         for i in range(len(self.rows)):
             self._table.show_decision(i)
+        refined.metadata.setdefault("samrefine_edited_prompts", {}).update(kept)
         self._store()  # before the write: the write's event finds them decided
         if indices is not None:  # one undo step for all the reverts
             refined.data_setitem(indices, values)
         again = int((rows["decision"] == "re-refined").sum())
-        note = (f"; {again} re-refined objects keep the pixels they have (their edited prompts are "
-                "not in the table)") if again else ""
+        note = (f"; {again} re-refined objects keep the pixels they have ({len(kept)} with their "
+                "edited prompts, kept with the layer)") if again else ""
         self.say(f"Decisions of {path.name} loaded: {values.size} pixels reverted in "
                  f"{refined.name!r} (Ctrl+Z undoes it){note}.")
 

@@ -7,11 +7,16 @@ reads it back with :func:`read_decisions` and merges it into a review with
 :func:`merge_decisions`, which refuses a table of another layer (ids or planes
 that are not objects of the review). A script applies the same table with
 :func:`~.review.apply_decisions` (``decisions_by_key(read_decisions(path))``).
+The edited prompts an object was refined again from go into the table too
+(their points, box and mask prompt strength; not a painted mask prompt), and
+:func:`saved_prompts` gives them back as ``refine(..., prompts=...)`` takes them.
 Pure pandas; the file is written atomically (:func:`napari_samrefine.io.atomic_path`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +24,13 @@ import pandas as pd
 
 from napari_samrefine.io import atomic_path
 from napari_samrefine.quality.review import DECISIONS, REVIEW_COLUMNS, object_key
+from napari_samrefine.samrefiner.prompts import ObjectPrompts, excavate_prompts
 
-__all__ = ["write_decisions", "read_decisions", "decisions_by_key", "merge_decisions"]
+__all__ = ["write_decisions", "read_decisions", "decisions_by_key", "merge_decisions", "saved_prompts"]
+
+PROMPT_COLUMNS = ("prompt_points", "prompt_box", "prompt_strength")
+"""The columns of an object's edited prompts: points ``"x y label; ..."``, box
+``"x1 y1 x2 y2"``, the mask prompt's strength; empty for objects without."""
 
 FILE_COLUMNS = ("label_id", "plane", "decision")
 """The columns a decisions table must have (the others are for the person reading it)."""
@@ -33,7 +43,16 @@ def _plane_text(plane) -> str:
     return str(plane) if np.isscalar(plane) else f"({', '.join(str(v) for v in plane)})"
 
 
-def write_decisions(path: str | Path, rows: pd.DataFrame, layer_name: str | None = None) -> Path:
+def _prompt_cells(prompts: ObjectPrompts | None) -> tuple[str, str, str]:
+    if prompts is None:
+        return "", "", ""
+    points = "; ".join(f"{x:g} {y:g} {int(k)}" for (x, y), k in
+                       zip(np.asarray(prompts.points, float), prompts.point_labels, strict=True))
+    return points, " ".join(str(int(v)) for v in prompts.box), f"{float(prompts.strength):g}"
+
+
+def write_decisions(path: str | Path, rows: pd.DataFrame, layer_name: str | None = None,
+                    prompts: Mapping[tuple, ObjectPrompts] | None = None) -> Path:
     """Write a review's rows and decisions to a CSV file, atomically.
 
     Parameters
@@ -45,6 +64,9 @@ def write_decisions(path: str | Path, rows: pd.DataFrame, layer_name: str | None
     layer_name : str, optional
         The refined layer's name, written in a ``layer`` column (a table loaded
         into another layer is named in the message).
+    prompts : mapping, optional
+        ``{(plane, label_id): ObjectPrompts}``: the edited prompts objects were
+        refined again from, written in the :data:`PROMPT_COLUMNS`.
 
     Returns
     -------
@@ -57,6 +79,11 @@ def write_decisions(path: str | Path, rows: pd.DataFrame, layer_name: str | None
     table["plane"] = [_plane_text(p) for p in table["plane"]]
     if layer_name is not None:
         table["layer"] = layer_name
+    if prompts:
+        cells = [_prompt_cells(prompts.get(object_key(p, i))) for p, i in
+                 zip(rows["plane"], rows["label_id"], strict=True)]
+        for k, column in enumerate(PROMPT_COLUMNS):
+            table[column] = [c[k] for c in cells]
     path = Path(path)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
@@ -169,4 +196,50 @@ def merge_decisions(rows: pd.DataFrame, table: pd.DataFrame, name: str = "the ta
                          "Load it into the refined layer it was saved from.")
     out = rows.copy()
     out["decision"] = [given.get(k, d) for k, d in zip(ours, out["decision"], strict=True)]
+    return out
+
+
+def _numbers(text: str, what: str, label_id) -> np.ndarray:
+    try:
+        return np.array([float(v) for v in text.replace(";", " ").split()])
+    except ValueError as err:
+        raise ValueError(f"object {label_id}'s {what} {text!r} are not numbers") from err
+
+
+def saved_prompts(table: pd.DataFrame, coarse) -> dict[tuple, ObjectPrompts]:
+    """The edited prompts a decisions table holds, as ``refine(..., prompts=...)`` takes them.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`read_decisions`' table.
+    coarse : numpy.ndarray
+        The coarse labels the refinement was made from (2D or a stack): each
+        object's Gaussian mask prompt is mined from its coarse mask again.
+
+    Returns
+    -------
+    dict
+        ``{(plane, label_id): ObjectPrompts}`` of the objects with saved prompts
+        (points, box, strength from the table); ``{label_id: prompts}`` of a 2D
+        table is ``{k[1]: v for k, v in saved.items()}``.
+    """
+    if "prompt_box" not in table:
+        return {}
+    coarse = np.asarray(coarse)
+    out = {}
+    for _, row in table.iterrows():
+        if not str(row["prompt_box"]).strip():
+            continue
+        key = object_key(row["plane"], row["label_id"])
+        lead = () if key[0] is None else ((key[0],) if np.isscalar(key[0]) else tuple(key[0]))
+        (base,) = excavate_prompts(coarse[lead], label_ids=[key[1]], cebox=None)
+        points = _numbers(str(row.get("prompt_points", "")), "prompt points", key[1]).reshape(-1, 3)
+        box = _numbers(str(row["prompt_box"]), "prompt box", key[1]).astype(np.int64)
+        if box.shape != (4,):
+            raise ValueError(f"object {key[1]}'s prompt box {row['prompt_box']!r} is not x1 y1 x2 y2")
+        strength = str(row.get("prompt_strength", "")).strip()
+        out[key] = replace(base, points=points[:, :2], point_labels=points[:, 2].astype(np.int64),
+                           box=box, expanded=bool((box != base.tight_box).any()),
+                           strength=float(strength) if strength else base.strength)
     return out
