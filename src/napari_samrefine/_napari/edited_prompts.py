@@ -71,9 +71,11 @@ def _own_mask_prompt(base: ObjectPrompts, image: np.ndarray, coarse_plane: np.nd
     label_id = int(base.label_id)
     if not (coarse_plane == label_id).any() or image.shape != coarse_plane.shape:
         return base
-    near = np.asarray(ndimage.distance_transform_edt(coarse_plane == 0, return_distances=False,
-                                                     return_indices=True))
-    mine = coarse_plane[near[0], near[1]] == label_id  # the pixels nearest to this object
+    mine = coarse_plane == label_id
+    background = coarse_plane == 0
+    if (image[background] > 0).any():  # painted beside the objects: each pixel to its nearest
+        near = ndimage.distance_transform_edt(background, return_distances=False, return_indices=True)
+        mine = coarse_plane[near[0], near[1]] == label_id
     values = np.where(mine, np.maximum(image, 0), 0).astype(np.float32)
     if np.array_equal(values, base.gaussian_full(coarse_plane.shape)):
         return base  # not edited: the mined map, bit for bit
@@ -82,7 +84,8 @@ def _own_mask_prompt(base: ObjectPrompts, image: np.ndarray, coarse_plane: np.nd
     rows, cols = np.nonzero(values > 0)
     if rows.size:  # the mined crop, grown to what was painted beyond it
         y0, x0 = min(y0, int(rows.min())), min(x0, int(cols.min()))
-        h, w = max(base.offset[0] + h, int(rows.max()) + 1) - y0, max(base.offset[1] + w, int(cols.max()) + 1) - x0
+        h = max(base.offset[0] + h, int(rows.max()) + 1) - y0
+        w = max(base.offset[1] + w, int(cols.max()) + 1) - x0
     return replace(base, gaussian=values[y0 : y0 + h, x0 : x0 + w], offset=(y0, x0), mask_input=None)
 
 

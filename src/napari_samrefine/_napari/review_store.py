@@ -95,6 +95,9 @@ class DecisionsFile(Container):
 
     def __init__(self, save: Callable[[Path], None], load: Callable[[Path], None], say: Callable):
         self.file = FileEdit(label="decisions table", mode="w", filter="*.csv")
+        self.file.tooltip = (
+            "A CSV file of the review: one row per object (id, plane, the estimates, status, "
+            "decision). Save decisions writes it; Load decisions applies it to the refined layer.")
         self.save_button = PushButton(text="Save decisions")
         self.load_button = PushButton(text="Load decisions")
         buttons = Container(layout="horizontal", labels=False, widgets=[self.save_button, self.load_button])
