@@ -1,11 +1,12 @@
-"""The "Review refinement" widget's table of objects: columns, cells, sorting by a header click.
+"""The "Review refinement" widget's objects: where they come from, the table, going to one.
 
-:class:`ObjectTable` shows :func:`~napari_samrefine.quality.review.review_table`'s
-rows (one per object; :func:`source_table` says where they come from) read-only, one row selected at a time; a click on a
-column's header sorts the rows by it (:func:`~napari_samrefine.quality.review.sort_review`,
-objects without a value last), a second click reverses the order. The rows it
-shows are :attr:`ObjectTable.rows`, in the order shown. :class:`Keys` maps
-letter keys pressed in the widget to its actions.
+:func:`source_table` is a refined layer's per-object table; :class:`ObjectTable`
+shows :func:`~napari_samrefine.quality.review.review_table`'s rows (one per
+object) read-only, one row selected at a time; a click on a column's header
+sorts the rows by it (:func:`~napari_samrefine.quality.review.sort_review`,
+objects without a value last), a second click reverses the order.
+:func:`show_object` shows one object in the viewer; :class:`Keys` maps letter
+keys pressed in the widget to its actions.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from napari_samrefine._napari.edited_prompts import select_object_prompts
 from napari_samrefine._napari.layers import is_refined_layer, is_result_layer, plane_index
 from napari_samrefine.quality.review import object_key, review_table, sort_review
 
-__all__ = ["ObjectTable", "Keys", "SHOWN", "DEFAULT_SORT", "has_review_table", "source_table", "show_object"]
+__all__ = [
+    "ObjectTable", "Keys", "SHOWN", "DEFAULT_SORT", "has_review_table", "source_table", "show_object",
+]
 
 SHOWN = {"label_id": "id", "plane": "plane", "iou_coarse": "IoU coarse", "area_ratio": "area ratio",
          "predicted_iou": "predicted IoU", "stability": "stability", "edge_contrast": "edge contrast",
