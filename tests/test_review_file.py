@@ -66,6 +66,11 @@ def test_decisions_written_and_read_back_are_the_same_by_id_and_plane(tmp_path, 
     pd.testing.assert_frame_equal(merged.drop(columns="decision"), fresh.drop(columns="decision"))
     assert merged.set_index("label_id")["decision"].to_dict() == {1: "reverted", 2: "", 3: "", 4: "accepted"}
     assert not (fresh["decision"] != "").any()  # the input is not modified
+    # labels opened without their table: the file's rows are the review
+    from napari_samrefine.quality.review_file import review_rows
+
+    back = review_rows(table)
+    pd.testing.assert_frame_equal(back, rows, rtol=1e-5)
 
 
 def test_a_read_table_applies_to_arrays_as_the_widget_does(tmp_path):

@@ -155,6 +155,30 @@ def test_decisions_saved_then_loaded_as_one_undo_step(viewer, qtbot, sam, tmp_pa
     assert "saved from 'cells refined'" in review.status
     np.testing.assert_array_equal(refined.data, start)
 
+    # labels opened from a file without their table: the saved table becomes it
+    plain = viewer.add_labels(start.copy(), name="from file")
+    review.refined_layer.value = plain
+    review.coarse_layer.value = coarse
+    assert len(review.rows) == 0  # nothing to review in it yet
+    review.decisions.file.value = path
+    review.decisions.load_button.native.click()
+    np.testing.assert_array_equal(plain.data, reviewed)
+    assert sorted(review.rows["label_id"]) == sorted(saved["label_id"])
+    decisions = plain.features.set_index("label_id")["decision"]
+    assert decisions[[first, second, third]].tolist() == ["reverted", "accepted", "reverted"]
+    assert plain.metadata["samrefine_table"]["label_id"].tolist() == review.rows["label_id"].tolist()
+    plain.undo()
+    np.testing.assert_array_equal(plain.data, start)
+    assert plain.features.set_index("label_id")["decision"][first] == ""
+    other_coarse = viewer.add_labels(np.where(coarse_data == first, 0, coarse_data), name="other coarse")
+    again = viewer.add_labels(start.copy(), name="from file again")
+    review.refined_layer.value = again
+    review.coarse_layer.value = other_coarse
+    review.decisions.load_button.native.click()
+    assert f"lists objects that 'other coarse' has not: {first}." in review.status
+    np.testing.assert_array_equal(again.data, start)
+    assert "samrefine_table" not in again.metadata and len(review.rows) == 0
+
 
 def decode(image, coarse, sam, prompts):
     """What Refine this object gives for ``prompts``: refine that object alone, one iteration."""

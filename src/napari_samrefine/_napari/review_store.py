@@ -21,7 +21,10 @@ from magicgui.widgets import Container, FileEdit, PushButton
 from napari_samrefine._napari.layers import plane_index
 from napari_samrefine.quality.review import object_key, replace_edit
 
-__all__ = ["object_mask", "store_decisions", "reverts_edit", "DecisionsFile"]
+__all__ = [
+    "object_mask", "store_decisions", "follow_pixels", "reverts_edit", "check_objects", "adopt_table",
+    "DecisionsFile",
+]
 
 
 def object_mask(data, key: tuple) -> np.ndarray:
@@ -55,6 +58,54 @@ def store_decisions(layer, by_key: dict) -> pd.DataFrame | None:
         for i in features["label_id"].astype(np.int64)
     ]
     return features
+
+
+def follow_pixels(history, rows: pd.DataFrame, keys: list[tuple], data) -> list[int]:
+    """After the labels ``data`` changed (an undo, a redo, a paint): each object of ``history``
+    (:class:`~napari_samrefine.quality.review.DecisionHistory`) gets the decision its pixels
+    stand for, in ``rows`` (``keys``: each row's object). Returns the rows changed."""
+    changed = []
+    for i, key in enumerate(keys):
+        if key in history:
+            decision = history.decision(key, object_mask(data, key))
+            if decision != rows.at[i, "decision"]:
+                rows.at[i, "decision"] = decision
+                changed.append(i)
+    return changed
+
+
+def check_objects(data, rows: pd.DataFrame, name: str, layer_name: str) -> None:
+    """Raise a ValueError naming the objects of ``rows`` (a table ``name``) that the labels
+    ``data`` of ``layer_name`` do not hold (in their planes): pass the coarse labels (a
+    refinement may leave an object no pixel)."""
+    if np.ndim(data) - 2 != max((len(plane_index(p)) for p in rows["plane"]), default=np.ndim(data) - 2):
+        raise ValueError(f"{name} is a table of {'2D labels' if rows['plane'].isna().all() else 'a stack'}"
+                         f" and {layer_name} has {np.ndim(data)} dimensions: load it into its layer.")
+    present: dict[tuple, set] = {}
+    missing = []
+    for p, i in zip(rows["plane"], rows["label_id"], strict=True):
+        lead = plane_index(p)
+        if lead not in present:
+            present[lead] = set(np.unique(np.asarray(data[lead])).tolist())
+        if int(i) not in present[lead]:
+            missing.append(str(i) if p is None else f"{i} (plane {p})")
+    if missing:
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        raise ValueError(f"{name} lists objects that {layer_name} has not: {', '.join(missing[:8])}{more}. "
+                         "Load it into the refined layer it was saved from, with its coarse layer.")
+
+
+def adopt_table(layer, rows: pd.DataFrame) -> None:
+    """A review's ``rows`` (a saved table) become the per-object table of ``layer``, which had
+    none: ``metadata["samrefine_table"]``, and ``features`` one row per label."""
+    layer.metadata["samrefine_table"] = rows.copy()
+    if rows["label_id"].duplicated().any():  # a stack: one row per label
+        ids = np.unique(rows["label_id"].to_numpy(np.int64))
+        layer.features = pd.DataFrame({"index": ids, "label_id": ids})
+    else:
+        features = rows.sort_values("label_id").reset_index(drop=True)
+        features.insert(0, "index", features["label_id"].astype(np.int64))
+        layer.features = features
 
 
 def reverts_edit(refined, coarse, keys: Iterable[tuple]):

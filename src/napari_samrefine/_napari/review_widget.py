@@ -335,11 +335,17 @@ class ReviewWidget(TaskWidget):
         if layers is None:
             return
         refined, coarse = layers
-        if not len(self.rows) or not self._layer == refined:
-            self.say("Load the refined layer's objects first (Load objects).", error=True)
-            return
         try:
             table = review_file.read_decisions(path)
+            if not self._layer == refined:
+                self.load(quiet=True)
+            if not self._layer == refined:  # labels without a table of their own: the file is it
+                rows = review_file.review_rows(table)
+                store.check_objects(coarse.data, rows, path.name, repr(coarse.name))
+                store.adopt_table(refined, rows.assign(decision=""))
+                self.load()
+                if not self._layer == refined:
+                    return
             rows = review_file.merge_decisions(self.rows, table, path.name, repr(refined.name))
             kept = review_file.saved_prompts(table, coarse.data)  # re-refined objects' prompts
         except (OSError, ValueError) as err:
@@ -372,16 +378,10 @@ class ReviewWidget(TaskWidget):
         refined = self.refined_layer.value
         if refined is None or not refined == self._layer:
             return
-        changed = False
-        for i in range(len(self.rows)):
-            key = self._key(i)
-            if key not in self._history:
-                continue
-            new = self._history.decision(key, object_mask(refined.data, key))
-            if new != self.rows.at[i, "decision"]:
-                self.rows.at[i, "decision"] = new
-                self._table.show_decision(i)
-                changed = True
+        keys = [self._key(i) for i in range(len(self.rows))]
+        changed = store.follow_pixels(self._history, self.rows, keys, refined.data)
+        for i in changed:
+            self._table.show_decision(i)
         if changed:
             self._store()
 

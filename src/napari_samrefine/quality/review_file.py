@@ -23,10 +23,18 @@ import numpy as np
 import pandas as pd
 
 from napari_samrefine.io import atomic_path
-from napari_samrefine.quality.review import DECISIONS, REVIEW_COLUMNS, object_key
+from napari_samrefine.quality.review import (
+    DECISIONS,
+    ESTIMATES,
+    REVIEW_COLUMNS,
+    object_key,
+    sort_review,
+)
 from napari_samrefine.samrefiner.prompts import ObjectPrompts, excavate_prompts
 
-__all__ = ["write_decisions", "read_decisions", "decisions_by_key", "merge_decisions", "saved_prompts"]
+__all__ = [
+    "write_decisions", "read_decisions", "decisions_by_key", "merge_decisions", "review_rows", "saved_prompts",
+]
 
 PROMPT_COLUMNS = ("prompt_points", "prompt_box", "prompt_strength")
 """The columns of an object's edited prompts: points ``"x y label; ..."``, box
@@ -155,6 +163,30 @@ def decisions_by_key(table: pd.DataFrame) -> dict[tuple, str]:
     """``{(plane, label_id): decision}`` of a decisions table (for :func:`~.review.apply_decisions`)."""
     return {object_key(p, i): str(d) for p, i, d in
             table[["plane", "label_id", "decision"]].itertuples(index=False)}
+
+
+def review_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """A decisions table as a review's rows (labels opened without their table: the file is it).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`read_decisions`' table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`~.review.REVIEW_COLUMNS`, worst first: the estimates and the area
+        ratio as numbers (NaN where empty or missing), the status as written
+        ("ok" for a table without one).
+    """
+    out = pd.DataFrame({"label_id": table["label_id"], "plane": table["plane"]})
+    for column in ("iou_coarse", "area_ratio", *ESTIMATES[1:]):
+        out[column] = (pd.to_numeric(table[column], errors="coerce").astype(float) if column in table
+                       else np.nan)
+    out["status"] = table["status"].astype(str) if "status" in table else "ok"
+    out["decision"] = table["decision"]
+    return sort_review(out[list(REVIEW_COLUMNS)])
 
 
 def merge_decisions(rows: pd.DataFrame, table: pd.DataFrame, name: str = "the table",
