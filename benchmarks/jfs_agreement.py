@@ -106,7 +106,7 @@ def summarize(rows: pd.DataFrame) -> str:
 
     table, reasons = [], []
     for (masking, k), g in rows.groupby(["masking", "k"], sort=False):
-        decided = g[(g["verdict"] != "uncertain") & (g["truth"] != "same")]
+        decided = g[g["verdict"].isin(["improved", "degraded"]) & (g["truth"] != "same")]
         hits = int((decided["verdict"] == decided["truth"]).sum())
         lo, hi = wilson(hits, len(decided))
         correct = int((g["verdict"] == g["truth"]).sum())
@@ -119,6 +119,7 @@ def summarize(rows: pd.DataFrame) -> str:
                 "improved": share.get("improved", 0.0),
                 "degraded": share.get("degraded", 0.0),
                 "uncertain": share.get("uncertain", 0.0),
+                "could not judge": share.get("could not judge", 0.0),
                 "agreement": f"{hits / len(decided):.2f} ({hits}/{len(decided)})"
                 if len(decided)
                 else "-",
@@ -133,7 +134,7 @@ def summarize(rows: pd.DataFrame) -> str:
                 "IoU oracle": np.maximum(g["iou_truth_coarse"], g["iou_truth_refined"]).mean(),
             }
         )
-        unc = g[g["verdict"] == "uncertain"]["reason"].value_counts()
+        unc = g[g["verdict"].isin(["uncertain", "could not judge"])]["reason"].value_counts()
         reasons.append({"masking": masking, "k": int(k), **{r: int(c) for r, c in unc.items()}})
     reasons = pd.DataFrame(reasons).fillna(0)
     for c in reasons.columns[2:]:
@@ -141,7 +142,7 @@ def summarize(rows: pd.DataFrame) -> str:
     out = [
         "Sampled objects and the truth (base rate):", "", to_markdown(base), "",
         "Verdicts against the truth per (masking, k):", "", to_markdown(pd.DataFrame(table), ".2f"), "",
-        "Why uncertain (objects):", "", to_markdown(reasons), "",
+        "Why uncertain or not judged (objects):", "", to_markdown(reasons), "",
     ]  # fmt: skip
     return "\n".join(out)
 

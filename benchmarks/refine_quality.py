@@ -69,11 +69,11 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from napari_samrefine.evaluation.benchmark import load_pairs, to_markdown
-from napari_samrefine.evaluation.defects import synthesize_coarse_labels
+from napari_samrefine.evaluation.coarse_kinds import COARSE_KINDS, coarse_labels
 from napari_samrefine.evaluation.metrics import match_objects, object_ious
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-KINDS = ("defects", "eroded", "dilated", "merged", "classical")
+KINDS = COARSE_KINDS
 #: refine() keyword arguments and object scale of each configuration (scale None: the image as
 #: is). Every configuration but "defaults" pins the options it names and keep="refined",
 #: scale=None unless it names them, so that a change of refine's defaults leaves it as it was.
@@ -104,97 +104,6 @@ CONFIGS: dict[str, tuple[dict, int | None]] = {
     "predictor": ({}, None),
 }
 DEFAULT_CONFIGS = ("defaults", "paper", "T1", "box", "box scale=1", "box scale=auto", "predictor")
-
-
-# --- coarse labels ---------------------------------------------------------------------------
-
-def _radii(labels: np.ndarray) -> np.ndarray:
-    """Per-id radius max(1, round(d / 20)), d the object's equivalent diameter (index = id)."""
-    areas = np.bincount(labels.ravel())
-    return np.maximum(1, np.round(np.sqrt(4 * areas / np.pi) / 20)).astype(int)
-
-
-def eroded(labels: np.ndarray) -> np.ndarray:
-    """Every object eroded by its radius (pixels farther than r from anything not itself)."""
-    out = np.zeros_like(labels)
-    radii = _radii(labels)
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
-        own = np.pad(labels[grown] == i, 1, mode="edge")  # the image edge does not erode
-        keep = ndi.distance_transform_edt(own)[1:-1, 1:-1] > radii[i]
-        out[grown][keep] = i
-    return out
-
-
-def dilated(labels: np.ndarray) -> np.ndarray:
-    """Every object grown into the background by its radius; a pixel goes to its nearest object."""
-    dist, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
-    nearest = labels[iy, ix]
-    grow = dist <= _radii(labels)[nearest]
-    return np.where(labels > 0, labels, np.where(grow, nearest, 0)).astype(labels.dtype)
-
-
-def merged(labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Neighbouring objects (gap <= 2 px) joined in pairs under one id; unpaired objects dropped."""
-    from skimage.morphology import disk
-    from skimage.segmentation import expand_labels
-
-    touch = expand_labels(labels, 1)
-    pairs = set()
-    for a, b in ((touch[:, :-1], touch[:, 1:]), (touch[:-1, :], touch[1:, :])):
-        m = (a != b) & (a > 0) & (b > 0)
-        pairs |= {(min(x, y), max(x, y)) for x, y in zip(a[m].tolist(), b[m].tolist(), strict=True)}
-    neighbours: dict[int, set] = {}
-    for x, y in pairs:
-        neighbours.setdefault(x, set()).add(y)
-        neighbours.setdefault(y, set()).add(x)
-    rng = np.random.default_rng(seed)
-    used: set[int] = set()
-    out = np.zeros_like(labels)
-    k = 0
-    for a in rng.permutation(sorted(neighbours)).tolist():
-        free = sorted(neighbours[a] - used)
-        if a in used or not free:
-            continue
-        b = free[rng.integers(len(free))]
-        used |= {a, b}
-        k += 1
-        both = (labels == a) | (labels == b)
-        closed = ndi.binary_closing(np.pad(both, 3), disk(2))[3:-3, 3:-3]
-        out[both | (closed & (labels == 0))] = k
-    return out
-
-
-def classical(image: np.ndarray) -> np.ndarray:
-    """Otsu threshold + distance-transform watershed (scikit-image)."""
-    from skimage.color import rgb2gray
-    from skimage.feature import peak_local_max
-    from skimage.filters import threshold_otsu
-    from skimage.segmentation import watershed
-
-    grey = rgb2gray(image[..., :3]) if image.ndim == 3 else image.astype(np.float64)
-    fg = grey > threshold_otsu(grey)
-    if fg.mean() > 0.5:  # nuclei are the minority phase (dark on bright brightfield)
-        fg = ~fg
-    pieces, _ = ndi.label(ndi.binary_fill_holes(fg))
-    fg = (np.bincount(pieces.ravel()) >= 16)[pieces] & (pieces > 0)  # specks < 16 px removed
-    dist = ndi.distance_transform_edt(fg)
-    comps, _ = ndi.label(fg)
-    peaks = peak_local_max(dist, min_distance=5, labels=comps, exclude_border=False)
-    markers = np.zeros(fg.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    return watershed(-dist, markers, mask=fg).astype(np.int32)
-
-
-def coarse_labels(kind: str, image: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    truth = truth.astype(np.int32)
-    if kind == "defects":
-        return synthesize_coarse_labels(image, truth, seed=0).labels
-    if kind == "classical":
-        return classical(image)
-    return {"eroded": eroded, "dilated": dilated, "merged": merged}[kind](truth)
 
 
 # --- refinement ------------------------------------------------------------------------------
@@ -366,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embeddings", type=Path, default=None,
                         help="keep the embeddings on disk in this folder, so that a later run "
                         "with other configurations encodes nothing it has seen")
+    parser.add_argument("--finetune", type=Path, default=None,
+                        help="refine with LiteMedSAM taught by this file (napari-samrefine finetune)")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per object and configuration")
     parser.add_argument("--tables-from", type=Path, nargs="+", default=None,
                         help="print the tables of per-object CSVs written by --csv (no refinement)")
@@ -397,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    sam = nsr.load_sam("medsam_lite", device="cpu")
+    sam = nsr.load_sam("medsam_lite", device="cpu", finetune=args.finetune)
     tile = int(sam.image_encoder.img_size)
     modality = {e["file"]: e["modality"] for e in json.loads((args.data / "dsb2018" / "index.json").read_text())}
     pairs = load_pairs(args.data)

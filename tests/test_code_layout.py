@@ -33,14 +33,15 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": {"judge", "quality", "samrefiner", "engine", "models", "labels", *BASE},
     "judge": {"samrefiner", "engine", "models", "labels", *BASE},
     "evaluation": {"pipeline", "quality", "samrefiner", "engine", "models", "labels", *BASE},
+    "teach": {"evaluation", "pipeline", "samrefiner", "engine", "models", "labels", *BASE},
     "batch": {"pipeline", "quality", "adaption", "samrefiner", "engine", "models", "labels", *BASE},
     "testing": {"models", "engine"},
     "cli": {
-        "batch", "judge", "evaluation", "pipeline", "quality", "adaption", "samrefiner",
+        "batch", "teach", "judge", "evaluation", "pipeline", "quality", "adaption", "samrefiner",
         "engine", "models", "labels", "testing", *BASE,
     },
     "_napari": {
-        "batch", "judge", "evaluation", "pipeline", "quality", "adaption", "samrefiner",
+        "batch", "teach", "judge", "evaluation", "pipeline", "quality", "adaption", "samrefiner",
         "engine", "models", "labels", "testing", *BASE,
     },
 }

@@ -60,9 +60,11 @@ def test_judge_writes_the_library_result_and_a_table(tmp_path, files, checkpoint
     assert len(table) == n_objects and sorted(table["label_id"]) == sorted(expected.verdicts)
     line = capsys.readouterr().out.strip().splitlines()[-1]
     counts = expected.table()["verdict"].value_counts()
+    unjudged = counts.get("could not judge", 0)  # named only when some object's predictions all missed
     assert line == (
         f"cells.png: {n_objects} objects judged: {counts.get('improved', 0)} improved, "
-        f"{counts.get('degraded', 0)} degraded, {counts.get('uncertain', 0)} uncertain -> {out}"
+        f"{counts.get('degraded', 0)} degraded, {counts.get('uncertain', 0)} uncertain"
+        + (f", {unjudged} could not judge" if unjudged else "") + f" -> {out}"
     )
 
 

@@ -9,6 +9,8 @@ from napari_samrefine.judge.verdicts import (
     DEGRADED,
     IMPROVED,
     UNCERTAIN,
+    UNJUDGED,
+    VERDICT_CODES,
     SupportScore,
     accepted_labels,
     decide,
@@ -118,3 +120,20 @@ def test_verdict_image_codes():
     img = verdict_image(labels, {1: IMPROVED, 2: DEGRADED, 3: UNCERTAIN})
     np.testing.assert_array_equal(img, [[0, 1, 2, 3, 0]])
     assert img.dtype == np.uint8
+
+
+def test_both_predictions_missing_is_no_verdict_not_uncertain():
+    # the case a user met: IoU with the truth fell from 0.81 to 0.25, JFS said "uncertain"
+    v = decide(scores((0.0, 0.011)), iou_coarse_refined=0.3)
+    assert (v.verdict, v.reason) == (UNJUDGED, "both-missed") == ("could not judge", "both-missed")
+    assert v.verdict != UNCERTAIN
+    # one prediction found the object: a real difference is judged as before
+    assert decide(scores((0.0, 0.4)), iou_coarse_refined=0.3).verdict == IMPROVED
+    assert decide(scores((0.3, 0.31)), iou_coarse_refined=0.3).reason == "below-tau"
+    # masks too similar to judge stay uncertain, whatever the predictions
+    assert decide(scores((0.0, 0.0)), iou_coarse_refined=0.97).reason == "similar-masks"
+    # the soft score decides on the soft IoUs
+    soft = decide(scores((0.0, 0.0), soft=[(0.1, 0.4)]), iou_coarse_refined=0.3, score="soft")
+    assert soft.verdict == IMPROVED
+    assert decide(scores((0.04, 0.0)), iou_coarse_refined=0.3, missed_iou=0.01).verdict == DEGRADED
+    assert VERDICT_CODES[UNJUDGED] not in {VERDICT_CODES[k] for k in (IMPROVED, DEGRADED, UNCERTAIN)}

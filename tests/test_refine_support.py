@@ -13,7 +13,7 @@ from napari_samrefine import judge_refinement, refine
 from napari_samrefine.cli import main
 from napari_samrefine.engine.embedding import EmbeddingCache
 
-VERDICTS = {"improved", "degraded", "uncertain"}
+VERDICTS = {"improved", "degraded", "uncertain", "could not judge"}
 
 
 def load(name: str, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -61,28 +59,6 @@ def test_reverting_gives_the_coarse_mask_exactly_in_its_plane_and_nothing_else(s
         revert_edit(refined, labels[:10], worst[0])
     with pytest.raises(ValueError, match="must be one of"):
         apply_decisions(refined, labels, {worst[0]: "revert"})
-
-
-def _block(doc: str, heading: str) -> str:
-    section = doc.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return re.search(r"```\n(.*?)```", section, re.S).group(1)
-
-
-def test_the_scripting_examples_of_review_and_edited_prompts_run(sam, dsb_pair, tmp_path, monkeypatch):
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "scripting.md").read_text()
-    image, coarse = dsb_pair
-    space = {"nsr": nsr, "np": np, "image": image, "coarse": coarse, "sam": sam}
-    monkeypatch.chdir(tmp_path)  # the review example writes decisions.csv
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        exec(_block(doc, "Review decisions by id"), space)
-        exec(_block(doc, "Re-refining one object from edited prompts"), space)
-    worst = space["worst"]
-    np.testing.assert_array_equal(space["reviewed"] == worst[0], coarse == worst[0])
-    np.testing.assert_array_equal(space["resumed"], space["reviewed"])  # saved and read back
-    assert (tmp_path / "decisions.csv").is_file()
-    changed = space["again"].labels != space["result"].labels
-    assert not (changed & (space["again"].labels != 5) & (space["result"].labels != 5)).any()
 
 
 def test_the_decision_history_follows_undo_and_redo_of_the_pixels():

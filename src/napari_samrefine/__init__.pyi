@@ -1,7 +1,14 @@
 # The public API. lazy_loader reads these imports at run time (each submodule is
 # imported on first use, so `import napari_samrefine` stays cheap and never
 # imports torch, napari or Qt); type checkers and IDEs read them as they are.
-from ._napari.scripting import refine_layers
+from ._napari.scripting import (
+    adapt_layers,
+    decide_objects,
+    excavate_layers,
+    judge_layers,
+    refine_layers,
+    rerefine_object,
+)
 from ._progress import Cancelled
 from .adaption.adaptor import AdaptorMismatchError, IoUAdaptor, load_iou_adaptor
 from .adaption.selection import SelectionReport, evaluate_selection
@@ -40,12 +47,16 @@ __all__ = [
     "SelectionReport",
     "__version__",
     "adapt_iou_head",
+    "adapt_layers",
     "batch_summary",
     "clear_embedding_cache",
     "clear_model_cache",
+    "decide_objects",
     "embed_image",
     "evaluate_selection",
+    "excavate_layers",
     "excavate_prompts",
+    "judge_layers",
     "judge_refinement",
     "list_models",
     "load_iou_adaptor",
@@ -56,6 +67,7 @@ __all__ = [
     "refine_layers",
     "refine_many",
     "register_model",
+    "rerefine_object",
     "split_then_merge",
     "tiny_sam",
     "to_sam_rgb",

@@ -21,7 +21,7 @@ from _widgets import open_widget, refine_widget
 
 from napari_samrefine._napari.adaption_widget import adaption_summary
 from napari_samrefine._napari.prompt_widget import prompt_summary
-from napari_samrefine._napari.scripting import result_summary
+from napari_samrefine._napari.refine_output import result_summary
 from napari_samrefine.pipeline.refiner import ObjectResult, RefineResult
 from napari_samrefine.samrefiner.summary import GROWTH_WARNING, SHRINK_WARNING, size_warnings
 

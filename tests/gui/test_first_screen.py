@@ -141,7 +141,9 @@ def test_stack_objects_and_planes_are_separate_choices(make_napari_viewer, qtbot
     assert set(table["plane"]) == {0, 1, 2, 3}
     features = refined.features
     assert not features.equals(first), "the features table shows the new run"
-    assert list(features["index"]) == sorted(set(table["label_id"]))
+    objects = features[features["status"] != ""].iloc[1:]  # row 0: background
+    assert list(objects["index"]) == sorted(set(table["label_id"]))
+    assert list(features["index"]) == list(range(len(features))), "row i is label i"
     pd_expected = features_table(table)
     assert list(features["plane"]) == list(pd_expected["plane"])
     several = features[features["plane"].str.contains(",")]

@@ -87,8 +87,9 @@ def test_judge_widget_end_to_end(scene, qtbot, tmp_path):
     # the refined layer's own features are left alone
     pd.testing.assert_frame_equal(widget.last_table, table)
     features = viewer.layers["refined accepted"].features
-    assert list(features["index"]) == list(table["label_id"])
-    pd.testing.assert_frame_equal(features.reset_index(drop=True), table)
+    assert list(features["index"]) == list(range(int(table["label_id"].max()) + 1)), "row i: label i"
+    judged = features.iloc[table["label_id"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(judged, table)
     pd.testing.assert_frame_equal(layers["refined"].features, users_features)
     # verdict overlay and accepted labels
     overlay = viewer.layers["refined JFS verdicts"].data
@@ -167,7 +168,8 @@ def test_seggpt_backend_from_a_folder(scene, qtbot, tmp_path):
     _wait(qtbot, widget)
     assert "objects:" in widget._status.value, widget._status.value
     assert widget.result.parameters["backend"] == "SegGptFSS"
-    assert list(viewer.layers["refined accepted"].features["label_id"]) == sorted(
+    accepted = viewer.layers["refined accepted"].features
+    assert list(accepted.loc[accepted["verdict"] != "", "label_id"]) == sorted(
         set(np.unique(layers["coarse"].data)) - {0}
     )
     assert "verdict" not in layers["refined"].features
@@ -260,8 +262,8 @@ def test_verdicts_have_a_legend_and_names_on_hover(scene, qtbot):
             verdicts.colormap.map(VERDICT_CODES[name])[:3], transform_color(color)[0][:3], atol=1e-6
         )
     assert dict(zip(verdicts.features["index"], verdicts.features["verdict"], strict=True)) == {
-        code: name for name, code in VERDICT_CODES.items()
-    }
+        0: "", **{code: name for name, code in VERDICT_CODES.items()}
+    }, "row i names value i (row 0: background)"
     accepted = viewer.layers["refined accepted"].data
     for lid, verdict in zip(widget.last_table["label_id"], widget.last_table["verdict"], strict=True):
         y, x = np.argwhere(accepted == lid)[0]
@@ -340,7 +342,8 @@ def test_selected_label_scope(scene, qtbot):
     widget._run_button.native.click()
     _wait(qtbot, widget)
     assert list(widget.last_table["label_id"]) == [11]
-    assert list(viewer.layers["refined accepted"].features["label_id"]) == [11]
+    accepted = viewer.layers["refined accepted"].features
+    assert list(accepted.loc[accepted["verdict"] != "", "label_id"]) == [11]
 
 
 def test_before_the_run_the_status_says_what_is_known_and_a_timed_pass(scene, qtbot):

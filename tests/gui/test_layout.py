@@ -123,3 +123,52 @@ def test_long_status_is_shortened_with_the_whole_text_on_demand(docked, qtbot):
     widget.say("Refining 'nuclei coarse' ...")
     assert line.text_shown == widget.status == "Refining 'nuclei coarse' ..."
     assert not line.details_button.visible and not line.tooltip
+
+
+def _cut_off(widget) -> list[str]:
+    """The labels of the fields shown only in part (cut off at the right of the dock's view)."""
+    from qtpy.QtCore import QPoint
+
+    view = widget._scroll.viewport()
+    out = []
+    for field in widget:
+        native = field.native
+        if not native.isVisible():
+            continue
+        right = native.mapTo(view, QPoint(native.width(), 0)).x()
+        if right > view.width() + 1:
+            out.append(field.label or type(field).__name__)
+    return out
+
+
+@pytest.mark.parametrize("name", WIDGETS)
+def test_a_dock_shows_every_field_whole_when_more_appear(make_napari_viewer, qtbot, name):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-samrefine", "nuclei")
+    viewer.window._qt_window.resize(*WINDOW)
+    settle(qtbot)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-samrefine", name)
+    settle(qtbot, 10)
+    scroll = widget._scroll
+    assert not scroll.horizontalScrollBar().isVisible() and not _cut_off(widget), name
+    # the user ticks what shows more fields: "grow boxes" (prompts), the SegGPT backend (judge)
+    if name == "Prompt excavation":
+        widget.use_cebox.value = True
+    elif name == "JFS judge":
+        widget._backend.value = "seggpt"
+    for field in widget:  # every field there is, shown (the widest case)
+        field.visible = True
+    settle(qtbot, 10)
+    assert not scroll.horizontalScrollBar().isVisible(), f"{name}: fields scroll sideways"
+    assert not _cut_off(widget), f"{name}: fields cut off: {_cut_off(widget)}"
+    assert dock.width() <= MAX_DOCK_WIDTH
+    canvas = viewer.window._qt_viewer.canvas.native
+    assert canvas.width() >= MIN_CANVAS[0]
+    # the user can still make the dock narrower (the fields scroll then)
+    window = viewer.window._qt_window
+    from qtpy.QtCore import Qt
+
+    narrow = max(dock.minimumSizeHint().width(), 200)
+    window.resizeDocks([dock], [narrow], Qt.Orientation.Horizontal)
+    settle(qtbot, 10)
+    assert dock.width() <= narrow + MARGIN

@@ -2,7 +2,9 @@
 
 On machines whose OpenGL is Mesa's software renderer (this test machine under
 Xvfb), loading triton's library after napari's canvas exists used to kill the
-process with a segmentation fault: this runs that sequence in a subprocess.
+process with a segmentation fault: this runs that sequence in a subprocess,
+after each order of imports a script may use (a module of the plugin imported
+before the viewer exists used to crash it when SAM refine was docked).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ SCRIPT = textwrap.dedent(
     """
     import faulthandler, sys, time
     faulthandler.enable()
+    {before}
     import napari
-    assert "torch" not in sys.modules, "torch must not be imported before the viewer here"
+    assert "triton" not in sys.modules or {triton_first}, "triton must come after the viewer here"
     viewer = napari.Viewer(show=True)
     viewer.open_sample("napari-samrefine", "nuclei")
     widgets = {
@@ -49,11 +52,21 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_docking_every_widget_and_refining_in_a_fresh_process(tmp_path):
+@pytest.mark.parametrize(
+    ("before", "triton_first"),
+    [
+        ("pass", False),  # napari first: the plugin is imported once the canvas exists
+        ("import napari_samrefine._napari.sample_data", False),  # the plugin first, triton later
+        ("import napari_samrefine", False),  # the library first
+        ("import napari_samrefine._napari.refine_widget", True),  # triton before any canvas
+    ],
+    ids=["napari-first", "sample-data-first", "library-first", "widget-module-first"],
+)
+def test_docking_every_widget_and_refining_in_a_fresh_process(tmp_path, before, triton_first):
     if not os.environ.get("DISPLAY"):
         pytest.skip("needs an X server (run the tests under xvfb-run)")
     script = tmp_path / "dock.py"
-    script.write_text(SCRIPT)
+    script.write_text(SCRIPT.replace("{before}", before).replace("{triton_first}", str(triton_first)))
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=600,
         env={k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"},

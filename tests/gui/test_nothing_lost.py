@@ -428,4 +428,6 @@ def test_the_judge_writes_its_table_to_its_own_layer(viewer, qtbot, sam):
     assert "objects:" in widget.status, widget.status
     pd.testing.assert_frame_equal(refined.features, features)
     accepted = find_linked(viewer, refined, "jfs accepted")
-    pd.testing.assert_frame_equal(accepted.features.reset_index(drop=True), widget.last_table)
+    table = widget.last_table
+    judged = accepted.features.iloc[table["label_id"]].reset_index(drop=True)  # row i: label i
+    pd.testing.assert_frame_equal(judged, table)

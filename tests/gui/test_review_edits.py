@@ -98,6 +98,15 @@ def test_selecting_a_layer_with_saved_features_resumes_its_review(viewer, qtbot,
     qtbot.waitUntil(lambda: review.refined_layer.value is reopened and len(review.rows) > 0, timeout=5_000)
     assert review.rows.set_index("label_id")["decision"][first] == "accepted"
     assert "1 decided" in review.status
+    # features have a row per label value (background 0, unused ids): only objects are reviewed
+    ran = review_table(refined.metadata["samrefine_table"])
+    assert len(features) > len(ran) and sorted(review.rows["label_id"]) == sorted(ran["label_id"])
+    assert review.rows.at[0, "label_id"] == first
+    qtbot.keyClick(review.table.native, Qt.Key.Key_R)  # a decision stored: row i is still label i
+    stored = reopened.features
+    assert stored["label_id"].tolist() == list(range(len(stored))) == stored["index"].tolist()
+    assert stored.at[0, "status"] == "background" and stored.at[0, "decision"] == ""
+    assert stored.at[first, "decision"] == "reverted" and (stored["decision"] != "").sum() == 1
     viewer.layers.selection.active = refined
     assert review.refined_layer.value is refined and (review.rows["decision"] == "").all()
     viewer.layers.selection.active = viewer.layers["nuclei coarse"]  # no table: the review stays
@@ -167,6 +176,8 @@ def test_decisions_saved_then_loaded_as_one_undo_step(viewer, qtbot, sam, tmp_pa
     decisions = plain.features.set_index("label_id")["decision"]
     assert decisions[[first, second, third]].tolist() == ["reverted", "accepted", "reverted"]
     assert plain.metadata["samrefine_table"]["label_id"].tolist() == review.rows["label_id"].tolist()
+    assert plain.features["label_id"].tolist() == list(range(len(plain.features)))  # row i: label i
+    assert plain.features.at[0, "status"] == "background"
     plain.undo()
     np.testing.assert_array_equal(plain.data, start)
     assert plain.features.set_index("label_id")["decision"][first] == ""

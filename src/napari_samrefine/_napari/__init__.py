@@ -11,7 +11,8 @@ except ImportError as err:  # a core-only install: one line that names the fix
         "'[napari]' where a Qt binding is installed already)."
     ) from None
 
-from napari_samrefine._napari._triton import preload_triton  # noqa: E402
+from napari_samrefine._napari._triton import guard_triton  # noqa: E402
 
-# napari imports this package only after its OpenGL canvas exists; see _triton.py
-preload_triton()
+# before or after napari's OpenGL canvas exists (a script may import a module of this
+# package before it makes the viewer): triton is loaded safely either way; see _triton.py
+guard_triton()

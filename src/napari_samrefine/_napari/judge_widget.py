@@ -7,7 +7,7 @@ and a cancel button. Before a run the status line says what the run will do
 (and how long a pass of the model took, when one was timed in this session);
 during it, the time left, measured from the run's pace (:mod:`.judge_estimate`). Results
 (:mod:`.judge_layers`): a verdict layer (improved green, degraded red,
-uncertain yellow, as the legend under the form says; hovering shows the
+uncertain yellow, could not judge grey, as the legend under the form says; hovering shows the
 verdict's name), an "accepted" Labels layer (refined where improved, coarse
 elsewhere) whose ``features`` hold the per-object table (also
 ``widget.last_table``, and a CSV on request) and, when asked, the support mask
@@ -52,15 +52,17 @@ from napari_samrefine._napari.judge_layers import (
     on_plane,
     show_judge_result,
 )
+from napari_samrefine._napari.judge_roles import LayerRoles
 from napari_samrefine._napari.layers import displayed_plane, is_refined_layer, layer_field
 from napari_samrefine._napari.model_choice import ModelPicker
 from napari_samrefine._napari.pairs import LayerPairs
-from napari_samrefine._napari.scripting import OBJECTS
+from napari_samrefine._napari.refine_output import OBJECTS
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine._progress import report
 from napari_samrefine.engine.encoder_progress import reporting_encoder
 from napari_samrefine.judge.crops import support_candidates
 from napari_samrefine.judge.fss_seggpt import DEFAULT_MODEL
+from napari_samrefine.judge.verdicts import UNJUDGED
 from napari_samrefine.labels.objects import object_slices
 
 __all__ = ["JudgeWidget", "VERDICT_COLORS"]
@@ -96,14 +98,18 @@ class JudgeWidget(TaskWidget):
     def __init__(self, napari_viewer, sam=None):
         super().__init__(napari_viewer, run_text="Judge")
         self.result = self.last_table = self.clock = None
-        self._image = layer_field(napari_viewer, Image, "query image")
-        self._coarse = layer_field(napari_viewer, Labels, "coarse labels")
+        roles = LayerRoles(napari_viewer, self)
+        self._image = layer_field(napari_viewer, Image, "query image", prefer=roles.query_image)
+        self._coarse = layer_field(napari_viewer, Labels, "coarse labels", prefer=roles.coarse)
         self._refined = layer_field(napari_viewer, Labels, "refined labels", prefer=is_refined_layer)
         self._scope = ComboBox(label="objects", choices=list(OBJECTS), value=OBJECTS[0])
         self.supports = LayerPairs(
             napari_viewer, self.say, image_label="support image", labels_label="support labels",
             list_label="support pairs", add_text="Add support pair",
+            prefer_image=roles.support_image, prefer_labels=roles.support_labels,
         )  # fmt: skip
+        for field in (self._image, self._coarse, self.supports.image_layer, self.supports.labels_layer):
+            field.preselect()  # again, now that every field is there to tell the roles apart
         self._backend = ComboBox(label="backend", choices=["sam", "seggpt"], value="sam")
         self.model = ModelPicker(sam)
         self._seggpt = LineEdit(label="SegGPT model", value=DEFAULT_MODEL)
@@ -113,6 +119,7 @@ class JudgeWidget(TaskWidget):
         self._show_smp = CheckBox(text="show support mask predictions (SMP1, SMP2)", value=False)
         self._legend = Label(label="verdicts", value=legend_html())
         self._legend.native.setTextFormat(Qt.TextFormat.RichText)
+        self._legend.native.setWordWrap(True)  # the legend wraps rather than widen the dock
         self._csv = FileEdit(label="table CSV", mode="w", filter="*.csv", value="")
         self._save = PushButton(text="Save table")
         self.extend([
@@ -287,9 +294,11 @@ class JudgeWidget(TaskWidget):
             return
         counts = table["verdict"].value_counts()
         took = clock.elapsed()
+        unjudged = counts.get(UNJUDGED, 0)  # both predictions missed: no verdict
         self.say(
             f"{len(table)} objects: {counts.get('improved', 0)} improved, "
             f"{counts.get('degraded', 0)} degraded, {counts.get('uncertain', 0)} uncertain"
+            + (f", {unjudged} could not judge (both predictions missed)" if unjudged else "")
             + (f" (judged in {format_duration(took)})." if took is not None else ".")
         )
 

@@ -8,7 +8,7 @@ stacking a new copy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,6 @@ import xxhash
 from magicgui.widgets import ComboBox
 
 from napari_samrefine.labels.arrays import is_lazy
-from napari_samrefine.samrefiner.prompts import ObjectPrompts
 from napari_samrefine.samrefiner.result import SIGNAL_COLUMNS
 
 __all__ = [
@@ -30,21 +29,15 @@ __all__ = [
     "displayed_plane",
     "find_linked",
     "upsert_layer",
-    "points_data",
-    "point_sizes",
-    "boxes_data",
-    "gaussian_data",
+    "role_style",
+    "REFINED_CONTOUR",
     "features_table",
+    "label_rows",
+    "MAX_FEATURE_ROWS",
     "current_plane",
     "plane_index",
     "geometry",
 ]
-
-POSITIVE_COLOR = (0.1, 0.9, 0.2, 1.0)
-NEGATIVE_COLOR = (1.0, 0.1, 0.8, 1.0)
-TIGHT_COLOR = (1.0, 0.85, 0.0, 1.0)
-CEBOX_COLOR = (0.0, 0.85, 1.0, 1.0)
-
 
 def layer_choices(viewer, kind):
     """A magicgui ``choices`` callable: the viewer's layers of type ``kind`` by name."""
@@ -207,7 +200,9 @@ def upsert_layer(viewer, source, role: str, kind: str, data, name: str, **kwargs
     name : str
         Name for a new layer.
     **kwargs
-        Layer properties (features, colours, geometry...), set on update too.
+        Layer properties (features, colours, geometry...), set on update too. A
+        new layer also gets :func:`role_style` (unless ``kwargs`` say otherwise);
+        an updated one keeps the style the user gave it.
 
     Notes
     -----
@@ -226,6 +221,9 @@ def upsert_layer(viewer, source, role: str, kind: str, data, name: str, **kwargs
     if layer is None:
         add = getattr(viewer, f"add_{kind}")
         layer = add(data, name=name, metadata={"samrefine": {"role": role, "source": source.unique_id}}, **kwargs)
+        for key, value in role_style(role, kind, source).items():
+            if key not in kwargs:
+                setattr(layer, key, value)
         if kind == "labels":
             _link(layer)["written"] = _digest(layer.data)
         return layer
@@ -251,6 +249,27 @@ def upsert_layer(viewer, source, role: str, kind: str, data, name: str, **kwargs
     return layer
 
 
+REFINED_CONTOUR = 2
+"""Width (pixels) of the outlines a refined labels layer is drawn with."""
+
+
+def role_style(role: str, kind: str, source) -> dict:
+    """How a new result layer of ``role`` is drawn, so it reads apart from its source.
+
+    A refined labels layer is drawn as outlines (``contour`` =
+    :data:`REFINED_CONTOUR`, opaque) in the colours of its coarse layer: laid
+    over the filled coarse labels, each object's refined outline has the colour
+    of its coarse fill. Other roles: no style.
+    """
+    if role != "refined" or kind != "labels":
+        return {}
+    style = {"contour": REFINED_CONTOUR, "opacity": 1.0}
+    colormap = getattr(source, "colormap", None)
+    if colormap is not None and hasattr(source, "selected_label"):  # a Labels layer
+        style["colormap"] = copy.deepcopy(colormap)
+    return style
+
+
 def _link(layer) -> dict:
     """The plugin's bookkeeping in a layer's metadata (role, source, ...)."""
     return layer.metadata.setdefault("samrefine", {})
@@ -271,95 +290,6 @@ def plane_index(plane) -> tuple[int, ...]:
     return (int(plane),) if np.isscalar(plane) else tuple(int(v) for v in plane)
 
 
-def _lift(coords: np.ndarray, plane) -> np.ndarray:
-    """Prepend the plane's index (z, or t and z) to (row, col) coordinates."""
-    lead = plane_index(plane)
-    if not lead:
-        return coords
-    return np.column_stack([np.tile(np.asarray(lead, float), (len(coords), 1)), coords])
-
-
-def points_data(prompts: Sequence[ObjectPrompts], plane: int | None = None):
-    """Positive and negative points as napari (row, col) coordinates, with features and colours.
-
-    Returns
-    -------
-    coords : (P, 2) or (P, 3) array
-    features : pandas.DataFrame with ``label_id`` and ``kind`` ("positive"/"negative")
-    colors : (P, 4) array, green for positive, magenta for negative points
-    """
-    rows, ids, kinds = [], [], []
-    for p in prompts:
-        for (x, y), lab in zip(p.points, p.point_labels, strict=True):
-            rows.append((y, x))
-            ids.append(p.label_id)
-            kinds.append("positive" if lab == 1 else "negative")
-    coords = _lift(np.asarray(rows, dtype=float).reshape(-1, 2), plane)
-    features = pd.DataFrame({"label_id": np.asarray(ids, dtype=np.int64), "kind": kinds})
-    colors = np.array([POSITIVE_COLOR if k == "positive" else NEGATIVE_COLOR for k in kinds]).reshape(-1, 4)
-    return coords, features, colors
-
-
-def point_sizes(prompts: Sequence[ObjectPrompts]) -> np.ndarray:
-    """A size for each point of :func:`points_data`, in data pixels, scaled to its object.
-
-    A quarter of the shorter side of the object's tight box, between 1.5 and 12
-    pixels: a point marks its spot without covering a small object.
-    """
-    sizes = []
-    for p in prompts:
-        x1, y1, x2, y2 = (float(v) for v in p.tight_box)
-        side = min(x2 - x1, y2 - y1) + 1.0
-        sizes.extend([float(np.clip(side / 4.0, 1.5, 12.0))] * len(p.points))
-    return np.asarray(sizes, dtype=float)
-
-
-def _rectangle(box: np.ndarray, plane: int | None) -> np.ndarray:
-    """Corners of an inclusive [x1, y1, x2, y2] pixel box, on pixel edges."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    corners = np.array(
-        [[y1 - 0.5, x1 - 0.5], [y1 - 0.5, x2 + 0.5], [y2 + 0.5, x2 + 0.5], [y2 + 0.5, x1 - 0.5]]
-    )
-    return _lift(corners, plane)
-
-
-def boxes_data(prompts: Sequence[ObjectPrompts], plane: int | None = None):
-    """Tight boxes and the CEBoxes that differ from them, as napari rectangles.
-
-    Returns
-    -------
-    rectangles : list of (4, 2) or (4, 3) arrays
-    features : pandas.DataFrame with ``label_id`` and ``kind`` ("tight"/"cebox")
-    colors : (R, 4) array, yellow for tight boxes, cyan for CEBoxes
-    """
-    rects, ids, kinds = [], [], []
-    for p in prompts:
-        rects.append(_rectangle(p.tight_box, plane))
-        ids.append(p.label_id)
-        kinds.append("tight")
-        if p.expanded:
-            rects.append(_rectangle(p.box, plane))
-            ids.append(p.label_id)
-            kinds.append("cebox")
-    features = pd.DataFrame({"label_id": np.asarray(ids, dtype=np.int64), "kind": kinds})
-    colors = np.array([TIGHT_COLOR if k == "tight" else CEBOX_COLOR for k in kinds]).reshape(-1, 4)
-    return rects, features, colors
-
-
-def gaussian_data(prompts: Sequence[ObjectPrompts], shape: tuple[int, int], plane: int | None = None):
-    """All objects' Gaussian mask prompts in one image (maximum where objects overlap).
-
-    For a stack the image is one plane deep, ``(1, H, W)`` (4D: ``(1, 1, H, W)``);
-    place it with ``translate`` at the plane.
-    """
-    out = np.zeros(shape, dtype=np.float32)
-    for p in prompts:
-        y0, x0 = p.offset
-        h, w = p.gaussian.shape
-        np.maximum(out[y0 : y0 + h, x0 : x0 + w], p.gaussian, out=out[y0 : y0 + h, x0 : x0 + w])
-    return out.reshape((1,) * len(plane_index(plane)) + out.shape)
-
-
 def _joined_statuses(statuses: pd.Series) -> str:
     counts = statuses.value_counts(sort=False)
     if len(counts) == 1:
@@ -367,30 +297,86 @@ def _joined_statuses(statuses: pd.Series) -> str:
     return ", ".join(f"{status} ({n})" for status, n in counts.items())
 
 
+MAX_FEATURE_ROWS = 65_536
+"""The most rows a Labels ``features`` table gets one row per label value for (see
+:func:`label_rows`); above, it has one row per object."""
+
+
+def label_rows(features: pd.DataFrame, id_column: str = "label_id", background: str = "background") -> pd.DataFrame:
+    """``features`` with row ``i`` describing label value ``i`` (napari's convention).
+
+    napari's Features table widget selects label ``i`` for row ``i`` (and the
+    row of the selected label), so a Labels ``features`` table needs a row for
+    every value from 0 (background) to the largest id. Label values without a
+    row in ``features`` get 0 in integer columns, NaN in float ones and "" in
+    the others (``background`` in the ``status`` column of row 0); the
+    ``index`` column is the label value (napari's status bar reads it).
+    When the largest id is :data:`MAX_FEATURE_ROWS` or more, the rows are the
+    objects only (the widget cannot map them; the status bar still does).
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        One row per label, its value in ``id_column`` (unique, >= 0).
+    id_column : str
+        The column holding the label value.
+    background : str
+        The ``status`` of row 0 when it has no row in ``features``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``index`` first, then ``features``' columns; a new frame.
+    """
+    ids = features[id_column].astype(np.int64).to_numpy() if len(features) else np.zeros(0, np.int64)
+    out = features.drop(columns=["index"], errors="ignore").reset_index(drop=True)
+    top = int(ids.max()) if len(ids) else 0
+    if len(ids) and (ids.min() < 0 or top >= MAX_FEATURE_ROWS or len(np.unique(ids)) != len(ids)):
+        out.insert(0, "index", ids)
+        return out
+    dense = out.set_axis(ids).reindex(np.arange(top + 1))
+    absent = ~np.isin(np.arange(top + 1), ids)
+    for column in out.columns:
+        kind = out[column].dtype.kind
+        if kind in "iub":
+            dense[column] = dense[column].fillna(0).astype(out[column].dtype)
+        elif kind not in "fc":  # strings and objects: "" (their dtype kept)
+            values = dense[column]
+            if isinstance(values.dtype, pd.CategoricalDtype) and "" not in values.cat.categories:
+                values = values.cat.add_categories([""])
+            dense[column] = values.where(~absent, "")
+    dense[id_column] = np.arange(top + 1, dtype=np.int64)
+    if "status" in dense and absent[0]:
+        dense.loc[0, "status"] = background
+    dense.insert(0, "index", np.arange(top + 1, dtype=np.int64))
+    return dense.reset_index(drop=True)
+
+
 def features_table(table: pd.DataFrame) -> pd.DataFrame:
-    """A napari Labels ``features`` table (one row per label, ``index`` = label value).
+    """A napari Labels ``features`` table: row ``i`` (and ``index``) is label value ``i``.
 
     A label with several rows (the planes of a stack, the pieces of a semantic
     class) gets one row: its planes listed, its statuses counted ("refined (2),
     kept (1)"), the mean predicted IoU and label-free estimates (``iou_coarse``,
     ``stability``, ``edge_contrast``), the most iterations and the summed areas.
-    The per-plane rows stay in the layer's ``metadata["samrefine_table"]``.
+    Values with no object (background 0, unused ids) get empty rows
+    (:func:`label_rows`), so napari's Features table widget selects the label
+    of the row. The per-plane rows stay in the layer's ``metadata["samrefine_table"]``.
     """
     if table.empty or not table["label_id"].duplicated().any():
         features = table.copy()
     else:
         grouped = table.groupby("label_id", sort=True)
+        how = {
+            "plane": lambda p: ", ".join(str(v) for v in sorted(set(p.dropna()))),
+            "status": _joined_statuses, "predicted_iou": "mean", "iterations": "max",
+            "coarse_area": "sum", "refined_area": "sum", **dict.fromkeys(SIGNAL_COLUMNS, "mean"),
+        }  # the columns a table has (a saved review table has fewer)
         features = pd.DataFrame({
             "label_id": list(grouped.groups),
-            "plane": grouped["plane"].agg(
-                lambda p: ", ".join(str(v) for v in sorted(set(p.dropna())))
-            ).to_numpy(),
-            "status": grouped["status"].agg(_joined_statuses).to_numpy(),
-            "predicted_iou": grouped["predicted_iou"].mean().to_numpy(),
-            "iterations": grouped["iterations"].max().to_numpy(),
-            "coarse_area": grouped["coarse_area"].sum().to_numpy(),
-            "refined_area": grouped["refined_area"].sum().to_numpy(),
-            **{c: grouped[c].mean().to_numpy() for c in SIGNAL_COLUMNS if c in table},
+            **{c: grouped[c].agg(f).to_numpy() for c, f in how.items() if c in table},
         })  # fmt: skip
-    features.insert(0, "index", features["label_id"].astype(np.int64))
-    return features.reset_index(drop=True)
+    if table.empty:
+        features.insert(0, "index", features["label_id"].astype(np.int64))
+        return features.reset_index(drop=True)
+    return label_rows(features)

@@ -22,17 +22,21 @@ class LayerPairs(Container):
         ``say(text, error=True)`` shows a message (the owning widget's status line).
     image_label, labels_label, list_label, add_text : str
         Texts of the two layer fields, the list and the Add button.
+    prefer_image, prefer_labels : callable, optional
+        ``prefer(layer) -> bool``: the layers the two fields preselect among
+        (see :class:`~napari_samrefine._napari.layers.LayerField`).
     """
 
     def __init__(
         self, viewer, say: Callable[..., None], *, image_label: str = "image",
         labels_label: str = "labels", list_label: str = "pairs", add_text: str = "Add pair",
+        prefer_image: Callable | None = None, prefer_labels: Callable | None = None,
     ):  # fmt: skip
         self._viewer = viewer
         self._say = say
         self._pairs: list[tuple[Image, Labels]] = []
-        self.image_layer = layer_field(viewer, Image, image_label)
-        self.labels_layer = layer_field(viewer, Labels, labels_label)
+        self.image_layer = layer_field(viewer, Image, image_label, prefer_image)
+        self.labels_layer = layer_field(viewer, Labels, labels_label, prefer_labels)
         self.add_button = PushButton(text=add_text)
         self.pair_list = Select(label=list_label, choices=self._choices)
         self.remove_button = PushButton(text="Remove selected pairs")
@@ -63,6 +67,14 @@ class LayerPairs(Container):
         """Add an (image, labels) layer pair, as the Add button does (scripting and tests)."""
         self.image_layer.value, self.labels_layer.value = image, labels
         self._add_current()
+
+    def images(self) -> list[Image]:
+        """The support images: the added pairs' and the image field's."""
+        return [i for i, _ in self._pairs] + [self.image_layer.value]
+
+    def labels(self) -> list[Labels]:
+        """The support labels: the added pairs' and the labels field's."""
+        return [j for _, j in self._pairs] + [self.labels_layer.value]
 
     def chosen(self, fallback: bool = True) -> list[tuple[Image, Labels]]:
         """The added pairs still in the viewer; if none, the two fields' pair (``fallback``)."""

@@ -8,20 +8,25 @@ from napari.layers import Image, Labels
 
 from napari_samrefine._napari.field_help import set_help
 from napari_samrefine._napari.layers import (
-    boxes_data,
     current_plane,
-    gaussian_data,
     geometry,
     in_memory,
     layer_data,
     layer_field,
     plane_index,
-    point_sizes,
-    points_data,
     upsert_layer,
 )
 from napari_samrefine._napari.model_choice import ModelPicker
-from napari_samrefine._napari.scripting import OBJECTS, missing_label_text
+from napari_samrefine._napari.prompt_layers import (
+    box_style,
+    boxes_data,
+    gaussian_data,
+    object_colors,
+    point_sizes,
+    point_style,
+    points_data,
+)
+from napari_samrefine._napari.refine_output import OBJECTS, missing_label_text
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine._progress import report
 from napari_samrefine.engine.embedding import default_cache
@@ -39,12 +44,14 @@ GAUSSIAN_OPACITY = 0.4
 def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dict:
     """Add or update the Points, Shapes and Image layers of ``prompts`` over ``labels_layer``.
 
-    Returns the three layers by role ("points", "boxes", "gaussian").
+    Returns the three layers by role ("points", "boxes", "gaussian"). Each point and
+    box has its object's colour in ``labels_layer`` and is labelled with its id.
     """
     name = labels_layer.name
     geo = geometry(labels_layer)
-    coords, point_features, point_colors = points_data(prompts, plane)
-    rects, box_features, box_colors = boxes_data(prompts, plane)
+    colors = object_colors(labels_layer, [p.label_id for p in prompts])
+    coords, point_features, point_colors = points_data(prompts, plane, colors)
+    rects, box_features, box_colors = boxes_data(prompts, plane, colors)
     shape = layer_data(labels_layer).shape[-2:]
     gauss = gaussian_data(prompts, shape, plane)
     gauss_geo = dict(geo)
@@ -54,9 +61,10 @@ def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dic
         for axis, index in enumerate(lead):
             translate[axis] += index * geo["scale"][axis]
         gauss_geo["translate"] = tuple(translate)
-    # napari fails on an empty colour array (no prompts): colours only when there are some
-    point_colors = {"face_color": point_colors} if len(coords) else {}
-    box_colors = {"edge_color": box_colors} if len(rects) else {}
+    # napari fails on an empty colour array (no prompts): colours only when there are some;
+    # each prompt in its object's colour in the labels layer, labelled with its id
+    point_colors = {"face_color": point_colors, **point_style(point_features)} if len(coords) else {}
+    box_colors = {"edge_color": box_colors, **box_style(box_features)} if len(rects) else {}
     # the mask prompt as a translucent glow over image and labels, points no bigger than
     # a quarter of their object
     sizes = {"size": point_sizes(prompts)} if len(coords) else {}
@@ -69,7 +77,7 @@ def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dic
         "boxes": upsert_layer(
             viewer, labels_layer, "boxes", "shapes", rects, name=f"{name} boxes",
             shape_type="rectangle", face_color="transparent", **box_colors,
-            features=box_features, edge_width=1, **geo,
+            features=box_features, **geo,
         ),
         "points": upsert_layer(
             viewer, labels_layer, "points", "points", coords, name=f"{name} points",

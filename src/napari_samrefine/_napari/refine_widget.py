@@ -12,7 +12,7 @@ from napari_samrefine._napari.field_help import HELP, set_help
 from napari_samrefine._napari.layers import in_memory, layer_field
 from napari_samrefine._napari.lazy_layers import refine_inputs
 from napari_samrefine._napari.model_choice import ModelPicker
-from napari_samrefine._napari.scripting import (
+from napari_samrefine._napari.refine_output import (
     OBJECTS,
     PLANES,
     check_pair,
@@ -245,7 +245,7 @@ class RefineWidget(TaskWidget):
             show_warning(warn)
         self.launch(
             self._work, inputs.image, inputs.labels, kwargs,
-            on_done=lambda result: self._done(result, labels_layer, inputs.snapshot, output, warn),
+            on_done=lambda result: self._done(result, labels_layer, inputs.snapshot, output, warn, image_layer),
             targets=(labels_layer,),
         )
 
@@ -258,8 +258,8 @@ class RefineWidget(TaskWidget):
         with reporting_encoder(sam, progress):  # the bar moves, Cancel acts, inside a pass
             return refine(image, labels, sam, progress=progress, **kwargs)
 
-    def _done(self, result, labels_layer, snapshot, output: str, warn: str = "") -> None:
-        layer, edit = write_result(self._viewer, labels_layer, result, output, snapshot)
+    def _done(self, result, labels_layer, snapshot, output: str, warn: str = "", image_layer=None) -> None:
+        layer, edit = write_result(self._viewer, labels_layer, result, output, snapshot, image_layer)
         self.last_table = result.table()
         summary = result_summary(result, output, layer, edit, labels_name=labels_layer.name)
         self.say(f"{summary} Warning: {warn}" if warn else summary)

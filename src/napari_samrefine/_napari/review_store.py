@@ -1,63 +1,27 @@
-"""Where a review's decisions go: the refined layer's features and per-plane table, a CSV file.
+"""The review widget's decisions kept in step: with the pixels, and in a saved CSV table.
 
-:func:`store_decisions` writes the decisions of the review's rows into the
-refined layer (``features["decision"]``, one per label, and
-``metadata["samrefine_table"]``, one per object and plane);
-:func:`reverts_edit` gives the pixels that revert many objects at once (a
-decisions table loaded: one undo step); :class:`DecisionsFile` is the widget's
-file field with its Save and Load buttons (the file format is
-:mod:`napari_samrefine.quality.review_file`).
+:func:`follow_pixels` gives each object the decision its pixels stand for after
+an undo, a redo or a paint; :func:`check_objects` and :func:`adopt_table` let
+labels opened without their table take a saved decisions table as theirs;
+:class:`DecisionsFile` is the widget's file field with its Save and Load
+buttons (the file format is :mod:`napari_samrefine.quality.review_file`).
+Where decisions go in the layer, and the pixels of a decision, are
+:mod:`.review_layers` (shared with the script face).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from magicgui.widgets import Container, FileEdit, PushButton
 
-from napari_samrefine._napari.layers import plane_index
-from napari_samrefine.quality.review import object_key, replace_edit
+from napari_samrefine._napari.layers import features_table, plane_index
+from napari_samrefine._napari.review_layers import object_mask
 
-__all__ = [
-    "object_mask", "store_decisions", "follow_pixels", "reverts_edit", "check_objects", "adopt_table",
-    "DecisionsFile",
-]
-
-
-def object_mask(data, key: tuple) -> np.ndarray:
-    """Object ``key`` = ``(plane, label_id)``'s mask in ``data`` (bool, its plane)."""
-    plane, label_id = key
-    return np.asarray(data[plane_index(plane)]) == label_id
-
-
-def store_decisions(layer, by_key: dict) -> pd.DataFrame | None:
-    """The decisions ``{(plane, label_id): decision}`` into ``layer``'s per-plane table and features.
-
-    Returns the new features (None when the layer has no ``label_id`` feature):
-    the caller sets them (``layer.features = ...``), so it knows the event is its
-    own. A label decided differently in two planes gets "mixed".
-    """
-    table = layer.metadata.get("samrefine_table")
-    if isinstance(table, pd.DataFrame) and not table.empty:
-        table = table.copy()
-        planes = table["plane"] if "plane" in table else [None] * len(table)
-        table["decision"] = [by_key.get(object_key(p, i), "") for p, i in
-                             zip(planes, table["label_id"], strict=True)]
-        layer.metadata["samrefine_table"] = table
-    by_id: dict[int, set] = {}
-    for (_, label_id), decision in by_key.items():
-        by_id.setdefault(label_id, set()).add(decision)
-    features = layer.features.copy()
-    if "label_id" not in features:
-        return None
-    features["decision"] = [
-        next(iter(by_id[i])) if len(by_id.get(i, ())) == 1 else ("" if i not in by_id else "mixed")
-        for i in features["label_id"].astype(np.int64)
-    ]
-    return features
+__all__ = ["follow_pixels", "check_objects", "adopt_table", "DecisionsFile"]
 
 
 def follow_pixels(history, rows: pd.DataFrame, keys: list[tuple], data) -> list[int]:
@@ -97,40 +61,10 @@ def check_objects(data, rows: pd.DataFrame, name: str, layer_name: str) -> None:
 
 def adopt_table(layer, rows: pd.DataFrame) -> None:
     """A review's ``rows`` (a saved table) become the per-object table of ``layer``, which had
-    none: ``metadata["samrefine_table"]``, and ``features`` one row per label."""
+    none: ``metadata["samrefine_table"]``, and ``features`` as a refinement writes them (row
+    ``i`` is label value ``i``, :func:`~napari_samrefine._napari.layers.features_table`)."""
     layer.metadata["samrefine_table"] = rows.copy()
-    if rows["label_id"].duplicated().any():  # a stack: one row per label
-        ids = np.unique(rows["label_id"].to_numpy(np.int64))
-        layer.features = pd.DataFrame({"index": ids, "label_id": ids})
-    else:
-        features = rows.sort_values("label_id").reset_index(drop=True)
-        features.insert(0, "index", features["label_id"].astype(np.int64))
-        layer.features = features
-
-
-def reverts_edit(refined, coarse, keys: Iterable[tuple]):
-    """The pixels that revert the objects ``keys`` to their coarse masks, all at once.
-
-    Returns ``(indices, values, masks)``: one ``Labels.data_setitem`` edit (None
-    when nothing changes) and each reverted object's mask after it.
-    """
-    planes: dict[tuple, np.ndarray] = {}
-    masks = {}
-    for key in keys:
-        lead = plane_index(key[0])
-        plane = planes.setdefault(lead, np.array(refined[lead]))
-        indices, values = replace_edit(plane, object_mask(coarse, key), key[1])
-        plane[indices] = values
-        masks[key] = plane == key[1]
-    indices, values = [], []
-    for lead, plane in planes.items():
-        ys, xs = np.nonzero(plane != np.asarray(refined[lead]))
-        indices.append([np.full(ys.size, v, np.intp) for v in lead] + [ys, xs])
-        values.append(plane[ys, xs])
-    if not values or not sum(v.size for v in values):
-        return None, np.zeros(0, np.asarray(refined).dtype), masks
-    return (tuple(np.concatenate(axis) for axis in zip(*indices, strict=True)),
-            np.concatenate(values), masks)
+    layer.features = features_table(rows.sort_values("label_id", kind="stable").reset_index(drop=True))
 
 
 class DecisionsFile(Container):

@@ -1,6 +1,7 @@
 """The "Review refinement" widget's objects: where they come from, the table, going to one.
 
-:func:`source_table` is a refined layer's per-object table; :class:`ObjectTable`
+:func:`has_review_table` tells the layers that hold a review (their per-object
+table is :func:`~napari_samrefine._napari.review_layers.decision_table`); :class:`ObjectTable`
 shows :func:`~napari_samrefine.quality.review.review_table`'s rows (one per
 object) read-only, one row selected at a time; a click on a column's header
 sorts the rows by it (:func:`~napari_samrefine.quality.review.sort_review`,
@@ -25,7 +26,7 @@ from napari_samrefine._napari.layers import is_refined_layer, is_result_layer, p
 from napari_samrefine.quality.review import object_key, review_table, sort_review
 
 __all__ = [
-    "ObjectTable", "Keys", "SHOWN", "DEFAULT_SORT", "has_review_table", "source_table", "show_object",
+    "ObjectTable", "Keys", "SHOWN", "DEFAULT_SORT", "has_review_table", "show_object",
 ]
 
 SHOWN = {"label_id": "id", "plane": "plane", "iou_coarse": "IoU coarse", "area_ratio": "area ratio",
@@ -45,18 +46,6 @@ def has_review_table(layer) -> bool:
     if is_refined_layer(layer):
         return True
     return not is_result_layer(layer) and {"label_id", "status"} <= set(layer.features.columns)
-
-
-def source_table(layer) -> pd.DataFrame:
-    """The per-object table of a refined layer: ``metadata["samrefine_table"]``, else its
-    ``features`` (2D only: a stack's features have one row per label, not per plane)."""
-    table = layer.metadata.get("samrefine_table")
-    if isinstance(table, pd.DataFrame) and not table.empty:
-        return table
-    if layer.ndim > 2:
-        raise ValueError(f"{layer.name!r} has no per-plane table (metadata['samrefine_table']): "
-                         "refine the stack again to review it plane by plane.")
-    return layer.features
 
 
 def show_object(viewer, layer, coarse, plane, label_id: int) -> None:

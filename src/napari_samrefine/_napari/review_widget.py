@@ -5,10 +5,10 @@ fills itself when a refinement writes its layer and when a layer with a saved
 review table is selected. Accept keeps the refined mask, Revert restores the
 object's coarse mask, Refine this object decodes it from its edited prompt layers
 (:mod:`.edited_prompts`) in a worker thread; each change is one step of the
-refined layer's undo history (``Labels.data_setitem``), and undo and redo take
-the decision back and forth. Decisions live in the layer's features and per-plane
-table (:mod:`.review_store`) and in a CSV table (Save / Load decisions). Keys, while
-the widget has focus: A accept, R revert, E refine this object, N next, P previous.
+refined layer's undo history, and undo and redo take the decision back and forth.
+Decisions live in the layer's features and per-plane table (:mod:`.review_layers`,
+shared with the script face) and in a CSV table (Save / Load, :mod:`.review_store`).
+Keys, while the widget has focus: A accept, R revert, E refine this object, N next, P previous.
 """
 
 from __future__ import annotations
@@ -26,17 +26,18 @@ from napari_samrefine._napari import edited_prompts as edits
 from napari_samrefine._napari import review_store as store
 from napari_samrefine._napari.layers import is_refined_layer, is_result_layer, layer_field
 from napari_samrefine._napari.model_choice import ModelPicker
-from napari_samrefine._napari.review_store import DecisionsFile, object_mask, store_decisions
-from napari_samrefine._napari.review_table import (
-    Keys,
-    ObjectTable,
-    has_review_table,
-    show_object,
-    source_table,
+from napari_samrefine._napari.review_layers import (
+    EDITED_PROMPTS,
+    decision_table,
+    object_mask,
+    reverts_edit,
+    set_object_mask,
+    store_decisions,
 )
+from napari_samrefine._napari.review_table import Keys, ObjectTable, has_review_table, show_object
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine.quality import review_file
-from napari_samrefine.quality.review import DecisionHistory, replace_edit, review_table
+from napari_samrefine.quality.review import DecisionHistory, review_table
 
 __all__ = ["ReviewWidget"]
 
@@ -69,7 +70,7 @@ class ReviewWidget(TaskWidget):
         self.revert_button = PushButton(text="Revert to coarse (R)")
         self.previous_button = PushButton(text="Previous (P)")
         self.next_button = PushButton(text="Next (N)")
-        self.decisions = DecisionsFile(self.save_decisions, self.load_decisions, self.say)
+        self.decisions = store.DecisionsFile(self.save_decisions, self.load_decisions, self.say)
         # "Refine this object": its edited prompt layers, decoded with the image's embedding
         self.image_layer = layer_field(napari_viewer, Image, "image")
         self.model = ModelPicker(sam)
@@ -151,7 +152,7 @@ class ReviewWidget(TaskWidget):
             self.say("Choose the refined Labels layer (the SAM refine widget's result).", error=not quiet)
             return
         try:
-            rows = review_table(source_table(layer))
+            rows = review_table(decision_table(layer))
         except ValueError as err:
             if self._layer is not None and self._layer != layer:
                 self._disconnect()
@@ -260,11 +261,8 @@ class ReviewWidget(TaskWidget):
         """Object ``i``'s mask set to ``mask`` as one undo step, and ``decision`` recorded."""
         key = self._key(i)
         self._history.record(key, decision, mask, self.rows.at[i, "decision"])
-        indices, values = replace_edit(refined.data, mask, key[1], key[0])
         self._decide(i, decision)  # before the write: the write's event finds it decided
-        if values.size:
-            refined.data_setitem(indices, values)
-        return int(values.size)
+        return set_object_mask(refined, key, mask)
 
     def refine_object(self, *_) -> None:
         """Decode the selected object from its edited prompt layers (points, box, mask prompt) in
@@ -302,7 +300,7 @@ class ReviewWidget(TaskWidget):
             self.say(f"Object {key[1]} is no longer in the review: nothing was written.")
             return
         # the edited prompts stay with the layer (ObjectPrompts by (plane, label id))
-        refined.metadata.setdefault("samrefine_edited_prompts", {})[key] = prompts
+        refined.metadata.setdefault(EDITED_PROMPTS, {})[key] = prompts
         self._write(i, refined, "re-refined", mask)
         self.say(f"Object {key[1]} refined again from its edited prompts: {before} -> "
                  f"{int(mask.sum())} pixels (Ctrl+Z on {refined.name!r} undoes it).")
@@ -321,7 +319,7 @@ class ReviewWidget(TaskWidget):
             self.say("No objects to save: load a refined layer's objects first.", error=True)
             return
         try:
-            prompts = layer.metadata.get("samrefine_edited_prompts")  # re-refined objects' prompts
+            prompts = layer.metadata.get(EDITED_PROMPTS)  # re-refined objects' prompts
             review_file.write_decisions(path, self.rows, layer.name, prompts)
         except (OSError, ValueError) as err:
             self.say(f"Could not save the decisions: {err}", error=True)
@@ -352,14 +350,14 @@ class ReviewWidget(TaskWidget):
             self.say(str(err), error=True)
             return
         keys = [self._key(i) for i in range(len(rows)) if rows.at[i, "decision"] == "reverted"]
-        indices, values, masks = store.reverts_edit(refined.data, coarse.data, keys)
+        indices, values, masks = reverts_edit(refined.data, coarse.data, keys)
         for i, key in enumerate(self._key(j) for j in range(len(rows))):
             if key in masks:
                 self._history.record(key, "reverted", masks[key], self.rows.at[i, "decision"])
         self.rows["decision"] = rows["decision"].to_numpy()
         for i in range(len(self.rows)):
             self._table.show_decision(i)
-        refined.metadata.setdefault("samrefine_edited_prompts", {}).update(kept)
+        refined.metadata.setdefault(EDITED_PROMPTS, {}).update(kept)
         self._store()  # before the write: the write's event finds them decided
         if indices is not None:  # one undo step for all the reverts
             refined.data_setitem(indices, values)
@@ -390,10 +388,8 @@ class ReviewWidget(TaskWidget):
         layer = self.refined_layer.value
         if layer is None:
             return
-        features = store_decisions(layer, {self._key(i): d for i, d in enumerate(self.rows["decision"])})
-        if features is not None:
-            self._storing = True
-            try:
-                layer.features = features
-            finally:
-                self._storing = False
+        self._storing = True  # its features event is the widget's own
+        try:
+            store_decisions(layer, {self._key(i): d for i, d in enumerate(self.rows["decision"])})
+        finally:
+            self._storing = False

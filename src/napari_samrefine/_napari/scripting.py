@@ -1,4 +1,23 @@
-"""Refining napari layers from a script or the napari console (no clicking).
+"""The script face of the widgets: each widget's work on a viewer's layers, from Python.
+
+One function per widget, thin over the core function that widget calls and
+over the layer code it uses, so a script (napari's console, a macro) gets the
+widget's layers without clicking:
+
+=====================  =========================  ======================================
+widget                 function                   core
+=====================  =========================  ======================================
+SAM refine             :func:`refine_layers`      :func:`~napari_samrefine.refine`
+Prompt excavation      :func:`excavate_layers`    :func:`~napari_samrefine.excavate_prompts`
+JFS judge              :func:`judge_layers`       :func:`~napari_samrefine.judge_refinement`
+IoU adaption           :func:`adapt_layers`       :func:`~napari_samrefine.adapt_iou_head`
+Review refinement      :func:`decide_objects`,    :mod:`napari_samrefine.quality.review`
+                       :func:`rerefine_object`
+=====================  =========================  ======================================
+
+Layers are given as layers or by name. The call runs on the calling thread (it
+returns when done) and shows its progress in napari's activity dock
+(:mod:`.activity`).
 
 Example
 -------
@@ -8,257 +27,45 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from napari_samrefine._napari.inplace import InPlaceEdit, plan_in_place
-from napari_samrefine._napari.layers import (
-    current_plane,
-    features_table,
-    geometry,
-    layer_data,
-    upsert_layer,
+from napari_samrefine._napari.activity import activity_progress
+from napari_samrefine._napari.adaption_widget import adaptor_note
+from napari_samrefine._napari.judge_layers import show_judge_result
+from napari_samrefine._napari.layers import current_plane, displayed_plane, in_memory, layer_data
+from napari_samrefine._napari.lazy_layers import refine_inputs
+from napari_samrefine._napari.prompt_widget import show_prompts
+from napari_samrefine._napari.refine_output import (
+    apply_result,
+    check_pair,
+    find_layer,
+    missing_label_text,
+    scope_arguments,
 )
-from napari_samrefine._napari.lazy_layers import refine_inputs, result_layer_data
-from napari_samrefine.pipeline.refiner import RefineResult, refine
-from napari_samrefine.samrefiner.summary import count_text, refine_summary, size_warnings
+from napari_samrefine._napari.review_layers import decide_objects, rerefine_object
+from napari_samrefine.engine.embedding import default_cache
+from napari_samrefine.engine.encoder_progress import reporting_encoder
+from napari_samrefine.engine.preprocess import to_sam_rgb
+from napari_samrefine.models.loading import resolve_sam
+from napari_samrefine.models.profile import model_profile
+from napari_samrefine.pipeline.options import OPTION_NAMES, RefineOptions
+from napari_samrefine.pipeline.plane import plane_indices
+from napari_samrefine.pipeline.refiner import refine
+from napari_samrefine.samrefiner.defaults import NEGATIVE_POINT
+from napari_samrefine.samrefiner.prompts import excavate_prompts
 
 __all__ = [
     "refine_layers",
-    "apply_result",
-    "write_result",
-    "write_in_place",
-    "result_summary",
-    "missing_label_text",
-    "check_pair",
-    "scope_arguments",
-    "OBJECTS",
-    "PLANES",
+    "excavate_layers",
+    "judge_layers",
+    "adapt_layers",
+    "decide_objects",
+    "rerefine_object",
 ]
-
-OBJECTS = ("all objects", "selected label")
-"""Which objects a run refines: every label, or the labels layer's selected label."""
-PLANES = ("current plane", "current time point", "all planes")
-"""Which planes of a stack a run refines: the one shown, every plane of the time point shown
-(4D stacks), or all (2D layers have one plane)."""
-
-
-def _layer(viewer, layer, kind: str):
-    from napari.layers import Image, Labels
-
-    cls = {"image": Image, "labels": Labels}[kind]
-    if isinstance(layer, str):
-        if layer not in viewer.layers:
-            names = [lay.name for lay in viewer.layers if isinstance(lay, cls)]
-            raise ValueError(f"There is no layer named {layer!r}; {kind} layers: {names}")
-        layer = viewer.layers[layer]
-    if not isinstance(layer, cls):
-        raise ValueError(f"Layer {getattr(layer, 'name', layer)!r} is not a {cls.__name__} layer.")
-    return layer
-
-
-def check_pair(image_layer, labels_layer) -> None:
-    """Raise a clear error when an image layer and a labels layer do not belong together."""
-    if image_layer is None:
-        raise ValueError("Choose an image layer: SAM needs the image, not only the labels.")
-    if labels_layer is None:
-        raise ValueError("Choose a Labels layer with the coarse masks to refine.")
-    lab_shape = layer_data(labels_layer).shape
-    img_shape = layer_data(image_layer, like=lab_shape).shape
-    spatial = img_shape[:-1] if getattr(image_layer, "rgb", False) else img_shape
-    if tuple(spatial) != tuple(lab_shape):
-        raise ValueError(
-            f"Image {image_layer.name!r} has shape {img_shape} but labels {labels_layer.name!r} "
-            f"have shape {lab_shape}: choose layers of the same size (same crop, same scale)."
-        )
-
-
-def scope_arguments(objects: str, planes: str, viewer, labels_layer) -> dict:
-    """``refine`` keyword arguments (label_ids, planes) for a widget's objects and planes choices.
-
-    Parameters
-    ----------
-    objects : {"all objects", "selected label"}
-    planes : {"current plane", "current time point", "all planes"}
-        Ignored for 2D layers; "current time point" is for 4D (T, Z, Y, X) layers.
-    viewer : napari.Viewer
-    labels_layer : napari.layers.Labels
-    """
-    if objects not in OBJECTS:
-        raise ValueError(f"objects must be one of {OBJECTS}, got {objects!r}")
-    if planes not in PLANES:
-        raise ValueError(f"planes must be one of {PLANES}, got {planes!r}")
-    kwargs = {}
-    if objects == "selected label":
-        kwargs["label_ids"] = [int(labels_layer.selected_label)]
-    plane = current_plane(viewer, labels_layer)
-    if planes == "current time point" and not isinstance(plane, tuple):
-        raise ValueError(
-            f"'current time point' is for 4D (T, Z, Y, X) layers; {labels_layer.name!r} has "
-            f"{labels_layer.ndim} dimensions: choose 'current plane' or 'all planes'."
-        )
-    if planes == "current plane" and plane is not None:
-        kwargs["planes"] = [plane]
-    elif planes == "current time point":
-        kwargs["planes"] = [plane[0]]  # an int t: every z of that time point
-    return kwargs
-
-
-def write_in_place(labels_layer, result: RefineResult, snapshot=None) -> InPlaceEdit:
-    """Write a refinement into ``labels_layer`` itself, as one undo step, keeping user edits.
-
-    Only pixels of objects the refinement changed are written (see
-    :mod:`napari_samrefine._napari.inplace`): an object the user edited since
-    ``snapshot`` was taken is left as the user painted it. The pixels go through
-    ``Labels.data_setitem``, one step of the layer's undo history (Ctrl+Z restores
-    the labels as they were). The layer's ``features`` are not touched.
-
-    Parameters
-    ----------
-    labels_layer : napari.layers.Labels
-    result : RefineResult
-        Computed from ``snapshot``.
-    snapshot : numpy.ndarray, optional
-        The labels the run started from; default the layer's labels now (a run
-        that nobody could edit meanwhile, as in :func:`refine_layers`).
-
-    Returns
-    -------
-    InPlaceEdit
-        What was written (``changed`` objects) and what was left (``kept`` objects).
-    """
-    current = labels_layer.data
-    snapshot = current if snapshot is None else snapshot
-    edit = plan_in_place(snapshot, result.labels, current)
-    if edit.size:
-        labels_layer.data_setitem(edit.indices, edit.values)
-    return edit
-
-
-def write_result(
-    viewer, labels_layer, result: RefineResult, output: Literal["new", "inplace"] = "new",
-    snapshot=None,
-):  # fmt: skip
-    """Put a refinement result into the viewer; returns the layer and the in-place edit.
-
-    Like :func:`apply_result`, and also returns the :class:`InPlaceEdit` of an
-    in-place write (None for a new layer).
-    """
-    if output not in ("new", "inplace"):
-        raise ValueError(f"output must be 'new' or 'inplace', got {output!r}")
-    table = result.table()
-    edit = None
-    if output == "inplace":
-        edit = write_in_place(labels_layer, result, snapshot)
-        layer = labels_layer  # its features stay the user's: the table goes to metadata only
-    else:
-        layer = upsert_layer(
-            viewer, labels_layer, "refined", "labels", result_layer_data(result.labels, labels_layer),
-            name=f"{labels_layer.name} refined", **geometry(labels_layer),
-        )
-        layer.features = features_table(table)  # every run's, stacks included
-    layer.metadata["samrefine_table"] = table
-    return layer, edit
-
-
-def apply_result(
-    viewer, labels_layer, result: RefineResult, output: Literal["new", "inplace"] = "new",
-    snapshot=None,
-):  # fmt: skip
-    """Put a refinement result into the viewer; returns the layer that holds it.
-
-    ``"new"`` adds (or updates) the layer "<labels> refined" linked to
-    ``labels_layer``, with the per-object table in its ``features``. ``"inplace"``
-    writes the refined objects into ``labels_layer`` through ``Labels.data_setitem``,
-    which is one step of the layer's undo history (Ctrl+Z restores the coarse
-    labels); objects edited since ``snapshot`` are left as they are, and the
-    layer's ``features`` are not touched. Either way the table is in the layer's
-    ``metadata["samrefine_table"]``.
-
-    Parameters
-    ----------
-    viewer : napari.Viewer
-    labels_layer : napari.layers.Labels
-        The coarse labels the result was computed from.
-    result : RefineResult
-    output : {"new", "inplace"}
-    snapshot : numpy.ndarray, optional
-        The labels the result was computed from (in-place output); default the
-        layer's labels now.
-
-    Returns
-    -------
-    napari.layers.Labels
-    """
-    return write_result(viewer, labels_layer, result, output, snapshot)[0]
-
-
-def result_summary(
-    result: RefineResult, output: str, layer, edit: InPlaceEdit | None, labels_name: str | None = None,
-) -> str:  # fmt: skip
-    """The widget's status line after a refinement, in words.
-
-    Parameters
-    ----------
-    result : RefineResult
-    output : {"new", "inplace"}
-    layer : napari.layers.Labels
-        The layer the result went to.
-    edit : InPlaceEdit or None
-        What an in-place write changed (None for a new layer).
-    labels_name : str, optional
-        The coarse labels' name (in place, default ``layer``'s name).
-
-    Examples
-    --------
-    "27 objects refined into 'nuclei coarse refined'.";
-    "27 objects refined into 'nuclei coarse refined'; 1 label id not found (999).";
-    "No object was refined: label 999 is not in 'nuclei coarse'."; followed by
-    warnings such as "2 objects grew more than 4x (ids 5, 9): check them.". In
-    place: "25 objects changed in place (Ctrl+Z undoes it); 2 objects you edited
-    during the run were left as you painted them. 27 objects refined."
-    """
-    table = result.table()
-    name = labels_name or (layer.name if output == "inplace" else None)
-    headline, notes = refine_summary(table, result.mode, name)
-    if output == "inplace":
-        if edit is not None and edit.changed:
-            text = f"{count_text(len(edit.changed), 'object')} changed in place (Ctrl+Z undoes it)"
-        else:
-            text = "Nothing changed in place"
-        if edit is not None and edit.kept:
-            one = len(edit.kept) == 1
-            text += (
-                f"; {count_text(len(edit.kept), 'object')} you edited during the run "
-                f"{'was' if one else 'were'} left as you painted {'it' if one else 'them'}"
-            )
-        text = f"{text}. " + "; ".join([headline, *notes]) + "."
-    else:
-        if not headline.startswith("No "):
-            headline += f" into {layer.name!r}"
-        text = "; ".join([headline, *notes]) + "."
-    return " ".join([text, *size_warnings(table)])
-
-
-def missing_label_text(
-    labels: np.ndarray, label_id: int, name: str, what: str = "to refine", plane: int | None = None,
-) -> str | None:  # fmt: skip
-    """Why ``label_id`` cannot be used with ``labels`` (None when it is there).
-
-    A selected label that is not in the layer (napari's label field goes up to
-    any number) is said in words before any work starts. ``plane``: the plane
-    of a stack that ``labels`` is.
-    """
-    label_id = int(label_id)
-    where = f"{name!r}" if plane is None else f"plane {plane} of {name!r}"
-    if label_id == 0:
-        return (f"Nothing {what}: label 0 is the background of {where}. Select an object's "
-                "label (the label field of the layer controls, or the colour picker on an object).")
-    if not np.any(labels == label_id):
-        return (f"Nothing {what}: label {label_id} is not in {where}. Select a label that is "
-                "there (the label field of the layer controls, or the colour picker on an object).")
-    return None
 
 
 def refine_layers(
@@ -269,7 +76,7 @@ def refine_layers(
     *,
     output: Literal["new", "inplace"] = "new",
     objects: str = "all objects",
-    planes: str = "all planes",
+    planes="all planes",
     **refine_kwargs,
 ):
     """Refine a Labels layer of a viewer with SAM, as the "SAM refine" widget does.
@@ -288,9 +95,13 @@ def refine_layers(
         through napari's undoable path.
     objects : {"all objects", "selected label"}
         Every object, or only the labels layer's selected label.
-    planes : {"all planes", "current plane", "current time point"}
-        For a stack: every plane (default), only the plane the viewer shows, or
-        (4D) every plane of the time point it shows.
+    planes : str, int, (t, z), list of them, or None
+        The widget's choices: "all planes" (default), "current plane" (the
+        plane the viewer shows) or "current time point" (4D: every plane of
+        the time point shown); or plane indices exactly as
+        :func:`napari_samrefine.refine` takes them (None: all; an index or a
+        list of them for a 3D stack; (t, z) pairs and time points t for 4D),
+        checked as ``refine`` checks them, before the model is loaded.
     **refine_kwargs
         Passed to :func:`napari_samrefine.refine` (mode, iterations, prompt switches, ...).
 
@@ -300,13 +111,227 @@ def refine_layers(
         The layer holding the refined labels; per-object results are in its
         ``metadata["samrefine_table"]`` and, for a new layer, its ``features``
         (in place, the layer's own ``features`` are left as they are).
+
+    Notes
+    -----
+    Progress (the model loading, each encoder pass, each object) is shown in
+    napari's activity dock while the call runs.
     """
-    image_layer = _layer(viewer, image, "image")
-    labels_layer = _layer(viewer, labels, "labels")
+    image_layer = find_layer(viewer, image, "image")
+    labels_layer = find_layer(viewer, labels, "labels")
     check_pair(image_layer, labels_layer)
-    kwargs = {**scope_arguments(objects, planes, viewer, labels_layer), **refine_kwargs}
+    if isinstance(planes, str):
+        scope = scope_arguments(objects, planes, viewer, labels_layer)
+    else:  # refine's own planes
+        scope = {**scope_arguments(objects, "all planes", viewer, labels_layer), "planes": planes}
+    kwargs = {**scope, **refine_kwargs}
+    # refine's checks of its options and planes, before a model is loaded (maybe downloaded)
+    RefineOptions(**{k: v for k, v in kwargs.items() if k in OPTION_NAMES})
+    plane_indices(tuple(layer_data(labels_layer).shape), kwargs.get("planes"))
     inputs = refine_inputs(image_layer, labels_layer, output)
     if inputs.out is not None:
         kwargs.setdefault("out", inputs.out)
-    result = refine(inputs.image, inputs.labels, sam, **kwargs)
-    return apply_result(viewer, labels_layer, result, output, inputs.snapshot)
+    with activity_progress(f"refining {labels_layer.name!r}") as progress:
+        progress(0, 1, "loading the model")
+        model = resolve_sam(sam, kwargs.get("device", "auto"))
+        with reporting_encoder(model, progress):
+            result = refine(inputs.image, inputs.labels, model, progress=progress, **kwargs)
+    return apply_result(viewer, labels_layer, result, output, inputs.snapshot, image_layer)
+
+
+def _plane_of(viewer, layer, plane):
+    """The plane of ``layer`` a 2D face works on: ``plane``, or the one the viewer shows."""
+    if layer.ndim == 2:
+        if plane is not None:
+            raise ValueError(f"{layer.name!r} is 2D: leave plane=None.")
+        return None
+    if plane is None:
+        return current_plane(viewer, layer)
+    lead = (plane,) if np.isscalar(plane) else tuple(plane)
+    shape = layer_data(layer).shape[: layer.ndim - 2]
+    if len(lead) != len(shape) or not all(0 <= int(p) < n for p, n in zip(lead, shape, strict=True)):
+        raise ValueError(f"plane {plane!r} is not a plane of {layer.name!r} (its planes: {shape}).")
+    return int(lead[0]) if len(lead) == 1 else tuple(int(p) for p in lead)
+
+
+def excavate_layers(
+    viewer,
+    labels,
+    image=None,
+    sam=None,
+    *,
+    label_ids: Iterable[int] | None = None,
+    plane=None,
+    use_negative_point: bool = NEGATIVE_POINT,
+    cebox: float | None = None,
+) -> dict:
+    """Show the prompts mined from a Labels layer as layers, as the "Prompt excavation" widget does.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    labels : str or napari.layers.Labels
+    image : str or napari.layers.Image, optional
+        Needed with ``cebox`` only (CEBox reads SAM's image embedding).
+    sam : Sam, str or path, optional
+        Needed with ``cebox`` only.
+    label_ids : iterable of int, optional
+        Only these objects (default all).
+    plane : int, (t, z) or None
+        The plane of a stack (default the one the viewer shows); None for 2D.
+    use_negative_point : bool
+    cebox : float, optional
+        Grow the boxes into their context with this lambda (CEBox); default
+        tight boxes.
+
+    Returns
+    -------
+    dict
+        The layers by role: "points" (Points: ``features`` ``label_id`` and
+        ``kind`` positive/negative), "boxes" (Shapes: ``label_id`` and ``kind``
+        tight/cebox) and "gaussian" (Image: the Gaussian mask prompts). Run again,
+        it updates them. Edited (points moved, added, deleted; boxes moved or
+        resized), they are what :func:`rerefine_object` reads.
+    """
+    labels_layer = find_layer(viewer, labels, "labels")
+    plane = _plane_of(viewer, labels_layer, plane)
+    lead = () if plane is None else ((plane,) if np.isscalar(plane) else plane)
+    coarse = np.array(layer_data(labels_layer)[lead], copy=True)
+    ids = None if label_ids is None else [int(i) for i in label_ids]
+    for label_id in ids or ():
+        problem = missing_label_text(coarse, label_id, labels_layer.name, "to excavate", plane)
+        if problem:
+            raise ValueError(problem)
+    embedding = None
+    if cebox is not None:
+        if image is None or sam is None:
+            raise ValueError("CEBox needs the image and a model: pass image=... and sam=..., or cebox=None.")
+        image_layer = find_layer(viewer, image, "image")
+        check_pair(image_layer, labels_layer)
+        picture = in_memory(layer_data(image_layer, like=layer_data(labels_layer).shape)[lead])
+        with activity_progress(f"prompts of {labels_layer.name!r}") as progress:
+            progress(0, 1, "loading the model")
+            model = resolve_sam(sam)
+            with reporting_encoder(model, progress):
+                embedding = default_cache.get(model, to_sam_rgb(picture))
+            progress(1, 1, "done")
+    prompts = excavate_prompts(coarse, embedding, label_ids=ids, cebox=cebox,
+                               use_negative_point=use_negative_point)
+    return show_prompts(viewer, labels_layer, prompts, plane)
+
+
+def _pairs(viewer, pairs) -> list:
+    """(Image, Labels) layer pairs from pairs of layers or names (one pair alone too)."""
+    if isinstance(pairs, tuple) and len(pairs) == 2 and not isinstance(pairs[0], (tuple, list)):
+        pairs = [pairs]
+    out = []
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"each pair is (image, labels), got {pair!r}")
+        image, labels = find_layer(viewer, pair[0], "image"), find_layer(viewer, pair[1], "labels")
+        check_pair(image, labels)
+        out.append((image, labels))
+    if not out:
+        raise ValueError("Give at least one (image, labels) pair of layers.")
+    return out
+
+
+def judge_layers(viewer, image, coarse, refined, support: Sequence, sam="vit_b_lm", **judge_kwargs) -> dict:
+    """Judge a refinement object by object (JFS) and show the verdicts, as the "JFS judge" widget does.
+
+    The plane each layer shows in the viewer is judged (2D layers whole), and
+    the results are drawn on that plane.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    image : str or napari.layers.Image
+        The query image.
+    coarse, refined : str or napari.layers.Labels
+        Its coarse labels and their refinement (same ids).
+    support : (image, labels) pair or list of pairs
+        Support pairs: Image and Labels layers (or names) with trusted labels
+        of the same kind of objects.
+    sam : Sam, str or path
+        The model of the "sam" backend.
+    **judge_kwargs
+        Passed to :func:`napari_samrefine.judge_refinement` (``k``, ``tau``,
+        ``masking``, ``label_ids``, ``backend``, ``return_predictions`` ...).
+
+    Returns
+    -------
+    dict
+        The layers by name: "verdicts" (improved, degraded, uncertain by
+        colour), "accepted" (refined where improved, coarse elsewhere; its
+        ``features`` is the per-object table) and, with
+        ``return_predictions=True``, "SMP1 n" and "SMP2 n" over support image n.
+    """
+    from napari_samrefine.judge.jfs import judge_refinement
+
+    image_layer = find_layer(viewer, image, "image")
+    coarse_layer, refined_layer = find_layer(viewer, coarse, "labels"), find_layer(viewer, refined, "labels")
+    if coarse_layer is refined_layer:
+        raise ValueError("Coarse and refined labels are the same layer: give two layers.")
+    check_pair(image_layer, coarse_layer)
+    check_pair(image_layer, refined_layer)
+    pairs = _pairs(viewer, support)
+
+    def plane(layer):  # what the widget judges: the plane shown
+        return np.array(displayed_plane(viewer, layer), copy=True)
+
+    with activity_progress(f"judging {refined_layer.name!r}") as progress:
+        model = None
+        if judge_kwargs.get("backend", "sam") == "sam":
+            progress(0, 1, "loading the model")
+            model = resolve_sam(sam)
+        with reporting_encoder(model, progress):
+            result = judge_refinement(
+                plane(image_layer), plane(coarse_layer), plane(refined_layer),
+                [plane(i) for i, _ in pairs], [plane(j) for _, j in pairs],
+                sam=model, progress=progress, **judge_kwargs,
+            )  # fmt: skip
+    return show_judge_result(viewer, result, refined_layer, pairs, result.table())
+
+
+def adapt_layers(viewer, pairs, sam="vit_b_lm", *, output=None, epochs: int = 1, **adapt_kwargs):
+    """Train an IoU adaptor (SAMRefiner++) on layer pairs, as the "IoU adaption" widget does.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    pairs : (image, labels) pair or list of pairs
+        Image and Labels layers (or names); the labels are coarse masks (no
+        annotation needed).
+    sam : Sam, str or path
+    output : str or path, optional
+        Save the adaptor there (the refine widget's "IoU adaptor" field and
+        ``refine(..., iou_adaptor=load_iou_adaptor(path))`` read it).
+    epochs : int
+    **adapt_kwargs
+        Passed to :func:`napari_samrefine.adapt_iou_head`.
+
+    Returns
+    -------
+    IoUAdaptor
+        Its ``metadata`` holds the training's numbers (``train_top1_before``,
+        ``train_top1_after`` ...).
+    """
+    import warnings
+
+    from napari_samrefine.adaption.training import adapt_iou_head
+
+    chosen = _pairs(viewer, pairs)
+    images = [in_memory(layer_data(img, like=layer_data(lab).shape)) for img, lab in chosen]
+    labels = [np.array(layer_data(lab), copy=True) for _, lab in chosen]
+    with activity_progress("training an IoU adaptor") as progress:
+        progress(0, 1, "loading the model")
+        model = resolve_sam(sam)
+        with reporting_encoder(model, progress):
+            adaptor = adapt_iou_head(model, images, labels, epochs=epochs, progress=progress, **adapt_kwargs)
+    note = adaptor_note(model_profile(model))
+    if note:  # measured for this model: the widget says it too
+        warnings.warn(note, UserWarning, stacklevel=2)
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        adaptor.save(output)
+    return adaptor

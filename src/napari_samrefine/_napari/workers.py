@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from magicgui.widgets import Container, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info
 from psygnal import Signal
-from qtpy.QtCore import QEvent, QObject, QSize
-from qtpy.QtWidgets import QBoxLayout, QFrame, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, QObject
 from superqt.utils import ensure_main_thread
 
+from napari_samrefine._napari.dock_layout import fit_new_dock, scroll_body, shrinkable_choices
 from napari_samrefine._napari.lazy_layers import claim_new_stores, settle_stores, watch_stores
 from napari_samrefine._napari.status import StatusLine
 from napari_samrefine._progress import Cancelled
@@ -32,8 +32,6 @@ from napari_samrefine._progress import Cancelled
 __all__ = ["TaskWidget", "CANCELLED", "CLOSED_TEXT", "removed_text"]
 
 CANCELLED = object()  # what launch() turns a Cancelled into
-
-MAX_HINT = (600, 800)  # px: the most a widget asks of its dock; beyond that its fields scroll
 
 CLOSED_TEXT = "The widget was closed during the run: it was cancelled and no layer was changed."
 
@@ -64,68 +62,6 @@ class _CloseWatch(QObject):
         return False
 
 
-class _ScrollArea(QScrollArea):
-    """A scroll area that asks for the width its fields need (up to ``MAX_HINT``).
-
-    QScrollArea asks for at most 36 x 24 lines of text, narrower than the
-    fields, which then scroll sideways; it can still be made as small as the user
-    wants (its minimum size stays small), the fields scroll then.
-    """
-
-    def sizeHint(self) -> QSize:
-        body = self.widget()
-        if body is None:
-            return super().sizeHint()
-        hint = body.sizeHint().expandedTo(body.minimumSizeHint())
-        frame = 2 * self.frameWidth()
-        bar = self.verticalScrollBar().sizeHint().width()
-        return QSize(min(hint.width() + bar + frame, MAX_HINT[0]), min(hint.height() + frame, MAX_HINT[1]))
-
-
-def _scroll_body(container: Container) -> QScrollArea | None:
-    """Put the (still empty) ``container``'s fields in a scroll area inside its own widget.
-
-    napari docks ``container.native`` as it is (a magicgui ``scrollable=True``
-    container would be docked without its scroll area), so the scroll area goes
-    inside: ``native`` holds only the scroll area, and the fields magicgui adds go
-    into the scroll area's widget. The dock can then be made as small as the
-    screen needs; the fields scroll. Returns the scroll area (None if the
-    magicgui backend is not laid out as expected: the fields stay unscrolled).
-    """
-    backend = container._widget
-    outer = getattr(backend, "_layout", None)
-    if not isinstance(outer, QBoxLayout) or outer.count() or len(container):
-        return None
-    body = QWidget()
-    inner = QVBoxLayout(body)
-    inner.setContentsMargins(outer.contentsMargins())
-    inner.setSpacing(outer.spacing())
-    inner.addStretch(1)  # fields keep their height at the top; magicgui inserts before this
-    scroll = _ScrollArea()
-    scroll.setWidgetResizable(True)
-    scroll.setFrameShape(QFrame.Shape.NoFrame)
-    scroll.setWidget(body)
-    outer.setContentsMargins(0, 0, 0, 0)
-    outer.addWidget(scroll)
-    backend._layout = inner
-    return scroll
-
-
-def _shrinkable_choices(widget: QWidget, chars: int = 12) -> None:
-    """Let the drop-downs under ``widget`` be narrower than their longest entry.
-
-    A QComboBox is at least as wide as its longest item (a long layer or model
-    name) by default, which forces the dock to scroll sideways; this way it
-    shrinks to ``chars`` characters where space is short, and fills the width
-    otherwise.
-    """
-    from qtpy.QtWidgets import QComboBox
-
-    for combo in widget.findChildren(QComboBox):
-        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        combo.setMinimumContentsLength(chars)
-
-
 class TaskWidget(Container):
     """Base of the dock widgets: a Run button, Cancel, a progress bar and a status line.
 
@@ -146,7 +82,7 @@ class TaskWidget(Container):
 
     def __init__(self, napari_viewer, run_text: str):
         super().__init__(labels=True)
-        self._scroll = _scroll_body(self)
+        self._scroll = scroll_body(self)
         self._viewer = napari_viewer
         self.worker = None
         self._busy = False  # from launch() until the worker finished
@@ -174,7 +110,7 @@ class TaskWidget(Container):
     def add_footer(self) -> None:
         """Append the Run/Cancel buttons, the progress bar and the status line."""
         self.extend([self._run_button, self._stop_button, self._bar, self._status])
-        _shrinkable_choices(self.native)
+        shrinkable_choices(self.native)
 
 
     def run(self, *_):  # pragma: no cover - overridden
@@ -302,35 +238,9 @@ class TaskWidget(Container):
         if self._deleted or self._closed:
             return
         try:
-            self._fit_dock_now()
+            fit_new_dock(self.native, self._scroll)
         except RuntimeError:  # the Qt widget went away meanwhile
             pass
-
-    def _fit_dock_now(self) -> None:
-        from qtpy.QtCore import Qt
-        from qtpy.QtWidgets import QDockWidget, QMainWindow
-
-        dock = self.native.parent()
-        while dock is not None and not isinstance(dock, QDockWidget):
-            dock = dock.parent()
-        window = dock.parent() if dock is not None else None
-        if not isinstance(window, QMainWindow) or dock.isFloating():
-            return
-        area = window.dockWidgetArea(dock)
-        if area not in (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea):
-            return
-        column = [
-            d for d in window.findChildren(QDockWidget)
-            if d is not dock and d.isVisible() and not d.isFloating()
-            and window.dockWidgetArea(d) == area
-        ]  # fmt: skip
-        hint = self._scroll.sizeHint()
-        width = max([hint.width(), *(d.width() for d in column)])
-        window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
-        if column:  # Qt leaves a dock added last a few lines: the column's docks share its height
-            docks = [*column, dock]
-            share = sum(d.height() for d in docks) // len(docks)
-            window.resizeDocks(docks, [share] * len(docks), Qt.Orientation.Vertical)
 
     def _widget_closed(self) -> None:
         self._closed = True

@@ -105,10 +105,12 @@ def summary(table, name: str, output: Path) -> str:
     -------
     str
     """
-    from napari_samrefine.judge.verdicts import DEGRADED, IMPROVED, UNCERTAIN
+    from napari_samrefine.judge.verdicts import DEGRADED, IMPROVED, UNCERTAIN, UNJUDGED
 
     counts = table["verdict"].value_counts().to_dict()
     words = ", ".join(f"{counts.get(v, 0)} {v}" for v in (IMPROVED, DEGRADED, UNCERTAIN))
+    if counts.get(UNJUDGED, 0):  # only when some object's predictions all missed
+        words += f", {counts[UNJUDGED]} {UNJUDGED}"
     noun = "object" if len(table) == 1 else "objects"
     return f"{name}: {len(table)} {noun} judged: {words} -> {output}"
 

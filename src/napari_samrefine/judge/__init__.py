@@ -17,6 +17,7 @@ from napari_samrefine.judge.verdicts import (
     DEGRADED,
     IMPROVED,
     UNCERTAIN,
+    UNJUDGED,
     VERDICT_CODES,
     SupportScore,
     Verdict,
@@ -38,6 +39,7 @@ __all__ = [
     "IMPROVED",
     "DEGRADED",
     "UNCERTAIN",
+    "UNJUDGED",
     "VERDICT_CODES",
 ]
 

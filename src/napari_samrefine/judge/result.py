@@ -144,7 +144,7 @@ class JudgeResult:
         return pd.DataFrame(rows, columns=columns)
 
     def verdict_image(self) -> np.ndarray:
-        """uint8 image of the accepted objects coded 1 improved, 2 degraded, 3 uncertain."""
+        """uint8 image of the accepted objects coded 1 improved, 2 degraded, 3 uncertain, 4 could not judge."""
         return verdict_image(self.accepted, self.verdicts)
 
     def support_mask_predictions(self, pair: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,8 @@ __all__ = [
     "IMPROVED",
     "DEGRADED",
     "UNCERTAIN",
+    "UNJUDGED",
+    "MISSED_IOU",
     "VERDICT_CODES",
     "SupportScore",
     "Verdict",
@@ -29,8 +31,12 @@ __all__ = [
 ]
 
 IMPROVED, DEGRADED, UNCERTAIN = "improved", "degraded", "uncertain"
+UNJUDGED = "could not judge"
+"""The verdict of an object whose support mask predictions all missed (see :func:`decide`)."""
 #: Pixel values of :func:`verdict_image` (0 is background).
-VERDICT_CODES = {IMPROVED: 1, DEGRADED: 2, UNCERTAIN: 3}
+VERDICT_CODES = {IMPROVED: 1, DEGRADED: 2, UNCERTAIN: 3, UNJUDGED: 4}
+MISSED_IOU = 0.05
+"""At or below this mean IoU with the support masks both predictions missed: no verdict."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +94,14 @@ class Verdict:
     Attributes
     ----------
     verdict : str
-        "improved", "degraded" or "uncertain".
+        "improved", "degraded", "uncertain" or "could not judge".
     reason : str
         Why an object is uncertain: "similar-masks" (IoU(coarse, refined) at or
         above the limit), "below-tau" (|delta| <= tau), "disagreement" (too few
-        supports share the sign of the mean delta), "no-support"; "" otherwise.
+        supports share the sign of the mean delta), "no-support"; why it could
+        not be judged: "both-missed" (the predictions from both masks missed the
+        support objects, E1 and E2 at most ``missed_iou``, so their difference
+        says nothing); "" otherwise.
     e1, e2, delta, e1_soft, e2_soft, delta_soft : float
         Means over the supports.
     agreement : float
@@ -122,6 +131,7 @@ def decide(
     min_agreement: float = 2 / 3,
     similar_iou: float = 0.95,
     score: str = "hard",
+    missed_iou: float = MISSED_IOU,
 ) -> Verdict:
     """The JFS verdict of one object from its per-support scores.
 
@@ -142,6 +152,12 @@ def decide(
     score : {"hard", "soft"}
         Which delta decides: the IoU of the binary SMP (the paper's) or the
         soft IoU of the probabilities (threshold-free; breaks hard ties).
+    missed_iou : float
+        When the mean E1 and E2 (of the deciding score) are both at or below
+        this, both predictions missed the support objects: the verdict is
+        "could not judge" (reason "both-missed"), not "uncertain", which would
+        read as "the refinement changed little". Masks too similar to judge stay
+        "uncertain" ("similar-masks") first.
 
     Returns
     -------
@@ -159,8 +175,11 @@ def decide(
     deltas = np.array([s.delta if score == "hard" else s.delta_soft for s in scores])
     mean = float(deltas.mean())
     agreement = float(np.mean(np.sign(deltas) == np.sign(mean)))
+    first, second = (e1, e2) if score == "hard" else (e1s, e2s)
     if iou_coarse_refined >= similar_iou:
         verdict, reason = UNCERTAIN, "similar-masks"
+    elif max(first, second) <= missed_iou:
+        verdict, reason = UNJUDGED, "both-missed"
     elif abs(mean) <= tau:
         verdict, reason = UNCERTAIN, "below-tau"
     elif agreement < min_agreement:

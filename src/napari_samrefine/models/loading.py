@@ -36,6 +36,7 @@ from napari_samrefine.models.fast_encoder import (
     enable_fast_encoder,
     fast_encoder_key,
 )
+from napari_samrefine.models.finetune_file import apply_finetune
 from napari_samrefine.models.info import tensor_signature
 from napari_samrefine.models.profile import (
     BOX_ONLY_MINMAX_PROFILE,
@@ -146,6 +147,7 @@ def load_sam(
     progressbar: bool = True,
     profile: ModelProfile | None = None,
     fast_encoder: bool = True,
+    finetune: str | os.PathLike | None = None,
 ) -> Sam:
     """Load a SAM model from the registry or from a local checkpoint.
 
@@ -180,6 +182,12 @@ def load_sam(
         fused attention, equal to the stock encoder to float rounding); False
         keeps segment-anything's stock encoder. See
         :func:`~napari_samrefine.models.fast_encoder.enable_fast_encoder`.
+    finetune : path-like, optional
+        A taught model's file (:func:`~napari_samrefine.teach.finetune.finetune`):
+        the model returned is ``model`` with the file's prompt encoder and mask
+        decoder, sharing ``model``'s image encoder (and so its embeddings); see
+        :func:`~napari_samrefine.models.finetune_file.apply_finetune`. A file
+        taught from another base model is refused with a message naming it.
 
     Returns
     -------
@@ -241,7 +249,14 @@ def load_sam(
     sam = cached_model(key, load, stamp=_state)
     source = model_source(sam)
     _check_arch(source.arch, entry, path or source.checkpoint)  # the file was loaded as another
-    return sam
+    if finetune is None:
+        return sam
+    taught = Path(finetune)
+    if not taught.is_file():
+        raise FileNotFoundError(f"No taught-model file at {taught} (finetune=).")
+    base = sam
+    return cached_model(("finetune", key, checkpoint_digest(taught)),
+                        lambda: apply_finetune(base, taught), stamp=_state)
 
 
 def resolve_sam(sam, device: str = "auto") -> Sam:

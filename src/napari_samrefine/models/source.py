@@ -34,12 +34,19 @@ class ModelSource:
         Absolute path of the file read.
     xxh128 : str or None
         xxh128 hex digest of that file.
+    base_xxh128 : str or None
+        For a taught model (``load_sam(base, finetune=FILE)``), the digest of its
+        base model's checkpoint; ``checkpoint`` and ``xxh128`` are the taught file's.
+    base_name : str or None
+        For a taught model, its base model's name.
     """
 
     name: str
     arch: str
     checkpoint: str | None = None
     xxh128: str | None = None
+    base_xxh128: str | None = None
+    base_name: str | None = None
 
 
 _SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

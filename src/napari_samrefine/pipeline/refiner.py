@@ -208,7 +208,7 @@ def refine(
     support : (image, labels) or list of such pairs, optional
         Support pairs for the JFS judge (:func:`~napari_samrefine.judge_refinement`):
         images of the same kind of objects with trusted instance labels. Each
-        refined object's verdict ("improved", "degraded", "uncertain") is then
+        refined object's verdict ("improved", "degraded", "uncertain", "could not judge") is then
         in ``ObjectResult.jfs_verdict`` (the table's ``jfs_verdict`` column),
         from one ``judge_refinement`` call, with ``sam`` as the few-shot
         model, on the coarse labels and the labels returned (after ``keep``:

@@ -66,7 +66,7 @@ class ObjectResult:
         With ``refine(..., support=...)``: the JFS judge's verdict on the mask
         ``refine`` returned for the object (after the keep policy, so a
         "kept-coarse" object is judged on its coarse mask and comes out
-        "uncertain"): "improved", "degraded" or "uncertain". "" without
+        "uncertain"): "improved", "degraded", "uncertain" or "could not judge". "" without
         support, and for objects not refined. A column only: it does not
         change which mask is kept.
     """

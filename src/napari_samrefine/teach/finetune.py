@@ -1,0 +1,398 @@
+"""Teach SAM to refine: fine-tune its mask decoder on a few annotated images.
+
+:func:`finetune` makes coarse masks from the user's true labels
+(:mod:`~napari_samrefine.teach.views`), mines the prompts refine would mine from
+them at the object scale refine uses, and trains SAM's prompt encoder and mask
+decoder (the image encoder is frozen, so every embedding is computed once and
+shared with refine) to answer the true masks, with SAM's own losses
+(:mod:`~napari_samrefine.teach.losses`). A validation split of whole images is
+scored after every epoch (mean IoU in SAM's low-res frame, beside the coarse
+masks' own); the best epoch is kept and teaching stops early when validation
+stops improving. The result is saved as a small file
+(:mod:`~napari_samrefine.models.finetune_file`) that
+``load_sam(base, finetune=FILE)`` applies.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import xxhash
+
+from napari_samrefine._progress import ProgressCallback, report
+from napari_samrefine.engine.embedding import EmbeddingCache
+from napari_samrefine.engine.preprocess import PERCENTILES
+from napari_samrefine.labels.values import check_label_values
+from napari_samrefine.models.finetune_file import (
+    FinetuneFile,
+    apply_finetune,
+    base_identity,
+    taught_weights,
+    write_finetune_file,
+)
+from napari_samrefine.models.profile import PROMPT_KINDS, model_profile
+from napari_samrefine.models.source import model_source
+from napari_samrefine.samrefiner.decode import decode_batch, sam_frame_prompts
+from napari_samrefine.teach.examples import DIHEDRAL, TeachingExample, teaching_examples
+from napari_samrefine.teach.losses import mask_iou, refine_loss
+from napari_samrefine.teach.views import TEACH_KINDS, teaching_views
+
+__all__ = ["TeachOptions", "Taught", "decode_example", "finetune", "validation_iou"]
+
+
+@dataclass(frozen=True)
+class TeachOptions:
+    """How a model is taught (all saved in the taught file).
+
+    Attributes
+    ----------
+    prompts : tuple of str
+        Prompt kinds the taught model is given, at teaching and at refine.
+    kinds : tuple of str
+        Coarse-mask kinds made from the labels (:data:`~.views.TEACH_KINDS`).
+    seeds : tuple of int
+        Seeds of the random coarse-mask kinds (more seeds, more examples).
+    augment : tuple of int
+        Turns and flips used (:data:`~.examples.DIHEDRAL`; ``(0,)``: none).
+    epochs : int
+        At most this many passes over the training examples.
+    batch_size : int
+        Objects per optimiser step.
+    lr : float
+        AdamW learning rate.
+    weight_decay : float
+        AdamW weight decay.
+    validation : float
+        Fraction of the images (at least one when there are two or more) held
+        out to validate; with one image, its unturned views validate.
+    validation_objects : int
+        At most about this many validation objects are scored after each epoch.
+    patience : int
+        Epochs without a better validation IoU before teaching stops.
+    max_minutes : float or None
+        Stop training after this many minutes (counted from the first step; the
+        epoch under way ends there, is validated, and the best epoch is kept).
+    keep : {"better", "refined"}
+        The keep policy the taught model refines with by default.
+    seed : int
+        Seed of the split, the order of the examples and nothing else.
+    """
+
+    prompts: tuple[str, ...] = ("box", "mask")
+    kinds: tuple[str, ...] = TEACH_KINDS
+    seeds: tuple[int, ...] = (1,)
+    augment: tuple[int, ...] = DIHEDRAL
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    validation: float = 0.2
+    validation_objects: int = 400
+    patience: int = 3
+    max_minutes: float | None = None
+    keep: str = "better"
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.prompts or any(p not in PROMPT_KINDS for p in self.prompts):
+            raise ValueError(f"prompts must be a non-empty subset of {PROMPT_KINDS}, got {self.prompts!r}.")
+        if any(k not in DIHEDRAL for k in self.augment) or not self.augment:
+            raise ValueError(f"augment must be a non-empty subset of {DIHEDRAL}, got {self.augment!r}.")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or not self.lr > 0:
+            raise ValueError("epochs, batch_size and patience must be at least 1, and lr > 0.")
+        if not 0 <= self.validation < 1:
+            raise ValueError(f"validation must be a fraction in [0, 1), got {self.validation!r}.")
+        if self.keep not in ("better", "refined"):
+            raise ValueError(f"keep must be 'better' or 'refined', got {self.keep!r}.")
+
+
+@dataclass
+class Taught:
+    """What :func:`finetune` returns.
+
+    Attributes
+    ----------
+    model : segment_anything.modeling.Sam
+        The taught model, ready for :func:`~napari_samrefine.refine` (it shares the
+        base model's image encoder).
+    path : pathlib.Path or None
+        The file written, if ``out`` was given.
+    history : list of dict
+        Per epoch: ``epoch``, ``loss`` (mean training loss per object),
+        ``val_iou`` (mean IoU of the taught masks with the truth on the validation
+        objects), ``val_coarse_iou`` (the coarse masks' own), ``seconds``.
+    best_epoch : int
+        The epoch whose weights were kept (0: before teaching).
+    metadata : dict
+        What the file holds beside the weights.
+    """
+
+    model: object
+    path: Path | None
+    history: list = field(default_factory=list)
+    best_epoch: int = 0
+    metadata: dict = field(default_factory=dict)
+
+
+def _hash_pair(image: np.ndarray, labels: np.ndarray) -> str:
+    h = xxhash.xxh3_128()
+    for a in (np.ascontiguousarray(image), np.ascontiguousarray(labels)):
+        h.update(f"{a.dtype}|{a.shape}|".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Training and validation image indices (validation: whole images)."""
+    if n < 2 or fraction == 0:
+        return list(range(n)), []
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    k = max(1, round(n * fraction))
+    return sorted(order[k:]), sorted(order[:k])
+
+
+def decode_example(model, ex: TeachingExample, rows=None):
+    """Low-res logits (n, L, L) and predicted IoU (n,) of ``ex``'s objects (``rows`` of them),
+    through segment-anything's prompt encoder and mask decoder (differentiable), single mask."""
+    device = next(model.mask_decoder.parameters()).device
+    rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+    chosen = {k: None if v is None else (v if rows is None else v[rows]) for k, v in ex.prompts.items()}
+    points, boxes, masks = sam_frame_prompts(ex.embedding.frame, device, **chosen)
+    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+    low, iou = model.mask_decoder(
+        image_embeddings=ex.embedding.features.to(device), image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+    return low[:, 0], iou[:, 0]
+
+
+def validation_iou(model, examples: Sequence[TeachingExample]) -> tuple[float, float]:
+    """Mean IoU with the truth, per object, of ``model``'s masks and of the coarse masks.
+
+    The masks are decoded as refine decodes them
+    (:func:`~napari_samrefine.samrefiner.decode.decode_batch`, single mask).
+    """
+    ious, coarse = [], []
+    for ex in examples:
+        low = decode_batch(model, ex.embedding, **ex.prompts, multimask=False).lowres
+        ious.append(mask_iou(low, ex.targets))
+        coarse.append(mask_iou(ex.coarse.float() * 2 - 1, ex.targets))
+    if not ious:
+        return math.nan, math.nan
+    return float(torch.cat(ious).mean()), float(torch.cat(coarse).mean())
+
+
+def _subset(examples: list, most: int, rng) -> list:
+    """At most about ``most`` objects' examples, drawn once (validation stays cheap)."""
+    if sum(map(len, examples)) <= most:
+        return examples
+    out, n = [], 0
+    for i in rng.permutation(len(examples)).tolist():
+        if n >= most:
+            break
+        out.append(examples[i])
+        n += len(examples[i])
+    return out
+
+
+def _batches(examples: Sequence[TeachingExample], size: int, rng) -> list[dict[int, list[int]]]:
+    """One epoch's optimiser steps: per step, the objects (example -> rows) it learns from."""
+    items = [(e, r) for e, ex in enumerate(examples) for r in range(len(ex))]
+    order = rng.permutation(len(items))
+    out = []
+    for start in range(0, len(order), size):
+        step: dict[int, list[int]] = {}
+        for j in order[start:start + size]:
+            e, r = items[j]
+            step.setdefault(e, []).append(r)
+        out.append(step)
+    return out
+
+
+def _eta(start: float, done: int, total: int) -> str:
+    if done == 0:
+        return ""
+    left = (time.perf_counter() - start) / done * (total - done)
+    return f"; about {left / 60:.0f} min left" if left >= 60 else f"; about {left:.0f} s left"
+
+
+def finetune(
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    sam,
+    *,
+    out: str | os.PathLike | None = None,
+    options: TeachOptions | None = None,
+    channel: int | str | None = None,
+    percentiles: tuple[float, float] = PERCENTILES,
+    embedding_cache: EmbeddingCache | None = None,
+    progress: ProgressCallback | None = None,
+    log=None,
+) -> Taught:
+    """Teach ``sam`` to refine coarse masks into the given labels.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        2D images (grey, RGB, or channels last with ``channel``), as refine takes them.
+    labels : sequence of numpy.ndarray
+        Their corrected instance labels (2D integers, 0 = background). Neither
+        images nor labels are modified.
+    sam : segment_anything.modeling.Sam
+        The base model (left unchanged); a taught model's file names it.
+    out : path-like, optional
+        Where to write the taught model's file (atomically, once teaching ends;
+        a cancelled call writes nothing).
+    options : TeachOptions, optional
+        How to teach (default :class:`TeachOptions`).
+    channel, percentiles
+        As in :func:`~napari_samrefine.refine`.
+    embedding_cache : EmbeddingCache, optional
+        Where the teaching windows' embeddings are looked up and kept.
+    progress : callable, optional
+        ``progress(done, total, message)``; raise
+        :class:`~napari_samrefine._progress.Cancelled` in it to stop (nothing is written).
+    log : callable, optional
+        Called with one line per epoch (e.g. ``print``).
+
+    Returns
+    -------
+    Taught
+
+    Raises
+    ------
+    ValueError
+        For no images, images and labels of different counts or shapes, or labels
+        without objects.
+    """
+    opts = options or TeachOptions()
+    images, labels = list(images), list(labels)
+    if not images or len(images) != len(labels):
+        raise ValueError(f"finetune needs pairs of images and labels; got {len(images)} images "
+                         f"and {len(labels)} label images.")
+    for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
+        check_label_values(lab, f"labels[{i}]")
+        if np.ndim(lab) != 2:
+            raise ValueError(f"labels[{i}] has shape {np.shape(lab)}: finetune takes 2D label images "
+                             "(give the planes of a stack one by one).")
+        if np.shape(im)[:2] != np.shape(lab) and np.shape(im)[-2:] != np.shape(lab):
+            raise ValueError(f"images[{i}] has shape {np.shape(im)}, its labels {np.shape(lab)}: "
+                             "give each image with labels of its own height and width.")
+        if not np.any(lab):
+            raise ValueError(f"labels[{i}] holds no object: give labels with the objects to learn.")
+    cache = embedding_cache if embedding_cache is not None else EmbeddingCache(max_items=4)
+    train_ids, val_ids = _split(len(images), opts.validation, opts.seed)
+
+    def stage(lo: float, hi: float):
+        return None if progress is None else (
+            lambda d, t, m: progress(int(1000 * (lo + (hi - lo) * d / max(t, 1))), 1000, m))
+
+    views = teaching_views([images[i] for i in train_ids], [labels[i] for i in train_ids], sam,
+                           kinds=opts.kinds, seeds=opts.seeds, channel=channel, percentiles=percentiles)
+    train = teaching_examples(views, sam, prompts=opts.prompts, augment=opts.augment, cache=cache,
+                              progress=stage(0.0, 0.3))
+    if val_ids:
+        val_views = teaching_views([images[i] for i in val_ids], [labels[i] for i in val_ids], sam,
+                                   kinds=opts.kinds, seeds=(0,), channel=channel, percentiles=percentiles)
+        val = teaching_examples(val_views, sam, prompts=opts.prompts, augment=(0,), cache=cache,
+                                progress=stage(0.3, 0.35))
+    else:
+        val = teaching_examples(views, sam, prompts=opts.prompts, augment=(0,), cache=cache)
+    if not train:
+        raise ValueError("The labels give no object to learn from.")
+
+    # the student shares the base's frozen image encoder (deepcopy's memo maps it to itself)
+    student = copy.deepcopy(sam, memo={id(sam.image_encoder): sam.image_encoder})
+    taught = [p for n, p in student.named_parameters() if not n.startswith("image_encoder.")]
+    for p in student.image_encoder.parameters():
+        p.requires_grad_(False)
+    optimiser = torch.optim.AdamW(taught, lr=opts.lr, weight_decay=opts.weight_decay)
+    rng = np.random.default_rng(opts.seed)
+    torch.manual_seed(opts.seed)
+    val = _subset(val, opts.validation_objects, rng)
+    best_iou, coarse_iou = validation_iou(student.eval(), val)
+    best = (0, taught_weights(student))
+    history = [dict(epoch=0, loss=math.nan, val_iou=best_iou, val_coarse_iou=coarse_iou, seconds=0.0)]
+    if log is not None:
+        log(f"epoch 0: validation IoU {best_iou:.3f} (coarse masks {coarse_iou:.3f}), "
+            f"{sum(map(len, train))} training objects in {len(train)} views")
+    steps_per_epoch = math.ceil(sum(map(len, train)) / opts.batch_size)
+    total = steps_per_epoch * opts.epochs
+    start, done, stale = time.perf_counter(), 0, 0
+
+    def out_of_time() -> bool:
+        return opts.max_minutes is not None and time.perf_counter() - start > 60 * opts.max_minutes
+
+    for epoch in range(1, opts.epochs + 1):
+        student.train()
+        losses, count = 0.0, 0
+        for step in _batches(train, opts.batch_size, rng):
+            optimiser.zero_grad()
+            n = sum(map(len, step.values()))
+            loss = 0.0
+            for e, rows in step.items():
+                low, iou = decode_example(student, train[e], rows)
+                part = refine_loss(low, iou, train[e].targets[torch.as_tensor(rows)].to(low.device)) / n
+                part.backward()
+                loss += float(part.detach()) * n
+            optimiser.step()
+            losses, count, done = losses + loss, count + n, done + 1
+            report(progress, 350 + int(650 * done / total), 1000,
+                   f"epoch {epoch}/{opts.epochs}, loss {losses / count:.3f}{_eta(start, done, total)}")
+            if out_of_time():
+                break
+        val_iou, _ = validation_iou(student.eval(), val)
+        seconds = time.perf_counter() - start
+        history.append(dict(epoch=epoch, loss=losses / count, val_iou=val_iou,
+                            val_coarse_iou=coarse_iou, seconds=seconds))
+        if log is not None:
+            log(f"epoch {epoch}: loss {losses / count:.4f}, validation IoU {val_iou:.3f} "
+                f"(coarse {coarse_iou:.3f}), {seconds:.0f} s")
+        if val_iou > best_iou:
+            best_iou, best, stale = val_iou, (epoch, taught_weights(student)), 0
+        else:
+            stale += 1
+        if stale >= opts.patience or out_of_time():
+            break
+    report(progress, 1000, 1000, f"taught: validation IoU {best_iou:.3f} at epoch {best[0]}")
+    source = model_source(sam)
+    base_defaults = model_profile(sam).defaults
+    metadata = dict(
+        base_model=source.base_name or source.name if source is not None else "a model built in code",
+        architecture=source.arch if source is not None else "custom",
+        base_identity=base_identity(sam),
+        prompts=list(opts.prompts),
+        defaults=dict(iterations=1, keep=opts.keep, keep_min_iou=base_defaults.keep_min_iou,
+                      source=f"taught; validation IoU {best_iou:.3f} (coarse {coarse_iou:.3f})"),
+        images=[_hash_pair(np.asarray(images[i]), np.asarray(labels[i])) for i in train_ids],
+        options={**asdict(opts), "validation_images": [_hash_pair(np.asarray(images[i]),
+                                                                   np.asarray(labels[i])) for i in val_ids]},
+        validation=dict(best_epoch=best[0], best_iou=best_iou, coarse_iou=coarse_iou,
+                        history=history, on_training_images=not val_ids),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        package_version=_version(),
+    )
+    path = None
+    if out is not None:
+        path = write_finetune_file(best[1], metadata, out)
+        model = apply_finetune(sam, path)
+    else:
+        model = apply_finetune(sam, FinetuneFile(best[1], metadata))
+    return Taught(model=model, path=path, history=history, best_epoch=best[0], metadata=metadata)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("napari-samrefine")
+    except PackageNotFoundError:
+        return "unknown"
