@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--keep", default=None, choices=("better", "refined"))
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--embeddings", type=Path, default=None, help="disk cache of embeddings")
+    parser.add_argument("--embeddings", type=Path, default=None,
+                        help="disk cache of embeddings (the folder refine_quality.py's --embeddings takes)")
     parser.add_argument("--evaluate", action="store_true", help="refine the test images afterwards")
     parser.add_argument("--skip-teaching", action="store_true", help="evaluate an existing --out")
     parser.add_argument("--csv", type=Path, default=None, help="per-object rows of the evaluation")
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             seeds=args.seeds, prompts=args.prompts, lr=args.lr, batch_size=args.batch_size,
             keep=args.keep).items() if v is not None}
         options = TeachOptions(**chosen)
-        cache = nsr.EmbeddingCache(max_items=4096, disk=args.embeddings)
+        # refine_quality.py keeps zoom-1 views' embeddings in <embeddings>/x1: the same windows
+        cache = nsr.EmbeddingCache(max_items=4096, disk=args.embeddings and args.embeddings / "x1")
         start = time.perf_counter()
         taught = finetune([pairs[n].image for n in train], [pairs[n].labels for n in train], sam,
                           out=args.out, options=options, embedding_cache=cache, log=print)
