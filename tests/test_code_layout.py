@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"models", *BASE, "labels"},
     "samrefiner": {"engine", "models", "labels", "_progress"},
     "adaption": {"samrefiner", "engine", "models", "labels", *BASE},
-    "quality": {"samrefiner", "engine", "models", "labels", "_progress"},
+    "quality": {"samrefiner", "engine", "models", "labels", *BASE},
     "pipeline": {"judge", "quality", "samrefiner", "engine", "models", "labels", *BASE},
     "judge": {"samrefiner", "engine", "models", "labels", *BASE},
     "evaluation": {"pipeline", "quality", "samrefiner", "engine", "models", "labels", *BASE},

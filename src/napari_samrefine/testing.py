@@ -28,6 +28,7 @@ def tiny_sam(
     encoder_heads: int = 2,
     window_size: int = 8,
     prompt_dim: int = 32,
+    mask_in_chans: int = 4,
 ) -> Sam:
     """Build a tiny random-weight SAM in evaluation mode.
 
@@ -45,6 +46,12 @@ def tiny_sam(
     prompt_dim : int
         Width of the prompt encoder, the encoder neck and the mask decoder
         (at least 8).
+    mask_in_chans : int
+        Width of the prompt encoder's mask downscaling. Its first layer has
+        ``mask_in_chans // 4`` channels and is normalised across them, so with
+        the default 4 (one channel) what a mask prompt holds has no effect on
+        the output (only whether there is one does): pass 16 where a test needs
+        the mask prompt's content to matter.
 
     Returns
     -------
@@ -62,7 +69,7 @@ def tiny_sam(
     if image_size % patch_size:
         raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
     config = SamConfig(
-        prompt_dim=prompt_dim, mask_in_chans=4, decoder_depth=2, decoder_mlp_dim=2 * prompt_dim,
+        prompt_dim=prompt_dim, mask_in_chans=mask_in_chans, decoder_depth=2, decoder_mlp_dim=2 * prompt_dim,
         decoder_heads=2, decoder_downsample_rate=2, num_multimask_outputs=3, iou_head_depth=3,
         iou_head_hidden_dim=prompt_dim, image_size=image_size, patch_size=patch_size,
         encoder_dim=encoder_dim, encoder_depth=encoder_depth, encoder_heads=encoder_heads,

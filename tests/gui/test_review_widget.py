@@ -102,7 +102,8 @@ def test_review_says_what_is_missing(viewer):
     assert "no ['status'] column" in review.status or "no ['label_id', 'status']" in review.status
 
 
-def test_refine_review_revert_two_edit_one_rerefine_then_undo_everything(viewer, qtbot, sam, encoder_passes):
+def test_refine_review_revert_two_edit_one_rerefine_then_undo_everything(viewer, qtbot, sam, encoder_passes,
+                                                                         tmp_path):
     """The issue's walk: refine -> review worst -> revert two -> edit one's prompts and refine it
     again -> undo everything; the layer is exactly what it should be at each step."""
     refined, coarse = refined_viewer(viewer, qtbot, sam)
@@ -135,6 +136,7 @@ def test_refine_review_revert_two_edit_one_rerefine_then_undo_everything(viewer,
     moved[at] = (ys.min(), xs.min())
     points.data = moved
     review.refine_button.native.click()
+    qtbot.waitUntil(lambda: review.worker is not None and not review.busy, timeout=60_000)
     assert encoder_passes.n == passes  # the image's embedding was cached: no encoder pass
     (base,) = nsr.excavate_prompts(coarse_data, label_ids=[third], cebox=None)
     kinds = features["kind"].to_numpy()[features["label_id"].to_numpy() == third]
@@ -155,6 +157,8 @@ def test_refine_review_revert_two_edit_one_rerefine_then_undo_everything(viewer,
     kept = refined.metadata["samrefine_edited_prompts"][(None, third)]  # kept with the layer
     np.testing.assert_array_equal(kept.points, expected_prompts.points)
     np.testing.assert_array_equal(kept.box, expected_prompts.box)
+    review.decisions.file.value = tmp_path / "review.csv"  # saved with the edited prompts
+    review.decisions.save_button.native.click()
 
     # undo everything, step by step
     refined.undo()
@@ -166,6 +170,19 @@ def test_refine_review_revert_two_edit_one_rerefine_then_undo_everything(viewer,
     np.testing.assert_array_equal(refined.data, start)
     assert (refined.features["decision"] == "").all()
     np.testing.assert_array_equal(coarse.data, coarse_data)
+
+    # the layer opened again, its saved decisions loaded: the reverts in one step, the prompts kept
+    reopened = viewer.add_labels(start.copy(), name="reopened", features=refined.features.copy())
+    qtbot.waitUntil(lambda: review.refined_layer.value is reopened and len(review.rows) > 0, timeout=5_000)
+    review.coarse_layer.value = coarse
+    review.decisions.load_button.native.click()
+    np.testing.assert_array_equal(reopened.data, two)
+    assert "1 re-refined objects keep the pixels they have (1 with their edited prompts" in review.status
+    back = reopened.metadata["samrefine_edited_prompts"][(None, third)]
+    np.testing.assert_array_equal(back.points, expected_prompts.points)
+    np.testing.assert_array_equal(back.box, expected_prompts.box)
+    reopened.undo()
+    np.testing.assert_array_equal(reopened.data, start)
 
 
 def test_refine_this_object_says_what_is_missing(viewer, qtbot, sam):

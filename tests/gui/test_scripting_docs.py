@@ -82,6 +82,8 @@ def test_every_python_block_of_the_scripting_page_runs(make_napari_viewer, sam, 
     assert set(refined.metadata["samrefine_edited_prompts"]) == {(None, label_id)}
     assert (decided != "").sum() == 3
     np.testing.assert_array_equal(space["reviewed"] == worst[0], coarse == worst[0])
+    np.testing.assert_array_equal(space["resumed"], space["reviewed"])  # decisions saved and read back
+    assert (tmp_path / "decisions.csv").is_file()
     again, first = space["again"].labels, space["result"].labels  # given prompts: that object only
     changed = again != first
     assert changed.any() and not (changed & (again != label_id) & (first != label_id)).any()

@@ -11,6 +11,7 @@ from napari.utils import progress
 
 import napari_samrefine as nsr
 import napari_samrefine.testing  # noqa: F401  the model code, before any viewer (see test_no_crash.py)
+from napari_samrefine._napari.judge_roles import LayerRoles
 from napari_samrefine._napari.prompt_layers import points_data
 
 pytestmark = pytest.mark.gui
@@ -36,6 +37,11 @@ def test_refine_layers_takes_the_planes_refine_takes(stack_viewer, sam):
     np.testing.assert_array_equal(layer.data[:2], coarse[:2])
     assert set(layer.metadata["samrefine_table"]["plane"]) == {2}
     np.testing.assert_array_equal(viewer.layers["stack coarse"].data, coarse)  # input untouched
+    # the image it ran on is recorded as the refine widget records it: the judge's query image
+    assert layer.metadata["samrefine"]["image"] == viewer.layers["stack"].unique_id
+    roles = LayerRoles(viewer, None)
+    assert roles.query_image(viewer.layers["stack"]) and not roles.query_image(viewer.layers["nuclei"])
+    assert roles.coarse(viewer.layers["stack coarse"]) and not roles.coarse(viewer.layers["nuclei coarse"])
     # refine's own checks and words, before a model is loaded (a registry name: no download here)
     for planes in ([5], ["a"], 1.5, "3"):
         with pytest.raises(ValueError) as expected_error:
@@ -136,7 +142,9 @@ def test_judge_and_adaption_faces_give_what_the_array_functions_give(viewer, sam
         layers = nsr.judge_layers(viewer, "nuclei", "nuclei coarse", refined, ("nuclei", "nuclei coarse"),
                                   sam, **options)
         expected = judge_refinement(image, coarse, refined.data, [image], [coarse], sam=sam, **options)
-    table = layers["accepted"].features
+    features = layers["accepted"].features
+    assert features["label_id"].tolist() == list(range(len(features)))  # row i: label i
+    table = features[features["verdict"] != ""]  # the judged objects; the other rows are empty
     assert table["label_id"].tolist() == [3, 7]
     assert table["verdict"].tolist() == expected.table()["verdict"].tolist()
     np.testing.assert_array_equal(layers["accepted"].data, expected.accepted)

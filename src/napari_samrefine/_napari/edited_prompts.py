@@ -2,14 +2,21 @@
 
 The Prompt excavation widget draws an object's prompts as a Points layer (its
 positive and negative points, ``features`` ``label_id`` and ``kind``) and a
-Shapes layer (its tight box and, where CEBox grew it, the grown box). After a
-user moved, added or deleted points or moved or resized a box,
-:func:`prompts_from_layers` reads that object's prompts back as
-:class:`~napari_samrefine.ObjectPrompts`, and :func:`refine_object` decodes the
-object from them with ``refine(..., label_ids=[id], prompts=...)`` at one
-iteration (the cached embedding: no encoder pass once the image is encoded).
-The mask prompt is the one mined from the coarse mask (painting it is not
-read back).
+Shapes layer (its tight box and, where CEBox grew it, the grown box), and all
+objects' Gaussian mask prompts as one Image layer. After a user moved, added or
+deleted points, moved or resized a box, or painted or erased the mask prompt
+(the Image layer's data), :func:`prompts_from_layers` reads that object's
+prompts back as :class:`~napari_samrefine.ObjectPrompts`, and
+:func:`refine_object` decodes the object from them with ``refine(...,
+label_ids=[id], prompts=...)`` at one iteration (the cached embedding: no
+encoder pass once the image is encoded). :func:`object_inputs` reads what the
+decode needs on the GUI thread, so that :func:`refine_object` can run in a
+worker thread.
+
+The mask prompt image holds every object's map; an object's part of it is the
+pixels nearer to its coarse mask than to any other object's (a painted pixel
+counts for the object nearest to it). Where that part equals the map mined from
+the coarse mask, the mined map is used unchanged.
 """
 
 from __future__ import annotations
@@ -17,13 +24,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from scipy import ndimage
 
 from napari_samrefine._napari.layers import find_linked, layer_data, plane_index
 from napari_samrefine.pipeline.refiner import refine
 from napari_samrefine.samrefiner.prompts import ObjectPrompts, excavate_prompts
 
 __all__ = [
-    "prompt_layers", "select_object_prompts", "prompts_from_layers", "refine_object", "refine_from_layers",
+    "prompt_layers", "select_object_prompts", "mask_prompt_plane", "prompts_from_layers", "refine_object",
+    "object_inputs", "refine_from_layers",
 ]
 
 
@@ -31,6 +40,53 @@ def prompt_layers(viewer, coarse_layer):
     """The Points and Shapes layers the Prompt excavation widget drew for ``coarse_layer``
     (either may be None)."""
     return find_linked(viewer, coarse_layer, "points"), find_linked(viewer, coarse_layer, "boxes")
+
+
+def mask_prompt_plane(viewer, coarse_layer, plane=None) -> np.ndarray | None:
+    """The mask prompt image the Prompt excavation widget drew for ``coarse_layer``, in ``plane``.
+
+    A copy, float32, the shape of one plane; None when there is no such layer,
+    or it shows another plane of the stack (its prompts were excavated there),
+    or it is not the plane's shape.
+    """
+    layer = find_linked(viewer, coarse_layer, "gaussian")
+    if layer is None:
+        return None
+    data = np.asarray(layer.data, dtype=np.float32)
+    shape = tuple(coarse_layer.data.shape[-2:])
+    lead = plane_index(plane)
+    if data.shape[-2:] != shape or data.size != int(np.prod(shape)):
+        return None
+    if lead:  # one plane deep, placed at its plane with translate
+        k = len(lead)
+        shown = np.round((np.asarray(layer.translate[:k]) - np.asarray(coarse_layer.translate[:k]))
+                         / np.asarray(coarse_layer.scale[:k])).astype(int)
+        if tuple(shown.tolist()) != lead:
+            return None
+    return np.array(data.reshape(shape), copy=True)
+
+
+def _own_mask_prompt(base: ObjectPrompts, image: np.ndarray, coarse_plane: np.ndarray):
+    """``base`` with its Gaussian map read from the mask prompt ``image`` (see the module)."""
+    label_id = int(base.label_id)
+    if not (coarse_plane == label_id).any() or image.shape != coarse_plane.shape:
+        return base
+    mine = coarse_plane == label_id
+    background = coarse_plane == 0
+    if (image[background] > 0).any():  # painted beside the objects: each pixel to its nearest
+        near = ndimage.distance_transform_edt(background, return_distances=False, return_indices=True)
+        mine = coarse_plane[near[0], near[1]] == label_id
+    values = np.where(mine, np.maximum(image, 0), 0).astype(np.float32)
+    if np.array_equal(values, base.gaussian_full(coarse_plane.shape)):
+        return base  # not edited: the mined map, bit for bit
+    y0, x0 = (int(v) for v in base.offset)
+    h, w = base.gaussian.shape
+    rows, cols = np.nonzero(values > 0)
+    if rows.size:  # the mined crop, grown to what was painted beyond it
+        y0, x0 = min(y0, int(rows.min())), min(x0, int(cols.min()))
+        h = max(base.offset[0] + h, int(rows.max()) + 1) - y0
+        w = max(base.offset[1] + w, int(cols.max()) + 1) - x0
+    return replace(base, gaussian=values[y0 : y0 + h, x0 : x0 + w], offset=(y0, x0), mask_input=None)
 
 
 def select_object_prompts(viewer, coarse_layer, label_id: int) -> None:
@@ -56,7 +112,7 @@ def _object_rows(layer, label_id: int) -> np.ndarray:
 
 
 def prompts_from_layers(points_layer, boxes_layer, coarse_plane: np.ndarray, label_id: int,
-                        plane=None) -> ObjectPrompts:
+                        plane=None, mask_prompt: np.ndarray | None = None) -> ObjectPrompts:
     """Object ``label_id``'s prompts as its (edited) prompt layers show them.
 
     Parameters
@@ -76,6 +132,10 @@ def prompts_from_layers(points_layer, boxes_layer, coarse_plane: np.ndarray, lab
     label_id : int
     plane : int, (t, z) or None
         The plane of a stack the layers' prompts are taken from.
+    mask_prompt : numpy.ndarray, optional
+        The plane's mask prompt image (:func:`mask_prompt_plane`, maybe painted
+        or erased): the object's Gaussian map is its part of it (see the
+        module); None: the map mined from the coarse mask.
 
     Returns
     -------
@@ -84,6 +144,8 @@ def prompts_from_layers(points_layer, boxes_layer, coarse_plane: np.ndarray, lab
     """
     label_id = int(label_id)
     (base,) = excavate_prompts(coarse_plane, label_ids=[label_id], cebox=None)
+    if mask_prompt is not None:
+        base = _own_mask_prompt(base, np.asarray(mask_prompt, np.float32), coarse_plane)
     lead = plane_index(plane)
     h, w = coarse_plane.shape
     points, labels = base.points[:0], base.point_labels[:0]
@@ -125,14 +187,11 @@ def refine_object(image_plane, coarse_plane: np.ndarray, sam, prompts: ObjectPro
     return np.asarray(result.labels) == label_id
 
 
-def refine_from_layers(viewer, image_layer, coarse_layer, load_sam, label_id: int, plane=None,
-                       **options) -> tuple[np.ndarray, ObjectPrompts]:
-    """Object ``label_id`` of ``coarse_layer`` refined again from its prompt layers in ``viewer``:
-    its new mask (bool, the plane) and the prompts it was decoded from.
+def object_inputs(viewer, image_layer, coarse_layer, label_id: int, plane=None):
+    """What decoding object ``label_id`` of ``coarse_layer`` from its edited prompt layers needs,
+    read now (on the GUI thread): ``(image_plane, coarse_plane, prompts)``, copies.
 
-    ``load_sam()`` gives the model (called only when there is something to
-    refine). Raises a ValueError saying what is missing (the prompt layers, the
-    image).
+    Raises a ValueError saying what is missing (the prompt layers, the image).
     """
     points, boxes = prompt_layers(viewer, coarse_layer)
     if points is None and boxes is None:
@@ -141,7 +200,20 @@ def refine_from_layers(viewer, image_layer, coarse_layer, load_sam, label_id: in
     if image_layer is None:
         raise ValueError("Choose the image layer the refinement was made from.")
     lead = plane_index(plane)
-    coarse_plane = np.asarray(coarse_layer.data[lead])
-    image_plane = np.asarray(layer_data(image_layer, like=coarse_layer.data.shape)[lead])
-    prompts = prompts_from_layers(points, boxes, coarse_plane, label_id, plane)
+    coarse_plane = np.array(coarse_layer.data[lead], copy=True)
+    image_plane = np.array(layer_data(image_layer, like=coarse_layer.data.shape)[lead], copy=True)
+    prompts = prompts_from_layers(points, boxes, coarse_plane, label_id, plane,
+                                  mask_prompt_plane(viewer, coarse_layer, plane))
+    return image_plane, coarse_plane, prompts
+
+
+def refine_from_layers(viewer, image_layer, coarse_layer, load_sam, label_id: int, plane=None,
+                       **options) -> tuple[np.ndarray, ObjectPrompts]:
+    """Object ``label_id`` of ``coarse_layer`` refined again from its prompt layers in ``viewer``:
+    its new mask (bool, the plane) and the prompts it was decoded from.
+
+    :func:`object_inputs`, then :func:`refine_object`; ``load_sam()`` gives the
+    model (called only when there is something to refine).
+    """
+    image_plane, coarse_plane, prompts = object_inputs(viewer, image_layer, coarse_layer, label_id, plane)
     return refine_object(image_plane, coarse_plane, load_sam(), prompts, **options), prompts

@@ -367,17 +367,14 @@ def features_table(table: pd.DataFrame) -> pd.DataFrame:
         features = table.copy()
     else:
         grouped = table.groupby("label_id", sort=True)
+        how = {
+            "plane": lambda p: ", ".join(str(v) for v in sorted(set(p.dropna()))),
+            "status": _joined_statuses, "predicted_iou": "mean", "iterations": "max",
+            "coarse_area": "sum", "refined_area": "sum", **dict.fromkeys(SIGNAL_COLUMNS, "mean"),
+        }  # the columns a table has (a saved review table has fewer)
         features = pd.DataFrame({
             "label_id": list(grouped.groups),
-            "plane": grouped["plane"].agg(
-                lambda p: ", ".join(str(v) for v in sorted(set(p.dropna())))
-            ).to_numpy(),
-            "status": grouped["status"].agg(_joined_statuses).to_numpy(),
-            "predicted_iou": grouped["predicted_iou"].mean().to_numpy(),
-            "iterations": grouped["iterations"].max().to_numpy(),
-            "coarse_area": grouped["coarse_area"].sum().to_numpy(),
-            "refined_area": grouped["refined_area"].sum().to_numpy(),
-            **{c: grouped[c].mean().to_numpy() for c in SIGNAL_COLUMNS if c in table},
+            **{c: grouped[c].agg(f).to_numpy() for c, f in how.items() if c in table},
         })  # fmt: skip
     if table.empty:
         features.insert(0, "index", features["label_id"].astype(np.int64))

@@ -144,7 +144,7 @@ def write_in_place(labels_layer, result: RefineResult, snapshot=None) -> InPlace
 
 def write_result(
     viewer, labels_layer, result: RefineResult, output: Literal["new", "inplace"] = "new",
-    snapshot=None,
+    snapshot=None, image_layer=None,
 ):  # fmt: skip
     """Put a refinement result into the viewer; returns the layer and the in-place edit.
 
@@ -164,13 +164,15 @@ def write_result(
             name=f"{labels_layer.name} refined", **geometry(labels_layer),
         )
         layer.features = features_table(table)  # every run's, stacks included
+        if image_layer is not None:  # the image it ran on: the judge's query image (judge_roles)
+            layer.metadata.setdefault("samrefine", {})["image"] = image_layer.unique_id
     layer.metadata["samrefine_table"] = table
     return layer, edit
 
 
 def apply_result(
     viewer, labels_layer, result: RefineResult, output: Literal["new", "inplace"] = "new",
-    snapshot=None,
+    snapshot=None, image_layer=None,
 ):  # fmt: skip
     """Put a refinement result into the viewer; returns the layer that holds it.
 
@@ -180,7 +182,8 @@ def apply_result(
     which is one step of the layer's undo history (Ctrl+Z restores the coarse
     labels); objects edited since ``snapshot`` are left as they are, and the
     layer's ``features`` are not touched. Either way the table is in the layer's
-    ``metadata["samrefine_table"]``.
+    ``metadata["samrefine_table"]``; a new layer's ``metadata["samrefine"]``
+    links it to ``labels_layer`` (``source``) and to ``image_layer`` (``image``).
 
     Parameters
     ----------
@@ -192,12 +195,14 @@ def apply_result(
     snapshot : numpy.ndarray, optional
         The labels the result was computed from (in-place output); default the
         layer's labels now.
+    image_layer : napari.layers.Image, optional
+        The image the result was computed from (recorded in a new layer).
 
     Returns
     -------
     napari.layers.Labels
     """
-    return write_result(viewer, labels_layer, result, output, snapshot)[0]
+    return write_result(viewer, labels_layer, result, output, snapshot, image_layer)[0]
 
 
 def result_summary(

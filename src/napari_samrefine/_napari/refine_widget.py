@@ -259,9 +259,7 @@ class RefineWidget(TaskWidget):
             return refine(image, labels, sam, progress=progress, **kwargs)
 
     def _done(self, result, labels_layer, snapshot, output: str, warn: str = "", image_layer=None) -> None:
-        layer, edit = write_result(self._viewer, labels_layer, result, output, snapshot)
-        if layer is not labels_layer and image_layer is not None:  # the judge's query image
-            layer.metadata.setdefault("samrefine", {})["image"] = image_layer.unique_id
+        layer, edit = write_result(self._viewer, labels_layer, result, output, snapshot, image_layer)
         self.last_table = result.table()
         summary = result_summary(result, output, layer, edit, labels_name=labels_layer.name)
         self.say(f"{summary} Warning: {warn}" if warn else summary)

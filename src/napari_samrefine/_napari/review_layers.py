@@ -4,27 +4,30 @@ The decisions themselves are :mod:`napari_samrefine.quality.review` (pure
 numpy and pandas). Here they meet a layer: the layer's per-object table
 (:func:`decision_table`), the decisions stored in its ``features`` and per-plane
 table (:func:`store_decisions`, so a reopened layer resumes the review), an
-object's new mask written as one step of the layer's undo history
-(:func:`set_object_mask`), and decisions by id made from a script
-(:func:`decide_objects`, :func:`rerefine_object`).
+object's mask read (:func:`object_mask`) and a new one written as one step of
+the layer's undo history (:func:`set_object_mask`), many objects reverted as
+one step (:func:`reverts_edit`), the edited prompts kept with the layer
+(:data:`EDITED_PROMPTS`), and decisions by id made from a script
+(:func:`decide_objects`, :func:`rerefine_object`). The review widget
+(:mod:`.review_widget`) and the script face (:mod:`.scripting`) both call these.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from napari_samrefine._napari.activity import activity_progress
 from napari_samrefine._napari.edited_prompts import refine_from_layers
+from napari_samrefine._napari.layers import plane_index
 from napari_samrefine._napari.refine_output import find_layer
 from napari_samrefine.models.loading import resolve_sam
 from napari_samrefine.quality.review import (
     DECISIONS,
     object_key,
     replace_edit,
-    revert_edit,
     review_table,
 )
 
@@ -32,7 +35,9 @@ __all__ = [
     "EDITED_PROMPTS",
     "decision_table",
     "store_decisions",
+    "object_mask",
     "set_object_mask",
+    "reverts_edit",
     "decide_objects",
     "rerefine_object",
 ]
@@ -67,7 +72,14 @@ def store_decisions(layer, decisions: Mapping[tuple, str]) -> None:
     decisions : mapping
         ``{(plane, label_id): decision}`` (:func:`~napari_samrefine.quality.review.object_key`)
         for every object of the review; objects not in it get "". In ``features``
-        (one row per label) a label decided differently on several planes reads "mixed".
+        (row ``i`` is label value ``i``, rows without an object included) a label
+        decided differently on several planes reads "mixed"; rows without a
+        decision read "".
+
+    Notes
+    -----
+    Setting ``layer.features`` emits the layer's ``features`` event; the review
+    widget tells its own writes from others' (a script's) by that.
     """
     table = layer.metadata.get("samrefine_table")
     if isinstance(table, pd.DataFrame) and not table.empty:
@@ -89,6 +101,12 @@ def store_decisions(layer, decisions: Mapping[tuple, str]) -> None:
         layer.features = features
 
 
+def object_mask(data, key: tuple) -> np.ndarray:
+    """Object ``key`` = ``(plane, label_id)``'s mask in the labels ``data`` (bool, its plane)."""
+    plane, label_id = key
+    return np.asarray(data[plane_index(plane)]) == label_id
+
+
 def set_object_mask(layer, key: tuple, mask: np.ndarray) -> int:
     """Make object ``key`` = (plane, label_id) of ``layer`` exactly ``mask`` (bool, its plane),
     through ``Labels.data_setitem`` (undoable); returns the number of pixels written."""
@@ -97,6 +115,34 @@ def set_object_mask(layer, key: tuple, mask: np.ndarray) -> int:
     if values.size:
         layer.data_setitem(indices, values)
     return int(values.size)
+
+
+def reverts_edit(refined, coarse, keys: Iterable[tuple]):
+    """The pixels that revert the objects ``keys`` of the labels ``refined`` to their masks in
+    ``coarse``, in that order, all at once.
+
+    Returns ``(indices, values, masks)``: one ``Labels.data_setitem`` edit (one
+    undo step; ``indices`` None when nothing changes) and each reverted
+    object's mask after it. Every object ends as
+    :func:`~napari_samrefine.quality.review.apply_decisions` leaves it.
+    """
+    planes: dict[tuple, np.ndarray] = {}
+    masks = {}
+    for key in keys:
+        lead = plane_index(key[0])
+        plane = planes.setdefault(lead, np.array(refined[lead]))
+        indices, values = replace_edit(plane, object_mask(coarse, key), key[1])
+        plane[indices] = values
+        masks[key] = plane == key[1]
+    indices, values = [], []
+    for lead, plane in planes.items():
+        ys, xs = np.nonzero(plane != np.asarray(refined[lead]))
+        indices.append([np.full(ys.size, v, np.intp) for v in lead] + [ys, xs])
+        values.append(plane[ys, xs])
+    if not values or not sum(v.size for v in values):
+        return None, np.zeros(0, np.asarray(refined).dtype), masks
+    return (tuple(np.concatenate(axis) for axis in zip(*indices, strict=True)),
+            np.concatenate(values), masks)
 
 
 def _decisions_by_key(decisions: Mapping, ndim: int) -> dict[tuple, str]:
@@ -163,12 +209,10 @@ def decide_objects(viewer, refined, coarse, decisions: Mapping) -> pd.DataFrame:
     if "re-refined" in wanted.values():
         raise ValueError("'re-refined' is made by rerefine_object (from edited prompts), not decided.")
     known = _known(refined, wanted)
-    with refined.block_history():  # every revert together: one Ctrl+Z
-        for (plane, label_id), decision in wanted.items():
-            if decision == "reverted":
-                indices, values = revert_edit(refined.data, coarse.data, label_id, plane)
-                if values.size:
-                    refined.data_setitem(indices, values)
+    reverted = [key for key, decision in wanted.items() if decision == "reverted"]
+    indices, values, _ = reverts_edit(refined.data, coarse.data, reverted)
+    if indices is not None:  # every revert together: one Ctrl+Z
+        refined.data_setitem(indices, values)
     known.update(wanted)
     store_decisions(refined, known)
     return review_table(decision_table(refined))

@@ -1,84 +1,48 @@
 """The "Review refinement" dock widget: the refined objects worst first, accept or revert each.
 
-A thin face of :mod:`napari_samrefine.quality.review`: the table comes from the
-refined layer's per-object table (``metadata["samrefine_table"]``, else its
-``features``); selecting a row shows the object (its plane, centred, its label
-selected, its prompts selected in the prompt layers); Accept keeps the refined mask, Revert restores the object's coarse
-mask from the coarse layer as one step of the refined layer's undo history
-(``Labels.data_setitem``); Refine this object decodes it from its edited prompt
-layers (:mod:`.edited_prompts`) and writes its new mask the same way (the
-prompts go to the layer's ``metadata["samrefine_edited_prompts"]``).
-Decisions are stored in the layer's ``features`` (and its per-plane table), so
-a layer reopened with them resumes the review. Undoing a revert or a
-re-refinement (Ctrl+Z on the layer) takes its decision back; redoing it
-restores it.
-
-Keys, while the widget has focus: A accept, R revert, E refine this object, N
-next, P previous (Up and Down move through the table too).
+A thin face of :mod:`napari_samrefine.quality.review`. The table (:mod:`.review_table`)
+fills itself when a refinement writes its layer and when a layer with a saved
+review table is selected. Accept keeps the refined mask, Revert restores the
+object's coarse mask, Refine this object decodes it from its edited prompt layers
+(:mod:`.edited_prompts`) in a worker thread; each change is one step of the
+refined layer's undo history, and undo and redo take the decision back and forth.
+Decisions live in the layer's features and per-plane table (:mod:`.review_layers`,
+shared with the script face) and in a CSV table (Save / Load, :mod:`.review_store`).
+Keys, while the widget has focus: A accept, R revert, E refine this object, N next, P previous.
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from magicgui.widgets import ComboBox, Container, PushButton, Table
+from magicgui.widgets import Container, PushButton
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error
-from qtpy.QtCore import QEvent, QObject, Qt
-from qtpy.QtWidgets import QAbstractItemView
+from qtpy.QtCore import Qt, QTimer
 
-from napari_samrefine._napari.edited_prompts import refine_from_layers, select_object_prompts
-from napari_samrefine._napari.layers import (
-    is_refined_layer,
-    is_result_layer,
-    layer_field,
-)
+from napari_samrefine._napari import edited_prompts as edits
+from napari_samrefine._napari import review_store as store
+from napari_samrefine._napari.layers import is_refined_layer, is_result_layer, layer_field
 from napari_samrefine._napari.model_choice import ModelPicker
 from napari_samrefine._napari.review_layers import (
     EDITED_PROMPTS,
     decision_table,
+    object_mask,
+    reverts_edit,
     set_object_mask,
     store_decisions,
 )
-from napari_samrefine._napari.status import StatusLine
-from napari_samrefine.quality.review import DecisionHistory, object_key, review_table
+from napari_samrefine._napari.review_table import Keys, ObjectTable, has_review_table, show_object
+from napari_samrefine._napari.workers import TaskWidget
+from napari_samrefine.quality import review_file
+from napari_samrefine.quality.review import DecisionHistory, review_table
 
-__all__ = ["ReviewWidget", "ORDERS"]
-
-ORDERS = {"worst first": "worst", "by id": "id"}
-"""The table's orders: lowest IoU with the coarse mask first, or by plane and id."""
-
-SHOWN = {"label_id": "id", "plane": "plane", "iou_coarse": "IoU coarse", "area_ratio": "area ratio",
-         "status": "status", "decision": "decision"}
+__all__ = ["ReviewWidget"]
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "" if np.isnan(value) else f"{value:.3f}"
-    return str(value)
-
-
-class _Keys(QObject):
-    """A, R, N, P (without modifiers) pressed in the widget call their actions."""
-
-    def __init__(self, actions: dict):
-        super().__init__()
-        self._actions = actions
-
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
-        if event.type() == QEvent.Type.KeyPress and not event.modifiers():
-            action = self._actions.get(Qt.Key(event.key()))
-            if action is not None:
-                action()
-                return True
-        return False
-
-
-class ReviewWidget(Container):
+class ReviewWidget(TaskWidget):
     """Review a refinement object by object (see the module's description).
 
     Attributes
@@ -91,66 +55,58 @@ class ReviewWidget(Container):
     """
 
     def __init__(self, napari_viewer, sam=None):
-        super().__init__(labels=True)
-        self._viewer = napari_viewer
-        self.rows = review_table(pd.DataFrame(columns=["label_id", "status"]))
+        super().__init__(napari_viewer, run_text="Refine this object from its edited prompts (E)")
         self.current: int | None = None
         self._history = DecisionHistory()  # what each changed object's pixels stand for
         self._layer = None  # the refined layer whose events are connected
+        self._storing = False  # while the widget writes the layer's features itself
         self.refined_layer = layer_field(napari_viewer, Labels, "refined", prefer=is_refined_layer)
         self.coarse_layer = layer_field(napari_viewer, Labels, "coarse",
                                         prefer=lambda layer: not is_result_layer(layer))
-        self.order = ComboBox(label="order", choices=list(ORDERS), value="worst first")
         self.load_button = PushButton(text="Load objects")
-        self.table = Table(value={"data": [], "index": [], "columns": list(SHOWN.values())})
+        self._table = ObjectTable(self.select)
+        self.table = self._table.widget
         self.accept_button = PushButton(text="Accept (A)")
         self.revert_button = PushButton(text="Revert to coarse (R)")
         self.previous_button = PushButton(text="Previous (P)")
         self.next_button = PushButton(text="Next (N)")
+        self.decisions = store.DecisionsFile(self.save_decisions, self.load_decisions, self.say)
         # "Refine this object": its edited prompt layers, decoded with the image's embedding
         self.image_layer = layer_field(napari_viewer, Image, "image")
         self.model = ModelPicker(sam)
-        self.refine_button = PushButton(text="Refine this object from its edited prompts (E)")
-        self._status = StatusLine()
-        buttons = Container(layout="horizontal", labels=False,
-                            widgets=[self.previous_button, self.accept_button, self.revert_button,
-                                     self.next_button])
-        self.extend([self.refined_layer, self.coarse_layer, self.order, self.load_button, self.table,
-                     buttons, self.image_layer, self.model, self.refine_button, self._status])
-        native = self.table.native
-        native.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        native.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        native.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        native.itemSelectionChanged.connect(self._row_selected)
-        self.load_button.changed.connect(self.load)
-        self.order.changed.connect(lambda *_: self.load())
-        self.refined_layer.changed.connect(self._preselect_coarse)
+        self.refine_button = self._run_button
+        row = dict(layout="horizontal", labels=False)
+        self.extend([
+            self.refined_layer, self.coarse_layer, self.load_button, self.table,
+            Container(**row, widgets=[self.previous_button, self.accept_button, self.revert_button,
+                                      self.next_button]),
+            self.decisions,
+            self.image_layer, self.model,
+        ])  # fmt: skip
+        self.add_footer()
+        self.load_button.changed.connect(lambda *_: self.load())
+        self.refined_layer.changed.connect(self._layer_chosen)
         self.accept_button.changed.connect(self.accept)
         self.revert_button.changed.connect(self.revert)
         self.next_button.changed.connect(self.next)
         self.previous_button.changed.connect(self.previous)
-        self.refine_button.changed.connect(self.refine_object)
-        self._keys = _Keys({Qt.Key.Key_A: self.accept, Qt.Key.Key_R: self.revert,
-                            Qt.Key.Key_N: self.next, Qt.Key.Key_P: self.previous,
-                            Qt.Key.Key_E: self.refine_object})
-        for target in (self.native, native):
+        self._keys = Keys({Qt.Key.Key_A: self.accept, Qt.Key.Key_R: self.revert,
+                           Qt.Key.Key_N: self.next, Qt.Key.Key_P: self.previous,
+                           Qt.Key.Key_E: self.refine_object})
+        for target in (self.native, self._table.native):
             target.installEventFilter(self._keys)
-        napari_viewer.layers.events.inserted.connect(self.reset_choices)
-        napari_viewer.layers.events.removed.connect(self.reset_choices)
+        napari_viewer.layers.events.inserted.connect(self._layer_inserted)
+        napari_viewer.layers.selection.events.active.connect(self._active_changed)
         self._preselect_coarse()
+        if self.refined_layer.value is not None:
+            self.load(quiet=True)
 
     # -- the table ---------------------------------------------------------------------------
 
     @property
-    def status(self) -> str:
-        """The status line, whole."""
-        return self._status.value
-
-    def say(self, text: str, error: bool = False) -> None:
-        """Show a message in the status line (and as a notification for errors)."""
-        self._status.value = text
-        if error:
-            show_error(text)
+    def rows(self) -> pd.DataFrame:
+        """The review table in the order shown (see the class notes)."""
+        return self._table.rows
 
     def _preselect_coarse(self, *_) -> None:
         """The coarse field takes the layer the refined one was made from, when it is there."""
@@ -160,68 +116,83 @@ class ReviewWidget(Container):
             if source is not None and isinstance(layer, Labels) and layer.unique_id == source:
                 self.coarse_layer.value = layer
 
-    def load(self, *_) -> None:
-        """Read the refined layer's objects into the table (decisions stored there included)."""
+    def _layer_chosen(self, *_) -> None:
+        self._preselect_coarse()
+        self.load(quiet=True)
+
+    def _adopt(self, layer) -> None:
+        """Review ``layer`` (a refinement's result just written, a layer selected with a saved table)."""
+        if self.closed or self.busy or layer not in self._viewer.layers or not has_review_table(layer):
+            return
+        if self.refined_layer.value == layer:
+            self.load(quiet=True)
+        else:
+            self.refined_layer.value = layer  # loads it
+
+    def _layer_inserted(self, event) -> None:
+        if has_review_table(event.value):
+            layer = event.value  # its table is set right after it was added: load once it is
+            QTimer.singleShot(0, lambda: self._adopt(layer))
+
+    def _active_changed(self, event) -> None:
+        layer = event.value
+        if layer is not None and has_review_table(layer) and not self.refined_layer.value == layer:
+            self._adopt(layer)
+
+    def _features_changed(self, *_) -> None:
+        if not self._storing:  # a refinement run updated the layer
+            layer = self._layer
+            QTimer.singleShot(0, lambda: self._adopt(layer))
+
+    def load(self, quiet: bool = False) -> None:
+        """Read the refined layer's objects into the table (decisions stored there included);
+        ``quiet``: problems go to the status line only, not to a notification."""
         layer = self.refined_layer.value
         if layer is None:
-            self.say("Choose the refined Labels layer (the SAM refine widget's result).", error=True)
+            self.say("Choose the refined Labels layer (the SAM refine widget's result).", error=not quiet)
             return
         try:
-            rows = review_table(decision_table(layer), ORDERS[self.order.value])
+            rows = review_table(decision_table(layer))
         except ValueError as err:
-            self.say(str(err), error=True)
+            if self._layer is not None and self._layer != layer:
+                self._disconnect()
+                self._table.show(rows=self.rows.iloc[:0])
+                self.current = None
+            self.say(str(err), error=not quiet)
             return
-        if self._layer is not None and self._layer is not layer:
+        if self._layer is not None and self._layer != layer:
             self._disconnect()
-        if self._layer is not layer:
-            layer.events.set_data.connect(self._sync)
-            layer.events.paint.connect(self._sync)
+        if self._layer is None:
+            for event in (layer.events.set_data, layer.events.paint):
+                event.connect(self._sync)
+            layer.events.features.connect(self._features_changed)
             self._layer = layer
-        self.rows, self._history, self.current = rows, DecisionHistory(), None
-        self._fill()
+        self._history, self.current = DecisionHistory(), None
+        self._table.show(rows)
         done = int((rows["decision"] != "").sum())
-        self.say(f"{len(rows)} objects to review in {layer.name!r} ({done} decided), worst first: "
-                 "select a row, then Accept (A) or Revert (R).")
+        self.say(f"{len(rows)} objects to review in {layer.name!r} ({done} decided), "
+                 f"{self._table.order_text} (a click on a column's header sorts by it): select a "
+                 "row, then Accept (A) or Revert (R).")
         if len(rows):
             self.select(0)
 
     def _disconnect(self) -> None:
         for event in (self._layer.events.set_data, self._layer.events.paint):
             event.disconnect(self._sync)
+        self._layer.events.features.disconnect(self._features_changed)
         self._layer = None
 
-    def _fill(self) -> None:
-        data = [[_cell(v) for v in row] for row in self.rows[list(SHOWN)].itertuples(index=False)]
-        native = self.table.native
-        blocked = native.blockSignals(True)
-        self.table.value = {"data": data, "index": [str(i + 1) for i in range(len(data))],
-                            "columns": list(SHOWN.values())}
-        native.blockSignals(blocked)
-
-    def _show_decision(self, i: int) -> None:
-        column = list(SHOWN).index("decision")
-        item = self.table.native.item(i, column)
-        if item is not None:
-            item.setText(self.rows.at[i, "decision"])
-
     # -- moving through the objects -------------------------------------------------------------
-
-    def _row_selected(self) -> None:
-        rows = self.table.native.selectionModel().selectedRows()
-        if rows and rows[0].row() != self.current:
-            self.select(rows[0].row())
 
     def select(self, i: int) -> None:
         """Select row ``i``: show its object's plane, centre the canvas on it, select its label."""
         if not 0 <= i < len(self.rows):
             return
         self.current = i
-        native = self.table.native
-        if native.currentRow() != i:
-            blocked = native.blockSignals(True)
-            native.selectRow(i)
-            native.blockSignals(blocked)
-        self._go_to(self.rows.at[i, "plane"], int(self.rows.at[i, "label_id"]))
+        self._table.select_row(i)
+        refined, coarse = self.refined_layer.value, self.coarse_layer.value
+        if refined is not None:
+            show_object(self._viewer, refined, coarse, *self._key(i))
 
     def next(self, *_) -> None:
         """Select the next object."""
@@ -233,37 +204,12 @@ class ReviewWidget(Container):
         if len(self.rows):
             self.select(max(0, (self.current or 0) - 1))
 
-    def _go_to(self, plane, label_id: int) -> None:
-        layer = self.refined_layer.value
-        if layer is None:
-            return
-        lead = () if plane is None else ((plane,) if np.isscalar(plane) else tuple(plane))
-        data = np.asarray(layer.data[lead])
-        rows, cols = np.nonzero(data == label_id)
-        coarse = self.coarse_layer.value
-        if rows.size == 0 and coarse is not None and coarse.data.shape == layer.data.shape:
-            rows, cols = np.nonzero(np.asarray(coarse.data[lead]) == label_id)
-        layer.selected_label = label_id
-        if coarse is not None:
-            select_object_prompts(self._viewer, coarse, label_id)
-        if rows.size == 0:
-            return
-        y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-        world = np.asarray(layer.data_to_world((*lead, (y0 + y1) / 2, (x0 + x1) / 2)))
-        for k in range(len(lead)):  # the object's plane
-            self._viewer.dims.set_point(self._viewer.dims.ndim - layer.ndim + k, world[k])
-        scene = getattr(self._viewer, "scene", self._viewer)  # napari >= 0.9: viewer.scene.camera
-        scene.camera.center = tuple(world[-2:])
-        # the object about a quarter of a 600 px canvas across
-        side = max(y1 - y0, x1 - x0) * float(np.max(np.abs(layer.scale[-2:])))
-        scene.camera.zoom = float(np.clip(600 / (4 * max(side, 1.0)), 0.05, 50))
-
     # -- decisions -------------------------------------------------------------------------------
 
-    def _checked(self):
-        """(row, refined layer, coarse layer) of the selected object, or None (said why)."""
-        if self.current is None or not len(self.rows):
-            self.say("Load the objects and select one first.", error=True)
+    def _layers(self):
+        """(refined, coarse) layers when both are chosen and fit, or None (said why)."""
+        if self.busy:
+            self.say("Still refining an object: wait for it (or press Cancel).")
             return None
         refined, coarse = self.refined_layer.value, self.coarse_layer.value
         if refined is None or coarse is None:
@@ -273,7 +219,15 @@ class ReviewWidget(Container):
             self.say(f"{coarse.name!r} {coarse.data.shape} and {refined.name!r} {refined.data.shape} "
                      "differ in shape: choose the coarse layer the refinement was made from.", error=True)
             return None
-        return self.current, refined, coarse
+        return refined, coarse
+
+    def _checked(self):
+        """(row, refined layer, coarse layer) of the selected object, or None (said why)."""
+        if self.current is None or not len(self.rows):
+            self.say("Load the objects and select one first.", error=True)
+            return None
+        layers = self._layers()
+        return None if layers is None else (self.current, *layers)
 
     def accept(self, *_) -> None:
         """Keep the selected object's refined mask (no pixel changes); go to the next one."""
@@ -283,9 +237,9 @@ class ReviewWidget(Container):
         i, refined, _ = checked
         key = self._key(i)
         if key in self._history:  # after a revert or re-refinement: what undo and redo go by
-            self._history.record(key, "accepted", self._mask(refined.data, key), self.rows.at[i, "decision"])
+            self._history.record(key, "accepted", object_mask(refined.data, key), self.rows.at[i, "decision"])
         self._decide(i, "accepted")
-        self.say(f"Object {self.rows.at[i, 'label_id']} accepted.")
+        self.say(f"Object {key[1]} accepted.")
         self.next()
 
     def revert(self, *_) -> None:
@@ -295,19 +249,13 @@ class ReviewWidget(Container):
             return
         i, refined, coarse = checked
         key = self._key(i)
-        n = self._write(i, refined, "reverted", self._mask(coarse.data, key))
+        n = self._write(i, refined, "reverted", object_mask(coarse.data, key))
         self.say(f"Object {key[1]} reverted to its coarse mask ({n} pixels; Ctrl+Z on "
                  f"{refined.name!r} undoes it).")
         self.next()
 
     def _key(self, i: int) -> tuple:
-        return object_key(self.rows.at[i, "plane"], self.rows.at[i, "label_id"])
-
-    @staticmethod
-    def _mask(data, key) -> np.ndarray:
-        plane, label_id = key
-        lead = () if plane is None else ((plane,) if np.isscalar(plane) else tuple(plane))
-        return np.asarray(data[lead]) == label_id
+        return self._table.key(i)
 
     def _write(self, i: int, refined, decision: str, mask: np.ndarray) -> int:
         """Object ``i``'s mask set to ``mask`` as one undo step, and ``decision`` recorded."""
@@ -317,51 +265,121 @@ class ReviewWidget(Container):
         return set_object_mask(refined, key, mask)
 
     def refine_object(self, *_) -> None:
-        """Decode the selected object from its edited prompt layers and write its new mask
-        into the refined layer as one undo step (see :mod:`.edited_prompts`)."""
+        """Decode the selected object from its edited prompt layers (points, box, mask prompt) in
+        a worker thread; its new mask goes into the refined layer as one undo step."""
         checked = self._checked()
         if checked is None:
             return
         i, refined, coarse = checked
-        plane, label_id = key = self._key(i)
+        key = self._key(i)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a size warning: the status line says the areas
-                mask, prompts = refine_from_layers(self._viewer, self.image_layer.value, coarse,
-                                          self.model.load, label_id, plane)
-        except (ValueError, TypeError, OSError) as err:
+            inputs = edits.object_inputs(self._viewer, self.image_layer.value, coarse, key[1], key[0])
+        except ValueError as err:
             self.say(str(err), error=True)
             return
-        before = int(self._mask(refined.data, key).sum())
+        before = int(object_mask(refined.data, key).sum())
+        self.launch(self._decode, *inputs, targets=(refined, coarse),
+                    on_done=lambda mask: self._refined(refined, key, inputs[2], mask, before))
+
+    run = refine_object  # the Run button
+
+    def _decode(self, image_plane, coarse_plane, prompts) -> np.ndarray:
+        progress = self.progress_callback()
+        sam = self.model.load(progress)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a size warning: the status line says the areas
+            return edits.refine_object(image_plane, coarse_plane, sam, prompts, progress=progress)
+
+    def _refined(self, refined, key, prompts, mask: np.ndarray, before: int) -> None:
+        """On the GUI thread: the decoded ``mask`` of object ``key`` written as one undo step."""
+        if not self.refined_layer.value == refined:
+            self.say(f"The refined layer changed during the run: {refined.name!r} was not written.")
+            return
+        i = next((j for j in range(len(self.rows)) if self._key(j) == key), None)
+        if i is None:
+            self.say(f"Object {key[1]} is no longer in the review: nothing was written.")
+            return
         # the edited prompts stay with the layer (ObjectPrompts by (plane, label id))
         refined.metadata.setdefault(EDITED_PROMPTS, {})[key] = prompts
         self._write(i, refined, "re-refined", mask)
-        self.say(f"Object {label_id} refined again from its edited prompts: {before} -> "
+        self.say(f"Object {key[1]} refined again from its edited prompts: {before} -> "
                  f"{int(mask.sum())} pixels (Ctrl+Z on {refined.name!r} undoes it).")
 
     def _decide(self, i: int, decision: str) -> None:
         self.rows.at[i, "decision"] = decision
-        self._show_decision(i)
+        self._table.show_decision(i)
         self._store()
+
+    # -- decisions saved and loaded ----------------------------------------------------------------
+
+    def save_decisions(self, path: Path) -> None:
+        """Write the review's rows and decisions to the CSV file ``path``."""
+        layer = self.refined_layer.value
+        if layer is None or not len(self.rows):
+            self.say("No objects to save: load a refined layer's objects first.", error=True)
+            return
+        try:
+            prompts = layer.metadata.get(EDITED_PROMPTS)  # re-refined objects' prompts
+            review_file.write_decisions(path, self.rows, layer.name, prompts)
+        except (OSError, ValueError) as err:
+            self.say(f"Could not save the decisions: {err}", error=True)
+            return
+        done = int((self.rows["decision"] != "").sum())
+        self.say(f"{len(self.rows)} objects ({done} decided) saved to {path.name}.")
+
+    def load_decisions(self, path: Path) -> None:
+        """Read the decisions table ``path`` and apply it: its reverts as one undo step."""
+        layers = self._layers()
+        if layers is None:
+            return
+        refined, coarse = layers
+        try:
+            table = review_file.read_decisions(path)
+            if not self._layer == refined:
+                self.load(quiet=True)
+            if not self._layer == refined:  # labels without a table of their own: the file is it
+                rows = review_file.review_rows(table)
+                store.check_objects(coarse.data, rows, path.name, repr(coarse.name))
+                store.adopt_table(refined, rows.assign(decision=""))
+                self.load()
+                if not self._layer == refined:
+                    return
+            rows = review_file.merge_decisions(self.rows, table, path.name, repr(refined.name))
+            kept = review_file.saved_prompts(table, coarse.data)  # re-refined objects' prompts
+        except (OSError, ValueError) as err:
+            self.say(str(err), error=True)
+            return
+        keys = [self._key(i) for i in range(len(rows)) if rows.at[i, "decision"] == "reverted"]
+        indices, values, masks = reverts_edit(refined.data, coarse.data, keys)
+        for i, key in enumerate(self._key(j) for j in range(len(rows))):
+            if key in masks:
+                self._history.record(key, "reverted", masks[key], self.rows.at[i, "decision"])
+        self.rows["decision"] = rows["decision"].to_numpy()
+        for i in range(len(self.rows)):
+            self._table.show_decision(i)
+        refined.metadata.setdefault(EDITED_PROMPTS, {}).update(kept)
+        self._store()  # before the write: the write's event finds them decided
+        if indices is not None:  # one undo step for all the reverts
+            refined.data_setitem(indices, values)
+        again = int((rows["decision"] == "re-refined").sum())
+        note = (f"; {again} re-refined objects keep the pixels they have ({len(kept)} with their "
+                "edited prompts, kept with the layer)") if again else ""
+        self.say(f"Decisions of {path.name} loaded: {values.size} pixels reverted in "
+                 f"{refined.name!r} (Ctrl+Z undoes it){note}.")
+
+    # -- the layer's pixels and features ---------------------------------------------------------
 
     def _sync(self, *_) -> None:
         """After the refined layer's pixels changed (an undo, a redo, a paint): each object reverted
         or refined again in this review gets the decision its pixels stand for
         (:class:`~napari_samrefine.quality.review.DecisionHistory`)."""
         refined = self.refined_layer.value
-        if refined is None or refined is not self._layer:
+        if refined is None or not refined == self._layer:
             return
-        changed = False
-        for i in range(len(self.rows)):
-            key = self._key(i)
-            if key not in self._history:
-                continue
-            decision = self.rows.at[i, "decision"]
-            new = self._history.decision(key, self._mask(refined.data, key))
-            if new != decision:
-                self.rows.at[i, "decision"] = new
-                self._show_decision(i)
-                changed = True
+        keys = [self._key(i) for i in range(len(self.rows))]
+        changed = store.follow_pixels(self._history, self.rows, keys, refined.data)
+        for i in changed:
+            self._table.show_decision(i)
         if changed:
             self._store()
 
@@ -370,5 +388,8 @@ class ReviewWidget(Container):
         layer = self.refined_layer.value
         if layer is None:
             return
-        store_decisions(layer, {object_key(p, i): d for p, i, d in
-                                self.rows[["plane", "label_id", "decision"]].itertuples(index=False)})
+        self._storing = True  # its features event is the widget's own
+        try:
+            store_decisions(layer, {self._key(i): d for i, d in enumerate(self.rows["decision"])})
+        finally:
+            self._storing = False

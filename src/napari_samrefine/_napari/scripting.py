@@ -136,7 +136,7 @@ def refine_layers(
         model = resolve_sam(sam, kwargs.get("device", "auto"))
         with reporting_encoder(model, progress):
             result = refine(inputs.image, inputs.labels, model, progress=progress, **kwargs)
-    return apply_result(viewer, labels_layer, result, output, inputs.snapshot)
+    return apply_result(viewer, labels_layer, result, output, inputs.snapshot, image_layer)
 
 
 def _plane_of(viewer, layer, plane):

@@ -24,7 +24,9 @@ from napari_samrefine.samrefiner.cascade import COARSE_STATUSES, REFINED_STATUSE
 __all__ = [
     "DECISIONS",
     "REVIEW_COLUMNS",
+    "ESTIMATES",
     "review_table",
+    "sort_review",
     "object_key",
     "revert_edit",
     "replace_edit",
@@ -37,8 +39,12 @@ DECISIONS = ("", "accepted", "reverted", "re-refined")
 """A reviewed object's decision: none yet, the refined mask accepted, the coarse mask
 restored, or the object refined again from edited prompts."""
 
-REVIEW_COLUMNS = ("label_id", "plane", "iou_coarse", "area_ratio", "status", "decision")
+REVIEW_COLUMNS = ("label_id", "plane", "iou_coarse", "area_ratio", "predicted_iou", "stability",
+                  "edge_contrast", "status", "decision")
 """The columns of :func:`review_table`."""
+
+ESTIMATES = ("iou_coarse", "predicted_iou", "stability", "edge_contrast")
+"""The label-free quality estimates a refinement's table holds per object (NaN where none)."""
 
 
 def _plane_value(value):
@@ -67,20 +73,21 @@ def review_table(table: pd.DataFrame, order: str = "worst") -> pd.DataFrame:
         ``RefineResult.table()``, or a result layer's ``features`` (one row per
         label; an ``index`` column is ignored). A ``decision`` column, when
         present, is carried over (a review resumed).
-    order : {"worst", "id"}
+    order : {"worst", "id"} or a column of :data:`REVIEW_COLUMNS`
         "worst" (default): lowest ``iou_coarse`` (IoU of the refined mask with the
         coarse one) first, objects without it last, then by plane and id. "id":
-        by plane and id.
+        by plane and id. A column: by that column (:func:`sort_review`).
 
     Returns
     -------
     pandas.DataFrame
         :data:`REVIEW_COLUMNS`, one row per object the cascade ran on (statuses
         "ok", "kept-previous", "empty-output", "kept-coarse"); ``area_ratio`` is
-        the refined over the coarse area, ``decision`` "" where none was made.
+        the refined over the coarse area, the estimates (:data:`ESTIMATES`) NaN
+        where the table has none, ``decision`` "" where none was made.
     """
-    if order not in ("worst", "id"):
-        raise ValueError(f"order must be 'worst' or 'id', got {order!r}")
+    if order not in ("worst", "id", *REVIEW_COLUMNS):
+        raise ValueError(f"order must be 'worst', 'id' or one of {REVIEW_COLUMNS}, got {order!r}")
     missing = {"label_id", "status"} - set(table.columns)
     if missing:
         raise ValueError(f"the table has no {sorted(missing)} column: pass RefineResult.table() "
@@ -93,21 +100,46 @@ def review_table(table: pd.DataFrame, order: str = "worst") -> pd.DataFrame:
         "iou_coarse": ran["iou_coarse"].astype(float) if "iou_coarse" in ran else nan,
         "area_ratio": (ran["refined_area"] / ran["coarse_area"].where(ran["coarse_area"] > 0)).astype(float)
         if {"refined_area", "coarse_area"} <= set(ran.columns) else nan,
+        **{c: ran[c].astype(float) if c in ran else nan for c in ESTIMATES[1:]},
         "status": ran["status"].astype(str),
         "decision": ran["decision"].fillna("").astype(str) if "decision" in ran else "",
     })  # fmt: skip
     bad = set(out["decision"]) - set(DECISIONS)
     if bad:
         raise ValueError(f"unknown decisions {sorted(bad)}: a decision is one of {DECISIONS}")
-    plane_order = [(-1,) if p is None else ((p,) if np.isscalar(p) else tuple(p)) for p in out["plane"]]
-    out["_plane"] = plane_order
+    column = {"worst": "iou_coarse", "id": "plane"}.get(order, order)
+    return sort_review(out[list(REVIEW_COLUMNS)], column)
+
+
+def sort_review(rows: pd.DataFrame, column: str = "iou_coarse", ascending: bool = True) -> pd.DataFrame:
+    """The review's rows sorted by ``column``: rows without a value last, ties by plane and id.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        :func:`review_table`'s rows (decisions included).
+    column : str
+        One of :data:`REVIEW_COLUMNS`; "iou_coarse" ascending is the worst-first
+        order, "label_id" and "plane" sort by plane, then id.
+    ascending : bool
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new table, index 0, 1, ...
+    """
+    if column not in rows.columns:
+        raise ValueError(f"no column {column!r} to sort by: one of {list(rows.columns)}")
+    out = rows.copy()
+    out["_plane"] = [(-1,) if p is None else ((p,) if np.isscalar(p) else tuple(p)) for p in out["plane"]]
     keys = ["_plane", "label_id"]
-    if order == "worst":
-        out["_nan"] = out["iou_coarse"].isna()
-        out = out.sort_values(["_nan", "iou_coarse", *keys], kind="stable")
+    if column in ("plane", "label_id"):
+        by, flags = (keys if column == "plane" else ["label_id", "_plane"]), [ascending, ascending]
     else:
-        out = out.sort_values(keys, kind="stable")
-    return out[list(REVIEW_COLUMNS)].reset_index(drop=True)
+        out["_nan"] = out[column].isna()
+        by, flags = ["_nan", column, *keys], [True, ascending, True, True]
+    out = out.sort_values(by, ascending=flags, kind="stable")
+    return out.drop(columns=[c for c in ("_plane", "_nan") if c in out]).reset_index(drop=True)
 
 
 def _lead(plane) -> tuple[int, ...]:
