@@ -67,7 +67,9 @@ class TeachOptions:
     seeds : tuple of int
         Seeds of the random coarse-mask kinds (more seeds, more examples).
     augment : tuple of int
-        Turns and flips used (:data:`~.examples.DIHEDRAL`; ``(0,)``: none).
+        Turns and flips used (:data:`~.examples.DIHEDRAL`; ``(0,)``, the default:
+        none). Each one is another encoder pass per window: on a CPU the
+        measured runs used none (docs/benchmarks.md).
     epochs : int
         At most this many passes over the training examples.
     batch_size : int
@@ -95,7 +97,7 @@ class TeachOptions:
     prompts: tuple[str, ...] = ("box", "mask")
     kinds: tuple[str, ...] = TEACH_KINDS
     seeds: tuple[int, ...] = (1,)
-    augment: tuple[int, ...] = DIHEDRAL
+    augment: tuple[int, ...] = (0,)
     epochs: int = 20
     batch_size: int = 16
     lr: float = 1e-4
