@@ -28,6 +28,7 @@ __all__ = [
     "check_outputs",
     "check_png_labels",
     "find_pairs",
+    "load_weights_only",
     "IMAGE_SUFFIXES",
 ]
 
@@ -341,3 +342,29 @@ def find_pairs(image_dir: str | Path, labels_dir: str | Path) -> list[tuple[Path
             f"(images: {sorted(images)[:5]}, labels: {sorted(labels)[:5]})."
         )
     return pairs
+
+
+def load_weights_only(path: Path, max_bytes: int, refuse: Callable[[str], Exception], size_note: str):
+    """A small torch file's content, read safely (``torch.load(weights_only=True)``, CPU).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        An existing file.
+    max_bytes : int
+        A larger file is refused without being read.
+    refuse : callable
+        Makes the exception to raise from a problem's description.
+    size_note : str
+        Why a file of more than ``max_bytes`` is wrong (follows its size in the message).
+    """
+    import torch
+
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise refuse(f"{size} bytes, {size_note}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # whatever the safe loader refuses is refused
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise refuse(f"it cannot be read safely: {first}") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from napari_samrefine.io import atomic_path
+from napari_samrefine.io import atomic_path, load_weights_only
 
 __all__ = ["read_adaptor_file", "write_adaptor_file", "FORMAT", "FORMAT_VERSION"]
 
@@ -121,14 +121,8 @@ def read_adaptor_file(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tens
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No IoU adaptor file at {path}.")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise _refuse(path, f"{size} bytes, far more than an adaptor's few kilobytes")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # whatever the safe loader refuses is refused
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise _refuse(path, f"it cannot be read safely: {first}") from None
+    data = load_weights_only(path, MAX_FILE_BYTES, lambda problem: _refuse(path, problem),
+                             "far more than an adaptor's few kilobytes")
     expected = {"format", "format_version", "lora_down", "lora_up", "metadata"}
     if not isinstance(data, dict) or set(data) != expected:
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import xxhash
 
-from napari_samrefine.io import atomic_path
+from napari_samrefine.io import atomic_path, load_weights_only
 from napari_samrefine.models.profile import (
     PROMPT_KINDS,
     RefineDefaults,
@@ -170,14 +170,8 @@ def read_finetune_file(path: str | os.PathLike) -> FinetuneFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No taught-model file at {path}.")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise _refuse(path, f"{size} bytes, more than any SAM decoder")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # whatever the safe loader refuses is refused
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise _refuse(path, f"it cannot be read safely: {first}") from None
+    data = load_weights_only(path, MAX_FILE_BYTES, lambda problem: _refuse(path, problem),
+                             "more than any SAM decoder")
     expected = {"format", "format_version", "weights", "metadata"}
     if not isinstance(data, dict) or set(data) != expected:
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
