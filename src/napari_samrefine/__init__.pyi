@@ -28,6 +28,7 @@ from .pipeline.options import RefineOptions
 from .pipeline.refiner import RefineResult, refine
 from .samrefiner.prompts import ObjectPrompts, excavate_prompts
 from .samrefiner.stm import split_then_merge
+from .teach.finetune import Taught, TeachOptions, finetune
 from .testing import tiny_sam
 
 __version__: str
@@ -45,6 +46,8 @@ __all__ = [
     "RefineOptions",
     "RefineResult",
     "SelectionReport",
+    "Taught",
+    "TeachOptions",
     "__version__",
     "adapt_iou_head",
     "adapt_layers",
@@ -56,6 +59,7 @@ __all__ = [
     "evaluate_selection",
     "excavate_layers",
     "excavate_prompts",
+    "finetune",
     "judge_layers",
     "judge_refinement",
     "list_models",
