@@ -100,7 +100,8 @@ def test_prompt_layers_keep_image_and_labels_visible(viewer, qtbot):
         assert 1.5 <= size <= max(1.5, side[int(lid)] / 4.0) + 1e-6, (lid, size, side[int(lid)])
 
 
-@pytest.mark.parametrize("name", ["SAM refine", "Prompt excavation", "JFS judge", "IoU adaption"])
+@pytest.mark.parametrize(
+    "name", ["SAM refine", "Prompt excavation", "JFS judge", "IoU adaption", "Teach the model"])
 def test_every_field_has_a_tooltip_that_docs_say_word_for_word(viewer, name):
     widget = open_widget(viewer, name)
     docs = words((ROOT / "docs" / "napari.md").read_text())

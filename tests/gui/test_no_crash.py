@@ -29,7 +29,8 @@ SCRIPT = textwrap.dedent(
     viewer.open_sample("napari-samrefine", "nuclei")
     widgets = {
         name: viewer.window.add_plugin_dock_widget("napari-samrefine", name)[1]
-        for name in ("Prompt excavation", "SAM refine", "JFS judge", "IoU adaption")
+        for name in ("Prompt excavation", "SAM refine", "JFS judge", "IoU adaption",
+                     "Review refinement", "Teach the model")
     }
     from qtpy.QtWidgets import QApplication
     from napari_samrefine.testing import tiny_sam

@@ -17,7 +17,7 @@ from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE, set_model_p
 from napari_samrefine.testing import tiny_tinyvit_sam
 
 ROOT = Path(__file__).resolve().parents[2]
-WIDGETS = ["Prompt excavation", "SAM refine", "JFS judge", "IoU adaption", "Review refinement"]
+WIDGETS = ["Prompt excavation", "SAM refine", "JFS judge", "IoU adaption", "Review refinement", "Teach the model"]
 
 
 def wait_done(qtbot, widget, timeout=60_000):
