@@ -100,6 +100,7 @@ def test_an_object_refined_again_from_its_erased_mask_prompt_region(viewer, qtbo
     else:
         pytest.fail("erasing half a mask prompt region changed no object's decode")
     review.select(i)
+    assert region.selected_label == label  # the label the brush paints
 
     # erased as the eraser does it: one undoable edit of the Labels layer
     region.data_setitem((rows[top], cols[top]), 0)

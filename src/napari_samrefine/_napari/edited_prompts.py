@@ -127,10 +127,14 @@ def _own_mask_prompt(base: ObjectPrompts, image: np.ndarray, coarse_plane: np.nd
 
 def select_object_prompts(viewer, coarse_layer, label_id: int) -> None:
     """Select object ``label_id``'s points and boxes in ``coarse_layer``'s prompt layers (to
-    show them, and so that a drag moves them)."""
+    show them, and so that a drag moves them), and its label in the mask prompt region layer (the
+    label the brush paints)."""
     for layer in prompt_layers(viewer, coarse_layer):
         if layer is not None:
             layer.selected_data = set(np.flatnonzero(_object_rows(layer, label_id)).tolist())
+    region = find_linked(viewer, coarse_layer, "mask region")
+    if region is not None:
+        region.selected_label = int(label_id)
 
 
 def _in_plane(coords: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:
