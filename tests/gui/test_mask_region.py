@@ -175,3 +175,17 @@ def test_the_region_of_a_stack_is_read_in_the_plane_it_shows(viewer):
     assert region.data.shape == (1, *coarse2d.shape) and tuple(region.translate) == (2.0, 0.0, 0.0)
     np.testing.assert_array_equal(mask_region_plane(viewer, stack, 1), stack.data[1])
     assert mask_region_plane(viewer, stack, 0) is None  # another plane: the mined mask prompt
+
+
+def test_an_object_whose_prompts_are_not_shown_keeps_its_mined_mask_prompt(viewer):
+    coarse = viewer.layers["nuclei coarse"]
+    first, second = (int(i) for i in np.unique(coarse.data[coarse.data > 0])[:2])
+    show_prompts(viewer, coarse, nsr.excavate_prompts(coarse.data, label_ids=[first], cebox=None))
+    region = viewer.layers["nuclei coarse mask prompt region"]
+    assert set(np.unique(region.data)) == {0, first}  # the other objects are not in it
+    assert mask_region_plane(viewer, coarse, None, second) is None  # not read as erased
+    assert mask_region_plane(viewer, coarse, None, first) is not None
+    (mined,) = nsr.excavate_prompts(coarse.data, label_ids=[second], cebox=None)
+    _, _, read = object_inputs(viewer, viewer.layers["nuclei"], coarse, second)
+    np.testing.assert_array_equal(read.gaussian, mined.gaussian)
+    assert read.offset == mined.offset

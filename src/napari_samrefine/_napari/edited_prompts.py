@@ -50,9 +50,15 @@ def prompt_layers(viewer, coarse_layer):
     return find_linked(viewer, coarse_layer, "points"), find_linked(viewer, coarse_layer, "boxes")
 
 
-def _shown_plane(layer, coarse_layer, plane, dtype) -> np.ndarray | None:
+def _shown_plane(layer, coarse_layer, plane, dtype, label_id=None) -> np.ndarray | None:
     """A copy of ``layer``'s data as one plane of ``coarse_layer``, or None when it shows
-    another plane of the stack or is not the plane's shape."""
+    another plane of the stack, is not the plane's shape, or does not show object ``label_id``'s
+    prompts (``metadata["samrefine"]["label_ids"]``, written by ``show_prompts``)."""
+    if layer is None:
+        return None
+    shown = layer.metadata.get("samrefine", {}).get("label_ids")
+    if label_id is not None and shown is not None and int(label_id) not in shown:
+        return None
     data = np.asarray(layer.data, dtype=dtype)
     shape = tuple(coarse_layer.data.shape[-2:])
     lead = plane_index(plane)
@@ -67,25 +73,26 @@ def _shown_plane(layer, coarse_layer, plane, dtype) -> np.ndarray | None:
     return np.array(data.reshape(shape), copy=True)
 
 
-def mask_prompt_plane(viewer, coarse_layer, plane=None) -> np.ndarray | None:
+def mask_prompt_plane(viewer, coarse_layer, plane=None, label_id=None) -> np.ndarray | None:
     """The mask prompt image the Prompt excavation widget drew for ``coarse_layer``, in ``plane``.
 
     A copy, float32, the shape of one plane; None when there is no such layer,
     or it shows another plane of the stack (its prompts were excavated there),
-    or it is not the plane's shape.
+    or it is not the plane's shape, or (with ``label_id``) it does not show that
+    object's mask prompt (the prompts of other objects were excavated).
     """
-    layer = find_linked(viewer, coarse_layer, "gaussian")
-    return None if layer is None else _shown_plane(layer, coarse_layer, plane, np.float32)
+    return _shown_plane(find_linked(viewer, coarse_layer, "gaussian"), coarse_layer, plane, np.float32,
+                        label_id)
 
 
-def mask_region_plane(viewer, coarse_layer, plane=None) -> np.ndarray | None:
+def mask_region_plane(viewer, coarse_layer, plane=None, label_id=None) -> np.ndarray | None:
     """The mask prompt region labels the Prompt excavation widget drew for ``coarse_layer``
     (maybe painted or erased since), in ``plane``.
 
     A copy, int64, the shape of one plane; None as for :func:`mask_prompt_plane`.
     """
-    layer = find_linked(viewer, coarse_layer, "mask region")
-    return None if layer is None else _shown_plane(layer, coarse_layer, plane, np.int64)
+    return _shown_plane(find_linked(viewer, coarse_layer, "mask region"), coarse_layer, plane, np.int64,
+                        label_id)
 
 
 def _region_mask_prompt(base: ObjectPrompts, region: np.ndarray):
@@ -254,8 +261,8 @@ def object_inputs(viewer, image_layer, coarse_layer, label_id: int, plane=None):
     coarse_plane = np.array(coarse_layer.data[lead], copy=True)
     image_plane = np.array(layer_data(image_layer, like=coarse_layer.data.shape)[lead], copy=True)
     prompts = prompts_from_layers(points, boxes, coarse_plane, label_id, plane,
-                                  mask_prompt_plane(viewer, coarse_layer, plane),
-                                  mask_region_plane(viewer, coarse_layer, plane))
+                                  mask_prompt_plane(viewer, coarse_layer, plane, label_id),
+                                  mask_region_plane(viewer, coarse_layer, plane, label_id))
     return image_plane, coarse_plane, prompts
 
 

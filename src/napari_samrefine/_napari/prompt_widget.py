@@ -99,6 +99,9 @@ def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dic
             features=point_features, **sizes, **point_colors, **geo,
         ),
     }
+    shown = [int(p.label_id) for p in prompts]
+    for role in ("mask region", "gaussian"):  # whose mask prompts they hold (the others' are not shown)
+        layers[role].metadata.setdefault("samrefine", {})["label_ids"] = shown
     return layers
 
 
