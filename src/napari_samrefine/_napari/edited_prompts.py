@@ -5,7 +5,7 @@ positive and negative points, ``features`` ``label_id`` and ``kind``) and a
 Shapes layer (its tight box and, where CEBox grew it, the grown box), and all
 objects' Gaussian mask prompts as one Image layer. After a user moved, added or
 deleted points, moved or resized a box, or painted or erased the mask prompt
-(the Image layer's data), :func:`prompts_from_layers` reads that object's
+(below), :func:`prompts_from_layers` reads that object's
 prompts back as :class:`~napari_samrefine.ObjectPrompts`, and
 :func:`refine_object` decodes the object from them with ``refine(...,
 label_ids=[id], prompts=...)`` at one iteration (the cached embedding: no
@@ -13,7 +13,14 @@ encoder pass once the image is encoded). :func:`object_inputs` reads what the
 decode needs on the GUI thread, so that :func:`refine_object` can run in a
 worker thread.
 
-The mask prompt image holds every object's map; an object's part of it is the
+The mask prompt is painted in the Labels layer "<labels> mask prompt region":
+each object's region, the mask its Gaussian map is mined from, painted with its
+id. Where a user painted or erased an object's region, its map is mined from
+the region as from a coarse mask (:func:`~napari_samrefine.excavate_prompts`);
+an unedited region gives the mined map, bit for bit.
+
+Without a region edit, the mask prompt image is read (a script may change its
+data): it holds every object's map; an object's part of it is the
 pixels nearer to its coarse mask than to any other object's (a painted pixel
 counts for the object nearest to it). Where that part equals the map mined from
 the coarse mask, the mined map is used unchanged.
@@ -31,7 +38,8 @@ from napari_samrefine.pipeline.refiner import refine
 from napari_samrefine.samrefiner.prompts import ObjectPrompts, excavate_prompts
 
 __all__ = [
-    "prompt_layers", "select_object_prompts", "mask_prompt_plane", "prompts_from_layers", "refine_object",
+    "prompt_layers", "select_object_prompts", "mask_prompt_plane", "mask_region_plane",
+    "prompts_from_layers", "refine_object",
     "object_inputs", "refine_from_layers",
 ]
 
@@ -42,17 +50,16 @@ def prompt_layers(viewer, coarse_layer):
     return find_linked(viewer, coarse_layer, "points"), find_linked(viewer, coarse_layer, "boxes")
 
 
-def mask_prompt_plane(viewer, coarse_layer, plane=None) -> np.ndarray | None:
-    """The mask prompt image the Prompt excavation widget drew for ``coarse_layer``, in ``plane``.
-
-    A copy, float32, the shape of one plane; None when there is no such layer,
-    or it shows another plane of the stack (its prompts were excavated there),
-    or it is not the plane's shape.
-    """
-    layer = find_linked(viewer, coarse_layer, "gaussian")
+def _shown_plane(layer, coarse_layer, plane, dtype, label_id=None) -> np.ndarray | None:
+    """A copy of ``layer``'s data as one plane of ``coarse_layer``, or None when it shows
+    another plane of the stack, is not the plane's shape, or does not show object ``label_id``'s
+    prompts (``metadata["samrefine"]["label_ids"]``, written by ``show_prompts``)."""
     if layer is None:
         return None
-    data = np.asarray(layer.data, dtype=np.float32)
+    shown = layer.metadata.get("samrefine", {}).get("label_ids")
+    if label_id is not None and shown is not None and int(label_id) not in shown:
+        return None
+    data = np.asarray(layer.data, dtype=dtype)
     shape = tuple(coarse_layer.data.shape[-2:])
     lead = plane_index(plane)
     if data.shape[-2:] != shape or data.size != int(np.prod(shape)):
@@ -64,6 +71,42 @@ def mask_prompt_plane(viewer, coarse_layer, plane=None) -> np.ndarray | None:
         if tuple(shown.tolist()) != lead:
             return None
     return np.array(data.reshape(shape), copy=True)
+
+
+def mask_prompt_plane(viewer, coarse_layer, plane=None, label_id=None) -> np.ndarray | None:
+    """The mask prompt image the Prompt excavation widget drew for ``coarse_layer``, in ``plane``.
+
+    A copy, float32, the shape of one plane; None when there is no such layer,
+    or it shows another plane of the stack (its prompts were excavated there),
+    or it is not the plane's shape, or (with ``label_id``) it does not show that
+    object's mask prompt (the prompts of other objects were excavated).
+    """
+    return _shown_plane(find_linked(viewer, coarse_layer, "gaussian"), coarse_layer, plane, np.float32,
+                        label_id)
+
+
+def mask_region_plane(viewer, coarse_layer, plane=None, label_id=None) -> np.ndarray | None:
+    """The mask prompt region labels the Prompt excavation widget drew for ``coarse_layer``
+    (maybe painted or erased since), in ``plane``.
+
+    A copy, int64, the shape of one plane; None as for :func:`mask_prompt_plane`.
+    """
+    return _shown_plane(find_linked(viewer, coarse_layer, "mask region"), coarse_layer, plane, np.int64,
+                        label_id)
+
+
+def _region_mask_prompt(base: ObjectPrompts, region: np.ndarray):
+    """``base`` with its Gaussian map mined from its painted region; None when its region is
+    unedited (the support of the mined map) or of another shape."""
+    label_id = int(base.label_id)
+    mine = np.asarray(region) == label_id
+    if np.array_equal(mine, base.gaussian_full(mine.shape) > 0):
+        return None
+    if not mine.any():  # all erased: no mask prompt (SAM gets -strength everywhere)
+        return replace(base, gaussian=np.zeros_like(base.gaussian), mask_input=None)
+    # the same mining as the coarse mask's (excavate_prompts), on the painted region as one object
+    (mined,) = excavate_prompts(mine.astype(np.uint8), label_ids=[1], cebox=None, binary="one")
+    return replace(base, gaussian=mined.gaussian, offset=mined.offset, mask_input=None)
 
 
 def _own_mask_prompt(base: ObjectPrompts, image: np.ndarray, coarse_plane: np.ndarray):
@@ -91,10 +134,14 @@ def _own_mask_prompt(base: ObjectPrompts, image: np.ndarray, coarse_plane: np.nd
 
 def select_object_prompts(viewer, coarse_layer, label_id: int) -> None:
     """Select object ``label_id``'s points and boxes in ``coarse_layer``'s prompt layers (to
-    show them, and so that a drag moves them)."""
+    show them, and so that a drag moves them), and its label in the mask prompt region layer (the
+    label the brush paints)."""
     for layer in prompt_layers(viewer, coarse_layer):
         if layer is not None:
             layer.selected_data = set(np.flatnonzero(_object_rows(layer, label_id)).tolist())
+    region = find_linked(viewer, coarse_layer, "mask region")
+    if region is not None:
+        region.selected_label = int(label_id)
 
 
 def _in_plane(coords: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:
@@ -112,7 +159,8 @@ def _object_rows(layer, label_id: int) -> np.ndarray:
 
 
 def prompts_from_layers(points_layer, boxes_layer, coarse_plane: np.ndarray, label_id: int,
-                        plane=None, mask_prompt: np.ndarray | None = None) -> ObjectPrompts:
+                        plane=None, mask_prompt: np.ndarray | None = None,
+                        mask_region: np.ndarray | None = None) -> ObjectPrompts:
     """Object ``label_id``'s prompts as its (edited) prompt layers show them.
 
     Parameters
@@ -136,6 +184,13 @@ def prompts_from_layers(points_layer, boxes_layer, coarse_plane: np.ndarray, lab
         The plane's mask prompt image (:func:`mask_prompt_plane`, maybe painted
         or erased): the object's Gaussian map is its part of it (see the
         module); None: the map mined from the coarse mask.
+    mask_region : numpy.ndarray, optional
+        The plane's mask prompt region labels (:func:`mask_region_plane`, maybe
+        painted or erased): where the object's region (its id's pixels) differs
+        from the mask its map was mined from, its Gaussian map is mined from the
+        region instead (by :func:`~napari_samrefine.excavate_prompts`, as from a
+        coarse mask), and ``mask_prompt`` is not read for it; an erased region
+        gives no mask prompt.
 
     Returns
     -------
@@ -144,7 +199,10 @@ def prompts_from_layers(points_layer, boxes_layer, coarse_plane: np.ndarray, lab
     """
     label_id = int(label_id)
     (base,) = excavate_prompts(coarse_plane, label_ids=[label_id], cebox=None)
-    if mask_prompt is not None:
+    painted = None if mask_region is None else _region_mask_prompt(base, mask_region)
+    if painted is not None:
+        base = painted
+    elif mask_prompt is not None:
         base = _own_mask_prompt(base, np.asarray(mask_prompt, np.float32), coarse_plane)
     lead = plane_index(plane)
     h, w = coarse_plane.shape
@@ -203,7 +261,8 @@ def object_inputs(viewer, image_layer, coarse_layer, label_id: int, plane=None):
     coarse_plane = np.array(coarse_layer.data[lead], copy=True)
     image_plane = np.array(layer_data(image_layer, like=coarse_layer.data.shape)[lead], copy=True)
     prompts = prompts_from_layers(points, boxes, coarse_plane, label_id, plane,
-                                  mask_prompt_plane(viewer, coarse_layer, plane))
+                                  mask_prompt_plane(viewer, coarse_layer, plane, label_id),
+                                  mask_region_plane(viewer, coarse_layer, plane, label_id))
     return image_plane, coarse_plane, prompts
 
 

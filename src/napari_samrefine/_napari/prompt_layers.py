@@ -18,6 +18,7 @@ __all__ = [
     "point_sizes",
     "boxes_data",
     "gaussian_data",
+    "region_data",
 ]
 
 FALLBACK_COLOR = (1.0, 0.85, 0.0, 1.0)
@@ -164,6 +165,21 @@ def gaussian_data(prompts: Sequence[ObjectPrompts], shape: tuple[int, int], plan
     return out.reshape((1,) * len(plane_index(plane)) + out.shape)
 
 
+def region_data(prompts: Sequence[ObjectPrompts], shape: tuple[int, int], plane: int | None = None,
+                dtype=np.int32) -> np.ndarray:
+    """Each object's mask prompt region, the mask its Gaussian map was mined from, as labels.
+
+    The region of an object is the support of its Gaussian map (its coarse mask as
+    the mining saw it), painted with its id: the labels a user paints or erases to
+    change the object's mask prompt. Shaped like :func:`gaussian_data` (one plane
+    deep for a stack).
+    """
+    out = np.zeros(shape, dtype=dtype)
+    for p in prompts:
+        y0, x0 = p.offset
+        h, w = p.gaussian.shape
+        out[y0 : y0 + h, x0 : x0 + w][np.asarray(p.gaussian) > 0] = p.label_id
+    return out.reshape((1,) * len(plane_index(plane)) + out.shape)
 
 
 def point_style(features: pd.DataFrame) -> dict:

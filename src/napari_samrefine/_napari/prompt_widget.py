@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 from napari.layers import Image, Labels
@@ -25,6 +27,7 @@ from napari_samrefine._napari.prompt_layers import (
     point_sizes,
     point_style,
     points_data,
+    region_data,
 )
 from napari_samrefine._napari.refine_output import OBJECTS, missing_label_text
 from napari_samrefine._napari.workers import TaskWidget
@@ -35,17 +38,22 @@ from napari_samrefine.engine.preprocess import to_sam_rgb
 from napari_samrefine.samrefiner.defaults import CEBOX_LAMBDA, NEGATIVE_POINT
 from napari_samrefine.samrefiner.prompts import excavate_prompts
 
-__all__ = ["PromptWidget", "show_prompts", "prompt_summary", "GAUSSIAN_OPACITY"]
+__all__ = ["PromptWidget", "show_prompts", "prompt_summary", "GAUSSIAN_OPACITY", "REGION_OPACITY"]
 
 GAUSSIAN_OPACITY = 0.4
 """Opacity of the Gaussian mask prompt layer (added over the image, which stays visible)."""
+REGION_OPACITY = 0.5
+"""Opacity of the mask prompt region layer (the labels a user paints the mask prompt with)."""
 
 
 def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dict:
-    """Add or update the Points, Shapes and Image layers of ``prompts`` over ``labels_layer``.
+    """Add or update the Labels, Points, Shapes and Image layers of ``prompts`` over ``labels_layer``.
 
-    Returns the three layers by role ("points", "boxes", "gaussian"). Each point and
-    box has its object's colour in ``labels_layer`` and is labelled with its id.
+    Returns the four layers by role ("mask region", "points", "boxes",
+    "gaussian"). Each point and box has its object's colour in ``labels_layer``
+    and is labelled with its id; the mask prompt region (a Labels layer with
+    ``labels_layer``'s colours) holds each object's mask its Gaussian map was
+    mined from, for the user to paint or erase.
     """
     name = labels_layer.name
     geo = geometry(labels_layer)
@@ -54,6 +62,8 @@ def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dic
     rects, box_features, box_colors = boxes_data(prompts, plane, colors)
     shape = layer_data(labels_layer).shape[-2:]
     gauss = gaussian_data(prompts, shape, plane)
+    dtype = labels_layer.data.dtype
+    region = region_data(prompts, shape, plane, dtype if np.issubdtype(dtype, np.integer) else np.int32)
     gauss_geo = dict(geo)
     lead = plane_index(plane)
     if lead:  # a one-plane image placed at its plane
@@ -69,6 +79,11 @@ def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dic
     # a quarter of their object
     sizes = {"size": point_sizes(prompts)} if len(coords) else {}
     layers = {
+        # a Labels layer painted by a user is kept as it is (and a new one added)
+        "mask region": upsert_layer(
+            viewer, labels_layer, "mask region", "labels", region, name=f"{name} mask prompt region",
+            colormap=copy.deepcopy(labels_layer.colormap), opacity=REGION_OPACITY, **gauss_geo,
+        ),
         "gaussian": upsert_layer(
             viewer, labels_layer, "gaussian", "image", gauss, name=f"{name} Gaussian prompts",
             colormap="inferno", blending="additive", opacity=GAUSSIAN_OPACITY,
@@ -84,6 +99,9 @@ def show_prompts(viewer, labels_layer, prompts, plane: int | None = None) -> dic
             features=point_features, **sizes, **point_colors, **geo,
         ),
     }
+    shown = [int(p.label_id) for p in prompts]
+    for role in ("mask region", "gaussian"):  # whose mask prompts they hold (the others' are not shown)
+        layers[role].metadata.setdefault("samrefine", {})["label_ids"] = shown
     return layers
 
 

@@ -189,9 +189,12 @@ def excavate_layers(
     dict
         The layers by role: "points" (Points: ``features`` ``label_id`` and
         ``kind`` positive/negative), "boxes" (Shapes: ``label_id`` and ``kind``
-        tight/cebox) and "gaussian" (Image: the Gaussian mask prompts). Run again,
-        it updates them. Edited (points moved, added, deleted; boxes moved or
-        resized), they are what :func:`rerefine_object` reads.
+        tight/cebox), "gaussian" (Image: the Gaussian mask prompts) and "mask
+        region" (Labels: each object's mask its Gaussian map is mined from).
+        Run again, it updates them (a region layer painted since is kept and a
+        new one added). Edited (points moved, added, deleted; boxes moved or
+        resized; a region painted or erased), they are what
+        :func:`rerefine_object` reads.
     """
     labels_layer = find_layer(viewer, labels, "labels")
     plane = _plane_of(viewer, labels_layer, plane)
