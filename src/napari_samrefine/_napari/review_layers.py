@@ -37,6 +37,7 @@ __all__ = [
     "store_decisions",
     "object_mask",
     "set_object_mask",
+    "write_edit",
     "reverts_edit",
     "decide_objects",
     "rerefine_object",
@@ -107,13 +108,24 @@ def object_mask(data, key: tuple) -> np.ndarray:
     return np.asarray(data[plane_index(plane)]) == label_id
 
 
+def write_edit(layer, indices, values) -> None:
+    """Write ``values`` at ``indices`` (one per axis) of the Labels ``layer`` as one undo step.
+
+    ``Labels.data_setitem`` alone emits the layer's ``paint`` event before it
+    writes the pixels; inside ``block_history`` the event comes after them, so
+    that whoever follows the layer's pixels (the review widget) reads the new ones.
+    """
+    with layer.block_history():
+        layer.data_setitem(indices, values)
+
+
 def set_object_mask(layer, key: tuple, mask: np.ndarray) -> int:
     """Make object ``key`` = (plane, label_id) of ``layer`` exactly ``mask`` (bool, its plane),
-    through ``Labels.data_setitem`` (undoable); returns the number of pixels written."""
+    as one undo step (:func:`write_edit`); returns the number of pixels written."""
     plane, label_id = key
     indices, values = replace_edit(layer.data, mask, label_id, plane)
     if values.size:
-        layer.data_setitem(indices, values)
+        write_edit(layer, indices, values)
     return int(values.size)
 
 
@@ -212,7 +224,7 @@ def decide_objects(viewer, refined, coarse, decisions: Mapping) -> pd.DataFrame:
     reverted = [key for key, decision in wanted.items() if decision == "reverted"]
     indices, values, _ = reverts_edit(refined.data, coarse.data, reverted)
     if indices is not None:  # every revert together: one Ctrl+Z
-        refined.data_setitem(indices, values)
+        write_edit(refined, indices, values)
     known.update(wanted)
     store_decisions(refined, known)
     return review_table(decision_table(refined))

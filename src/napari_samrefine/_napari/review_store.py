@@ -21,7 +21,7 @@ from magicgui.widgets import Container, FileEdit, PushButton
 from napari_samrefine._napari.layers import features_table, plane_index
 from napari_samrefine._napari.review_layers import object_mask
 
-__all__ = ["follow_pixels", "check_objects", "adopt_table", "DecisionsFile"]
+__all__ = ["follow_pixels", "keep_decisions", "check_objects", "adopt_table", "DecisionsFile"]
 
 
 def follow_pixels(history, rows: pd.DataFrame, keys: list[tuple], data) -> list[int]:
@@ -36,6 +36,33 @@ def follow_pixels(history, rows: pd.DataFrame, keys: list[tuple], data) -> list[
                 rows.at[i, "decision"] = decision
                 changed.append(i)
     return changed
+
+
+def keep_decisions(history, table, data, edit, skip=()) -> None:
+    """Before the edit ``(indices, values)`` is written into the labels ``data``: each object of
+    ``history`` but those in ``skip`` (the ones it decides) whose pixels it changes keeps its
+    decision (``table``: the review's :class:`~.review_table.ObjectTable`), its mask after the
+    edit recorded with it (``indices`` None: no edit). A neighbour refined again into an object's
+    pixels does not undo that object's decision; undo and redo still do (:func:`follow_pixels`)."""
+    if edit[0] is None:
+        return
+    rows, keys = table.rows, table.keys()
+    indices, values = tuple(np.asarray(ix) for ix in edit[0]), np.asarray(edit[1])
+    planes: dict[tuple, np.ndarray] = {}
+    for i, key in enumerate(keys):
+        if key in skip or key not in history:
+            continue
+        lead = plane_index(key[0])
+        if lead not in planes:
+            at = np.ones(values.size, bool)
+            for axis, v in zip(indices[: len(lead)], lead, strict=True):
+                at &= axis == v
+            plane = planes[lead] = np.array(data[lead], copy=True)
+            plane[indices[-2][at], indices[-1][at]] = values[at]
+        after = planes[lead] == key[1]
+        if not np.array_equal(after, object_mask(data, key)):
+            decision = rows.at[i, "decision"]
+            history.record(key, decision, after, decision)
 
 
 def check_objects(data, rows: pd.DataFrame, name: str, layer_name: str) -> None:

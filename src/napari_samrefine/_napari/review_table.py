@@ -167,6 +167,10 @@ class ObjectTable:
         """Row ``i``'s object: ``(plane, label_id)`` (:func:`~napari_samrefine.quality.review.object_key`)."""
         return object_key(self.rows.at[i, "plane"], self.rows.at[i, "label_id"])
 
+    def keys(self) -> list[tuple]:
+        """Every row's object (:meth:`key`), in the order shown."""
+        return [self.key(i) for i in range(len(self.rows))]
+
     def _show_indicator(self) -> None:
         column, ascending = self.sort_by
         header = self.native.horizontalHeader()

@@ -31,13 +31,13 @@ from napari_samrefine._napari.review_layers import (
     decision_table,
     object_mask,
     reverts_edit,
-    set_object_mask,
     store_decisions,
+    write_edit,
 )
 from napari_samrefine._napari.review_table import Keys, ObjectTable, has_review_table, show_object
 from napari_samrefine._napari.workers import TaskWidget
 from napari_samrefine.quality import review_file
-from napari_samrefine.quality.review import DecisionHistory, review_table
+from napari_samrefine.quality.review import DecisionHistory, replace_edit, review_table
 
 __all__ = ["ReviewWidget"]
 
@@ -260,9 +260,12 @@ class ReviewWidget(TaskWidget):
     def _write(self, i: int, refined, decision: str, mask: np.ndarray) -> int:
         """Object ``i``'s mask set to ``mask`` as one undo step, and ``decision`` recorded."""
         key = self._key(i)
+        indices, values = replace_edit(refined.data, mask, key[1], key[0])
         self._history.record(key, decision, mask, self.rows.at[i, "decision"])
+        store.keep_decisions(self._history, self._table, refined.data, (indices, values), {key})
         self._decide(i, decision)  # before the write: the write's event finds it decided
-        return set_object_mask(refined, key, mask)
+        write_edit(refined, indices, values)
+        return int(values.size)
 
     def refine_object(self, *_) -> None:
         """Decode the selected object from its edited prompt layers (points, box, mask prompt) in
@@ -349,8 +352,9 @@ class ReviewWidget(TaskWidget):
         except (OSError, ValueError) as err:
             self.say(str(err), error=True)
             return
-        keys = [self._key(i) for i in range(len(rows)) if rows.at[i, "decision"] == "reverted"]
+        keys = [k for k, d in zip(self._table.keys(), rows["decision"], strict=True) if d == "reverted"]
         indices, values, masks = reverts_edit(refined.data, coarse.data, keys)
+        store.keep_decisions(self._history, self._table, refined.data, (indices, values), keys)
         for i, key in enumerate(self._key(j) for j in range(len(rows))):
             if key in masks:
                 self._history.record(key, "reverted", masks[key], self.rows.at[i, "decision"])
@@ -360,7 +364,7 @@ class ReviewWidget(TaskWidget):
         refined.metadata.setdefault(EDITED_PROMPTS, {}).update(kept)
         self._store()  # before the write: the write's event finds them decided
         if indices is not None:  # one undo step for all the reverts
-            refined.data_setitem(indices, values)
+            write_edit(refined, indices, values)
         again = int((rows["decision"] == "re-refined").sum())
         note = (f"; {again} re-refined objects keep the pixels they have ({len(kept)} with their "
                 "edited prompts, kept with the layer)") if again else ""
@@ -369,15 +373,16 @@ class ReviewWidget(TaskWidget):
 
     # -- the layer's pixels and features ---------------------------------------------------------
 
-    def _sync(self, *_) -> None:
+    def _sync(self, event=None) -> None:
         """After the refined layer's pixels changed (an undo, a redo, a paint): each object reverted
         or refined again in this review gets the decision its pixels stand for
         (:class:`~napari_samrefine.quality.review.DecisionHistory`)."""
+        if getattr(event, "type", None) == "paint":  # data_setitem emits it before writing
+            QTimer.singleShot(0, self._sync)
         refined = self.refined_layer.value
         if refined is None or not refined == self._layer:
             return
-        keys = [self._key(i) for i in range(len(self.rows))]
-        changed = store.follow_pixels(self._history, self.rows, keys, refined.data)
+        changed = store.follow_pixels(self._history, self.rows, self._table.keys(), refined.data)
         for i in changed:
             self._table.show_decision(i)
         if changed:
