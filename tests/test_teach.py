@@ -143,6 +143,9 @@ def test_load_sam_applies_a_taught_file_and_refuses_another_base(pairs, checkpoi
     assert loaded is not base and loaded.image_encoder is base.image_encoder
     for k, v in read_finetune_file(taught.path).weights.items():
         assert torch.equal(loaded.state_dict()[k], v)
+    # a taught model's identity is its base's, whether it came from a file or from memory
+    in_memory = finetune([image], [labels], base, options=dataclasses.replace(QUICK, epochs=1))
+    assert base_identity(in_memory.model) == base_identity(loaded) == base_identity(base)
     other = tiny_sam(seed=1)
     with pytest.raises(ValueError, match="taught from .*my model.pth.*load_sam"):
         apply_finetune(other, taught.path)

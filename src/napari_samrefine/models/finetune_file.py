@@ -98,7 +98,7 @@ def base_identity(sam) -> str:
     A taught model's identity is its base's.
     """
     source = model_source(sam)
-    if source is not None and source.xxh128:
+    if source is not None and (source.base_xxh128 or source.xxh128):
         return f"file:{source.base_xxh128 or source.xxh128}"
     if getattr(sam, "taught_from", None):
         return sam.taught_from
