@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--keep", default=None, choices=("better", "refined"))
+    parser.add_argument("--lora-rank", type=int, default=None, help="adaptors in the image encoder (0: off)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--embeddings", type=Path, default=None,
                         help="disk cache of embeddings (the folder refine_quality.py's --embeddings takes)")
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(
             epochs=args.epochs, max_minutes=args.max_minutes, augment=args.augment, kinds=args.kinds,
             seeds=args.seeds, prompts=args.prompts, lr=args.lr, batch_size=args.batch_size,
-            keep=args.keep).items() if v is not None}
+            keep=args.keep, lora_rank=args.lora_rank).items() if v is not None}
         options = TeachOptions(**chosen)
         # refine_quality.py keeps zoom-1 views' embeddings in <embeddings>/x1: the same windows
         cache = nsr.EmbeddingCache(max_items=4096, disk=args.embeddings and args.embeddings / "x1")

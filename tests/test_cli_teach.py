@@ -116,7 +116,8 @@ def test_a_file_taught_from_another_base_is_refused_before_loading(files, taught
      (["--max-minutes", "0"], "--max-minutes must be more than 0"),
      (["--validation", "1"], "validation must be a fraction"),
      (["--epochs", "0"], "epochs, batch_size and patience must be at least 1"),
-     (["--channel", "red"], "--channel must be an integer")],
+     (["--channel", "red"], "--channel must be an integer"),
+     (["--lora-rank", "-1"], "lora_rank must be 0 (off) or more")],
 )
 def test_bad_options_are_one_line_errors_before_any_model_loads(files, tmp_path, capsys, change, text):
     _, pairs, base = files
@@ -156,3 +157,23 @@ def test_bad_inputs_name_the_file(files, tmp_path, capsys):
     rc = main(["finetune", str(img), "--labels", str(lab), "--checkpoint", str(base), "-o", str(out),
                *QUICK])
     assert rc == 2 and "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"mine"
+
+
+def test_lora_rank_teaches_encoder_adaptors_that_refine_uses(files, tmp_path, capsys):
+    _, pairs, base = files
+    (img, lab), _ = pairs
+    out = tmp_path / "adapted.pt"
+    rc = main(["finetune", str(img), "--labels", str(lab), "--checkpoint", str(base), "-o", str(out),
+               *QUICK, "--lora-rank", "2"])
+    assert rc == 0, capsys.readouterr().err
+    saved = read_finetune_file(out)
+    assert saved.metadata["options"]["lora_rank"] == 2
+    assert any(k.startswith("image_encoder.") and k.endswith(".lora_a") for k in saved.weights)
+    result = tmp_path / "refined.tif"
+    rc = main(["refine", str(img), str(lab), "-o", str(result), "--checkpoint", str(base),
+               "--finetune", str(out), "--device", "cpu", "--scale", "none"])
+    assert rc == 0, capsys.readouterr().err
+    model = load_sam(base, device="cpu", finetune=out)
+    assert model.image_encoder is not load_sam(base, device="cpu").image_encoder
+    expected = refine(tifffile.imread(img), tifffile.imread(lab), model, scale=None)
+    assert np.array_equal(tifffile.imread(result), expected.labels)

@@ -171,7 +171,7 @@ def test_tampered_or_foreign_files_are_refused(pairs, sam, tmp_path):
     weights = {k: v for k, v in sam.state_dict().items() if k.startswith("mask_decoder.")}
     path = write_finetune_file(weights, taught.metadata, tmp_path / "ok.pt")
     assert read_finetune_file(path).weights.keys() == weights.keys()
-    with pytest.raises(ValueError, match="only prompt-encoder and mask-decoder"):
+    with pytest.raises(ValueError, match="only prompt-encoder, mask-decoder and adaptor"):
         write_finetune_file({"image_encoder.x": torch.zeros(1)}, taught.metadata, tmp_path / "x.pt")
     torch.save({"format": "napari-samrefine/finetune", "format_version": 1,
                 "weights": {"image_encoder.patch_embed.proj.weight": torch.zeros(1)},

@@ -56,7 +56,8 @@ def _teach_widget(viewer, tmp_path, epochs=1):
     return widget
 
 
-def test_teach_then_refine_with_the_taught_file(pair_viewer, qtbot, tmp_path, checkpoint):
+@pytest.mark.parametrize("rank", [0, 2], ids=["decoder", "encoder adaptors"])
+def test_teach_then_refine_with_the_taught_file(pair_viewer, qtbot, tmp_path, checkpoint, rank):
     viewer = pair_viewer
     image = viewer.layers["cells"].data.copy()
     labels = viewer.layers["cells labels"].data.copy()
@@ -64,6 +65,7 @@ def test_teach_then_refine_with_the_taught_file(pair_viewer, qtbot, tmp_path, ch
     teach.model._model.value = LOCAL_FILE
     teach.model._file.value = checkpoint
     teach.model._device.value = "cpu"
+    teach.lora_rank.value = rank
     messages = []
     teach.progressed.connect(lambda d, t, m: messages.append(m))
     teach._run_button.native.click()
@@ -75,6 +77,8 @@ def test_teach_then_refine_with_the_taught_file(pair_viewer, qtbot, tmp_path, ch
     assert saved.metadata["base_model"] == checkpoint.name and teach.taught.path == path
     state = teach.taught.model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in saved.weights.items())  # the best epoch's
+    adaptors = [k for k in saved.weights if k.startswith("image_encoder.")]
+    assert saved.metadata["options"]["lora_rank"] == rank and bool(adaptors) == bool(rank)
     assert [line.split(":")[0] for line in teach.log.value.splitlines()] == ["epoch 0", "epoch 1"]
     assert any(re.search(r"epoch 1/1, loss [\d.]+; about \d+ s left", m) for m in messages)
     label = f"{checkpoint.name} + my cells.pt"

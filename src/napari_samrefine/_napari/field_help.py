@@ -155,6 +155,9 @@ TEACH_HELP = {
     "from the same images, longer teaching.",
     "max minutes": "Stop after this many minutes of training, keeping the best epoch so far "
     "(0: no limit).",
+    "encoder adaptors (rank)": "0: only the decoder learns (the embeddings are computed once). "
+    "Above 0: the image encoder learns too, through low-rank adaptors of this rank in its "
+    "attention; each step encodes its window again, which is slow without a GPU.",
     "save taught model to": "The .pt file to write the taught model to; it is then offered "
     "in every model field as '<base> + <file name>'.",
     "log": "One line per epoch: the training loss and the validation IoU, beside the coarse masks' own.",

@@ -78,6 +78,7 @@ class TeachWidget(TaskWidget):
         # 0 stands for no limit
         self.max_minutes = FloatSpinBox(label="max minutes", value=defaults.max_minutes or 0,
                                         min=0, max=24 * 60, step=5)
+        self.lora_rank = SpinBox(label="encoder adaptors (rank)", value=defaults.lora_rank, min=0, max=64)
         self.output = FileEdit(label="save taught model to", mode="w", filter="*.pt", value="")
         self.log = TextEdit(label="epochs", value="")
         self.log.native.setReadOnly(True)
@@ -85,11 +86,12 @@ class TeachWidget(TaskWidget):
             (self.pairs.image_layer, "image"), (self.pairs.labels_layer, "corrected labels"),
             (self.pairs.pair_list, "pairs"), (self.epochs, "epochs"),
             (self.augment, "turns and flips"), (self.max_minutes, "max minutes"),
+            (self.lora_rank, "encoder adaptors (rank)"),
             (self.output, "save taught model to"), (self.log, "log"),
         ):  # fmt: skip
             field.tooltip = TEACH_HELP[key]
         self.extend([self.pairs, self.model, self.epochs, self.augment, self.max_minutes,
-                     self.output])
+                     self.lora_rank, self.output])
         self.add_footer()
         self.append(self.log)
 
@@ -102,7 +104,7 @@ class TeachWidget(TaskWidget):
         minutes = float(self.max_minutes.value)
         return replace(TeachOptions(), epochs=int(self.epochs.value),
                        augment=DIHEDRAL if self.augment.value else (0,),
-                       max_minutes=minutes if minutes > 0 else None)
+                       max_minutes=minutes if minutes > 0 else None, lora_rank=int(self.lora_rank.value))
 
     def _data(self) -> tuple[list, list]:
         pairs = self.pairs.chosen()

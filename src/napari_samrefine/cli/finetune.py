@@ -39,7 +39,7 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
         "finetune",
         help="teach SAM to refine your objects, from a few images with corrected labels",
         description="Teach SAM to refine (fine-tune its prompt encoder and mask decoder; the "
-        "image encoder is not changed) from images and their corrected instance labels: "
+        "image encoder is not changed unless --lora-rank is given) from images and their corrected instance labels: "
         "coarse masks are made from the labels, and the model learns to answer the true masks "
         "to the prompts refine mines from them. Writes a small file of the changed weights; "
         "use it with `napari-samrefine refine ... --finetune FILE` and the same --model. "
@@ -81,11 +81,14 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--max-minutes", type=float, default=_DEFAULTS["max_minutes"],
                    help="stop after this many minutes of training, keeping the best epoch "
                    "(default: no limit)")
+    g.add_argument("--lora-rank", type=int, default=_DEFAULTS["lora_rank"], metavar="R",
+                   help="also teach the image encoder: low-rank adaptors of rank R in its attention "
+                   "(0, the default: off; each step then encodes its window again, slow on a CPU)")
     g.add_argument("--keep", choices=("better", "refined"), default=_DEFAULTS["keep"],
                    help="the keep policy the taught model refines with, unless refine is given "
                    "--keep")
     g.add_argument("--seed", type=int, default=_DEFAULTS["seed"],
-                   help="seed of the validation split and the order of the examples")
+                   help="seed of the validation split, the order of the examples and the adaptors' start")
     g.add_argument("--channel", default=None,
                    help="channel index, or 'mean', for multichannel images that are not RGB "
                    "(default: RGB(A) is used as RGB; other channel counts need this)")
@@ -132,6 +135,7 @@ def teach_options(args: argparse.Namespace) -> TeachOptions:
         max_minutes=args.max_minutes,
         keep=args.keep,
         seed=args.seed,
+        lora_rank=args.lora_rank,
     )
 
 

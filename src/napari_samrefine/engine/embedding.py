@@ -30,6 +30,7 @@ __all__ = [
     "ImageEmbedding",
     "default_cache",
     "embed_image",
+    "encoder_input",
     "image_key",
     "model_key",
 ]
@@ -141,17 +142,25 @@ def embed_image(sam, rgb: np.ndarray) -> ImageEmbedding:
     return _encode(sam, rgb, image_key(rgb, sam))
 
 
-@torch.no_grad()
-def _encode(sam, rgb: np.ndarray, key: str) -> ImageEmbedding:
+def encoder_input(sam, rgb: np.ndarray) -> tuple[torch.Tensor, SamFrame]:
+    """What SAM's image encoder is given for a uint8 (H, W, 3) image, and the image's frame.
+
+    The resizing and normalisation :func:`embed_image` describes; a (1, 3, S, S)
+    float tensor on the model's device (S: the encoder's input size).
+    """
+    _check_rgb(rgb)
     frame = SamFrame.from_sam(sam, rgb.shape[:2])
     resized = ResizeLongestSide(frame.image_size).apply_image(rgb)
     x = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1).contiguous()[None].float()
     if model_profile(sam).normalization == "minmax":
-        x = minmax_padded(x, frame.image_size)
-    else:
-        x = sam.preprocess(x)
-    features = sam.image_encoder(x)
-    return ImageEmbedding(features=features, frame=frame, key=key)
+        return minmax_padded(x, frame.image_size), frame
+    return sam.preprocess(x), frame
+
+
+@torch.no_grad()
+def _encode(sam, rgb: np.ndarray, key: str) -> ImageEmbedding:
+    x, frame = encoder_input(sam, rgb)
+    return ImageEmbedding(features=sam.image_encoder(x), frame=frame, key=key)
 
 
 def minmax_padded(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,15 +1,18 @@
 """A taught model's file: the weights teaching changed, over a base model it names.
 
-:func:`~napari_samrefine.teach.finetune.finetune` changes only SAM's prompt
-encoder and mask decoder (the image encoder, and so every embedding, stays the
-base model's). Its file holds those tensors, the base model's identity
+:func:`~napari_samrefine.teach.finetune.finetune` changes SAM's prompt
+encoder and mask decoder, and with ``lora_rank`` the low-rank adaptors of the
+image encoder's attention (:mod:`~napari_samrefine.models.lora`); without
+them the image encoder, and so every embedding, stays the base model's. Its
+file holds those tensors, the base model's identity
 (:func:`base_identity`) and what teaching was (options, training images by
 hash, validation numbers) as JSON text: a few megabytes, read with
 ``torch.load(weights_only=True)`` and checked key by key, written atomically.
 
 :func:`apply_finetune` builds the taught model from a base model: a copy of the
-base that shares its image encoder (no memory for a second one) with the file's
-weights in its prompt encoder and mask decoder, the prompts it was taught with
+base that shares its image encoder (no memory for a second one; with adaptors,
+a copy of its modules over the same weights) with the file's weights in its
+prompt encoder and mask decoder, the prompts it was taught with
 and its measured defaults in its profile. ``load_sam(base, finetune=FILE)`` calls it.
 """
 
@@ -25,6 +28,7 @@ import torch
 import xxhash
 
 from napari_samrefine.io import atomic_path, load_weights_only
+from napari_samrefine.models.lora import adapted_encoder, is_lora_weight
 from napari_samrefine.models.profile import (
     PROMPT_KINDS,
     RefineDefaults,
@@ -49,7 +53,11 @@ FORMAT = "napari-samrefine/finetune"
 FORMAT_VERSION = 1
 MAX_FILE_BYTES = 256 * 1024 * 1024
 TAUGHT_PREFIXES = ("prompt_encoder.", "mask_decoder.")
-"""The parts of a SAM model that teaching changes (the image encoder is never changed)."""
+"""The parts of a SAM model that teaching changes (in the image encoder, only adaptors)."""
+
+
+def _is_taught(name: str) -> bool:
+    return name.startswith(TAUGHT_PREFIXES) or is_lora_weight(name)
 
 # metadata keys a file must hold, and their JSON types
 _META_TYPES: dict[str, tuple[type, ...]] = {
@@ -74,7 +82,7 @@ class FinetuneFile:
     ----------
     weights : dict of str to torch.Tensor
         The taught tensors, by their name in the model's ``state_dict``
-        (all under :data:`TAUGHT_PREFIXES`).
+        (under :data:`TAUGHT_PREFIXES`, and the image encoder's adaptors if taught).
     metadata : dict
         ``base_model`` (name), ``architecture``, ``base_identity``
         (:func:`base_identity` of the model it was taught from), ``prompts``
@@ -112,8 +120,7 @@ def base_identity(sam) -> str:
 
 def taught_weights(sam) -> dict:
     """A copy of the tensors of ``sam`` that teaching changes, by ``state_dict`` name (CPU)."""
-    return {k: v.detach().to("cpu").clone() for k, v in sam.state_dict().items()
-            if k.startswith(TAUGHT_PREFIXES)}
+    return {k: v.detach().to("cpu").clone() for k, v in sam.state_dict().items() if _is_taught(k)}
 
 
 def write_finetune_file(weights: dict, metadata: dict, path: str | os.PathLike) -> Path:
@@ -134,9 +141,9 @@ def write_finetune_file(weights: dict, metadata: dict, path: str | os.PathLike) 
     missing = sorted(set(_META_TYPES) - set(metadata))
     if missing:
         raise ValueError(f"metadata lacks {missing}")
-    bad = sorted(k for k in weights if not k.startswith(TAUGHT_PREFIXES))
+    bad = sorted(k for k in weights if not _is_taught(k))
     if bad:
-        raise ValueError(f"only prompt-encoder and mask-decoder weights are written, not {bad[:3]}")
+        raise ValueError(f"only prompt-encoder, mask-decoder and adaptor weights are written, not {bad[:3]}")
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -197,8 +204,8 @@ def read_finetune_file(path: str | os.PathLike) -> FinetuneFile:
     if not isinstance(weights, dict) or not weights:
         raise _refuse(path, "no weights")
     for name, t in weights.items():
-        if not isinstance(name, str) or not name.startswith(TAUGHT_PREFIXES):
-            raise _refuse(path, f"weight {name!r} is not a prompt-encoder or mask-decoder weight")
+        if not isinstance(name, str) or not _is_taught(name):
+            raise _refuse(path, f"weight {name!r} is not a prompt-encoder, mask-decoder or adaptor weight")
         if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
             raise _refuse(path, f"weight {name!r} is not a float32 tensor")
         if not torch.isfinite(t).all():
@@ -222,11 +229,21 @@ def _taught_defaults(base: RefineDefaults, chosen: dict) -> RefineDefaults:
     return dataclasses.replace(base, **values)
 
 
+def _lora_options(meta: dict) -> tuple[int, float]:
+    """The adaptors' rank and scale a file's options name."""
+    rank, scale = meta["options"].get("lora_rank"), meta["options"].get("lora_scale")
+    if not isinstance(rank, int) or rank < 1 or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ValueError(f"The taught file holds image-encoder adaptors but its options give rank {rank!r} "
+                         f"and scale {scale!r}; teach the model again.")
+    return rank, float(scale)
+
+
 def apply_finetune(sam, taught: FinetuneFile | str | os.PathLike, *, name: str | None = None):
     """The taught model: ``sam`` with a taught file's prompt-encoder and mask-decoder weights.
 
     ``sam`` itself is not changed. The result shares ``sam``'s image encoder
-    (same embeddings, no second copy in memory); its profile is ``sam``'s with
+    (same embeddings, no second copy in memory), or with the file's adaptors
+    an adapted copy over the same weights (its own embeddings); its profile is ``sam``'s with
     the taught prompt kinds, single-mask output and the file's defaults; its
     source names the base and the file.
 
@@ -259,12 +276,16 @@ def apply_finetune(sam, taught: FinetuneFile | str | os.PathLike, *, name: str |
             f"the base model given is {given!r} ({mine}). Load it over its own base: "
             f"load_sam({meta['base_model']!r}, finetune=...)."
         )
-    state = sam.state_dict()
-    wrong = [k for k, t in taught.weights.items() if k not in state or tuple(state[k].shape) != tuple(t.shape)]
-    if wrong:
-        raise ValueError(f"The taught weights {wrong[:3]} do not fit the base model's layers.")
     # a copy that shares the image encoder: deepcopy's memo maps it to itself
     out = copy.deepcopy(sam, memo={id(sam.image_encoder): sam.image_encoder})
+    adaptors = {k for k in taught.weights if is_lora_weight(k)}
+    if adaptors:
+        out.image_encoder = adapted_encoder(sam.image_encoder, *_lora_options(meta))
+    state = out.state_dict()
+    wrong = [k for k, t in taught.weights.items() if k not in state or tuple(state[k].shape) != tuple(t.shape)]
+    wrong += sorted({k for k in state if is_lora_weight(k)} - adaptors)
+    if wrong:
+        raise ValueError(f"The taught weights {wrong[:3]} do not fit the base model's layers.")
     device = next(out.mask_decoder.parameters()).device
     out.load_state_dict({k: t.to(device) for k, t in taught.weights.items()}, strict=False)
     out.eval()

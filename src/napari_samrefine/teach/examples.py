@@ -55,6 +55,11 @@ class TeachingExample:
         (n, L, L) bool coarse masks in the low-res frame (the baseline of validation).
     image : int
         Index of the training image.
+    window : numpy.ndarray
+        The turned window (uint8 RGB) the embedding is of: what an adapted image
+        encoder (``lora_rank``) encodes again at each step.
+    turn : int
+        The augmentation (:data:`DIHEDRAL`) of the window.
     """
 
     embedding: ImageEmbedding
@@ -62,6 +67,8 @@ class TeachingExample:
     targets: torch.Tensor
     coarse: torch.Tensor
     image: int
+    window: np.ndarray
+    turn: int = 0
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -114,7 +121,8 @@ def teaching_examples(
     for v, view in enumerate(views):
         for a, k in enumerate(augment):
             report(progress, v * len(augment) + a, total, "encoding the teaching windows")
-            emb = cache.get(sam, turn(view.rgb, k))
+            window = turn(view.rgb, k)
+            emb = cache.get(sam, window)
             coarse = turn(view.coarse, k)
             mined = {p.label_id: p for p in excavate_prompts(
                 coarse, emb, label_ids=view.ids, cebox=cebox, binary="one")}
@@ -130,6 +138,8 @@ def teaching_examples(
                 targets=_lowres(frame, np.moveaxis(targets, -1, 0)).float(),
                 coarse=_lowres(frame, np.stack([coarse == i for i in found])),
                 image=view.image,
+                window=window,
+                turn=k,
             ))
     report(progress, total, total, "encoding the teaching windows")
     return out

@@ -15,11 +15,8 @@ stops improving. The result is saved as a small file
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
-import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,19 +33,14 @@ from napari_samrefine.models.finetune_file import (
     FinetuneFile,
     apply_finetune,
     base_identity,
-    taught_weights,
     write_finetune_file,
 )
 from napari_samrefine.models.profile import PROMPT_KINDS, model_profile
 from napari_samrefine.models.source import model_source
+from napari_samrefine.teach.epochs import teach_epochs
 from napari_samrefine.teach.examples import DIHEDRAL, teaching_examples
-from napari_samrefine.teach.losses import refine_loss
-from napari_samrefine.teach.steps import (
-    decode_example,
-    epoch_batches,
-    validation_iou,
-    validation_subset,
-)
+from napari_samrefine.teach.steps import validation_subset
+from napari_samrefine.teach.student import student_of
 from napari_samrefine.teach.views import TEACH_KINDS, teaching_views
 
 __all__ = ["TeachOptions", "Taught", "check_teaching_data", "finetune"]
@@ -91,7 +83,15 @@ class TeachOptions:
     keep : {"better", "refined"}
         The keep policy the taught model refines with by default.
     seed : int
-        Seed of the split, the order of the examples and nothing else.
+        Seed of the split, the order of the examples and the adaptors' start.
+    lora_rank : int
+        0 (the default): the image encoder is not taught. r >= 1: low-rank
+        adaptors of rank r in the image encoder's attention
+        (:mod:`~napari_samrefine.models.lora`) are taught too. Each step then
+        encodes its window again with gradients (several seconds per step on a
+        CPU for LiteMedSAM; see docs/training.md).
+    lora_scale : float
+        Factor of the adaptors' update.
     """
 
     prompts: tuple[str, ...] = ("box", "mask")
@@ -108,6 +108,8 @@ class TeachOptions:
     max_minutes: float | None = None
     keep: str = "better"
     seed: int = 0
+    lora_rank: int = 0
+    lora_scale: float = 1.0
 
     def __post_init__(self):
         if not self.prompts or any(p not in PROMPT_KINDS for p in self.prompts):
@@ -118,6 +120,9 @@ class TeachOptions:
             raise ValueError("epochs, batch_size and patience must be at least 1, and lr > 0.")
         if not 0 <= self.validation < 1:
             raise ValueError(f"validation must be a fraction in [0, 1), got {self.validation!r}.")
+        if self.lora_rank < 0 or not self.lora_scale > 0:
+            raise ValueError(f"lora_rank must be 0 (off) or more and lora_scale > 0, got "
+                             f"{self.lora_rank!r} and {self.lora_scale!r}.")
         if self.keep not in ("better", "refined"):
             raise ValueError(f"keep must be 'better' or 'refined', got {self.keep!r}.")
 
@@ -130,7 +135,7 @@ class Taught:
     ----------
     model : segment_anything.modeling.Sam
         The taught model, ready for :func:`~napari_samrefine.refine` (it shares the
-        base model's image encoder).
+        base model's image encoder, or its weights under the adaptors).
     path : pathlib.Path or None
         The file written, if ``out`` was given.
     history : list of dict
@@ -165,13 +170,6 @@ def _split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     order = np.random.default_rng(seed).permutation(n).tolist()
     k = max(1, round(n * fraction))
     return sorted(order[k:]), sorted(order[:k])
-
-
-def _eta(start: float, done: int, total: int) -> str:
-    if done == 0:
-        return ""
-    left = (time.perf_counter() - start) / done * (total - done)
-    return f"; about {left / 60:.0f} min left" if left >= 60 else f"; about {left:.0f} s left"
 
 
 def check_teaching_data(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> None:
@@ -267,65 +265,21 @@ def finetune(
                                    kinds=opts.kinds, seeds=(0,), channel=channel, percentiles=percentiles)
         val = teaching_examples(val_views, sam, prompts=opts.prompts, augment=(0,), cache=cache,
                                 progress=stage(0.3, 0.35))
+    elif 0 in opts.augment:  # one image: its unturned views validate (mined once)
+        val = [ex for ex in train if ex.turn == 0]
     else:
         val = teaching_examples(views, sam, prompts=opts.prompts, augment=(0,), cache=cache)
     if not train:
         raise ValueError("The labels give no object to learn from.")
 
-    # the student shares the base's frozen image encoder (deepcopy's memo maps it to itself)
-    student = copy.deepcopy(sam, memo={id(sam.image_encoder): sam.image_encoder})
-    taught = [p for n, p in student.named_parameters() if not n.startswith("image_encoder.")]
-    for p in student.image_encoder.parameters():
-        p.requires_grad_(False)
-    optimiser = torch.optim.AdamW(taught, lr=opts.lr, weight_decay=opts.weight_decay)
     rng = np.random.default_rng(opts.seed)
-    torch.manual_seed(opts.seed)
     val = validation_subset(val, opts.validation_objects, rng)
-    best_iou, coarse_iou = validation_iou(student.eval(), val)
-    best = (0, taught_weights(student))
-    history = [dict(epoch=0, loss=math.nan, val_iou=best_iou, val_coarse_iou=coarse_iou, seconds=0.0)]
-    if log is not None:
-        log(f"epoch 0: validation IoU {best_iou:.3f} (coarse masks {coarse_iou:.3f}), "
-            f"{sum(map(len, train))} training objects in {len(train)} views")
-    steps_per_epoch = math.ceil(sum(map(len, train)) / opts.batch_size)
-    total = steps_per_epoch * opts.epochs
-    start, done, stale = time.perf_counter(), 0, 0
-
-    def out_of_time() -> bool:
-        return opts.max_minutes is not None and time.perf_counter() - start > 60 * opts.max_minutes
-
-    for epoch in range(1, opts.epochs + 1):
-        student.train()
-        losses, count = 0.0, 0
-        for step in epoch_batches(train, opts.batch_size, rng):
-            optimiser.zero_grad()
-            n = sum(map(len, step.values()))
-            loss = 0.0
-            for e, rows in step.items():
-                low, iou = decode_example(student, train[e], rows)
-                part = refine_loss(low, iou, train[e].targets[torch.as_tensor(rows)].to(low.device)) / n
-                part.backward()
-                loss += float(part.detach()) * n
-            optimiser.step()
-            losses, count, done = losses + loss, count + n, done + 1
-            report(progress, 350 + int(650 * done / total), 1000,
-                   f"epoch {epoch}/{opts.epochs}, loss {losses / count:.3f}{_eta(start, done, total)}")
-            if out_of_time():
-                break
-        val_iou, _ = validation_iou(student.eval(), val)
-        seconds = time.perf_counter() - start
-        history.append(dict(epoch=epoch, loss=losses / count, val_iou=val_iou,
-                            val_coarse_iou=coarse_iou, seconds=seconds))
-        if log is not None:
-            log(f"epoch {epoch}: loss {losses / count:.4f}, validation IoU {val_iou:.3f} "
-                f"(coarse {coarse_iou:.3f}), {seconds:.0f} s")
-        if val_iou > best_iou:
-            best_iou, best, stale = val_iou, (epoch, taught_weights(student)), 0
-        else:
-            stale += 1
-        if stale >= opts.patience or out_of_time():
-            break
-    report(progress, 1000, 1000, f"taught: validation IoU {best_iou:.3f} at epoch {best[0]}")
+    with torch.random.fork_rng(devices=[]):  # the adaptors' start is seeded; the caller's seed is kept
+        torch.manual_seed(opts.seed)
+        with student_of(sam, opts.lora_rank, opts.lora_scale) as (student, params):
+            lesson = teach_epochs(student, params, train, val, opts, rng, progress=progress, log=log)
+    best_iou, coarse_iou, history = lesson.best_iou, lesson.coarse_iou, lesson.history
+    report(progress, 1000, 1000, f"taught: validation IoU {best_iou:.3f} at epoch {lesson.best_epoch}")
     source = model_source(sam)
     base_defaults = model_profile(sam).defaults
     metadata = dict(
@@ -338,18 +292,18 @@ def finetune(
         images=[_hash_pair(np.asarray(images[i]), np.asarray(labels[i])) for i in train_ids],
         options={**asdict(opts), "validation_images": [_hash_pair(np.asarray(images[i]),
                                                                    np.asarray(labels[i])) for i in val_ids]},
-        validation=dict(best_epoch=best[0], best_iou=best_iou, coarse_iou=coarse_iou,
+        validation=dict(best_epoch=lesson.best_epoch, best_iou=best_iou, coarse_iou=coarse_iou,
                         history=history, on_training_images=not val_ids),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         package_version=_version(),
     )
     path = None
     if out is not None:
-        path = write_finetune_file(best[1], metadata, out)
+        path = write_finetune_file(lesson.weights, metadata, out)
         model = apply_finetune(sam, path)
     else:
-        model = apply_finetune(sam, FinetuneFile(best[1], metadata))
-    return Taught(model=model, path=path, history=history, best_epoch=best[0], metadata=metadata)
+        model = apply_finetune(sam, FinetuneFile(lesson.weights, metadata))
+    return Taught(model=model, path=path, history=history, best_epoch=lesson.best_epoch, metadata=metadata)
 
 
 def _version() -> str:
