@@ -66,7 +66,15 @@ def embed_input(sam, rgb):
     return encoder_input(sam, rgb)[0]
 
 
-def test_a_few_steps_teach_the_adaptors_and_leave_the_base_as_it_was(pair, sam):
+def _tinyvit_fast():
+    sam = tiny_tinyvit_sam(layout="lite_medsam")
+    enable_fast_encoder(sam)  # as load_sam gives it: gradients go through the fused attention
+    return sam
+
+
+@pytest.mark.parametrize("make", [tiny_sam, _tinyvit_fast], ids=["vit", "tinyvit"])
+def test_a_few_steps_teach_the_adaptors_and_leave_the_base_as_it_was(pair, make):
+    sam = make()
     image, labels = pair
     views = teaching_views([image], [labels], sam, kinds=("defects",))
     examples = teaching_examples(views[:1], sam, prompts=("box", "mask"), augment=(0,))
