@@ -19,6 +19,7 @@ from napari_samrefine.models.finetune_file import (
     write_finetune_file,
 )
 from napari_samrefine.models.loading import load_sam
+from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE, model_profile, set_model_profile
 from napari_samrefine.models.lora import LoRALinear, adapted_encoder, lora_targets
 from napari_samrefine.teach.examples import teaching_examples
 from napari_samrefine.teach.finetune import TeachOptions, finetune
@@ -100,6 +101,19 @@ def test_a_few_steps_teach_the_adaptors_and_leave_the_base_as_it_was(pair, make)
         assert any(p.abs().max() > 0 for p in adaptors)  # the encoder was taught
     assert {n: p.requires_grad for n, p in sam.named_parameters()} == flags
     assert all(torch.equal(encoder[k], v) for k, v in sam.image_encoder.state_dict().items())
+
+
+def test_the_student_encodes_each_window_as_its_base_does(pair):
+    """The student keeps its base's profile (LiteMedSAM's min-max input): untaught adaptors
+    give exactly the embeddings the examples were mined with."""
+    sam = _tinyvit_fast()
+    set_model_profile(sam, BOX_ONLY_MINMAX_PROFILE)
+    image, labels = pair
+    views = teaching_views([image], [labels], sam, kinds=("eroded",))
+    ex = teaching_examples(views[:1], sam, prompts=("box",), augment=(0,))[0]
+    with student_of(sam, lora_rank=2) as (student, _), torch.no_grad():
+        assert model_profile(student) == model_profile(sam)
+        assert torch.equal(window_features(student.eval(), ex), ex.embedding.features)
 
 
 def test_window_batches_keep_each_step_on_one_window(pair, sam):

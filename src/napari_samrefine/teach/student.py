@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from napari_samrefine.models.lora import LORA_SUFFIXES, adapted_encoder
+from napari_samrefine.models.profile import model_profile, set_model_profile
 
 __all__ = ["student_of"]
 
@@ -43,6 +44,7 @@ def student_of(sam, lora_rank: int = 0, lora_scale: float = 1.0) -> Iterator[tup
     encoder = sam.image_encoder
     flags = [(p, p.requires_grad) for p in encoder.parameters()]
     student = copy.deepcopy(sam, memo={id(encoder): encoder})
+    set_model_profile(student, model_profile(sam))  # kept beside the model, not in it: a copy lacks it
     if lora_rank:
         student.image_encoder = adapted_encoder(encoder, lora_rank, lora_scale)
     try:
