@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_samrefine import refine
-from napari_samrefine.engine.embedding import embed_image, model_key
+from napari_samrefine.engine.embedding import embed_image, encoder_input, model_key
 from napari_samrefine.models.fast_encoder import enable_fast_encoder
 from napari_samrefine.models.finetune_file import (
     FinetuneFile,
@@ -19,8 +19,12 @@ from napari_samrefine.models.finetune_file import (
     write_finetune_file,
 )
 from napari_samrefine.models.loading import load_sam
-from napari_samrefine.models.profile import BOX_ONLY_MINMAX_PROFILE, model_profile, set_model_profile
 from napari_samrefine.models.lora import LoRALinear, adapted_encoder, lora_targets
+from napari_samrefine.models.profile import (
+    BOX_ONLY_MINMAX_PROFILE,
+    model_profile,
+    set_model_profile,
+)
 from napari_samrefine.teach.examples import teaching_examples
 from napari_samrefine.teach.finetune import TeachOptions, finetune
 from napari_samrefine.teach.losses import refine_loss
@@ -55,16 +59,10 @@ def test_an_adapted_encoder_starts_as_its_base_over_the_same_weights(make, pair)
     for n in names:  # the base layer is shared, not copied
         assert adapted.get_submodule(n).base.weight is sam.image_encoder.get_submodule(n).weight
     with torch.no_grad():
-        start = adapted(embed_input(sam, rgb))
+        start = adapted(encoder_input(sam, rgb)[0])
     assert torch.equal(start, base)  # B = 0: exactly the base's embedding
     assert all(torch.equal(before[k], v) for k, v in sam.state_dict().items())
     assert all(isinstance(m, torch.nn.Linear) for n, m in sam.image_encoder.named_modules() if n in names)
-
-
-def embed_input(sam, rgb):
-    from napari_samrefine.engine.embedding import encoder_input
-
-    return encoder_input(sam, rgb)[0]
 
 
 def _tinyvit_fast():

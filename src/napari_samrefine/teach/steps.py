@@ -47,8 +47,9 @@ def decode_example(model, ex: TeachingExample, rows=None, features: torch.Tensor
     chosen = {k: None if v is None else (v if rows is None else v[rows]) for k, v in ex.prompts.items()}
     points, boxes, masks = sam_frame_prompts(ex.embedding.frame, device, **chosen)
     sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+    embedding = ex.embedding.features if features is None else features
     low, iou = model.mask_decoder(
-        image_embeddings=(ex.embedding.features if features is None else features).to(device), image_pe=model.prompt_encoder.get_dense_pe(),
+        image_embeddings=embedding.to(device), image_pe=model.prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
     return low[:, 0], iou[:, 0]
 
