@@ -239,7 +239,7 @@ def _lora_options(meta: dict) -> tuple[int, float]:
 
 
 def apply_finetune(sam, taught: FinetuneFile | str | os.PathLike, *, name: str | None = None):
-    """The taught model: ``sam`` with a taught file's prompt-encoder and mask-decoder weights.
+    """The taught model: ``sam`` with a taught file's prompt-encoder, mask-decoder and adaptor weights.
 
     ``sam`` itself is not changed. The result shares ``sam``'s image encoder
     (same embeddings, no second copy in memory), or with the file's adaptors
