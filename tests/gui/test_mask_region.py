@@ -5,13 +5,12 @@ this object", decodes that object from the prompt mined from the painted region.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 import pytest
-from _widgets import open_widget, refine_widget
+from _widgets import decode_one as decode
+from _widgets import refine_again_with_e, review_with_mined_prompts
 from napari.layers import Labels
-from qtpy.QtCore import Qt
 
 import napari_samrefine as nsr
 from napari_samrefine._napari.edited_prompts import (
@@ -25,23 +24,10 @@ from napari_samrefine.testing import tiny_sam
 pytestmark = pytest.mark.gui
 
 
-def run_widget(widget, qtbot):
-    widget._run_button.native.click()
-    qtbot.waitUntil(lambda: widget.worker is not None and not widget.busy, timeout=60_000)
-
-
 def mined_from(region: np.ndarray, label: int) -> nsr.ObjectPrompts:
     """The prompts the core mining gives for ``label``'s pixels of ``region`` as one object."""
     (p,) = nsr.excavate_prompts((region == label).astype(np.uint8), cebox=None, binary="one")
     return p
-
-
-def decode(image, coarse, sam, prompts):
-    label = prompts.label_id
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return nsr.refine(image, coarse, sam, label_ids=[label], prompts={label: prompts},
-                          iterations=1, keep="refined").labels == label
 
 
 def assert_same_prompts(a: nsr.ObjectPrompts, b: nsr.ObjectPrompts) -> None:
@@ -59,12 +45,8 @@ def assert_same_prompts(a: nsr.ObjectPrompts, b: nsr.ObjectPrompts) -> None:
 def test_an_object_refined_again_from_its_erased_mask_prompt_region(viewer, qtbot):
     # a tiny SAM whose mask prompt's content matters (see tiny_sam)
     sam = tiny_sam(seed=0, mask_in_chans=16)
-    run_widget(refine_widget(viewer, sam, keep="refined"), qtbot)
-    refined, coarse = viewer.layers["nuclei coarse refined"], viewer.layers["nuclei coarse"]
+    refined, coarse, review = review_with_mined_prompts(viewer, qtbot, sam)
     start, coarse_data, image = refined.data.copy(), coarse.data.copy(), viewer.layers["nuclei"].data
-    prompt_widget = open_widget(viewer, "Prompt excavation")
-    prompt_widget.labels_layer.value = coarse
-    run_widget(prompt_widget, qtbot)
 
     # the region layer: each object's coarse mask, in its colours, ready for the brush
     region = viewer.layers["nuclei coarse mask prompt region"]
@@ -81,10 +63,6 @@ def test_an_object_refined_again_from_its_erased_mask_prompt_region(viewer, qtbo
         assert_same_prompts(read, mined[int(label)])
         np.testing.assert_array_equal(mined_from(region.data, label).gaussian, mined[int(label)].gaussian)
 
-    review = open_widget(viewer, "Review refinement")
-    review.model.sam = sam
-    review.image_layer.value = viewer.layers["nuclei"]
-    review.load_button.native.click()
     # the worst object whose decode erasing the top half of its region changes
     for i in range(len(review.rows)):
         label = int(review.rows.at[i, "label_id"])
@@ -113,20 +91,7 @@ def test_an_object_refined_again_from_its_erased_mask_prompt_region(viewer, qtbo
         np.testing.assert_array_equal(theirs.gaussian, mined[int(other)].gaussian)
         assert theirs.offset == mined[int(other)].offset
 
-    passes = []  # the image encoder's passes from now on (a forward hook, not a mock)
-    hook = sam.image_encoder.register_forward_hook(lambda *_: passes.append(1))
-    qtbot.keyClick(review.table.native, Qt.Key.Key_E)
-    qtbot.waitUntil(lambda: not review.busy, timeout=60_000)
-    hook.remove()
-    assert not passes  # the cached embedding: no encoder pass
-    want = start.copy()
-    want[want == label] = 0
-    want[again] = label
-    np.testing.assert_array_equal(refined.data, want)
-    changed = refined.data != start
-    assert changed.any() and ((start[changed] == label) | (refined.data[changed] == label)).all()
-    assert refined.features.set_index("label_id")["decision"][label] == "re-refined"
-    kept = refined.metadata["samrefine_edited_prompts"][(None, label)]  # kept with the layer
+    kept = refine_again_with_e(qtbot, review, sam, refined, start, label, again)
     np.testing.assert_array_equal(kept.gaussian, want_prompts.gaussian)
     np.testing.assert_array_equal(kept.gaussian_full(coarse_data.shape) > 0, erased_region == label)
     np.testing.assert_array_equal(viewer.layers["nuclei coarse Gaussian prompts"].data, gauss_before)

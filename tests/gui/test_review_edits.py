@@ -4,12 +4,18 @@ click, decisions saved and loaded as a CSV table, an object re-refined from its 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-from _widgets import open_widget, refine_widget
+from _widgets import decode_one as decode
+from _widgets import (
+    open_widget,
+    refine_again_with_e,
+    refine_widget,
+    review_with_mined_prompts,
+    run_widget,
+)
 from qtpy.QtCore import QPoint, Qt
 
 import napari_samrefine as nsr
@@ -18,11 +24,6 @@ from napari_samrefine.quality.review import apply_decisions, review_table
 from napari_samrefine.testing import tiny_sam
 
 pytestmark = pytest.mark.gui
-
-
-def run_refine(widget, qtbot):
-    widget._run_button.native.click()
-    qtbot.waitUntil(lambda: widget.worker is not None and not widget.busy, timeout=60_000)
 
 
 def click_header(qtbot, review, title: str) -> None:
@@ -42,7 +43,7 @@ def shown(review, column: int) -> list[str]:
 def test_the_table_fills_itself_after_a_refine_run_and_sorts_by_a_header_click(viewer, qtbot, sam):
     review = open_widget(viewer, "Review refinement")  # docked before the run
     assert len(review.rows) == 0
-    run_refine(refine_widget(viewer, sam, keep="refined"), qtbot)
+    run_widget(refine_widget(viewer, sam, keep="refined"), qtbot)
     refined = viewer.layers["nuclei coarse refined"]
     qtbot.waitUntil(lambda: len(review.rows) > 0, timeout=5_000)
     assert review.refined_layer.value is refined and review.coarse_layer.value is viewer.layers["nuclei coarse"]
@@ -78,7 +79,7 @@ def test_the_table_fills_itself_after_a_refine_run_and_sorts_by_a_header_click(v
     np.testing.assert_array_equal(refined.data, apply_decisions(start, coarse, {first: "reverted"}))
 
     # a second run into the same layer: the table is read again
-    run_refine(refine_widget(viewer, sam, keep="refined", iterations=1), qtbot)
+    run_widget(refine_widget(viewer, sam, keep="refined", iterations=1), qtbot)
     # (an empty table has no decision either: wait for the objects themselves)
     qtbot.waitUntil(lambda: len(review.rows) > 0 and (review.rows["decision"] == "").all(), timeout=5_000)
     assert set(review.rows["label_id"]) == set(expected["label_id"])
@@ -88,7 +89,7 @@ def test_the_table_fills_itself_after_a_refine_run_and_sorts_by_a_header_click(v
 
 def test_selecting_a_layer_with_saved_features_resumes_its_review(viewer, qtbot, sam):
     review = open_widget(viewer, "Review refinement")
-    run_refine(refine_widget(viewer, sam, keep="refined"), qtbot)
+    run_widget(refine_widget(viewer, sam, keep="refined"), qtbot)
     refined = viewer.layers["nuclei coarse refined"]
     features = refined.features.copy()
     first = int(review_table(features)["label_id"][0])
@@ -116,7 +117,7 @@ def test_selecting_a_layer_with_saved_features_resumes_its_review(viewer, qtbot,
 
 def test_decisions_saved_then_loaded_as_one_undo_step(viewer, qtbot, sam, tmp_path):
     review = open_widget(viewer, "Review refinement")
-    run_refine(refine_widget(viewer, sam, keep="refined"), qtbot)
+    run_widget(refine_widget(viewer, sam, keep="refined"), qtbot)
     qtbot.waitUntil(lambda: len(review.rows) > 0, timeout=5_000)
     refined, coarse = viewer.layers["nuclei coarse refined"], viewer.layers["nuclei coarse"]
     start, coarse_data = refined.data.copy(), coarse.data.copy()
@@ -192,30 +193,13 @@ def test_decisions_saved_then_loaded_as_one_undo_step(viewer, qtbot, sam, tmp_pa
     assert "samrefine_table" not in again.metadata and len(review.rows) == 0
 
 
-def decode(image, coarse, sam, prompts):
-    """What Refine this object gives for ``prompts``: refine that object alone, one iteration."""
-    label = prompts.label_id
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return nsr.refine(image, coarse, sam, label_ids=[label], prompts={label: prompts},
-                          iterations=1, keep="refined").labels == label
-
-
 def test_an_object_refined_again_from_its_erased_mask_prompt_in_a_worker(viewer, qtbot):
     # a tiny SAM whose mask prompt's content matters (the default one's mask downscaling is one
     # channel wide, normalised to nothing: see tiny_sam)
     sam = tiny_sam(seed=0, mask_in_chans=16)
-    run_refine(refine_widget(viewer, sam, keep="refined"), qtbot)
-    refined, coarse = viewer.layers["nuclei coarse refined"], viewer.layers["nuclei coarse"]
+    refined, coarse, review = review_with_mined_prompts(viewer, qtbot, sam)
     start, coarse_data, image = refined.data.copy(), coarse.data.copy(), viewer.layers["nuclei"].data
-    prompt_widget = open_widget(viewer, "Prompt excavation")
-    prompt_widget.labels_layer.value = coarse
-    run_refine(prompt_widget, qtbot)
     mask_prompt = viewer.layers["nuclei coarse Gaussian prompts"]
-    review = open_widget(viewer, "Review refinement")
-    review.model.sam = sam
-    review.image_layer.value = viewer.layers["nuclei"]
-    review.load_button.native.click()
     # the worst object whose decode the erased mask prompt changes (random weights change little)
     for i in range(len(review.rows)):
         label = int(review.rows.at[i, "label_id"])
@@ -232,21 +216,7 @@ def test_an_object_refined_again_from_its_erased_mask_prompt_in_a_worker(viewer,
     painted = np.array(mask_prompt.data, copy=True)
     painted[coarse_data == label] = 0
     mask_prompt.data = painted
-    passes = []  # the image encoder's passes from now on (a forward hook, not a mock)
-    hook = sam.image_encoder.register_forward_hook(lambda *_: passes.append(1))
-    qtbot.keyClick(review.table.native, Qt.Key.Key_E)
-    assert review.busy  # in a worker thread
-    qtbot.waitUntil(lambda: not review.busy, timeout=60_000)
-    hook.remove()
-    assert not passes  # the cached embedding: no encoder pass
-    want = start.copy()
-    want[want == label] = 0
-    want[again] = label
-    np.testing.assert_array_equal(refined.data, want)
-    changed = refined.data != start
-    assert ((start[changed] == label) | (refined.data[changed] == label)).all()  # no other object
-    assert refined.features.set_index("label_id")["decision"][label] == "re-refined"
-    kept = refined.metadata["samrefine_edited_prompts"][(None, label)]  # kept with the layer
+    kept = refine_again_with_e(qtbot, review, sam, refined, start, label, again)
     np.testing.assert_array_equal(kept.gaussian, erased.gaussian)
     assert kept.offset == base.offset
     refined.undo()
