@@ -48,7 +48,7 @@ def keep_decisions(history, table, data, edit, skip=()) -> None:
         return
     rows, keys = table.rows, table.keys()
     indices, values = tuple(np.asarray(ix) for ix in edit[0]), np.asarray(edit[1])
-    planes: dict[tuple, np.ndarray] = {}
+    planes: dict[tuple, tuple[np.ndarray, set]] = {}  # per plane: after the edit, the ids it touches
     for i, key in enumerate(keys):
         if key in skip or key not in history:
             continue
@@ -57,9 +57,15 @@ def keep_decisions(history, table, data, edit, skip=()) -> None:
             at = np.ones(values.size, bool)
             for axis, v in zip(indices[: len(lead)], lead, strict=True):
                 at &= axis == v
-            plane = planes[lead] = np.array(data[lead], copy=True)
-            plane[indices[-2][at], indices[-1][at]] = values[at]
-        after = planes[lead] == key[1]
+            plane = np.array(data[lead], copy=True)
+            where = (indices[-2][at], indices[-1][at])
+            touched = set(np.unique(plane[where]).tolist()) | set(np.unique(values[at]).tolist())
+            plane[where] = values[at]
+            planes[lead] = plane, touched
+        plane, touched = planes[lead]
+        if key[1] not in touched:  # the edit neither takes nor gives this object's pixels
+            continue
+        after = plane == key[1]
         if not np.array_equal(after, object_mask(data, key)):
             decision = rows.at[i, "decision"]
             history.record(key, decision, after, decision)
