@@ -23,7 +23,7 @@ from napari_samrefine.models.profile import (
     set_model_profile,
 )
 from napari_samrefine.teach.examples import teaching_examples, turn
-from napari_samrefine.teach.finetune import TeachOptions, finetune
+from napari_samrefine.teach.finetune import TeachOptions, _hash_pair, finetune
 from napari_samrefine.teach.losses import refine_loss
 from napari_samrefine.teach.steps import decode_example
 from napari_samrefine.teach.views import coarse_targets, teaching_views
@@ -195,4 +195,32 @@ def test_tampered_or_foreign_files_are_refused(pairs, sam, tmp_path):
 def test_bad_input_is_refused_with_the_fix(sam, images, labels, text):
     with pytest.raises(ValueError, match=text):
         finetune(images, labels, sam)
+
+
+
+def test_each_window_is_encoded_once_per_turn_and_refine_reuses_them(pairs, sam, encoder_passes):
+    """Teaching encodes each distinct window once per turn (the coarse-mask kinds share
+    it), a second lesson on the same cache encodes nothing, and neither does refining
+    a training image with the taught model (same encoder, same windows)."""
+    from napari_samrefine.engine.embedding import EmbeddingCache
+
+    images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
+    opts = dataclasses.replace(QUICK, epochs=1, kinds=("defects", "eroded", "dilated"))
+    cache = EmbeddingCache(max_items=1000)
+    taught = finetune(images, labels, sam, options=opts, embedding_cache=cache)
+    train, val = taught.metadata["images"], taught.metadata["options"]["validation_images"]
+    assert len(train) == len(val) == 1
+    t = next(i for i in range(2) if _hash_pair(images[i], labels[i]) == train[0])
+
+    def windows(i: int, kinds, seeds) -> int:
+        views = teaching_views([images[i]], [labels[i]], sam, kinds=kinds, seeds=seeds)
+        assert len(views) > len({v.rgb.tobytes() for v in views})  # kinds share windows
+        return len({v.rgb.tobytes() for v in views})
+
+    expected = (windows(t, opts.kinds, opts.seeds) * len(opts.augment)
+                + windows(1 - t, opts.kinds, (0,)))
+    assert encoder_passes.n == expected > 2
+    finetune(images, labels, sam, options=opts, embedding_cache=cache)
+    refine(images[t], labels[t], taught.model, embedding_cache=cache)
+    assert encoder_passes.n == expected
 

@@ -119,6 +119,8 @@ class TeachOptions:
             raise ValueError(f"augment must be a non-empty subset of {DIHEDRAL}, got {self.augment!r}.")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or not self.lr > 0:
             raise ValueError("epochs, batch_size and patience must be at least 1, and lr > 0.")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be more than 0 (or None: no limit), got {self.max_minutes!r}.")
         if not 0 <= self.validation < 1:
             raise ValueError(f"validation must be a fraction in [0, 1), got {self.validation!r}.")
         if self.lora_rank < 0 or not self.lora_scale > 0:
