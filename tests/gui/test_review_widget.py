@@ -12,6 +12,7 @@ from qtpy.QtCore import Qt
 
 import napari_samrefine as nsr
 from napari_samrefine.quality.review import apply_decisions, review_table
+from napari_samrefine.quality.review_file import read_decisions
 
 pytestmark = pytest.mark.gui
 
@@ -88,6 +89,40 @@ def test_review_worst_first_revert_accept_undo_redo_and_resume(viewer, qtbot, sa
     resumed = review.rows.set_index("label_id")["decision"]
     assert (resumed[first], resumed[second], resumed[third]) == ("reverted", "", "accepted")
     assert "2 decided" in review.status
+
+
+def test_undo_on_a_hidden_layer_is_caught_up_before_the_next_action(viewer, qtbot, sam, tmp_path):
+    """napari's undo on a hidden Labels layer writes its pixels without an event: the
+    review catches up when the layer is shown and before it acts or saves."""
+    refined, coarse = refined_viewer(viewer, qtbot, sam)
+    start = refined.data.copy()
+    review = open_widget(viewer, "Review refinement")
+    review.load_button.native.click()
+    first, second = (int(v) for v in review.rows["label_id"][:2])
+
+    def decision(label: int) -> str:
+        table = review.rows.set_index("label_id")["decision"][label]
+        assert refined.features.set_index("label_id")["decision"][label] == table
+        return table
+
+    review.revert_button.native.click()
+    review.revert_button.native.click()
+    assert (decision(first), decision(second)) == ("reverted", "reverted")
+    refined.visible = False
+    refined.undo()  # the second revert undone
+    refined.undo()  # and the first
+    np.testing.assert_array_equal(refined.data, start)
+    review.save_decisions(tmp_path / "decisions.csv")  # saving catches up
+    saved = read_decisions(tmp_path / "decisions.csv").set_index("label_id")
+    assert (saved["decision"][first], saved["decision"][second]) == ("", "")
+    assert (decision(first), decision(second)) == ("", "")
+    refined.redo()  # the first revert again, still hidden
+    review.select(1)
+    qtbot.keyClick(review.table.native, Qt.Key.Key_A)  # acting catches up too
+    assert (decision(first), decision(second)) == ("reverted", "accepted")
+    refined.undo()  # hidden: the first revert undone once more
+    refined.visible = True  # shown: napari's refresh brings the review up to date
+    assert (decision(first), decision(second)) == ("", "accepted")
 
 
 def test_review_says_what_is_missing(viewer):

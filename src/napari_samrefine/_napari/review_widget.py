@@ -219,6 +219,7 @@ class ReviewWidget(TaskWidget):
             self.say(f"{coarse.name!r} {coarse.data.shape} and {refined.name!r} {refined.data.shape} "
                      "differ in shape: choose the coarse layer the refinement was made from.", error=True)
             return None
+        self._sync()  # a hidden layer's undo and redo send no event: catch up before acting
         return refined, coarse
 
     def _checked(self):
@@ -321,6 +322,7 @@ class ReviewWidget(TaskWidget):
         if layer is None or not len(self.rows):
             self.say("No objects to save: load a refined layer's objects first.", error=True)
             return
+        self._sync()  # the pixels of a hidden layer may have changed silently
         try:
             prompts = layer.metadata.get(EDITED_PROMPTS)  # re-refined objects' prompts
             review_file.write_decisions(path, self.rows, layer.name, prompts)
@@ -376,7 +378,9 @@ class ReviewWidget(TaskWidget):
     def _sync(self, event=None) -> None:
         """After the refined layer's pixels changed (an undo, a redo, a paint): each object reverted
         or refined again in this review gets the decision its pixels stand for
-        (:class:`~napari_samrefine.quality.review.DecisionHistory`)."""
+        (:class:`~napari_samrefine.quality.review.DecisionHistory`). Called by the layer's
+        events, when it is shown again, and before every action: napari's undo and redo on a
+        hidden layer write its pixels without an event."""
         if getattr(event, "type", None) == "paint":  # data_setitem emits it before writing
             QTimer.singleShot(0, self._sync)
         refined = self.refined_layer.value
