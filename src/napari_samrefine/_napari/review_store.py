@@ -24,17 +24,19 @@ from napari_samrefine._napari.review_layers import object_mask
 __all__ = ["follow_pixels", "keep_decisions", "check_objects", "adopt_table", "DecisionsFile"]
 
 
-def follow_pixels(history, rows: pd.DataFrame, keys: list[tuple], data) -> list[int]:
+def follow_pixels(history, table, data) -> bool:
     """After the labels ``data`` changed (an undo, a redo, a paint): each object of ``history``
     (:class:`~napari_samrefine.quality.review.DecisionHistory`) gets the decision its pixels
-    stand for, in ``rows`` (``keys``: each row's object). Returns the rows changed."""
-    changed = []
-    for i, key in enumerate(keys):
+    stand for, in ``table`` (the review's :class:`~.review_table.ObjectTable`, its rows and
+    their cells). Returns whether a decision changed."""
+    rows, changed = table.rows, False
+    for i, key in enumerate(table.keys()):
         if key in history:
             decision = history.decision(key, object_mask(data, key))
             if decision != rows.at[i, "decision"]:
                 rows.at[i, "decision"] = decision
-                changed.append(i)
+                table.show_decision(i)
+                changed = True
     return changed
 
 

@@ -376,20 +376,15 @@ class ReviewWidget(TaskWidget):
     # -- the layer's pixels and features ---------------------------------------------------------
 
     def _sync(self, event=None) -> None:
-        """After the refined layer's pixels changed (an undo, a redo, a paint): each object reverted
-        or refined again in this review gets the decision its pixels stand for
-        (:class:`~napari_samrefine.quality.review.DecisionHistory`). Called by the layer's
-        events, when it is shown again, and before every action: napari's undo and redo on a
-        hidden layer write its pixels without an event."""
+        """After the refined layer's pixels changed (an undo, a redo, a paint; every action calls
+        it first, as an undo on a hidden layer sends no event): each object reverted or refined
+        again gets the decision its pixels stand for (:func:`.review_store.follow_pixels`)."""
         if getattr(event, "type", None) == "paint":  # data_setitem emits it before writing
             QTimer.singleShot(0, self._sync)
         refined = self.refined_layer.value
         if refined is None or not refined == self._layer:
             return
-        changed = store.follow_pixels(self._history, self.rows, self._table.keys(), refined.data)
-        for i in changed:
-            self._table.show_decision(i)
-        if changed:
+        if store.follow_pixels(self._history, self._table, refined.data):
             self._store()
 
     def _store(self) -> None:
