@@ -197,7 +197,6 @@ def test_bad_input_is_refused_with_the_fix(sam, images, labels, text):
         finetune(images, labels, sam)
 
 
-
 def test_each_window_is_encoded_once_per_turn_and_refine_reuses_them(pairs, sam, encoder_passes):
     """Teaching encodes each distinct window once per turn (the coarse-mask kinds share
     it), a second lesson on the same cache encodes nothing, and neither does refining
@@ -223,4 +222,3 @@ def test_each_window_is_encoded_once_per_turn_and_refine_reuses_them(pairs, sam,
     finetune(images, labels, sam, options=opts, embedding_cache=cache)
     refine(images[t], labels[t], taught.model, embedding_cache=cache)
     assert encoder_passes.n == expected
-

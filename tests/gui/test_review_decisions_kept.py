@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from _widgets import open_widget, refine_widget
+from _widgets import open_widget, refine_widget, run_widget
 from qtpy.QtCore import Qt
 
 pytestmark = pytest.mark.gui
@@ -18,11 +18,6 @@ def shown_viewer(make_napari_viewer):
     viewer = make_napari_viewer(show=True)  # a canvas that draws the layers, as a user's
     viewer.open_sample("napari-samrefine", "nuclei")
     return viewer
-
-
-def run(widget, qtbot):
-    widget._run_button.native.click()
-    qtbot.waitUntil(lambda: widget.worker is not None and not widget.busy, timeout=120_000)
 
 
 def drag_box_out(boxes, label_id: int, pixels: int) -> None:
@@ -37,11 +32,11 @@ def drag_box_out(boxes, label_id: int, pixels: int) -> None:
 
 def test_rerefined_and_reverted_decisions_stay_on_a_drawn_canvas(shown_viewer, qtbot, sam, tmp_path):
     viewer = shown_viewer
-    run(refine_widget(viewer, sam, keep="refined"), qtbot)
+    run_widget(refine_widget(viewer, sam, keep="refined"), qtbot, timeout=120_000)
     refined, coarse = viewer.layers["nuclei coarse refined"], viewer.layers["nuclei coarse"]
     prompts = open_widget(viewer, "Prompt excavation")
     prompts.labels_layer.value = coarse
-    run(prompts, qtbot)
+    run_widget(prompts, qtbot, timeout=120_000)
     review = open_widget(viewer, "Review refinement")  # it fills itself: no Load objects
     qtbot.waitUntil(lambda: len(review.rows) > 3, timeout=5_000)
     review.model.sam = sam

@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _widgets import open_widget, refine_widget
+from _widgets import open_widget, refine_widget, run_widget
 from qtpy.QtCore import Qt
 
 import napari_samrefine as nsr
@@ -18,9 +18,7 @@ pytestmark = pytest.mark.gui
 
 
 def refined_viewer(viewer, qtbot, sam):
-    widget = refine_widget(viewer, sam, keep="refined")
-    widget._run_button.native.click()
-    qtbot.waitUntil(lambda: widget.worker is not None and not widget.busy, timeout=60_000)
+    run_widget(refine_widget(viewer, sam, keep="refined"), qtbot)
     return viewer.layers["nuclei coarse refined"], viewer.layers["nuclei coarse"]
 
 

@@ -7,9 +7,9 @@ decoder (the image encoder is frozen, so every embedding is computed once and
 shared with refine; with ``lora_rank``, low-rank adaptors in its attention are
 trained too, :mod:`~napari_samrefine.models.lora`) to answer the true masks,
 with SAM's own losses (:mod:`~napari_samrefine.teach.losses`). A validation
-split of whole images is scored after every epoch (mean IoU in SAM's low-res frame, beside the coarse
-masks' own); the best epoch is kept and teaching stops early when validation
-stops improving. The result is saved as a small file
+split of whole images is scored after every epoch (mean IoU in SAM's low-res
+frame, beside the coarse masks' own); the best epoch is kept and teaching stops
+early when validation stops improving. The result is saved as a small file
 (:mod:`~napari_samrefine.models.finetune_file`) that
 ``load_sam(base, finetune=FILE)`` applies.
 """
